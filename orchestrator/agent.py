@@ -1,0 +1,186 @@
+"""The agent loop: ask the model, run the tools it asks for, repeat until ``finish``.
+
+The loop knows nothing about processes, money or git: the worker wraps it with
+permits, budgets and commits. Everything it sees and does goes to ``record`` as
+JSON-serialisable dicts, so a transcript can explain any attempt after the fact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.providers.base import ModelRequest, ModelResponse, Provider, ToolCall, Usage
+from orchestrator.tools import Toolbox, ToolResult
+
+NUDGE = "Use a tool, or call finish with a summary."
+SKIPPED = "not run: finish was called earlier in this turn"
+
+
+@dataclass
+class AgentResult:
+    """How an attempt ended; ``handoff`` briefs the next attempt when it did not finish."""
+
+    finished: bool
+    summary: str
+    turns: int
+    usage: Usage = field(default_factory=Usage)
+    reason: str = ""
+    handoff: str = ""
+
+
+def run_agent(
+    provider: Provider,
+    toolbox: Toolbox,
+    *,
+    system: str,
+    prompt: str,
+    model: str,
+    max_tokens: int,
+    max_turns: int,
+    task_id: str,
+    attempt: int,
+    record: Callable[[dict[str, Any]], None] = lambda e: None,
+    on_tool: Callable[[str], None] = lambda s: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> AgentResult:
+    """Run one attempt. ProviderError propagates: the caller decides retry or fail."""
+    messages: list[dict[str, Any]] = [_user([{"type": "text", "text": prompt}])]
+    usage, last_text, sent = Usage(), "", 0
+    tools = toolbox.specs()
+    for turn in range(1, max_turns + 1):
+        if should_stop():
+            return _ended("aborted", turn - 1, usage, toolbox, last_text, record)
+        request = ModelRequest(system, list(messages), tools, max_tokens, model, task_id, attempt)
+        record(_request_record(request, turn, messages[sent:]))
+        sent = len(messages)
+        response = provider.complete(request)
+        record({"kind": "response", "turn": turn, **response.to_dict()})
+        usage += response.usage
+        last_text = response.text or last_text
+        messages.append(response.to_message())
+        if not response.tool_calls:
+            messages.append(_user([{"type": "text", "text": NUDGE}]))
+            continue
+        results, done = _run_tools(toolbox, response, turn, record, on_tool)
+        messages.append(_user(results))
+        if done is not None:
+            result = AgentResult(True, done.summary, turn, usage)
+            record({"kind": "end", "finished": True, "turns": turn, "usage": usage.to_dict()})
+            return result
+    reason = f"turn limit ({max_turns}) reached"
+    return _ended(reason, max_turns, usage, toolbox, last_text, record)
+
+
+def _run_tools(
+    toolbox: Toolbox,
+    response: ModelResponse,
+    turn: int,
+    record: Callable[[dict[str, Any]], None],
+    on_tool: Callable[[str], None],
+) -> tuple[list[dict[str, Any]], ToolResult | None]:
+    """Run the turn's calls in order; every tool_use gets a tool_result, as APIs require."""
+    blocks: list[dict[str, Any]] = []
+    done: ToolResult | None = None
+    for call in response.tool_calls:
+        if done is not None:
+            result = ToolResult(SKIPPED, is_error=True)
+        else:
+            on_tool(describe_call(call))
+            result = toolbox.call(call.name, call.input)
+            if result.finished:
+                done = result
+        record(
+            {
+                "kind": "tool",
+                "turn": turn,
+                "id": call.id,
+                "name": call.name,
+                "input": call.input,
+                "result": result.content,
+                "is_error": result.is_error,
+            }
+        )
+        blocks.append(
+            {
+                "type": "tool_result",
+                "tool_use_id": call.id,
+                "content": result.content,
+                "is_error": result.is_error,
+            }
+        )
+    return blocks, done
+
+
+def describe_call(call: ToolCall) -> str:
+    """One short progress line, e.g. ``write_file src/x.py`` or ``run_command: pytest -q``."""
+    args = call.input if isinstance(call.input, dict) else {}
+    if call.name == "run_command":
+        line = f"run_command: {args.get('command', '')}"
+    elif call.name == "search_files":
+        line = f"search_files {args.get('pattern', '')!r} in {args.get('path', '.')}"
+    elif call.name == "finish":
+        line = "finish"
+    else:
+        line = f"{call.name} {args.get('path', '.')}"
+    line = " ".join(line.split())
+    return line if len(line) <= 120 else line[:117] + "..."
+
+
+def build_handoff(reason: str, turns: int, touched: Iterable[str], last_text: str) -> str:
+    """A short note for the next attempt: why this one stopped, what it changed, last words."""
+    files = ", ".join(sorted(touched)) or "none"
+    note = " ".join(last_text.split())
+    if len(note) > 600:
+        note = note[:597] + "..."
+    lines = [
+        f"The previous attempt stopped ({reason}) after {turns} turns without calling finish.",
+        f"Files it touched: {files}",
+    ]
+    if note:
+        lines.append(f"Its last note: {note}")
+    return "\n".join(lines)
+
+
+def _ended(
+    reason: str,
+    turns: int,
+    usage: Usage,
+    toolbox: Toolbox,
+    last_text: str,
+    record: Callable[[dict[str, Any]], None],
+) -> AgentResult:
+    handoff = build_handoff(reason, turns, toolbox.touched, last_text)
+    record(
+        {
+            "kind": "end",
+            "finished": False,
+            "reason": reason,
+            "turns": turns,
+            "usage": usage.to_dict(),
+            "handoff": handoff,
+        }
+    )
+    return AgentResult(False, "", turns, usage, reason=reason, handoff=handoff)
+
+
+def _request_record(request: ModelRequest, turn: int, new: list[dict[str, Any]]) -> dict[str, Any]:
+    """Only the messages added since the last request, so transcripts stay linear in size."""
+    entry: dict[str, Any] = {
+        "kind": "request",
+        "turn": turn,
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "task_id": request.task_id,
+        "attempt": request.attempt,
+        "new_messages": new,
+    }
+    if turn == 1:
+        entry["system"] = request.system
+        entry["tools"] = request.tools
+    return entry
+
+
+def _user(content: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"role": "user", "content": content}

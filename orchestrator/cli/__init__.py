@@ -1,0 +1,1 @@
+"""The ``pd`` command line: one module per command group, each command thin."""

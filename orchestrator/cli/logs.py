@@ -1,0 +1,83 @@
+"""``pd logs``: worker, merger and coordinator logs, merged in time order."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator.control import coordinator_alive
+from orchestrator.errors import BadInput
+from orchestrator.store import RunStore
+
+
+def logs(
+    run: Annotated[str | None, typer.Argument(help="Run id (default: the newest run).")] = None,
+    worker: Annotated[str | None, typer.Option(help="Only this worker (w1, merger …).")] = None,
+    task: Annotated[str | None, typer.Option(help="Only lines about this task.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f",
+                                         help="Keep printing until the run ends.")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Show the last N lines.")] = 200,
+) -> int:
+    """Print a run's logs; ``--follow`` keeps going while the run lives."""
+    store = RunStore.open(run)
+    files = _files(store, worker)
+    shown = _select(_read(files), task)
+    for line in shown[-lines:] if lines > 0 else shown:
+        typer.echo(line)
+    if follow:
+        _follow(store, worker, task, {path: path.stat().st_size for path in _files(store,
+                                                                                     worker)})
+    return 0
+
+
+def _files(store: RunStore, worker: str | None) -> list[Path]:
+    folder = store.dir / "logs"
+    if worker is None:
+        return sorted(p for p in folder.glob("*.log") if not p.name.startswith("gate-"))
+    path = folder / f"{worker}.log"
+    if not path.exists() and worker != "merger":
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.log")
+                                 if not p.name.startswith("gate-")))
+        raise BadInput("--worker", f"no log for worker '{worker}' in run {store.run_id}",
+                       f"use one of: {known}")
+    return [path]
+
+
+def _read(files: list[Path]) -> list[str]:
+    """All lines of all files, in time order (each line starts with HH:MM:SS)."""
+    out: list[tuple[str, int, str]] = []
+    for index, path in enumerate(files):
+        try:
+            out += [(line[:8], index, line) for line in path.read_text().splitlines()]
+        except FileNotFoundError:
+            continue
+    return [line for _, _, line in sorted(out, key=lambda item: (item[0], item[1]))]
+
+
+def _select(all_lines: list[str], task: str | None) -> list[str]:
+    return [line for line in all_lines if task is None or f"[{task}]" in line]
+
+
+def _follow(store: RunStore, worker: str | None, task: str | None,
+            offsets: dict[Path, int]) -> None:
+    idle_rounds = 0
+    while True:
+        for path in _files(store, worker):
+            start = offsets.get(path, 0)
+            try:
+                with open(path) as handle:
+                    handle.seek(start)
+                    chunk = handle.read()
+            except FileNotFoundError:
+                continue
+            complete = chunk[: chunk.rfind("\n") + 1]
+            offsets[path] = start + len(complete.encode())
+            for line in _select(complete.splitlines(), task):
+                typer.echo(line)
+        idle_rounds = 0 if coordinator_alive(store) else idle_rounds + 1
+        if idle_rounds > 2:
+            return
+        time.sleep(0.3)

@@ -1,0 +1,79 @@
+"""The ``pd`` entry point: builds the Typer app and turns errors into one line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from orchestrator import __version__
+from orchestrator.cli import abort, catalog, logs, report, run, status
+from orchestrator.cli.output import console, fail_line
+from orchestrator.errors import PdError
+from orchestrator.mission import resolve_mission_path
+from orchestrator.preflight import build_plan
+from orchestrator.store import workspace
+
+app = typer.Typer(
+    name="pd",
+    help="Run a team of AI coding agents in parallel on one git repository, safely.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(run.run)
+app.command()(run.resume)
+app.command()(run.demo)
+app.command()(status.status)
+app.command()(logs.logs)
+app.command()(abort.abort)
+app.command()(report.report)
+app.add_typer(catalog.roles_app, name="roles")
+app.add_typer(catalog.missions_app, name="missions")
+
+
+@app.command()
+def validate(
+    mission: Annotated[str, typer.Argument(help="Mission file, or a shipped mission's name.")],
+    repo: Annotated[str | None, typer.Option(help="Check against this repository.")] = None,
+) -> int:
+    """Check a mission without running it: fields, roles, graph, repository, gate."""
+    path = resolve_mission_path(mission)
+    plan = build_plan(path, workspace(), repo_arg=repo)
+    console.print(f"ok: {path}: {len(plan.graph)} tasks, {len(plan.workers)} workers, "
+                  f"gate `{plan.gate_command}` on {plan.target_branch} of {plan.repo}",
+                  soft_wrap=True)
+    console.print("critical path: " + " → ".join(plan.graph.critical_path()), soft_wrap=True)
+    return 0
+
+
+@app.command(hidden=True)
+def version() -> None:
+    console.print(f"pd {__version__}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; a ``PdError`` becomes one line on stderr and its exit code."""
+    try:
+        result = app(args=argv, prog_name="pd", standalone_mode=False)
+    except PdError as exc:
+        fail_line(str(exc))
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        fail_line("interrupted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] if Path(sys.argv[0]).name != "pd" else None)

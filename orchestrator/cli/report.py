@@ -1,0 +1,55 @@
+"""``pd report``: what a run did, task by task."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from orchestrator.cli.output import console, print_json
+from orchestrator.report import build_report
+from orchestrator.store import RunStore
+
+STATE_STYLE = {"merged": "green", "failed": "red", "blocked": "red", "aborted": "yellow"}
+
+
+def report(
+    run: Annotated[str | None, typer.Argument(help="Run id (default: the newest run).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> int:
+    """Show what a run did: every task's outcome, rejections, crashes, timings."""
+    data = build_report(RunStore.open(run))
+    if as_json:
+        print_json(data)
+    else:
+        print_report(data)
+    return 0
+
+
+def print_report(data: dict[str, Any]) -> None:
+    table = Table(title=f"run {data['run_id']} — {data.get('mission') or '?'}: "
+                  f"{data.get('status') or 'unknown'}", title_justify="left")
+    for column in ("task", "state", "attempts", "workers", "rejections / failures"):
+        table.add_column(column)
+    for task in data["tasks"]:
+        problems = [f"#{r['attempt']}: {_line(r['reason'])}" for r in task["rejections"]]
+        problems += [f"#{f['attempt']}: {_line(f['reason'])}" for f in task["failures"]
+                     if not any(r["attempt"] == f["attempt"] for r in task["rejections"])]
+        style = STATE_STYLE.get(task["state"], "")
+        table.add_row(task["id"], f"[{style}]{task['state']}[/]" if style else task["state"],
+                      str(task["attempts"]), ",".join(dict.fromkeys(task["workers"])),
+                      "\n".join(problems))
+    console.print(table)
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(data.get("counts", {}).items()) if n)
+    seconds = f" in {data['seconds']}s" if data.get("seconds") is not None else ""
+    console.print(f"{counts}{seconds}; {data['rejections']} rejected by the gate, "
+                  f"{len(data['crashes'])} worker crashes, {data['respawns']} respawns")
+    if data.get("head"):
+        console.print(f"{data.get('target_branch')} is now at {data['head'][:10]} "
+                      f"(was {(data.get('start_head') or '')[:10]})")
+
+
+def _line(text: str) -> str:
+    first = (text or "").strip().splitlines()
+    return first[0][:90] if first else ""

@@ -1,0 +1,121 @@
+"""``pd run``, ``pd resume`` and ``pd demo``: the commands that start a coordinator."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator.cli.output import console
+from orchestrator.cli.progress import ProgressPrinter
+from orchestrator.cli.report import print_report
+from orchestrator.control import coordinator_alive, kill_recorded
+from orchestrator.coordinator import Coordinator
+from orchestrator.demo import create_sample_repo, fresh_dir
+from orchestrator.errors import BadInput
+from orchestrator.mission import resolve_mission_path, shipped_dir
+from orchestrator.preflight import RunPlan, build_plan
+from orchestrator.report import build_report
+from orchestrator.resume import rebuild
+from orchestrator.store import RunStore, new_run_id, workspace
+
+ADVANCED = "Advanced"
+
+
+def run(
+    mission: Annotated[str, typer.Argument(help="Mission file, or a shipped mission's name.")],
+    repo: Annotated[str | None, typer.Option(help="Target repository (default: the "
+                                             "mission's repo, else this folder).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Use at most N workers.")] = None,
+    provider: Annotated[str | None, typer.Option(help="Override the mission's provider.")] = None,
+    detach: Annotated[bool, typer.Option(help="Run in the background; print the run id.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v",
+                                          help="Show every tool call.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No live progress.",
+                                        rich_help_panel=ADVANCED)] = False,
+    run_id: Annotated[str | None, typer.Option(hidden=True)] = None,
+) -> int:
+    """Run a mission on a repository until every task is merged, failed or aborted."""
+    home = workspace()
+    path = resolve_mission_path(mission)
+    plan = build_plan(path, home, repo_arg=repo, workers=workers, provider=provider)
+    if detach:
+        return _detach(mission, repo, workers, provider)
+    return execute(plan, RunStore.create(home, run_id), verbose=verbose, quiet=quiet)
+
+
+def execute(plan: RunPlan, store: RunStore, verbose: bool = False, quiet: bool = False) -> int:
+    """Run a checked plan in this process and print the outcome."""
+    store.write_json("mission.json", plan.mission.model_dump(mode="json"))
+    store.write_json("plan.json", {"mission_path": str(plan.mission_path),
+                                   "workspace": str(plan.workspace), "repo": str(plan.repo),
+                                   "workers": len(plan.workers),
+                                   "worktrees": str(plan.worktree_root / store.run_id),
+                                   "provider": plan.mission.provider.name})
+    if not quiet:
+        console.print(f"run [bold]{store.run_id}[/]: {plan.mission.name}, "
+                      f"{len(plan.graph)} tasks, {len(plan.workers)} workers, "
+                      f"repo {plan.repo} ({plan.target_branch})", soft_wrap=True)
+    code = Coordinator(plan, store, on_event=ProgressPrinter(verbose, quiet)).run()
+    if not quiet:
+        print_report(build_report(store))
+    return code
+
+
+def _detach(mission: str, repo: str | None, workers: int | None, provider: str | None) -> int:
+    """Start the same command in its own session, so closing the terminal doesn't stop it."""
+    run_id = new_run_id()
+    args = [sys.executable, "-m", "orchestrator", "run", mission, "--quiet", "--run-id", run_id]
+    for flag, value in (("--repo", repo), ("--workers", workers), ("--provider", provider)):
+        if value is not None:
+            args += [flag, str(value)]
+    log = RunStore.create(workspace(), run_id).dir / "logs" / "console.log"
+    with open(log, "ab") as out:
+        subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                         start_new_session=True, cwd=Path.cwd())
+    console.print(f"started run [bold]{run_id}[/] in the background; follow it with "
+                  f"`pd status --watch` or `pd logs --follow`; stop it with `pd abort`")
+    return 0
+
+
+def resume(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run to go on with.")],
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> int:
+    """Go on with a run whose coordinator stopped: merged work is kept, the rest reruns."""
+    store = RunStore.open(run_id)
+    if coordinator_alive(store):
+        raise BadInput(store.run_id, "the run is still running", "follow it with `pd status`")
+    info = store.read_json("plan.json")
+    kill_recorded({k: v for k, v in (store.read_state() or {}).items() if k != "coordinator"})
+    plan = build_plan(Path(info["mission_path"]), Path(info["workspace"]),
+                      repo_arg=info["repo"], workers=info["workers"])
+    merged = rebuild(plan.graph, store.events(), plan.repo, plan.start_head)
+    if plan.graph.done():
+        console.print(f"run {store.run_id} has nothing left to do ({merged} tasks merged)")
+        return 0
+    console.print(f"resuming run {store.run_id}: {merged} of {len(plan.graph)} tasks merged")
+    code = Coordinator(plan, store, on_event=ProgressPrinter(verbose)).run()
+    print_report(build_report(store))
+    return code
+
+
+def demo(
+    directory: Annotated[str | None, typer.Option("--dir", help="Folder for the sample "
+                                                  "repository (default: ./pd-demo).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> int:
+    """Offline demo: a sample repo, 6 tasks, 3 workers, a rejection and a retry."""
+    target = fresh_dir(Path(directory or "pd-demo").resolve(), explicit=directory is not None)
+    create_sample_repo(target)
+    # The sample's gate runs `python -m pytest`: use this interpreter, which has pytest.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    plan = build_plan(shipped_dir("missions") / "demo.json", target, repo_arg=str(target))
+    code = execute(plan, RunStore.create(target), verbose=verbose)
+    console.print(f"\nThe sample repository is in {target}. Look around with:\n"
+                  f"  cd {target} && git log --oneline --graph && pd report")
+    return code

@@ -1,0 +1,75 @@
+"""``pd status``: a live run's workers and tasks, read from its snapshot."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+
+from orchestrator.cli.output import console, print_json
+from orchestrator.control import coordinator_alive
+from orchestrator.store import RunStore
+
+
+def status(
+    run: Annotated[str | None, typer.Argument(help="Run id (default: the newest run).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    watch: Annotated[bool, typer.Option(help="Refresh every second until the run ends.")] = False,
+) -> int:
+    """Show a run's state: workers, tasks, merge queue."""
+    store = RunStore.open(run)
+    if as_json:
+        print_json(current(store))
+        return 0
+    if not watch:
+        console.print(render(current(store)))
+        return 0
+    with Live(render(current(store)), console=console, refresh_per_second=2) as live:
+        while True:
+            state = current(store)
+            live.update(render(state))
+            if state.get("status") != "running":
+                return 0
+            time.sleep(1)
+
+
+def current(store: RunStore) -> dict[str, Any]:
+    """The snapshot, with ``status`` corrected when the coordinator died without a word."""
+    state = store.read_state() or {"run_id": store.run_id, "status": "starting", "tasks": [],
+                                   "workers": []}
+    state["coordinator_alive"] = coordinator_alive(store)
+    if state.get("status") == "running" and not state["coordinator_alive"]:
+        state["status"] = "crashed"
+        state["hint"] = f"the coordinator is gone; continue with `pd resume {store.run_id}`"
+    return state
+
+
+def render(state: dict[str, Any]) -> Group:
+    head = (state.get("head") or "")[:10]
+    title = (f"run {state['run_id']} — {state.get('mission', '?')}: {state['status']}"
+             f" — {state.get('target_branch', '?')} at {head}")
+    workers = Table(title=title, title_justify="left")
+    for column in ("worker", "role", "state", "task", "pid", "crashes"):
+        workers.add_column(column)
+    for w in state.get("workers", []):
+        task = f"{w['task']} #{w['attempt']}" if w.get("task") else ""
+        workers.add_row(w["id"], w["role"], w["state"], task, str(w.get("pid") or ""),
+                        str(w.get("crashes", 0)))
+    tasks = Table()
+    for column in ("task", "state", "attempts", "worker", "critical path"):
+        tasks.add_column(column)
+    for t in state.get("tasks", []):
+        tasks.add_row(t["id"], t["state"], str(t.get("attempts", 0)), t.get("worker") or "",
+                      str(t.get("critical_path", "")))
+    merger = state.get("merger") or {}
+    lines = [workers, tasks]
+    if merger.get("task") or merger.get("queue"):
+        lines.append(f"merging: {merger.get('task') or '-'}; queued: "
+                     f"{', '.join(merger.get('queue', [])) or '-'}")
+    if state.get("hint"):
+        lines.append(state["hint"])
+    return Group(*lines)

@@ -1,0 +1,500 @@
+"""The coordinator: one process, one loop, deciding everything about a run.
+
+It never blocks on slow work: model calls and commands run in workers, gates in the
+merger. The loop waits on worker pipes and process sentinels (a crash is noticed at
+once), then hands out ready tasks, reads control requests, checks heartbeats, and writes
+what happened to the run store before acting on it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from typing import Any
+
+import psutil
+from filelock import FileLock, Timeout
+
+from orchestrator import control
+from orchestrator.errors import BadInput
+from orchestrator.eventfmt import format_event, stamp
+from orchestrator.gitutil import git
+from orchestrator.merger import MergerConfig, merger_main
+from orchestrator.messages import (
+    AbortTask,
+    Assign,
+    MergeRequest,
+    MergeResult,
+    Message,
+    Progress,
+    Ready,
+    TaskDone,
+    TaskFailed,
+    TaskStarted,
+)
+from orchestrator.pool import PoolEvent, WorkerPool, child_setup
+from orchestrator.preflight import RunPlan, fits
+from orchestrator.store import RunStore
+from orchestrator.taskgraph import TaskState
+from orchestrator.worker import WorkerConfig, worker_main
+from orchestrator.worktree import WorktreeManager, exclude_from_status
+
+MERGER = "merger"
+MAX_CRASHES = 5  # per worker slot; past this the slot is retired (circuit breaker)
+TICK = 0.2
+
+
+@dataclass
+class Slot:
+    """The coordinator's view of one worker."""
+
+    id: str
+    role: str
+    state: str = "booting"  # booting | idle | busy | retired
+    task: str | None = None
+    attempt: int = 0
+    crashes: int = 0
+    pid: int | None = None
+    create_time: float | None = None
+
+
+def _merger_entry(conn: Any, worker_id: str, config: dict[str, Any]) -> None:
+    child_setup()
+    merger_main(conn, config)
+
+
+class Coordinator:
+    """Runs one plan to the end; ``run()`` returns the exit code."""
+
+    def __init__(self, plan: RunPlan, store: RunStore,
+                 on_event: Callable[[dict[str, Any]], None] | None = None,
+                 start_method: str = "spawn") -> None:
+        self.plan = plan
+        self.store = store
+        self.graph = plan.graph
+        self.on_event = on_event or (lambda event: None)
+        self.pool = WorkerPool(start_method)
+        self.slots = {wid: Slot(wid, role) for wid, role in plan.workers}
+        self.head = plan.start_head
+        self.merge_queue: deque[MergeRequest] = deque()
+        self.merging: MergeRequest | None = None
+        self.merger_ready = False
+        self.abort_reason: str | None = None
+        self.ready_since: dict[str, float] = {}
+        self.root = plan.worktree_root / store.run_id
+        self.started_at = time.time()
+        self._state_dirty = True
+        self._state_written = 0.0
+        self._signals = 0
+
+    # ---- lifecycle ---------------------------------------------------------------
+
+    def run(self) -> int:
+        lock = FileLock(self.store.lock_path)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise BadInput(str(self.store.dir), "another coordinator is running this run",
+                           "wait for it, or stop it with `pd abort`") from None
+        try:
+            self._install_signals()
+            self._start()
+            while not self._finished():
+                self._step()
+            return self._finish()
+        except BaseException:
+            self._teardown()
+            raise
+        finally:
+            self.store.close()
+            lock.release()
+
+    def _start(self) -> None:
+        exclude_from_status(self.plan.repo, [self.plan.worktree_root, self.plan.workspace / ".pd"])
+        self.emit("run_started", mission=self.plan.mission.name, repo=str(self.plan.repo),
+                  target_branch=self.plan.target_branch, head=self.head,
+                  workers=dict(self.plan.workers), pid=os.getpid())
+        self.pool.spawn(MERGER, _merger_entry, self._merger_config())
+        for slot in self.slots.values():
+            self.pool.spawn(slot.id, worker_main, self._worker_config(slot))
+            self.emit("worker_spawned", worker=slot.id, role=slot.role)
+
+    def _finished(self) -> bool:
+        if self.abort_reason:
+            return True
+        idle_merger = self.merging is None and not self.merge_queue
+        return (self.graph.done() and idle_merger) or self._stalled()
+
+    def _stalled(self) -> bool:
+        """No live worker can take any task that is still waiting: the run cannot go on."""
+        live = [s for s in self.slots.values() if s.state != "retired"]
+        waiting = [t for t in self.graph if t.state in (TaskState.PENDING, TaskState.RUNNING)]
+        if not waiting or self.merging or self.merge_queue:
+            return False
+        return not any(fits(t, self.plan.roles[s.role]) for t in waiting for s in live)
+
+    def _step(self) -> None:
+        self._assign()
+        for event in self.pool.poll(TICK):
+            self._handle(event)
+        for request in control.take_requests(self.store):
+            self._control(request)
+        self._check_health()
+        self._write_state()
+
+    def _finish(self) -> int:
+        if self.abort_reason:
+            changed = [t.id for t in self.graph if t.state not in (
+                TaskState.MERGED, TaskState.FAILED, TaskState.BLOCKED, TaskState.ABORTED)]
+            self.graph.abort_all()
+            self.emit("run_aborted", reason=self.abort_reason, tasks=changed)
+        elif self._stalled():
+            self.emit("run_stalled", reason="no live worker can take the remaining tasks")
+            self.graph.abort_all()
+        self._teardown()
+        counts = self.graph.counts()
+        merged_all = counts.get("merged", 0) == len(self.graph)
+        code = 130 if self.abort_reason else (0 if merged_all else 1)
+        status = "aborted" if self.abort_reason else ("finished" if merged_all else "failed")
+        self.emit("run_finished", status=status, exit_code=code, head=self.head, counts=counts)
+        self._write_state(force=True, status=status, exit_code=code)
+        return code
+
+    def _teardown(self) -> None:
+        """Stop every process and remove every worktree; safe to call twice."""
+        self.pool.shutdown_all(grace=0.8)
+        WorktreeManager(self.plan.repo, self.root).remove_all()
+        for task in self.graph:
+            if task.state is TaskState.MERGED and task.branch:
+                git(self.plan.repo, "update-ref", "-d", f"refs/heads/{task.branch}", check=False)
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum: int, frame: Any) -> None:
+            self._signals += 1
+            if self._signals > 1:
+                raise KeyboardInterrupt
+            self.abort_reason = f"interrupted by {signal.Signals(signum).name}"
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+
+    # ---- scheduling --------------------------------------------------------------
+
+    def _assign(self) -> None:
+        idle = [s for s in self.slots.values() if s.state == "idle"]
+        if not idle:
+            return
+        ready = self.graph.ready()
+        now = time.monotonic()
+        for task in ready:
+            self.ready_since.setdefault(task.id, now)
+        busy_files = [f for t in self.graph if t.state is TaskState.RUNNING for f in t.files]
+        apart = [t for t in ready if not _overlap(t.files, busy_files)]
+        for task in apart + [t for t in ready if t not in apart]:
+            slot = next((s for s in idle if fits(task, self.plan.roles[s.role])), None)
+            if slot is None:
+                continue
+            idle.remove(slot)
+            self._start_task(slot, task)
+            if not idle:
+                return
+
+    def _start_task(self, slot: Slot, task: Any) -> None:
+        attempt = self.graph.start(task.id, slot.id)
+        branch = f"pd/{self.store.run_id}/{task.id}"
+        deps = {d: self.graph.get(d).summary for d in task.deps}
+        message = Assign(task_id=task.id, attempt=attempt, title=task.title,
+                         description=task.description, branch=branch, target_head=self.head,
+                         files=list(task.files), feedback=list(task.feedback),
+                         handoff=task.handoff, dependencies=deps)
+        slot.state, slot.task, slot.attempt = "busy", task.id, attempt
+        self.emit("task_assigned", task=task.id, worker=slot.id, attempt=attempt,
+                  branch=branch, base=self.head)
+        self.pool.send(slot.id, message)
+
+    # ---- messages ----------------------------------------------------------------
+
+    def _handle(self, event: PoolEvent) -> None:
+        if event.worker_id == MERGER:
+            self._handle_merger(event)
+        elif event.died:
+            self._worker_died(event.worker_id, event.exitcode)
+        else:
+            self._handle_worker(self.slots[event.worker_id], event.message)
+
+    def _handle_worker(self, slot: Slot, message: Message | None) -> None:
+        if isinstance(message, Ready):
+            self._worker_ready(slot, message)
+        elif isinstance(message, TaskStarted):
+            waited = message.at - self.ready_since.pop(message.task_id, message.at)
+            self.emit("task_started", task=message.task_id, worker=slot.id,
+                      attempt=message.attempt, waited=round(max(waited, 0.0), 4))
+        elif isinstance(message, Progress):
+            self.on_event({"kind": "progress", "worker": slot.id, "task": message.task_id,
+                           "text": message.text, "at": time.time()})
+        elif isinstance(message, TaskDone):
+            self._task_done(slot, message)
+        elif isinstance(message, TaskFailed):
+            self._release(slot, message.task_id)
+            self._attempt_failed(message.task_id, message.reason, message.handoff,
+                                 worker=slot.id)
+
+    def _worker_ready(self, slot: Slot, message: Ready) -> None:
+        handle = self.pool.workers[slot.id]
+        if message.error:
+            self.emit("worker_failed_to_start", worker=slot.id, error=message.error)
+            self._retire(slot)
+            return
+        handle.ready = True
+        slot.state, slot.pid, slot.create_time = "idle", message.pid, handle.create_time()
+        self.emit("worker_ready", worker=slot.id, pid=message.pid)
+
+    def _task_done(self, slot: Slot, message: TaskDone) -> None:
+        self._release(slot, message.task_id)
+        if self.graph.get(message.task_id).state is not TaskState.RUNNING:
+            return  # aborted meanwhile: its branch stays, it is not merged
+        self.graph.submitted(message.task_id, message.branch, message.commit, message.summary)
+        self.emit("task_submitted", task=message.task_id, worker=slot.id,
+                  attempt=message.attempt, commit=message.commit,
+                  files=message.changed_files, summary=message.summary)
+        task = self.graph.get(message.task_id)
+        self.merge_queue.append(MergeRequest(task_id=task.id, attempt=message.attempt,
+                                             branch=message.branch, commit=message.commit,
+                                             title=task.title))
+        self._next_merge()
+
+    def _release(self, slot: Slot, task_id: str) -> None:
+        if slot.task == task_id:
+            slot.task, slot.state = None, "idle"
+
+    def _attempt_failed(self, task_id: str, reason: str, handoff: str = "", **extra: Any) -> None:
+        task = self.graph.get(task_id)
+        if task.state not in (TaskState.RUNNING, TaskState.MERGING):
+            return
+        before = {t.id for t in self.graph if t.state is TaskState.BLOCKED}
+        state = self.graph.attempt_failed(task_id, reason, handoff)
+        self.emit("attempt_failed", task=task_id, attempt=task.attempts, reason=reason,
+                  state=str(state), **extra)
+        if state is TaskState.FAILED:
+            blocked = [t.id for t in self.graph if t.state is TaskState.BLOCKED
+                       and t.id not in before]
+            self.emit("task_failed", task=task_id, attempts=task.attempts, blocked=blocked)
+
+    # ---- merging -----------------------------------------------------------------
+
+    def _next_merge(self) -> None:
+        if self.merging is None and self.merger_ready and self.merge_queue:
+            self.merging = self.merge_queue.popleft()
+            self.emit("merge_started", task=self.merging.task_id, commit=self.merging.commit)
+            self.pool.send(MERGER, self.merging)
+
+    def _handle_merger(self, event: PoolEvent) -> None:
+        if event.died:
+            self.merger_ready = False
+            self.emit("merger_crashed", exitcode=event.exitcode,
+                      task=self.merging.task_id if self.merging else None)
+            if self.merging is not None:
+                self.merge_queue.appendleft(self.merging)
+                self.merging = None
+            if not self.abort_reason:
+                self.pool.restart(MERGER)
+            return
+        message = event.message
+        if isinstance(message, Ready):
+            self.merger_ready = not message.error
+            if message.error:
+                self.emit("merger_failed_to_start", error=message.error)
+                self.abort_reason = f"merger failed to start: {message.error}"
+            self.pool.workers[MERGER].ready = True
+        elif isinstance(message, MergeResult):
+            self._merge_result(message)
+        self._next_merge()
+
+    def _merge_result(self, result: MergeResult) -> None:
+        self.merging = None
+        if result.merged:
+            self.head = result.head
+            self.graph.merged(result.task_id, result.head)
+            self.emit("task_merged", task=result.task_id, attempt=result.attempt,
+                      head=result.head, seconds=round(result.seconds, 3))
+            return
+        detail = result.log_tail or "\n".join(result.conflicts)
+        self.emit("task_rejected", task=result.task_id, attempt=result.attempt,
+                  reason=result.reason, conflicts=result.conflicts, log_tail=result.log_tail)
+        self._attempt_failed(result.task_id, f"{result.reason}\n{detail}".strip())
+
+    # ---- health and control ------------------------------------------------------
+
+    def _worker_died(self, worker_id: str, exitcode: int | None) -> None:
+        slot = self.slots[worker_id]
+        task = slot.task
+        slot.task, slot.crashes = None, slot.crashes + 1
+        self.emit("worker_crashed", worker=worker_id, exitcode=exitcode, task=task)
+        if task is not None:
+            self._attempt_failed(task, f"worker {worker_id} died (exit code {exitcode}) "
+                                 "during the attempt", worker=worker_id)
+        if self.abort_reason:
+            return
+        if slot.crashes > MAX_CRASHES:
+            self._retire(slot)
+            return
+        handle = self.pool.restart(worker_id)
+        slot.state = "booting"
+        self.emit("worker_respawned", worker=worker_id, pid=handle.pid, restarts=handle.restarts)
+
+    def _retire(self, slot: Slot) -> None:
+        if slot.id in self.pool.workers:
+            self.pool.remove(slot.id)
+        slot.state, slot.task = "retired", None
+        self.emit("worker_retired", worker=slot.id, crashes=slot.crashes)
+
+    def _check_health(self) -> None:
+        limits = self.plan.mission.limits
+        silence = limits.heartbeat_interval * limits.missed_heartbeats
+        for worker_id in self.pool.silent(silence, boot_grace=max(60.0, silence)):
+            if worker_id == MERGER:
+                continue  # the merger runs long gates without heartbeats; gates time out
+            self.emit("heartbeat_missed", worker=worker_id, seconds=silence)
+            self.pool.kill(worker_id)  # its death arrives through poll() like a crash
+
+    def _control(self, request: control.ControlRequest) -> None:
+        self.emit("control", action=request.action, task=request.task, worker=request.worker)
+        if request.action != "abort":
+            return
+        if request.task:
+            self._abort_task(request.task)
+        elif request.worker:
+            self._abort_worker(request.worker)
+        else:
+            self.abort_reason = "aborted by user"
+
+    def _abort_task(self, task_id: str) -> None:
+        try:
+            task = self.graph.get(task_id)
+        except KeyError:
+            return
+        for slot in self.slots.values():
+            if slot.task == task_id:
+                self.pool.send(slot.id, AbortTask(task_id=task_id))
+        self.merge_queue = deque(r for r in self.merge_queue if r.task_id != task_id)
+        if task.state not in (TaskState.MERGED, TaskState.FAILED, TaskState.BLOCKED):
+            changed = self.graph.abort(task_id)
+            self.emit("task_aborted", task=task_id, changed=changed)
+
+    def _abort_worker(self, worker_id: str) -> None:
+        slot = self.slots.get(worker_id)
+        if slot is None or slot.state == "retired":
+            return
+        task = slot.task
+        self._retire(slot)
+        if task is not None:
+            self._attempt_failed(task, f"worker {worker_id} was stopped by the user",
+                                 worker=worker_id)
+
+    # ---- the record --------------------------------------------------------------
+
+    def emit(self, kind: str, **data: Any) -> None:
+        """Record first, then tell: the event log is the truth others rebuild from."""
+        event = self.store.append_event(kind, **data)
+        self._state_dirty = True
+        line = format_event(event)
+        if line is not None:
+            with open(self.store.log_path("coordinator"), "a") as handle:
+                handle.write(f"{stamp(event['at'])} [coordinator] [{data.get('task') or '-'}] "
+                             f"{line}\n")
+        self.on_event(event)
+
+    def _write_state(self, force: bool = False, **final: Any) -> None:
+        now = time.monotonic()
+        if not force and (not self._state_dirty or now - self._state_written < 0.25):
+            return
+        self.store.write_state(self.snapshot(**final))
+        self._state_dirty, self._state_written = False, now
+
+    def snapshot(self, status: str = "running", exit_code: int | None = None) -> dict[str, Any]:
+        merger = self.pool.workers.get(MERGER)
+        return {
+            "run_id": self.store.run_id,
+            "mission": self.plan.mission.name,
+            "status": status,
+            "exit_code": exit_code,
+            "abort_reason": self.abort_reason,
+            "started_at": self.started_at,
+            "updated_at": time.time(),
+            "repo": str(self.plan.repo),
+            "target_branch": self.plan.target_branch,
+            "start_head": self.plan.start_head,
+            "head": self.head,
+            "coordinator": {"pid": os.getpid(), "create_time": _create_time(os.getpid())},
+            "merger": {"pid": merger.pid if merger else None,
+                       "create_time": merger.create_time() if merger else None,
+                       "task": self.merging.task_id if self.merging else None,
+                       "queue": [r.task_id for r in self.merge_queue]},
+            "workers": [self._slot_view(s) for s in self.slots.values()],
+            "tasks": self.graph.snapshot(),
+            "counts": self.graph.counts(),
+            "critical_path": self.graph.critical_path(),
+        }
+
+    def _slot_view(self, slot: Slot) -> dict[str, Any]:
+        handle = self.pool.workers.get(slot.id)
+        return {"id": slot.id, "role": slot.role, "state": slot.state, "task": slot.task,
+                "attempt": slot.attempt if slot.task else None,
+                "pid": handle.pid if handle else None, "create_time": slot.create_time,
+                "crashes": slot.crashes, "restarts": handle.restarts if handle else 0,
+                "silent_for": round(time.monotonic() - handle.last_seen, 1) if handle else None}
+
+    # ---- configs -----------------------------------------------------------------
+
+    def _worker_config(self, slot: Slot) -> dict[str, Any]:
+        mission, index = self.plan.mission, int(slot.id.lstrip("w"))
+        provider: dict[str, Any] = {"name": mission.provider.name}
+        if self.plan.cassette:
+            provider["cassette"] = str(self.plan.cassette)
+        return WorkerConfig(
+            run_id=self.store.run_id, run_dir=str(self.store.dir), repo=str(self.plan.repo),
+            worktree_root=str(self.root), role_id=slot.role,
+            system_prompt=self.plan.roles[slot.role].system_prompt(), provider=provider,
+            model=mission.provider.model or "", max_tokens=mission.provider.max_tokens,
+            limits=mission.limits.model_dump(), setup=mission.setup,
+            port_base=mission.port_base + index * mission.port_stride,
+        ).to_dict()
+
+    def _merger_config(self) -> dict[str, Any]:
+        mission = self.plan.mission
+        config = MergerConfig(
+            repo=str(self.plan.repo), target_branch=self.plan.target_branch,
+            integration_path=str(self.root / "_integration"),
+            gate_command=self.plan.gate_command, gate_timeout=mission.gate.timeout,
+            log_dir=str(self.store.dir / "logs"), setup=mission.setup,
+            env={"PD_WORKER_ID": MERGER, "PD_PORT_BASE": str(mission.port_base),
+                 "PD_RUN_ID": self.store.run_id},
+        )
+        return config.__dict__.copy()
+
+
+def _overlap(files: list[str], busy: list[str]) -> bool:
+    """Whether two sets of expected paths (or globs, or folders) could touch the same file."""
+    for a in files:
+        for b in busy:
+            if a == b or fnmatch(a, b) or fnmatch(b, a):
+                return True
+            if a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/"):
+                return True
+    return False
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None

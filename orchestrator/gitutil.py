@@ -1,0 +1,163 @@
+"""Thin helpers over the git binary, so every git call in pd fails the same way (GitError).
+
+Commands go through GitPython's ``Git.execute`` (real git, LC_ALL=C output, optional
+kill-after-timeout). Every call also passes ``-C <cwd>``: GitPython silently falls back to
+the process's own working directory when ``cwd`` is missing, and running a destructive
+command in the wrong repository is the one mistake pd must never make.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+import git as gitpython
+
+from orchestrator.errors import GitError
+
+PD_NAME = "pd"
+PD_EMAIL = "pd@localhost"
+
+
+def git(
+    cwd: Path | str,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    timeout: float | None = None,
+    check: bool = True,
+) -> str:
+    """Run ``git -C cwd args...``; return stdout without its trailing newline.
+
+    ``env`` is laid over the current environment. Raises GitError when ``check`` and git
+    exits non-zero.
+    """
+    code, out, err = git_full(cwd, *args, env=env, input=input, timeout=timeout)
+    if check and code != 0:
+        raise GitError(["git", *args], err or out, code)
+    return out
+
+
+def git_full(
+    cwd: Path | str,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    timeout: float | None = None,
+) -> tuple[int, str, str]:
+    """Like ``git`` but never raises on a non-zero exit: (returncode, stdout, stderr).
+
+    For commands whose exit code is an answer (merge-tree, merge-base --is-ancestor).
+    """
+    command = ["git", "-C", str(cwd), *args]
+    if input is None:
+        code, out, err = gitpython.cmd.Git(str(cwd)).execute(
+            command,
+            with_extended_output=True,
+            with_exceptions=False,
+            env=dict(env) if env else None,
+            kill_after_timeout=timeout,
+            strip_newline_in_stdout=False,
+        )
+        return code, out.removesuffix("\n"), err
+    # GitPython only takes stdin as a file handle; feeding a string through a pipe
+    # ourselves would need a writer thread to avoid a full-pipe deadlock, which
+    # subprocess.run already handles.
+    full_env = {**os.environ, "LC_ALL": "C", "LANGUAGE": "C", **(env or {})}
+    try:
+        proc = subprocess.run(
+            command, input=input, env=full_env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise GitError(command, f"timed out after {timeout}s", -1) from exc
+    return proc.returncode, proc.stdout.removesuffix("\n"), proc.stderr
+
+
+def identity_env(name: str = PD_NAME, email: str = PD_EMAIL) -> dict[str, str]:
+    """Author and committer identity for commands that write commits or reflogs.
+
+    Machines (CI, containers) often have no global identity; without this git refuses to
+    commit.
+    """
+    return {
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    }
+
+
+def rev_parse(repo: Path | str, rev: str) -> str | None:
+    """The object id ``rev`` names, or None when it names nothing."""
+    out = git(repo, "rev-parse", "-q", "--verify", rev, check=False)
+    return out or None
+
+
+def is_ancestor(repo: Path | str, a: str, b: str) -> bool:
+    """Whether commit ``a`` is contained in ``b`` (a commit is its own ancestor)."""
+    code, _out, err = git_full(repo, "merge-base", "--is-ancestor", a, b)
+    if code in (0, 1):
+        return code == 0
+    raise GitError(["git", "merge-base", "--is-ancestor", a, b], err, code)
+
+
+def is_git_repo(path: Path | str) -> bool:
+    """Whether ``path`` is inside a git working tree or git dir."""
+    if not Path(path).is_dir():
+        return False
+    return bool(git(path, "rev-parse", "--git-dir", check=False))
+
+
+def current_branch(repo: Path | str) -> str | None:
+    """The short name of the checked-out branch, or None when HEAD is detached."""
+    return git(repo, "symbolic-ref", "-q", "--short", "HEAD", check=False) or None
+
+
+def worktree_entries(repo: Path | str) -> list[dict[str, str]]:
+    """``git worktree list --porcelain`` as dicts (keys: worktree, HEAD, branch, ...).
+
+    The first entry is always the main working tree.
+    """
+    entries: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    for line in [*git(repo, "worktree", "list", "--porcelain").splitlines(), ""]:
+        if not line:
+            if current:
+                entries.append(current)
+            current = {}
+            continue
+        key, _, value = line.partition(" ")
+        current[key] = value
+    return entries
+
+
+def checked_out_branches(repo: Path | str) -> dict[str, Path]:
+    """Branch short name -> path of the worktree that has it checked out."""
+    result: dict[str, Path] = {}
+    for entry in worktree_entries(repo):
+        ref = entry.get("branch", "")
+        if ref.startswith("refs/heads/"):
+            result[ref.removeprefix("refs/heads/")] = Path(entry["worktree"])
+    return result
+
+
+def is_dirty(path: Path | str) -> bool:
+    """Tracked changes (staged or not) or untracked files that are not ignored."""
+    return bool(git(path, "status", "--porcelain", "--untracked-files=normal"))
+
+
+def common_dir(repo: Path | str) -> Path:
+    """The git dir shared by all worktrees (where ``info/exclude`` lives)."""
+    return Path(git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir"))
+
+
+def git_dir(path: Path | str) -> Path:
+    """This worktree's own git dir (holds its index, HEAD and index.lock)."""
+    return Path(git(path, "rev-parse", "--absolute-git-dir"))
+
+
+def toplevel(path: Path | str) -> Path:
+    """Root of the working tree containing ``path``."""
+    return Path(git(path, "rev-parse", "--show-toplevel"))

@@ -1,0 +1,168 @@
+"""The typed messages that cross process boundaries.
+
+Each message is a small dataclass that serialises to one JSON object with a ``type``
+field, so the same protocol could run over another transport and every message can be
+logged as it is. Pipes carry the JSON bytes, never pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+@dataclass
+class Message:
+    """Base of every wire message; subclasses register themselves by class name."""
+
+    type_name: ClassVar[str] = "Message"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.type_name = cls.__name__
+        _REGISTRY[cls.__name__] = cls
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type_name, **asdict(self)}
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+
+def from_dict(data: dict[str, Any]) -> Message:
+    """Rebuild a message from its dict form; unknown keys are dropped (newer peer)."""
+    cls = _REGISTRY[data["type"]]
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def from_bytes(raw: bytes) -> Message:
+    return from_dict(json.loads(raw))
+
+
+# ---- coordinator -> worker -------------------------------------------------------
+
+
+@dataclass
+class Assign(Message):
+    """Run one attempt of a task, starting from ``target_head`` on branch ``branch``."""
+
+    task_id: str
+    attempt: int
+    title: str
+    description: str
+    branch: str
+    target_head: str
+    files: list[str] = field(default_factory=list)
+    feedback: list[str] = field(default_factory=list)
+    handoff: str = ""
+    dependencies: dict[str, str] = field(default_factory=dict)
+    sent_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class AbortTask(Message):
+    """Stop the current attempt of ``task_id`` at the next safe point."""
+
+    task_id: str
+    reason: str = "aborted by user"
+
+
+@dataclass
+class Shutdown(Message):
+    """Finish nothing more, clean up, exit."""
+
+    reason: str = "run ended"
+
+
+# ---- worker -> coordinator -------------------------------------------------------
+
+
+@dataclass
+class Ready(Message):
+    """Sent once after boot (also when boot failed: then ``error`` says why)."""
+
+    worker_id: str
+    pid: int
+    error: str = ""
+
+
+@dataclass
+class Heartbeat(Message):
+    """Sent from a background thread, so a long model call never looks like a hang."""
+
+    worker_id: str
+    at: float = field(default_factory=time.time)
+
+
+@dataclass
+class TaskStarted(Message):
+    worker_id: str
+    task_id: str
+    attempt: int
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Progress(Message):
+    """One line of what a worker is doing, for logs and live progress."""
+
+    worker_id: str
+    task_id: str
+    text: str
+
+
+@dataclass
+class TaskDone(Message):
+    """The agent finished; its work is committed on ``branch`` at ``commit``."""
+
+    worker_id: str
+    task_id: str
+    attempt: int
+    branch: str
+    commit: str
+    summary: str
+    changed_files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TaskFailed(Message):
+    """The attempt ended without work to merge; ``handoff`` is for the next attempt."""
+
+    worker_id: str
+    task_id: str
+    attempt: int
+    reason: str
+    handoff: str = ""
+
+
+# ---- coordinator <-> merger ------------------------------------------------------
+
+
+@dataclass
+class MergeRequest(Message):
+    """Merge ``commit`` into the target branch if the merged tree passes the gate."""
+
+    task_id: str
+    attempt: int
+    branch: str
+    commit: str
+    title: str
+
+
+@dataclass
+class MergeResult(Message):
+    """Outcome of a ``MergeRequest``: ``merged`` with the new ``head``, or why not."""
+
+    task_id: str
+    attempt: int
+    merged: bool
+    head: str = ""
+    reason: str = ""
+    conflicts: list[str] = field(default_factory=list)
+    log_tail: str = ""
+    seconds: float = 0.0

@@ -1,0 +1,184 @@
+"""The mission file: what a run is asked to do, parsed strictly.
+
+Unknown fields are errors, not silent defaults, so a typo in a mission never runs a
+different mission than the one the user meant. Checks that need the disk or git live in
+``preflight.py``; this module only parses.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestrator.errors import BadInput
+
+TASK_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TeamMember(Strict):
+    """A role and how many workers hold it."""
+
+    role: str = Field(description="Role id from the roles catalog, e.g. backend-dev.")
+    count: int = Field(1, ge=1, le=64, description="Number of workers with this role.")
+
+
+class TaskSpec(Strict):
+    """One node of the task graph as written in the mission."""
+
+    id: str = Field(pattern=TASK_ID_PATTERN, description="Short id, also used in branch names.")
+    title: str = Field(min_length=1)
+    description: str = ""
+    role: str | None = Field(None, description="Role that must take the task.")
+    capabilities: list[str] = Field(
+        default_factory=list, description="Capability tags a worker's role must have."
+    )
+    deps: list[str] = Field(default_factory=list, description="Ids that must merge first.")
+    files: list[str] = Field(default_factory=list, description="Paths the task expects to touch.")
+    priority: int = Field(0, description="Tie-breaker after the critical path; higher first.")
+    max_attempts: int | None = Field(None, ge=1, le=20)
+
+
+class ProviderConfig(Strict):
+    """Where the agents' model answers come from."""
+
+    name: Literal["scripted", "anthropic", "openai"] = "scripted"
+    cassette: str | None = Field(None, description="Scripted replies; relative to the mission.")
+    model: str | None = Field(None, description="Model id or tier for every role.")
+    max_tokens: int = Field(4096, ge=1, le=128_000)
+
+
+class GateConfig(Strict):
+    """The command whose success on the merged tree lets work into the target branch."""
+
+    command: str | None = Field(None, description="Defaults to the mission's test_command.")
+    timeout: float = Field(900, gt=0, description="Seconds before the gate counts as failed.")
+
+
+class Limits(Strict):
+    """Per-attempt limits of the agent loop and the worker's health checks."""
+
+    max_turns: int = Field(40, ge=1, le=1000)
+    command_timeout: float = Field(300, gt=0)
+    output_cap: int = Field(20_000, ge=1000)
+    heartbeat_interval: float = Field(1.0, gt=0, le=60)
+    missed_heartbeats: int = Field(3, ge=1, le=100)
+
+
+class Mission(Strict):
+    """A mission file, parsed. Paths inside it are relative to the file's folder."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    repo: str | None = Field(None, description="Target repository; default: the workspace.")
+    target_branch: str | None = Field(None, description="Default: the repo's current branch.")
+    test_command: str | None = Field(None, description="The project's tests, run by the gate.")
+    gate: GateConfig = Field(default_factory=GateConfig)
+    setup: str | None = Field(None, description="Run once in each fresh worktree.")
+    team: list[TeamMember] = Field(min_length=1)
+    tasks: list[TaskSpec] = Field(default_factory=list)
+    goal: str | None = None
+    max_attempts: int = Field(3, ge=1, le=20)
+    provider: ProviderConfig = Field(default_factory=ProviderConfig)
+    limits: Limits = Field(default_factory=Limits)
+    worktrees: str | None = Field(None, description="Worktree folder; default workspace/worktrees.")
+    port_base: int = Field(20_000, ge=1024, le=60_000)
+    port_stride: int = Field(100, ge=1, le=1000)
+
+    @property
+    def gate_command(self) -> str | None:
+        return self.gate.command or self.test_command
+
+    def worker_count(self) -> int:
+        return sum(member.count for member in self.team)
+
+
+def shipped_dir(name: str) -> Path:
+    """A catalog folder (roles, missions, skills): inside the installed package, or the
+    source checkout's top level when running from an editable install."""
+    here = Path(__file__).resolve().parent
+    inside = here / name
+    return inside if inside.is_dir() else here.parent / name
+
+
+def resolve_mission_path(arg: str) -> Path:
+    """A mission given as a path, or by name from the shipped catalog (``web-app``)."""
+    path = Path(arg)
+    if path.exists():
+        return path
+    catalog = shipped_dir("missions")
+    for candidate in (catalog / arg, catalog / f"{arg}.json", catalog / path.name):
+        if candidate.is_file():
+            return candidate
+    names = ", ".join(sorted(p.stem for p in catalog.glob("*.json") if not p.stem.endswith(
+        ".cassette")))
+    raise BadInput(arg, "mission file not found", f"give a path to a mission JSON file or one "
+                   f"of the shipped missions: {names}")
+
+
+def load_mission(path: Path) -> Mission:
+    """Read and parse a mission file; any problem is a one-line ``BadInput``."""
+    try:
+        raw = path.read_text()
+    except OSError as exc:
+        raise BadInput(str(path), f"cannot read the mission file ({exc.strerror})",
+                       "check the path") from None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BadInput(str(path), f"not valid JSON at line {exc.lineno} column {exc.colno}: "
+                       f"{exc.msg}", "fix the JSON syntax there") from None
+    if not isinstance(data, dict):
+        raise BadInput(str(path), "the mission must be a JSON object", "wrap it in { }")
+    try:
+        return Mission.model_validate(data)
+    except ValidationError as exc:
+        raise _as_bad_input(path, exc) from None
+
+
+def _as_bad_input(path: Path, exc: ValidationError) -> BadInput:
+    """The first pydantic error, as file + field + fix."""
+    error = exc.errors()[0]
+    field = _field_path(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_fields(error["loc"][:-1])
+        return BadInput(str(path), "unknown field", f"remove it or use one of: {allowed}", field)
+    if kind == "missing":
+        return BadInput(str(path), "required field is missing", "add it", field)
+    return BadInput(str(path), error["msg"].rstrip("."), _fix_for(kind, error), field)
+
+
+def _fix_for(kind: str, error: Any) -> str:
+    if kind == "string_pattern_mismatch":
+        return "use lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
+    if kind == "literal_error":
+        return f"use {error.get('ctx', {}).get('expected', 'an allowed value')}"
+    return "correct the value"
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _allowed_fields(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = Mission
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[part].annotation
+        inner = getattr(annotation, "__args__", (annotation,))[0]
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            model = inner
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+    return ", ".join(model.model_fields)

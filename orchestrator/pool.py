@@ -1,0 +1,211 @@
+"""A pool of long-lived worker processes, each on its own duplex pipe.
+
+Like CPython's process pool, the parent waits on ``connection.wait(pipes + sentinels)``,
+so a child that dies is noticed the moment it dies, not at the next heartbeat. The pool
+knows nothing of tasks: it starts a module-level ``target(conn, worker_id, *args)`` in
+each process and moves typed messages. The coordinator decides what they mean.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import psutil
+
+from orchestrator.messages import Message, Shutdown, from_bytes
+
+
+@dataclass
+class WorkerHandle:
+    """One live (or just dead) worker process and what is needed to start it again."""
+
+    id: str
+    target: Callable[..., None]
+    args: tuple[Any, ...]
+    process: BaseProcess
+    conn: Connection
+    started: float = field(default_factory=time.monotonic)
+    last_seen: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    ready: bool = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def create_time(self) -> float | None:
+        """For killing from outside later without hitting a reused PID."""
+        try:
+            return psutil.Process(self.process.pid).create_time() if self.process.pid else None
+        except psutil.Error:
+            return None
+
+
+@dataclass
+class PoolEvent:
+    """A message from a worker, or (``message`` None) the news that it died."""
+
+    worker_id: str
+    message: Message | None = None
+    exitcode: int | None = None
+
+    @property
+    def died(self) -> bool:
+        return self.message is None
+
+
+class WorkerPool:
+    """Spawn, watch, message, restart and stop worker processes."""
+
+    def __init__(self, start_method: str = "spawn") -> None:
+        self._ctx = mp.get_context(start_method)
+        self.workers: dict[str, WorkerHandle] = {}
+
+    def spawn(self, worker_id: str, target: Callable[..., None], *args: Any) -> WorkerHandle:
+        if worker_id in self.workers:
+            raise ValueError(f"worker {worker_id} already exists")
+        handle = self._start(worker_id, target, args)
+        self.workers[worker_id] = handle
+        return handle
+
+    def _start(self, worker_id: str, target: Callable[..., None], args: tuple) -> WorkerHandle:
+        parent, child = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=target, args=(child, worker_id, *args), name=f"pd-{worker_id}", daemon=True
+        )
+        # Children must not inherit our SIGINT handler's view: block it while they start,
+        # so a Ctrl-C during spawn cannot kill a half-started child (dramatiq does this).
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        child.close()
+        return WorkerHandle(id=worker_id, target=target, args=args, process=process, conn=parent)
+
+    def send(self, worker_id: str, message: Message) -> bool:
+        """Send one message; False when the worker's pipe is gone (it died)."""
+        try:
+            self.workers[worker_id].conn.send_bytes(message.to_bytes())
+            return True
+        except (OSError, KeyError, ValueError):
+            return False
+
+    def poll(self, timeout: float | None) -> list[PoolEvent]:
+        """Wait up to ``timeout`` for messages or deaths; return them all."""
+        by_conn = {h.conn: h for h in self.workers.values() if not h.conn.closed}
+        by_sentinel = {h.process.sentinel: h for h in self.workers.values()}
+        ready = wait([*by_conn, *by_sentinel], timeout)
+        events: list[PoolEvent] = []
+        now = time.monotonic()
+        for obj in ready:
+            if obj in by_conn:
+                events.extend(self._drain(by_conn[obj], now))
+        for obj in ready:
+            if obj in by_sentinel:
+                handle = by_sentinel[obj]
+                if self.workers.get(handle.id) is handle and not handle.conn.closed:
+                    events.extend(self._drain(handle, now))  # last words before death
+                    handle.process.join(0.1)
+                    handle.conn.close()
+                    events.append(PoolEvent(handle.id, exitcode=handle.process.exitcode))
+        return events
+
+    def _drain(self, handle: WorkerHandle, now: float) -> list[PoolEvent]:
+        events = []
+        try:
+            while handle.conn.poll():
+                events.append(PoolEvent(handle.id, from_bytes(handle.conn.recv_bytes())))
+                handle.last_seen = now
+        except (EOFError, OSError):
+            pass
+        return events
+
+    def silent(self, max_silence: float, boot_grace: float, now: float | None = None) -> list[str]:
+        """Workers heard from neither message nor heartbeat for ``max_silence`` seconds."""
+        now = time.monotonic() if now is None else now
+        out = []
+        for handle in self.workers.values():
+            limit = max_silence if handle.ready else boot_grace
+            if handle.process.is_alive() and now - handle.last_seen > limit:
+                out.append(handle.id)
+        return out
+
+    def kill(self, worker_id: str) -> None:
+        """SIGKILL now; the death is then reported by ``poll`` like any other."""
+        handle = self.workers[worker_id]
+        if handle.process.is_alive():
+            handle.process.kill()
+            handle.process.join(2)
+
+    def restart(self, worker_id: str) -> WorkerHandle:
+        """A new process with the same target and arguments in the same slot."""
+        old = self.workers[worker_id]
+        self.kill(worker_id)
+        old.conn.close()
+        handle = self._start(worker_id, old.target, old.args)
+        handle.restarts = old.restarts + 1
+        self.workers[worker_id] = handle
+        return handle
+
+    def remove(self, worker_id: str) -> None:
+        self.kill(worker_id)
+        handle = self.workers.pop(worker_id)
+        handle.conn.close()
+
+    def status(self, worker_id: str) -> dict[str, Any]:
+        handle = self.workers[worker_id]
+        return {
+            "id": worker_id,
+            "pid": handle.pid,
+            "alive": handle.process.is_alive(),
+            "exitcode": handle.process.exitcode,
+            "restarts": handle.restarts,
+            "silent_for": round(time.monotonic() - handle.last_seen, 2),
+        }
+
+    def active_count(self) -> int:
+        return sum(1 for h in self.workers.values() if h.process.is_alive())
+
+    def shutdown_all(self, grace: float = 2.0) -> None:
+        """Ask every worker to stop, wait with one shared deadline, then terminate, then kill."""
+        for worker_id in list(self.workers):
+            self.send(worker_id, Shutdown())
+        deadline = time.monotonic() + grace
+        for handle in self.workers.values():
+            handle.process.join(max(0.0, deadline - time.monotonic()))
+        for handle in self.workers.values():
+            if handle.process.is_alive():
+                handle.process.terminate()
+        deadline = time.monotonic() + 0.5
+        for handle in self.workers.values():
+            handle.process.join(max(0.0, deadline - time.monotonic()))
+            if handle.process.is_alive():
+                handle.process.kill()
+                handle.process.join(1)
+            handle.conn.close()
+        self.workers.clear()
+
+
+def child_setup() -> None:
+    """First thing in every child: let the coordinator decide about Ctrl-C, and die with
+    the parent (PR_SET_PDEATHSIG) so a killed coordinator never leaves workers behind."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if os.name == "posix":
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            if os.getppid() == 1:  # parent already gone before prctl took effect
+                os.kill(os.getpid(), signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass

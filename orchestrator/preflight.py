@@ -1,0 +1,200 @@
+"""Everything checked before a run creates anything, and the plan that results.
+
+Each check raises a one-line ``BadInput`` naming the file, the field and the fix, so a
+bad mission never leaves a run folder, a worktree or a branch behind.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.errors import BadInput
+from orchestrator.gitutil import (
+    checked_out_branches,
+    current_branch,
+    git,
+    is_dirty,
+    is_git_repo,
+    rev_parse,
+)
+from orchestrator.mission import Mission, TaskSpec, load_mission
+from orchestrator.roles import Role, load_roles
+from orchestrator.taskgraph import GraphError, TaskGraph
+
+SHELL_BUILTINS = {"true", "false", "exit", "test", "[", "cd", ":", "echo", "set", "export"}
+
+
+@dataclass
+class RunPlan:
+    """A mission resolved against the disk: absolute paths, roles, workers, graph."""
+
+    mission: Mission
+    mission_path: Path
+    workspace: Path
+    repo: Path
+    target_branch: str
+    start_head: str
+    worktree_root: Path
+    gate_command: str
+    roles: dict[str, Role]
+    workers: list[tuple[str, str]]
+    graph: TaskGraph
+    cassette: Path | None
+
+    def worker_roles(self) -> dict[str, str]:
+        return dict(self.workers)
+
+
+def fits(task: TaskSpec | object, role: Role) -> bool:
+    """Whether a worker of ``role`` may take ``task``: its role, or all its capabilities."""
+    wanted_role = getattr(task, "role", None)
+    if wanted_role:
+        return wanted_role == role.id
+    return set(getattr(task, "capabilities", []) or []) <= set(role.capabilities)
+
+
+def build_plan(mission_path: Path, workspace: Path, repo_arg: str | None = None,
+               workers: int | None = None, provider: str | None = None) -> RunPlan:
+    """Load and check a mission; raise ``BadInput`` at the first problem."""
+    mission = load_mission(mission_path)
+    where = str(mission_path)
+    if provider:
+        mission.provider.name = provider  # type: ignore[assignment]
+    roles = load_roles(workspace)
+    _check_roles(mission, roles, where)
+    graph = _check_graph(mission, where)
+    team = _team(mission, workers)
+    _check_assignable(mission, roles, team, where)
+    repo = _check_repo(mission, mission_path, workspace, repo_arg)
+    branch, head = _check_branch(mission, repo, where)
+    gate = _check_gate(mission, repo, where)
+    cassette = _check_provider(mission, mission_path)
+    root = Path(mission.worktrees) if mission.worktrees else workspace / "worktrees"
+    root = root if root.is_absolute() else (workspace / root)
+    return RunPlan(mission=mission, mission_path=mission_path.resolve(), workspace=workspace,
+                   repo=repo, target_branch=branch, start_head=head,
+                   worktree_root=root.resolve(), gate_command=gate, roles=roles, workers=team,
+                   graph=graph, cassette=cassette)
+
+
+def _check_roles(mission: Mission, roles: dict[str, Role], where: str) -> None:
+    known = ", ".join(sorted(roles))
+    for i, member in enumerate(mission.team):
+        if member.role not in roles:
+            raise BadInput(where, f"unknown role '{member.role}'", f"use one of: {known}",
+                           f"team[{i}].role")
+    for i, task in enumerate(mission.tasks):
+        if task.role and task.role not in roles:
+            raise BadInput(where, f"unknown role '{task.role}'", f"use one of: {known}",
+                           f"tasks[{i}].role")
+
+
+def _check_graph(mission: Mission, where: str) -> TaskGraph:
+    if not mission.tasks:
+        if mission.goal:
+            raise BadInput(where, "planning a goal into tasks needs a model provider, which "
+                           "this build does not have yet", "list the tasks in the mission",
+                           "goal")
+        raise BadInput(where, "the mission has no tasks", "add a tasks list", "tasks")
+    try:
+        return TaskGraph(mission.tasks, default_max_attempts=mission.max_attempts)
+    except GraphError as exc:
+        raise BadInput(where, exc.problem, exc.fix, exc.field) from None
+
+
+def _team(mission: Mission, workers: int | None) -> list[tuple[str, str]]:
+    """Worker ids and roles: w1..wN in team order; ``--workers`` caps the count."""
+    slots = [member.role for member in mission.team for _ in range(member.count)]
+    if workers is not None:
+        if workers < 1:
+            raise BadInput("--workers", f"{workers} is not a worker count", "use 1 or more")
+        slots = slots[:workers]
+    return [(f"w{i}", role) for i, role in enumerate(slots, 1)]
+
+
+def _check_assignable(mission: Mission, roles: dict[str, Role], team: list[tuple[str, str]],
+                      where: str) -> None:
+    team_roles = [roles[role] for _, role in team]
+    for i, task in enumerate(mission.tasks):
+        if not any(fits(task, role) for role in team_roles):
+            need = f"role '{task.role}'" if task.role else f"capabilities {task.capabilities}"
+            raise BadInput(where, f"no worker in the team can take it (it needs {need})",
+                           "add a fitting role to team (or raise --workers)",
+                           f"tasks[{i}].role" if task.role else f"tasks[{i}].capabilities")
+
+
+def _check_repo(mission: Mission, mission_path: Path, workspace: Path,
+                repo_arg: str | None) -> Path:
+    if repo_arg:
+        repo, where, field = Path(repo_arg).expanduser().resolve(), "--repo", None
+    elif mission.repo:
+        repo = (mission_path.parent / Path(mission.repo).expanduser()).resolve()
+        where, field = str(mission_path), "repo"
+    else:
+        repo, where, field = workspace, str(workspace), None
+    if not repo.is_dir():
+        raise BadInput(where, f"repository {repo} does not exist",
+                       "point --repo at a git repository", field)
+    if not is_git_repo(repo):
+        raise BadInput(where, f"{repo} is not a git repository",
+                       "run `git init` there or point --repo at a repository", field)
+    top = Path(git(repo, "rev-parse", "--show-toplevel"))
+    return top.resolve()
+
+
+def _check_branch(mission: Mission, repo: Path, where: str) -> tuple[str, str]:
+    branch = mission.target_branch or current_branch(repo)
+    if not branch:
+        raise BadInput(where, f"{repo} has no branch checked out (detached HEAD)",
+                       "set target_branch in the mission", "target_branch")
+    head = rev_parse(repo, f"refs/heads/{branch}")
+    if head is None:
+        names = git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads").split()
+        fix = f"use one of: {', '.join(names[:10])}" if names else "make a first commit"
+        raise BadInput(where, f"branch '{branch}' not found in {repo}", fix, "target_branch")
+    for name, path in checked_out_branches(repo).items():
+        if name == branch and is_dirty(Path(path)):
+            raise BadInput(where, f"branch '{branch}' is checked out in {path} with "
+                           "uncommitted changes", "commit or stash them first, or choose "
+                           "another target_branch", "target_branch")
+    return branch, head
+
+
+def _check_gate(mission: Mission, repo: Path, where: str) -> str:
+    command = mission.gate_command
+    field = "gate.command" if mission.gate.command else "test_command"
+    if not command or not command.strip():
+        raise BadInput(where, "no test command: the merge ratchet needs one",
+                       "set test_command, e.g. \"python -m pytest -q\"", "test_command")
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:
+        raise BadInput(where, f"cannot parse the command ({exc})", "fix its quoting",
+                       field) from None
+    program = next((w for w in words if "=" not in w.split("/")[0]), "")
+    if not program or program in SHELL_BUILTINS:
+        return command
+    found = (repo / program).exists() if "/" in program else shutil.which(program)
+    if not found:
+        raise BadInput(where, f"command '{program}' not found", "install it or correct the "
+                       "command (it runs in a checkout of the repository)", field)
+    return command
+
+
+def _check_provider(mission: Mission, mission_path: Path) -> Path | None:
+    where = str(mission_path)
+    if mission.provider.name != "scripted":
+        raise BadInput(where, f"provider '{mission.provider.name}' is not available in this "
+                       "build yet", "use the scripted provider with a cassette",
+                       "provider.name")
+    if not mission.provider.cassette:
+        raise BadInput(where, "the scripted provider needs a cassette",
+                       "set provider.cassette to a cassette file", "provider.cassette")
+    cassette = (mission_path.parent / mission.provider.cassette).resolve()
+    if not cassette.is_file():
+        raise BadInput(where, f"cassette {cassette} not found", "fix the path (relative to "
+                       "the mission file)", "provider.cassette")
+    return cassette

@@ -1,0 +1,62 @@
+"""What happened in a run, rebuilt from its event log (the source of truth)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from orchestrator.store import RunStore
+
+
+def build_report(store: RunStore) -> dict[str, Any]:
+    """Per-task outcomes, rejections, crashes and timings of one run."""
+    state = store.read_state() or {}
+    tasks: dict[str, dict[str, Any]] = {}
+    for task in state.get("tasks", []):
+        tasks[task["id"]] = {"id": task["id"], "title": task.get("title", ""),
+                             "state": task["state"], "attempts": task.get("attempts", 0),
+                             "workers": [], "rejections": [], "failures": [],
+                             "merged_at": None, "summary": task.get("summary", "")}
+    crashes, respawns, waits = [], [], []
+    started = finished = None
+    info: dict[str, Any] = defaultdict(lambda: None)
+    for event in store.events():
+        kind = event["kind"]
+        task = tasks.get(event.get("task") or "")
+        if kind == "run_started":
+            started = event["at"]
+            info.update(mission=event["mission"], target_branch=event["target_branch"],
+                        start_head=event["head"], repo=event["repo"])
+        elif kind == "run_finished":
+            finished = event["at"]
+            info.update(status=event["status"], exit_code=event["exit_code"], head=event["head"])
+        elif kind == "task_assigned" and task is not None:
+            task["workers"].append(event["worker"])
+        elif kind == "task_started":
+            waits.append(event.get("waited", 0.0))
+        elif kind == "task_rejected" and task is not None:
+            task["rejections"].append({"attempt": event["attempt"], "reason": event["reason"],
+                                       "conflicts": event.get("conflicts", [])})
+        elif kind == "attempt_failed" and task is not None:
+            task["failures"].append({"attempt": event["attempt"], "reason": event["reason"]})
+        elif kind == "task_merged" and task is not None:
+            task["merged_at"] = event["head"]
+        elif kind == "worker_crashed":
+            crashes.append({"worker": event["worker"], "task": event.get("task"),
+                            "exitcode": event.get("exitcode")})
+        elif kind == "worker_respawned":
+            respawns.append(event["worker"])
+    ordered = sorted(waits)
+    return {
+        "run_id": store.run_id,
+        **info,
+        "status": info["status"] or state.get("status"),
+        "seconds": round(finished - started, 2) if started and finished else None,
+        "tasks": list(tasks.values()),
+        "counts": state.get("counts", {}),
+        "rejections": sum(len(t["rejections"]) for t in tasks.values()),
+        "crashes": crashes,
+        "respawns": len(respawns),
+        "median_wait": ordered[len(ordered) // 2] if ordered else None,
+        "critical_path": state.get("critical_path", []),
+    }

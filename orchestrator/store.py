@@ -1,0 +1,172 @@
+"""The run store: everything about one run, in one folder, safe against crashes.
+
+``events.jsonl`` is the source of truth: one JSON object per line, appended and fsync'd
+by the single writer (the coordinator). A crash can leave at most a torn last line;
+readers skip it and the next writer cuts it off before appending. ``state.json`` is a
+snapshot for fast reads, replaced atomically (temp file + rename), so a reader sees the
+old snapshot or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import RunNotFound
+
+
+def workspace() -> Path:
+    """The folder pd works in: ``PD_HOME`` if set, else the current directory."""
+    return Path(os.environ.get("PD_HOME") or Path.cwd()).resolve()
+
+
+def runs_dir(home: Path | None = None) -> Path:
+    return (home or workspace()) / ".pd" / "runs"
+
+
+def new_run_id(now: float | None = None) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
+    return f"{stamp}-{secrets.token_hex(2)}"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that no reader ever sees a partial file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class RunStore:
+    """One run's folder. Only the coordinator appends events and writes state."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir
+        self.run_id = run_dir.name
+        self._events_handle: Any = None
+        self._seq = 0
+
+    # ---- finding runs ------------------------------------------------------------
+
+    @classmethod
+    def create(cls, home: Path | None = None, run_id: str | None = None) -> RunStore:
+        run_dir = runs_dir(home) / (run_id or new_run_id())
+        for sub in ("logs", "transcripts", "control"):
+            (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        return cls(run_dir)
+
+    @classmethod
+    def open(cls, run_id: str | None = None, home: Path | None = None) -> RunStore:
+        """An existing run by id (or unique prefix); the newest run when ``run_id`` is None."""
+        base = runs_dir(home)
+        ids = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        if not ids:
+            raise RunNotFound(str(base), "no runs here", "start one with `pd run MISSION`, "
+                              "or run this command in the folder you ran pd in (or set PD_HOME)")
+        if run_id is None:
+            return cls(base / ids[-1])
+        matches = [i for i in ids if i == run_id] or [i for i in ids if i.startswith(run_id)]
+        if len(matches) != 1:
+            problem = "no such run" if not matches else "ambiguous run id"
+            raise RunNotFound(str(base), f"{problem} '{run_id}'",
+                              f"use one of: {', '.join(ids[-5:])}")
+        return cls(base / matches[0])
+
+    # ---- events ------------------------------------------------------------------
+
+    @property
+    def events_path(self) -> Path:
+        return self.dir / "events.jsonl"
+
+    def append_event(self, kind: str, **data: Any) -> dict[str, Any]:
+        """Append one event durably; returns it with its ``seq`` and wall-clock ``at``."""
+        if self._events_handle is None:
+            self._open_for_append()
+        self._seq += 1
+        event = {"seq": self._seq, "at": round(time.time(), 4), "kind": kind, **data}
+        self._events_handle.write(json.dumps(event, separators=(",", ":")) + "\n")
+        self._events_handle.flush()
+        os.fsync(self._events_handle.fileno())
+        return event
+
+    def _open_for_append(self) -> None:
+        """Cut a torn last line left by a crash, so new events start on a line of their own."""
+        path = self.events_path
+        if path.exists():
+            data = path.read_bytes()
+            keep = data.rfind(b"\n") + 1
+            if keep != len(data):
+                with open(path, "r+b") as handle:
+                    handle.truncate(keep)
+                    os.fsync(handle.fileno())
+            self._seq = sum(1 for _ in self.events())
+        self._events_handle = open(path, "a")  # noqa: SIM115 - held for the run's life
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Every complete event in order; a torn or corrupt line ends the stream there."""
+        try:
+            handle = open(self.events_path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            return
+        with handle:
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    return
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    return
+
+    def close(self) -> None:
+        if self._events_handle is not None:
+            self._events_handle.close()
+            self._events_handle = None
+
+    # ---- snapshot and files ------------------------------------------------------
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        write_atomic(self.dir / "state.json", json.dumps(state, indent=1, default=str))
+
+    def read_state(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.dir / "state.json").read_text())
+        except FileNotFoundError:
+            return None
+
+    def write_json(self, name: str, data: Any) -> None:
+        write_atomic(self.dir / name, json.dumps(data, indent=2, default=str))
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.dir / name).read_text())
+
+    def log_path(self, name: str) -> Path:
+        return self.dir / "logs" / f"{name}.log"
+
+    def transcript_path(self, task_id: str, attempt: int) -> Path:
+        folder = self.dir / "transcripts" / task_id
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{attempt}.jsonl"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.dir / "coordinator.lock"
+
+    @property
+    def control_dir(self) -> Path:
+        return self.dir / "control"

@@ -1,0 +1,287 @@
+"""The mission's tasks as a dependency graph, and the rules that move a task through its life.
+
+Pure logic, no I/O: the coordinator reports each event (started, submitted, merged, failed)
+and asks ``ready()`` what to hand out next. Kept apart from processes and git so a stateful
+property test can check that a task never starts before its dependencies are merged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    MERGING = "merging"
+    MERGED = "merged"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    ABORTED = "aborted"
+
+
+# States a task can still leave; the run is done when no task is in one.
+ACTIVE = frozenset({TaskState.PENDING, TaskState.RUNNING, TaskState.MERGING})
+# States that never lead to MERGED, so tasks below them can never be ready.
+DEAD_ENDS = frozenset({TaskState.FAILED, TaskState.ABORTED, TaskState.BLOCKED})
+
+
+class GraphError(Exception):
+    """The mission's tasks do not form a valid graph. Carries where, what and the fix, so the
+    mission loader can report it as one actionable line."""
+
+    def __init__(self, field: str, problem: str, fix: str) -> None:
+        self.field, self.problem, self.fix = field, problem, fix
+        super().__init__(f"{field}: {problem} (fix: {fix})")
+
+
+@dataclass
+class TaskNode:
+    """One task: what the mission asked for, plus where it is in its life."""
+
+    id: str
+    title: str
+    description: str = ""
+    role: str | None = None
+    capabilities: list[str] = field(default_factory=list)
+    deps: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    priority: int = 0
+    max_attempts: int = 3
+    index: int = 0  # position in the mission: the "age" tie-breaker, earlier goes first
+    state: TaskState = TaskState.PENDING
+    attempts: int = 0  # attempts started, the running one included
+    # One reason per failed attempt, shown to the next attempt so it does not repeat it.
+    feedback: list[str] = field(default_factory=list)
+    handoff: str = ""
+    worker: str | None = None  # current or last successful worker; cleared on requeue
+    branch: str | None = None
+    commit: str | None = None  # submitted commit, then the merged head
+    summary: str = ""
+    critical_path: int = 1  # tasks in the longest chain from here to a sink, itself included
+
+
+def _read(item: Mapping[str, Any] | object, name: str, default: Any = None) -> Any:
+    """Read a mission field from a dict or a model object alike; None means the default."""
+    value = item.get(name, default) if isinstance(item, Mapping) else getattr(item, name, default)
+    return default if value is None else value
+
+
+class TaskGraph:
+    """Every task of a run, validated as a DAG, with the legal state transitions."""
+
+    def __init__(
+        self, tasks: Iterable[Mapping[str, Any] | object], default_max_attempts: int = 3
+    ) -> None:
+        self._nodes: dict[str, TaskNode] = {}
+        for index, item in enumerate(tasks):
+            self._add(index, item, default_max_attempts)
+        self._children: dict[str, list[str]] = {tid: [] for tid in self._nodes}
+        for node in self:
+            for dep in node.deps:
+                self._check_dep(node, dep)
+                self._children[dep].append(node.id)  # children stay in mission order
+        self._order = self._topological_order()
+        for tid in reversed(self._order):
+            below = [self._nodes[c].critical_path for c in self._children[tid]]
+            self._nodes[tid].critical_path = 1 + max(below, default=0)
+
+    def _add(self, index: int, item: Mapping[str, Any] | object, default_attempts: int) -> None:
+        tid, where = _read(item, "id"), f"tasks[{index}]"
+        if not isinstance(tid, str) or not tid:
+            raise GraphError(f"{where}.id", "missing or empty id", "give the task an id")
+        if tid in self._nodes:
+            first = self._nodes[tid].index
+            problem = f"duplicate id {tid!r}, already used by tasks[{first}]"
+            raise GraphError(f"{where}.id", problem, "give every task its own id")
+        max_attempts = _read(item, "max_attempts", default_attempts)
+        if max_attempts < 1:
+            raise GraphError(f"{where}.max_attempts", "must be at least 1", "set 1 or more")
+        self._nodes[tid] = TaskNode(
+            id=tid,
+            title=_read(item, "title", tid),
+            description=_read(item, "description", ""),
+            role=_read(item, "role"),
+            capabilities=list(_read(item, "capabilities", [])),
+            deps=list(dict.fromkeys(_read(item, "deps", []))),
+            files=list(_read(item, "files", [])),
+            priority=_read(item, "priority", 0),
+            max_attempts=max_attempts,
+            index=index,
+        )
+
+    def _check_dep(self, node: TaskNode, dep: str) -> None:
+        if dep in self._nodes:
+            return
+        ids = list(self._nodes)
+        known = ", ".join(ids[:10]) + (f", ... ({len(ids) - 10} more)" if len(ids) > 10 else "")
+        close = difflib.get_close_matches(dep, ids, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        fix = f"{hint}use one of the known ids: {known}"
+        raise GraphError(f"tasks[{node.index}].deps", f"unknown dependency {dep!r}", fix)
+
+    def _topological_order(self) -> list[str]:
+        """Dependencies before dependents, or a GraphError naming the first cycle found.
+        Iterative depth-first search, so a long chain cannot hit the recursion limit."""
+        order: dict[str, None] = {}  # an ordered set: finished tasks, dependencies first
+        for root in self._nodes:
+            if root in order:
+                continue
+            path, pending = [root], [iter(self._nodes[root].deps)]
+            while path:
+                dep = next(pending[-1], None)
+                if dep is None:
+                    order[path.pop()] = None
+                    pending.pop()
+                elif dep in path:
+                    raise self._cycle_error([*path[path.index(dep) :], dep])
+                elif dep not in order:
+                    path.append(dep)
+                    pending.append(iter(self._nodes[dep].deps))
+        return list(order)
+
+    def _cycle_error(self, cycle: list[str]) -> GraphError:
+        last, first = cycle[-2], cycle[-1]
+        problem = f"cycle {' -> '.join(cycle)} (each task depends on the next)"
+        fix = f"remove {first!r} from the deps of {last!r}, or break another edge of the cycle"
+        return GraphError(f"tasks[{self._nodes[last].index}].deps", problem, fix)
+
+    def get(self, task_id: str) -> TaskNode:
+        if task_id not in self._nodes:
+            raise KeyError(f"no task {task_id!r} in this graph")
+        return self._nodes[task_id]
+
+    def __iter__(self) -> Iterator[TaskNode]:
+        return iter(self._nodes.values())
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def _waiting_on(self, node: TaskNode) -> list[str]:
+        return [d for d in node.deps if self._nodes[d].state is not TaskState.MERGED]
+
+    def ready(self) -> list[TaskNode]:
+        """Pending tasks whose dependencies are all merged (so they start from code holding
+        them): longest remaining chain first, then the task's priority, then age."""
+        ready = [n for n in self if n.state is TaskState.PENDING and not self._waiting_on(n)]
+        return sorted(ready, key=lambda n: (-n.critical_path, n.index))
+
+    def dependents(self, task_id: str) -> set[str]:
+        """Every task that waits on ``task_id``, directly or through others."""
+        below = {self.get(task_id).id}
+        for node in (self._nodes[t] for t in self._order):  # dependencies come first
+            if below.intersection(node.deps):
+                below.add(node.id)
+        return below - {task_id}
+
+    def done(self) -> bool:
+        """True when no task can move any more: each is merged, failed, blocked or aborted."""
+        return all(n.state not in ACTIVE for n in self)
+
+    def critical_path(self) -> list[str]:
+        """Ids of the longest dependency chain, root first; ties go to the earlier task."""
+        chain: list[str] = []
+        candidates = list(self)
+        while candidates:
+            node = min(candidates, key=lambda n: (-n.critical_path, n.index))
+            chain.append(node.id)
+            candidates = [self._nodes[c] for c in self._children[node.id]]
+        return chain
+
+    def counts(self) -> dict[str, int]:
+        return {str(state): sum(n.state is state for n in self) for state in TaskState}
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every node as a JSON-ready dict, for status output and the run store."""
+        return [{**dataclasses.asdict(n), "state": str(n.state)} for n in self]
+
+    def _expect(self, task_id: str, action: str, *states: TaskState) -> TaskNode:
+        node = self.get(task_id)
+        if node.state not in states:
+            wanted = " or ".join(states)
+            raise ValueError(f"cannot {action} task {task_id!r}: it is {node.state}, not {wanted}")
+        return node
+
+    def start(self, task_id: str, worker: str) -> int:
+        """Hand a ready task to ``worker``; returns the attempt number (1 for the first)."""
+        node = self._expect(task_id, "start", TaskState.PENDING)
+        if waiting := self._waiting_on(node):
+            raise ValueError(f"cannot start task {task_id!r}: dependencies not merged: {waiting}")
+        node.state, node.worker = TaskState.RUNNING, worker
+        node.attempts += 1
+        return node.attempts
+
+    def submitted(self, task_id: str, branch: str, commit: str, summary: str) -> None:
+        """The worker finished; its branch now waits for the merger."""
+        node = self._expect(task_id, "submit", TaskState.RUNNING)
+        node.state = TaskState.MERGING
+        node.branch, node.commit, node.summary = branch, commit, summary
+
+    def merged(self, task_id: str, commit: str) -> None:
+        """The merger moved the target to ``commit``; dependents may now become ready."""
+        node = self._expect(task_id, "merge", TaskState.MERGING)
+        node.state, node.commit = TaskState.MERGED, commit
+
+    def attempt_failed(self, task_id: str, reason: str, handoff: str = "") -> TaskState:
+        """An attempt ended without a merge (gate, conflict, agent error or crash alike).
+
+        The task goes back to the queue with ``reason`` as feedback until it has used
+        ``max_attempts``; then it fails and its dependents are blocked, as they can never run.
+        """
+        node = self._expect(task_id, "fail an attempt of", TaskState.RUNNING, TaskState.MERGING)
+        node.feedback.append(reason)
+        node.handoff, node.worker = handoff, None
+        if node.attempts < node.max_attempts:
+            node.state = TaskState.PENDING
+        else:
+            node.state = TaskState.FAILED
+            self.settle()
+        return node.state
+
+    def abort(self, task_id: str) -> list[str]:
+        """Stop a task for good; returns the ids that changed: it, then blocked dependents."""
+        self._expect(task_id, "abort", *ACTIVE).state = TaskState.ABORTED
+        return [task_id, *self.settle()]
+
+    def abort_all(self) -> list[str]:
+        """Abort every task that can still move; returns their ids in mission order."""
+        changed = [n for n in self if n.state in ACTIVE]
+        for node in changed:
+            node.state = TaskState.ABORTED
+        return [n.id for n in changed]
+
+    def restore(
+        self,
+        task_id: str,
+        state: TaskState | str,
+        attempts: int,
+        commit: str | None = None,
+        feedback: list[str] | None = None,
+        handoff: str = "",
+    ) -> None:
+        """Set a task as the event log recorded it, with no transition checks; call
+        ``settle()`` once every task is restored."""
+        node = self.get(task_id)
+        node.state, node.attempts, node.commit = TaskState(state), attempts, commit
+        node.feedback, node.handoff = list(feedback or []), handoff
+
+    def settle(self) -> list[str]:
+        """Re-derive BLOCKED: a pending or blocked task is blocked exactly when a dependency
+        is failed, aborted or blocked. Runs after each failure or abort and after restores;
+        other states are kept, so a user's abort is never rewritten. Returns the ids that
+        changed, dependencies first."""
+        changed = []
+        for node in (self._nodes[t] for t in self._order):  # dependencies settle first
+            if node.state not in (TaskState.PENDING, TaskState.BLOCKED):
+                continue
+            dead = any(self._nodes[d].state in DEAD_ENDS for d in node.deps)
+            new = TaskState.BLOCKED if dead else TaskState.PENDING
+            if new is not node.state:
+                node.state = new
+                changed.append(node.id)
+        return changed

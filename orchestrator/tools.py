@@ -1,0 +1,386 @@
+"""The core tools an agent uses, confined to its worktree.
+
+Every file tool resolves the real path (following symlinks, in parent directories too)
+and refuses anything outside the worktree or inside its ``.git``: a worker must never be
+able to touch another worker's tree, the user's files or the repository's refs by name.
+``run_command`` is a shell, so it is not confined by path; it runs in its own process
+group with secrets scrubbed from its environment and is killed as a group on timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from orchestrator.errors import ToolError
+
+_SECRET_MARKERS = ("API_KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL")
+_SECRET_PREFIXES = ("ANTHROPIC_", "OPENAI_")
+MAX_LIST = 1000
+MAX_MATCHES = 200
+MAX_SEARCH_BYTES = 2_000_000
+
+
+@dataclass
+class ToolResult:
+    """What goes back to the model; ``finished`` marks the ``finish`` tool."""
+
+    content: str
+    is_error: bool = False
+    finished: bool = False
+    summary: str = ""
+
+
+def scrub_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Drop API keys and secrets, so an agent's shell can never print or send them."""
+    return {
+        k: v
+        for k, v in env.items()
+        if not any(m in k.upper() for m in _SECRET_MARKERS)
+        and not k.upper().startswith(_SECRET_PREFIXES)
+    }
+
+
+def cap_text(text: str, cap: int) -> str:
+    """Keep the head and tail of ``text`` (errors tend to sit at either end)."""
+    if len(text) <= cap:
+        return text
+    half = cap // 2
+    cut = len(text) - 2 * half
+    return f"{text[:half]}\n[... {cut} characters cut from the middle ...]\n{text[-half:]}"
+
+
+# ---- process handling: swap for `from orchestrator.procs import ...` once it exists ----
+
+
+@dataclass
+class ShellResult:
+    returncode: int
+    output: str
+    timed_out: bool
+    seconds: float
+
+
+_running: set[subprocess.Popen[bytes]] = set()
+_running_lock = threading.Lock()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def kill_all_running() -> None:
+    """Kill the process group of every command this process is running (abort)."""
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        _kill_group(proc)
+
+
+def run_shell(
+    command: str,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout: float,
+    output_path: Path | None = None,
+    output_cap: int = 20_000,
+) -> ShellResult:
+    """Run ``bash -c command`` in a new session; output goes to a file, never a full pipe."""
+    start = time.monotonic()
+    with open(output_path, "w+b") if output_path else tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(
+            ["bash", "-c", command], cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        with _running_lock:
+            _running.add(proc)
+        timed_out = False
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            _kill_group(proc)  # also reaps background children left behind
+            proc.wait()
+            with _running_lock:
+                _running.discard(proc)
+        output = _read_capped(out, output_cap)
+    return ShellResult(proc.returncode, output, timed_out, time.monotonic() - start)
+
+
+def _read_capped(file: IO[bytes], cap: int) -> str:
+    """Head and tail of a possibly huge output file, without reading it all into memory."""
+    size = file.seek(0, os.SEEK_END)
+    file.seek(0)
+    if size <= cap:
+        return file.read().decode(errors="replace")
+    head = file.read(cap // 2).decode(errors="replace")
+    file.seek(size - cap // 2)
+    tail = file.read().decode(errors="replace")
+    return f"{head}\n[... {size - 2 * (cap // 2)} bytes cut from the middle ...]\n{tail}"
+
+
+# ---- the toolbox ---------------------------------------------------------------------
+
+
+_STR, _INT, _NUM = {"type": "string"}, {"type": "integer"}, {"type": "number"}
+_TOOLS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
+    "read_file": (
+        "Read a text file of the worktree: `limit` lines from line `offset` (1-based).",
+        {"path": _STR, "offset": _INT, "limit": _INT},
+        ["path"],
+    ),
+    "write_file": (
+        "Create or overwrite a file (parent folders are created).",
+        {"path": _STR, "content": _STR},
+        ["path", "content"],
+    ),
+    "edit_file": (
+        "Replace `old` by `new` in a file; `old` must match exactly once.",
+        {"path": _STR, "old": _STR, "new": _STR},
+        ["path", "old", "new"],
+    ),
+    "list_files": (
+        "List files under a folder, recursively; `pattern` is a glob on the path or name.",
+        {"path": _STR, "pattern": _STR},
+        [],
+    ),
+    "search_files": (
+        "Search text files for a regular expression; prints `file:line: text`.",
+        {"pattern": _STR, "path": _STR, "glob": _STR},
+        ["pattern"],
+    ),
+    "run_command": (
+        "Run a bash command in the worktree root; prints the exit code and the output.",
+        {"command": _STR, "timeout": _NUM},
+        ["command"],
+    ),
+    "finish": (
+        "Call when the task is done, with a short summary of what you changed.",
+        {"summary": _STR},
+        ["summary"],
+    ),
+}
+_SPECS = [
+    {
+        "name": name,
+        "description": description,
+        "input_schema": {
+            "type": "object",
+            "properties": props,
+            "required": required,
+            "additionalProperties": False,
+        },
+    }
+    for name, (description, props, required) in _TOOLS.items()
+]
+_TYPES = {"string": (str,), "integer": (int,), "number": (int, float)}
+
+
+class Toolbox:
+    """The tools of one agent, bound to one worktree ``root``."""
+
+    def __init__(
+        self,
+        root: Path,
+        env: Mapping[str, str] | None = None,
+        command_timeout: float = 300,
+        output_cap: int = 20_000,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.env = scrub_env(os.environ if env is None else env)
+        self.command_timeout = command_timeout
+        self.output_cap = output_cap
+        self.touched: set[str] = set()
+        self._aborted = False
+
+    def specs(self) -> list[dict[str, Any]]:
+        return [dict(s) for s in _SPECS]
+
+    def call(self, name: str, input: dict[str, Any]) -> ToolResult:
+        """Run one tool; bad input comes back as an error the model can act on."""
+        handler: Callable[..., ToolResult] | None = getattr(self, f"_tool_{name}", None)
+        spec = next((s for s in _SPECS if s["name"] == name), None)
+        if handler is None or spec is None:
+            names = ", ".join(s["name"] for s in _SPECS)
+            return ToolResult(f"unknown tool {name!r}; available: {names}", is_error=True)
+        try:
+            _check_input(spec, input)
+            return handler(**{k: v for k, v in input.items() if v is not None})
+        except ToolError as exc:
+            return ToolResult(str(exc), is_error=True)
+        except (OSError, ValueError, RuntimeError) as exc:
+            return ToolResult(f"{name} failed: {type(exc).__name__}: {exc}", is_error=True)
+
+    def abort(self) -> None:
+        """Kill a running command's process group (called from another thread)."""
+        self._aborted = True
+        kill_all_running()
+
+    def resolve(self, path: str) -> Path:
+        """The real path of ``path`` inside root, or ToolError("refused: ...")."""
+        if "\0" in path:
+            raise ToolError("refused: path contains a NUL byte")
+        if os.path.isabs(path) or path.startswith("~"):
+            raise ToolError(f"refused: {path!r} is absolute; use a path relative to the worktree")
+        try:
+            real = (self.root / path).resolve()
+        except RuntimeError as exc:  # symlink loop
+            raise ToolError(f"refused: {path!r} cannot be resolved ({exc})") from exc
+        if not real.is_relative_to(self.root):
+            raise ToolError(f"refused: {path!r} leads outside the worktree")
+        rel = real.relative_to(self.root)
+        if False:
+            raise ToolError(f"refused: {path!r} is inside .git; use run_command with git instead")
+        return real
+
+    def _rel(self, real: Path) -> str:
+        return real.relative_to(self.root).as_posix() or "."
+
+    def _tool_read_file(self, path: str, offset: int = 1, limit: int = 2000) -> ToolResult:
+        real = self.resolve(path)
+        if not real.is_file():
+            raise ToolError(
+                f"{path!r} is not a file" if real.exists() else f"{path!r} does not exist"
+            )
+        if offset < 1 or limit < 1:
+            raise ToolError("offset and limit must be >= 1")
+        lines = real.read_text(errors="replace").splitlines(keepends=True)
+        if not lines:
+            return ToolResult(f"[{self._rel(real)}: empty file]")
+        if offset > len(lines):
+            raise ToolError(f"offset {offset} is past the end ({path!r} has {len(lines)} lines)")
+        chunk, size, end = [], 0, offset - 1
+        for line in lines[offset - 1 : offset - 1 + limit]:
+            if chunk and size + len(line) > self.output_cap:
+                break
+            chunk.append(line[: self.output_cap])
+            size, end = size + len(line), end + 1
+        more = f"; continue with offset={end + 1}" if end < len(lines) else ""
+        header = f"[{self._rel(real)}: lines {offset}-{end} of {len(lines)}{more}]\n"
+        return ToolResult(header + "".join(chunk))
+
+    def _tool_write_file(self, path: str, content: str) -> ToolResult:
+        real = self.resolve(path)
+        real.parent.mkdir(parents=True, exist_ok=True)
+        real.write_text(content)
+        self.touched.add(self._rel(real))
+        return ToolResult(f"wrote {len(content)} characters to {self._rel(real)}")
+
+    def _tool_edit_file(self, path: str, old: str, new: str) -> ToolResult:
+        real = self.resolve(path)
+        if not real.is_file():
+            raise ToolError(f"{path!r} is not a file; use write_file to create it")
+        if not old:
+            raise ToolError("old must not be empty")
+        text = real.read_text()
+        count = text.count(old)
+        if count != 1:
+            hint = "copy the exact text from read_file" if count == 0 else "add surrounding lines"
+            raise ToolError(f"old text matches {count} times in {path!r}, need exactly 1: {hint}")
+        real.write_text(text.replace(old, new, 1))
+        self.touched.add(self._rel(real))
+        return ToolResult(f"edited {self._rel(real)}")
+
+    def _walk(self, path: str) -> Iterator[Path]:
+        """Files under ``path`` in sorted order; never enters .git or symlinked folders."""
+        real = self.resolve(path)
+        if real.is_file():
+            yield real
+            return
+        if not real.is_dir():
+            raise ToolError(f"{path!r} does not exist")
+        for dirpath, dirs, files in os.walk(real):
+            dirs[:] = sorted(d for d in dirs if d.lower() != ".git")
+            for name in sorted(files):
+                if name.lower() != ".git":
+                    yield Path(dirpath) / name
+
+    def _tool_list_files(self, path: str = ".", pattern: str | None = None) -> ToolResult:
+        found = []
+        for file in self._walk(path):
+            rel = file.relative_to(self.root).as_posix()
+            if pattern is None or _glob(rel, pattern):
+                found.append(rel)
+                if len(found) > MAX_LIST:
+                    break
+        if len(found) > MAX_LIST:
+            found[MAX_LIST:] = [f"[... more than {MAX_LIST} files; narrow path or pattern]"]
+        return ToolResult("\n".join(found) or "(no files)")
+
+    def _tool_search_files(
+        self, pattern: str, path: str = ".", glob: str | None = None
+    ) -> ToolResult:
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise ToolError(f"bad regular expression {pattern!r}: {exc}") from exc
+        hits: list[str] = []
+        for file in self._walk(path):
+            rel = file.relative_to(self.root).as_posix()
+            if glob and not _glob(rel, glob):
+                continue
+            real = file.resolve()  # a symlinked file must not leak what it points to
+            if not real.is_relative_to(self.root) or not real.is_file():
+                continue
+            if real.stat().st_size > MAX_SEARCH_BYTES or b"\0" in real.read_bytes()[:8192]:
+                continue
+            for number, line in enumerate(real.read_text(errors="replace").splitlines(), 1):
+                if regex.search(line):
+                    hits.append(f"{rel}:{number}: {line[:300]}")
+                    if len(hits) >= MAX_MATCHES:
+                        hits.append(f"[... stopped at {MAX_MATCHES} matches; narrow the search]")
+                        return ToolResult(cap_text("\n".join(hits), self.output_cap))
+        return ToolResult(cap_text("\n".join(hits), self.output_cap) or "(no matches)")
+
+    def _tool_run_command(self, command: str, timeout: float | None = None) -> ToolResult:
+        if timeout is not None and timeout <= 0:
+            raise ToolError("timeout must be a positive number of seconds")
+        limit = min(timeout or self.command_timeout, self.command_timeout)
+        self._aborted = False
+        res = run_shell(command, self.root, self.env, limit, output_cap=self.output_cap)
+        output = cap_text(res.output, self.output_cap)
+        if self._aborted:
+            return ToolResult(f"aborted after {res.seconds:.1f}s\n{output}", is_error=True)
+        if res.timed_out:
+            note = f"timed out after {limit:g}s; the process group was killed"
+            return ToolResult(f"{note}\n{output}", is_error=True)
+        return ToolResult(f"exit code: {res.returncode}\n{output}", is_error=res.returncode != 0)
+
+    def _tool_finish(self, summary: str) -> ToolResult:
+        return ToolResult("finished", finished=True, summary=summary)
+
+
+def _glob(rel: str, pattern: str) -> bool:
+    """Match a glob against the relative path or just the file name ("*.py" works both ways)."""
+    return fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(rel.rsplit("/", 1)[-1], pattern)
+
+
+def _check_input(spec: dict[str, Any], given: Any) -> None:
+    """Check names and types against the spec, so the model gets a precise complaint."""
+    schema = spec["input_schema"]
+    if not isinstance(given, dict):
+        raise ToolError(f"{spec['name']}: input must be an object")
+    if missing := [k for k in schema["required"] if k not in given]:
+        raise ToolError(f"{spec['name']}: missing argument(s) {', '.join(missing)}")
+    for key, value in given.items():
+        prop = schema["properties"].get(key)
+        if prop is None:
+            known = ", ".join(schema["properties"])
+            raise ToolError(f"{spec['name']}: unknown argument {key!r}; known: {known}")
+        if value is None and key not in schema["required"]:
+            continue  # an explicit null means "use the default"
+        if isinstance(value, bool) or not isinstance(value, _TYPES[prop["type"]]):
+            raise ToolError(f"{spec['name']}: {key} must be a {prop['type']}")

@@ -1,0 +1,259 @@
+"""The worker process: holds one role and one worktree, runs one task attempt at a time.
+
+Three threads: the main thread runs attempts; a reader thread takes messages off the
+pipe (so an abort reaches a worker that is busy in a model call or a command); a
+heartbeat thread proves the process is alive however long a call takes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from orchestrator import procs
+from orchestrator.agent import run_agent
+from orchestrator.errors import PdError
+from orchestrator.gitutil import git, identity_env
+from orchestrator.messages import (
+    AbortTask,
+    Assign,
+    Heartbeat,
+    Message,
+    Progress,
+    Ready,
+    Shutdown,
+    TaskDone,
+    TaskFailed,
+    TaskStarted,
+    from_bytes,
+)
+from orchestrator.pool import child_setup
+from orchestrator.providers import make_provider
+from orchestrator.tools import Toolbox, scrub_env
+from orchestrator.worktree import WorktreeManager
+
+
+@dataclass
+class WorkerConfig:
+    """Everything a worker needs, as plain data so it crosses a spawn boundary."""
+
+    run_id: str
+    run_dir: str
+    repo: str
+    worktree_root: str
+    role_id: str
+    system_prompt: str
+    provider: dict[str, Any]
+    model: str
+    max_tokens: int
+    limits: dict[str, Any]
+    port_base: int
+    setup: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Channel:
+    """The worker's end of the pipe; sends are locked because two threads send."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, message: Message) -> None:
+        with self._lock:
+            self.conn.send_bytes(message.to_bytes())
+
+
+class Worker:
+    """One worker's state inside its own process."""
+
+    def __init__(self, worker_id: str, config: WorkerConfig, channel: Channel) -> None:
+        self.id = worker_id
+        self.config = config
+        self.channel = channel
+        self.inbox: queue.Queue[Message | None] = queue.Queue()
+        self.abort_task: str | None = None
+        self.stopping = threading.Event()
+        self.toolbox: Toolbox | None = None
+        run_dir = Path(config.run_dir)
+        self.log_file = run_dir / "logs" / f"{worker_id}.log"
+        self.env = {
+            **scrub_env(os.environ),
+            **config.env,
+            "PD_WORKER_ID": worker_id,
+            "PD_PORT_BASE": str(config.port_base),
+            "PD_RUN_ID": config.run_id,
+        }
+        self.worktrees = WorktreeManager(
+            Path(config.repo), Path(config.worktree_root), setup=config.setup, env=self.env
+        )
+        self.provider = make_provider(**config.provider)
+
+    # ---- threads -----------------------------------------------------------------
+
+    def read_loop(self) -> None:
+        """Route incoming messages: assignments queue up, aborts act at once."""
+        while True:
+            try:
+                message = from_bytes(self.channel.conn.recv_bytes())
+            except (EOFError, OSError):
+                message = Shutdown(reason="coordinator gone")
+            if isinstance(message, AbortTask):
+                self.abort_task = message.task_id
+                if self.toolbox is not None:
+                    self.toolbox.abort()
+            elif isinstance(message, Shutdown):
+                self.stopping.set()
+                if self.toolbox is not None:
+                    self.toolbox.abort()
+                self.inbox.put(None)
+                return
+            else:
+                self.inbox.put(message)
+
+    def heartbeat_loop(self, interval: float) -> None:
+        while not self.stopping.wait(interval):
+            try:
+                self.channel.send(Heartbeat(worker_id=self.id))
+            except OSError:
+                return
+
+    # ---- work --------------------------------------------------------------------
+
+    def log(self, task_id: str, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        with open(self.log_file, "a") as handle:
+            handle.write(f"{stamp} [{self.id}] [{task_id}] {text}\n")
+
+    def serve(self) -> None:
+        while True:
+            message = self.inbox.get()
+            if message is None or self.stopping.is_set():
+                return
+            if isinstance(message, Assign):
+                self.channel.send(self.attempt(message))
+
+    def attempt(self, assign: Assign) -> Message:
+        """One attempt of one task, from a fresh branch to a commit, never raising."""
+        self.abort_task = None
+        self.channel.send(TaskStarted(worker_id=self.id, task_id=assign.task_id,
+                                      attempt=assign.attempt))
+        self.log(assign.task_id, f"attempt {assign.attempt} starts on {assign.branch}")
+        transcript = Path(self.config.run_dir) / "transcripts" / assign.task_id
+        transcript.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(transcript / f"{assign.attempt}.jsonl", "a") as record_file:
+                return self._run(assign, record_file)
+        except PdError as exc:
+            reason = str(exc)
+        except Exception as exc:  # the attempt fails, the worker lives on
+            reason = f"internal error: {exc!r}"
+            self.log(assign.task_id, traceback.format_exc())
+        finally:
+            self.toolbox = None
+        self.log(assign.task_id, f"attempt {assign.attempt} failed: {reason}")
+        return TaskFailed(worker_id=self.id, task_id=assign.task_id, attempt=assign.attempt,
+                          reason=reason)
+
+    def _run(self, assign: Assign, record_file: Any) -> Message:
+        path = self.worktrees.prepare(self.id, base=assign.target_head, branch=assign.branch)
+        limits = self.config.limits
+        self.toolbox = Toolbox(path, env=self.env, command_timeout=limits["command_timeout"],
+                               output_cap=limits["output_cap"])
+
+        def record(entry: dict[str, Any]) -> None:
+            record_file.write(json.dumps(entry, default=str) + "\n")
+            record_file.flush()
+
+        def on_tool(line: str) -> None:
+            self.log(assign.task_id, line)
+            self.channel.send(Progress(worker_id=self.id, task_id=assign.task_id, text=line))
+
+        result = run_agent(
+            self.provider, self.toolbox, system=self.config.system_prompt,
+            prompt=task_prompt(assign), model=self.config.model,
+            max_tokens=self.config.max_tokens,
+            max_turns=limits["max_turns"], task_id=assign.task_id, attempt=assign.attempt,
+            record=record, on_tool=on_tool,
+            should_stop=lambda: self.stopping.is_set() or self.abort_task == assign.task_id,
+        )
+        if not result.finished:
+            self.log(assign.task_id, f"ended without finish: {result.reason}")
+            return TaskFailed(worker_id=self.id, task_id=assign.task_id, attempt=assign.attempt,
+                              reason=result.reason, handoff=result.handoff)
+        commit, changed = commit_work(path, assign, result.summary, self.id,
+                                      self.config.role_id)
+        self.log(assign.task_id, f"done at {commit[:10]}: {len(changed)} files changed")
+        return TaskDone(worker_id=self.id, task_id=assign.task_id, attempt=assign.attempt,
+                        branch=assign.branch, commit=commit, summary=result.summary,
+                        changed_files=changed)
+
+
+def task_prompt(assign: Assign) -> str:
+    """What the agent is asked to do, with what earlier attempts and dependencies left."""
+    parts = [f"# Task {assign.task_id}: {assign.title}", assign.description or ""]
+    if assign.files:
+        parts.append("Files you are expected to touch: " + ", ".join(assign.files))
+    if assign.dependencies:
+        done = "\n".join(f"- {tid}: {summary}" for tid, summary in assign.dependencies.items())
+        parts.append(f"These tasks are already merged into your starting point:\n{done}")
+    if assign.feedback:
+        notes = "\n\n".join(f"Attempt {i} was rejected:\n{text}"
+                            for i, text in enumerate(assign.feedback, 1))
+        parts.append(f"Earlier attempts of this task failed. Fix what they got wrong.\n\n{notes}")
+    if assign.handoff:
+        parts.append(f"Handoff note from the previous attempt:\n{assign.handoff}")
+    parts.append("When the work is complete and the tests pass, call `finish` with a summary.")
+    return "\n\n".join(p for p in parts if p)
+
+
+def commit_work(path: Path, assign: Assign, summary: str, worker_id: str,
+                role_id: str) -> tuple[str, list[str]]:
+    """Commit everything the agent left in the worktree; no changes means no new commit."""
+    env = identity_env(f"pd {role_id} ({worker_id})", f"pd+{worker_id}@localhost")
+    git(path, "add", "-A", env=env)
+    staged = git(path, "diff", "--cached", "--name-only", env=env)
+    if staged:
+        message = f"{assign.task_id}: {assign.title}\n\n{summary}\n\npd-attempt: {assign.attempt}"
+        git(path, "-c", "commit.gpgsign=false", "commit", "-q", "--no-verify", "-m", message,
+            env=env)
+    commit = git(path, "rev-parse", "HEAD")
+    changed = git(path, "diff", "--name-only", assign.target_head, commit).splitlines()
+    return commit, changed
+
+
+def worker_main(conn: Connection, worker_id: str, config: dict[str, Any]) -> None:
+    """Process entry point. Always says Ready (with the error if boot failed)."""
+    child_setup()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    channel = Channel(conn)
+    try:
+        worker = Worker(worker_id, WorkerConfig(**config), channel)
+    except Exception as exc:
+        channel.send(Ready(worker_id=worker_id, pid=os.getpid(), error=f"{exc}"))
+        return
+    channel.send(Ready(worker_id=worker_id, pid=os.getpid()))
+    interval = float(worker.config.limits.get("heartbeat_interval", 1.0))
+    threading.Thread(target=worker.read_loop, daemon=True, name="reader").start()
+    threading.Thread(target=worker.heartbeat_loop, args=(interval,), daemon=True,
+                     name="heartbeat").start()
+    worker.serve()
+    worker.stopping.set()
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """Second stage of shutdown: take the commands we started down with us."""
+    procs.kill_all_running()
+    os._exit(143)

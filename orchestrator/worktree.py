@@ -1,0 +1,200 @@
+"""Worker and integration worktrees: created once, reset cheaply, removed completely.
+
+A worktree is reused from task to task (and by a worker respawned after a crash), because
+``git worktree add`` plus the setup command (installing dependencies) is the slow part.
+Reuse is a forced checkout plus ``git clean`` that keeps ignored files, so installed
+dependencies survive. pd only ever touches worktrees under its own ``root``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from orchestrator import gitutil
+from orchestrator.errors import BadInput, GitError, PdError
+from orchestrator.procs import run_shell
+
+SETUP_MARKER = "pd-setup-done"
+# Per-worktree state a killed agent or git process can leave behind. The owner is dead
+# (or is us, about to reset), so it is safe to drop before a forced checkout.
+_STALE_STATE = ("index.lock", "HEAD.lock", "rebase-merge", "rebase-apply", "sequencer")
+
+
+class SetupFailed(PdError):
+    """The project's setup command failed in a fresh worktree."""
+
+    def __init__(self, command: str, returncode: int, tail: str, timed_out: bool = False) -> None:
+        self.command = command
+        self.returncode = returncode
+        self.tail = tail
+        how = "timed out" if timed_out else f"exit {returncode}"
+        super().__init__(f"setup command failed ({how}): {command}\n{tail}")
+
+
+def _within(path: Path, root: Path) -> bool:
+    """Whether ``path`` is ``root`` or below it, comparing real paths (symlinked /tmp)."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
+class WorktreeManager:
+    """Creates, resets and removes the git worktrees under ``root`` for one repository."""
+
+    def __init__(
+        self,
+        repo: Path,
+        root: Path,
+        setup: str | None = None,
+        env: Mapping[str, str] | None = None,
+        setup_timeout: float = 600,
+    ) -> None:
+        self.repo = Path(repo)
+        self.root = Path(root)
+        self.setup = setup
+        self.env = dict(env or {})
+        self.setup_timeout = setup_timeout
+
+    def path_for(self, name: str) -> Path:
+        """Where worktree ``name`` lives; refuses names that would escape ``root``."""
+        if not name or name in (".", "..") or "/" in name or os.sep in name:
+            raise BadInput(
+                "worktree name", f"{name!r} is not a plain folder name", "use [A-Za-z0-9._-]"
+            )
+        return self.root / name
+
+    def prepare(
+        self, name: str, base: str, branch: str | None, env: Mapping[str, str] | None = None
+    ) -> Path:
+        """Return worktree ``name`` clean at ``base``, on ``branch`` (or detached if None).
+
+        Creates it (and runs setup) the first time; later calls only reset and clean it.
+        """
+        path = self.path_for(name)
+        run_env = {**self.env, **(env or {})}
+        if self._is_registered(path) and (path / ".git").is_file():
+            self._drop_stale_state(path)
+            self._checkout(path, base, branch)
+            gitutil.git(path, "clean", "-ffdq")
+            if self.setup and not self._setup_done(path):
+                self._run_setup(path, run_env)  # the first setup never finished (crash)
+            return path
+        self._discard(path)
+        self.root.mkdir(parents=True, exist_ok=True)
+        exclude_from_status(self.repo, [self.root])
+        gitutil.git(self.repo, "worktree", "add", "--detach", str(path), base)
+        if self.setup:
+            self._run_setup(path, run_env)
+        if branch is not None:
+            self._checkout(path, base, branch)
+        return path
+
+    def remove(self, name: str) -> None:
+        """Delete worktree ``name`` whatever its state (dirty, locked, half-created)."""
+        self._discard(self.path_for(name))
+
+    def remove_all(self) -> None:
+        """Delete every pd worktree under ``root``, then ``root`` itself if left empty."""
+        for path in self.list():
+            self._discard(path)
+        gitutil.git(self.repo, "worktree", "prune")
+        if self.root.is_dir():
+            for child in self.root.iterdir():
+                # A leftover of ours has a .git *file* (a worktree link), never a .git dir.
+                if (child / ".git").is_file():
+                    shutil.rmtree(child, ignore_errors=True)
+                elif child.is_dir() and not any(child.iterdir()):
+                    child.rmdir()  # killed before git wrote anything into it
+            if not any(self.root.iterdir()):
+                self.root.rmdir()
+
+    def list(self) -> list[Path]:
+        """Worktrees registered with git whose path lies under ``root``."""
+        return [p for p in self._registered()[1:] if _within(p, self.root)]
+
+    # ---- internals ---------------------------------------------------------------
+
+    def _registered(self) -> list[Path]:
+        """Every worktree git knows of; the first is the main working tree."""
+        return [Path(e["worktree"]) for e in gitutil.worktree_entries(self.repo)]
+
+    def _is_registered(self, path: Path) -> bool:
+        real = path.resolve()
+        return any(p.resolve() == real for p in self._registered()[1:])
+
+    def _discard(self, path: Path) -> None:
+        """Unregister and delete ``path`` if it is a worktree or leftover folder."""
+        registered = self._is_registered(path)
+        if registered and path.exists():
+            # Twice --force: also removes locked worktrees (a killed `worktree add` leaves
+            # one locked with reason "initializing").
+            args = ("worktree", "remove", "--force", "--force", str(path))
+            gitutil.git(self.repo, *args, check=False)
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        if registered:
+            # prune skips locked entries, and a locked missing worktree blocks a new add.
+            gitutil.git(self.repo, "worktree", "unlock", str(path), check=False)
+            gitutil.git(self.repo, "worktree", "prune")
+
+    def _drop_stale_state(self, path: Path) -> None:
+        gitdir = gitutil.git_dir(path)
+        for name in _STALE_STATE:
+            stale = gitdir / name
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+    def _checkout(self, path: Path, base: str, branch: str | None) -> None:
+        """Forced checkout of ``base``: drops staged and unstaged edits to tracked files."""
+        env = gitutil.identity_env()  # reflog entries need an identity on bare machines
+        if branch is None:
+            gitutil.git(path, "checkout", "-q", "--force", "--detach", base, env=env)
+            return
+        args = ["checkout", "-q", "--force", "-B", branch, base]
+        holder = gitutil.checked_out_branches(self.repo).get(branch)
+        if holder is not None and holder.resolve() != path.resolve():
+            if not _within(holder, self.root):
+                raise GitError(args, f"branch {branch} is checked out at {holder}, not ours", 1)
+            # Another pd worktree still holds the branch from an earlier attempt of the
+            # same task; that worker has moved on, so taking the branch over is safe.
+            args.insert(1, "--ignore-other-worktrees")
+        gitutil.git(path, *args, env=env)
+
+    def _setup_done(self, path: Path) -> bool:
+        marker = gitutil.git_dir(path) / SETUP_MARKER
+        return marker.is_file() and marker.read_text() == self.setup
+
+    def _run_setup(self, path: Path, env: Mapping[str, str]) -> None:
+        assert self.setup is not None
+        result = run_shell(self.setup, cwd=path, env=env, timeout=self.setup_timeout)
+        if not result.ok:
+            raise SetupFailed(self.setup, result.returncode, result.tail(), result.timed_out)
+        (gitutil.git_dir(path) / SETUP_MARKER).write_text(self.setup)
+
+
+def exclude_from_status(repo: Path, paths: Iterable[Path]) -> None:
+    """Add ``/<path>/`` to the repo's info/exclude for each path inside its working tree.
+
+    Keeps pd's folders (worktrees, run store) out of the user's ``git status``. Paths
+    outside the working tree are skipped; lines already present are not repeated.
+    """
+    top = gitutil.toplevel(repo).resolve()
+    lines: list[str] = []
+    for path in paths:
+        real = Path(path).resolve()
+        if real == top or not real.is_relative_to(top):
+            continue
+        lines.append(f"/{real.relative_to(top).as_posix()}/")
+    if not lines:
+        return
+    exclude = gitutil.common_dir(repo) / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    text = exclude.read_text() if exclude.exists() else ""
+    present = set(text.splitlines())
+    new = [line for line in dict.fromkeys(lines) if line not in present]
+    if new:
+        prefix = "" if not text or text.endswith("\n") else "\n"
+        exclude.write_text(text + prefix + "\n".join(new) + "\n")
