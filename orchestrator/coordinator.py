@@ -386,7 +386,8 @@ class Coordinator:
             if slot.task == task_id:
                 self.pool.send(slot.id, AbortTask(task_id=task_id))
         self.merge_queue = deque(r for r in self.merge_queue if r.task_id != task_id)
-        if task.state not in (TaskState.MERGED, TaskState.FAILED, TaskState.BLOCKED):
+        if task.state not in (TaskState.MERGED, TaskState.FAILED, TaskState.BLOCKED,
+                              TaskState.ABORTED):
             changed = self.graph.abort(task_id)
             self.emit("task_aborted", task=task_id, changed=changed)
 

@@ -36,7 +36,7 @@ def git(
     """
     code, out, err = git_full(cwd, *args, env=env, input=input, timeout=timeout)
     if check and code != 0:
-        raise GitError(["git", *args], err or out, code)
+        raise GitError(["git", "-C", str(cwd), *args], err or out, code)
     return out
 
 

@@ -22,6 +22,7 @@ from orchestrator import gitutil
 from orchestrator.errors import BadInput, GitError
 from orchestrator.messages import MergeRequest, MergeResult, Ready, Shutdown, from_bytes
 from orchestrator.procs import kill_all_running, run_shell
+from orchestrator.tools import scrub_env
 from orchestrator.worktree import SetupFailed, WorktreeManager
 
 MAX_CAS_TRIES = 3
@@ -56,7 +57,9 @@ class Merger:
             fix = "create the branch or pick another target"
             raise BadInput(config.repo, f"no branch {config.target_branch}", fix, "target_branch")
         integration = Path(config.integration_path)
-        self.worktrees = WorktreeManager(self.repo, integration.parent, config.setup, config.env)
+        # Gates run code agents wrote: they get our environment without its secrets.
+        self.env = {**scrub_env(os.environ), **config.env}
+        self.worktrees = WorktreeManager(self.repo, integration.parent, config.setup, self.env)
         self.integration_name = integration.name
         self.log_dir = Path(config.log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +141,7 @@ class Merger:
         result = run_shell(
             self.config.gate_command,
             cwd=path,
-            env=self.config.env,
+            env=self.env,
             timeout=self.config.gate_timeout,
             output_path=log_path,
         )

@@ -179,12 +179,13 @@ def run_shell(
 ) -> ShellResult:
     """Run ``bash -c command`` in ``cwd``; stdout and stderr merged.
 
-    ``env`` is laid over the current environment. ``output_path``, if given, receives the
+    ``env`` is the command's complete environment (None: inherit ours), so a caller that
+    scrubbed secrets out of it is not undone here. ``output_path``, if given, receives the
     full output as it is produced. On timeout the whole process group is killed. When the
     command ends, anything it left running in its group is killed too (otherwise a
     background child holding the pipe open would keep us reading forever).
     """
-    full_env = {**os.environ, **(env or {})}
+    full_env = dict(os.environ if env is None else env)
     start = time.monotonic()
     buffer = _CappedBuffer(output_cap)
     sink = open(output_path, "wb") if output_path is not None else None  # noqa: SIM115

@@ -169,7 +169,7 @@ class TaskGraph:
         """Pending tasks whose dependencies are all merged (so they start from code holding
         them): longest remaining chain first, then the task's priority, then age."""
         ready = [n for n in self if n.state is TaskState.PENDING and not self._waiting_on(n)]
-        return sorted(ready, key=lambda n: (-n.critical_path, n.index))
+        return sorted(ready, key=lambda n: (-n.critical_path, -n.priority, n.index))
 
     def dependents(self, task_id: str) -> set[str]:
         """Every task that waits on ``task_id``, directly or through others."""

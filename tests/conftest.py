@@ -48,3 +48,64 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def git_repo(tmp_path: Path) -> Path:
     """A fresh repository on branch ``main`` with one commit."""
     return make_repo(tmp_path / "repo")
+
+
+# ---- end-to-end helpers --------------------------------------------------------------
+
+import json  # noqa: E402
+import subprocess as _sp  # noqa: E402
+import sys  # noqa: E402
+
+GATE = "bash check.sh"
+CHECK_SH = "#!/bin/bash\n# the project's tests: fail when any file says BROKEN\n" \
+    "! grep -rl --exclude=check.sh --exclude-dir=.git BROKEN .\n"
+
+
+def finish_turn(summary: str = "done", delay: float = 0.0) -> dict:
+    turn: dict = {"tool_calls": [{"name": "finish", "input": {"summary": summary}}]}
+    if delay:
+        turn["delay"] = delay
+    return turn
+
+
+def write_turn(path: str, content: str, delay: float = 0.0) -> dict:
+    turn: dict = {"tool_calls": [{"name": "write_file",
+                                  "input": {"path": path, "content": content}}]}
+    if delay:
+        turn["delay"] = delay
+    return turn
+
+
+def write_mission(folder: Path, tasks: list[dict], cassette: dict, **fields: object) -> Path:
+    """A mission file and its cassette in ``folder``; ``fields`` override the defaults."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cassette.json").write_text(json.dumps({"version": 1, "tasks": cassette}))
+    mission = {
+        "name": "test-mission",
+        "test_command": GATE,
+        "team": [{"role": "backend-dev", "count": 2}],
+        "provider": {"name": "scripted", "cassette": "cassette.json"},
+        "tasks": tasks,
+        **fields,
+    }
+    path = folder / "mission.json"
+    path.write_text(json.dumps(mission, indent=1))
+    return path
+
+
+def pd(*args: str, cwd: Path, env: dict | None = None, timeout: float = 120,
+       check: bool = False) -> _sp.CompletedProcess:
+    """Run the real CLI in a subprocess, as a user would."""
+    full_env = {**os.environ, **IDENTITY, **(env or {})}
+    result = _sp.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=full_env,
+                     capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"pd {args} exited {result.returncode}:\n{result.stdout}\n"
+                             f"{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A repository whose test command (check.sh) fails when a file contains BROKEN."""
+    return make_repo(tmp_path / "project", {"check.sh": CHECK_SH, "README.md": "project\n"})

@@ -31,7 +31,9 @@ def commit_files(repo: Path, branch: str, files: dict[str, str], base: str = "ma
         blob = gitutil.git(repo, "hash-object", "-w", "--stdin", input=text)
         gitutil.git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob},{name}", env=env)
     tree = gitutil.git(repo, "write-tree", env=env)
-    commit = gitutil.git(repo, "commit-tree", tree, "-p", parent, "-m", f"work on {branch}", env=env)
+    commit = gitutil.git(
+        repo, "commit-tree", tree, "-p", parent, "-m", f"work on {branch}", env=env
+    )
     gitutil.git(repo, "update-ref", f"refs/heads/{branch}", commit)
     Path(env["GIT_INDEX_FILE"]).unlink()
     return commit
@@ -68,7 +70,9 @@ def config_for(repo: Path, gate: str = "true", timeout: float = 30, **kw: object
 
 
 def request(commit: str, task: str = "t1", attempt: int = 1) -> MergeRequest:
-    return MergeRequest(task_id=task, attempt=attempt, branch=f"pd/r/{task}", commit=commit, title="do it")
+    return MergeRequest(
+        task_id=task, attempt=attempt, branch=f"pd/r/{task}", commit=commit, title="do it"
+    )
 
 
 def test_fast_forward_passing_gate_moves_target(repo: Path) -> None:
@@ -176,6 +180,17 @@ def test_already_merged_is_a_no_op_without_gate(repo: Path, tmp_path: Path) -> N
     assert head is not None
     result = Merger(config_for(repo, gate=f"touch {marker}")).merge(request(head))
     assert result.merged and result.head == head
+    assert not marker.exists()
+
+
+def test_merge_that_changes_nothing_is_a_no_op_without_gate(repo: Path, tmp_path: Path) -> None:
+    feat = commit_files(repo, "pd/r/t1", {"b.py": "b = 2\n"})
+    old = user_commit(repo, "b.py", "b = 2\n")
+    marker = tmp_path / "gate-ran"
+    result = Merger(config_for(repo, gate=f"touch {marker}")).merge(request(feat))
+    assert result.merged and result.head == old
+    assert result.reason.startswith("no-op")
+    assert gitutil.rev_parse(repo, "main") == old
     assert not marker.exists()
 
 
@@ -301,3 +316,12 @@ def test_run_shell_caps_output_keeping_head_and_tail(tmp_path: Path) -> None:
     assert "chars cut ...]" in result.output
     assert len(result.output) < 1100
     assert (tmp_path / "o").read_text().count("\n") == 100000
+
+
+def test_run_shell_env_is_complete_not_an_overlay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PD_TEST_SECRET", "leak")
+    echo = 'echo "[$PD_TEST_SECRET][$ONLY]"'
+    assert run_shell(echo, tmp_path, env={"ONLY": "1"}).output == "[][1]\n"
+    assert run_shell(echo, tmp_path).output == "[leak][]\n"

@@ -82,6 +82,14 @@ def test_empty_graph_is_done() -> None:
     assert len(graph) == 0
 
 
+def test_deps_are_copied_and_deduplicated() -> None:
+    spec = task("b", "a", "a")
+    graph = TaskGraph([task("a"), spec])
+    spec["deps"].append("zzz")  # the mission object may change later; the graph must not
+    assert graph.get("b").deps == ["a"]
+    assert graph.critical_path() == ["a", "b"]
+
+
 def test_objects_are_read_like_dicts() -> None:
     @dataclass
     class Spec:
@@ -193,23 +201,27 @@ def test_retries_with_feedback_then_fails_and_blocks_dependents() -> None:
 
 
 def test_abort_blocks_dependents_and_reports_changes() -> None:
-    graph = TaskGraph([task("a"), task("b", "a"), task("c", "b"), task("d")])
+    graph = TaskGraph([task("a"), task("b", "a"), task("c", "b"), task("d"), task("e"), task("f")])
     graph.start("a", "w1")
     assert graph.dependents("a") == {"b", "c"} and graph.dependents("d") == set()
     assert graph.abort("a") == ["a", "b", "c"]
     assert graph.get("a").state is TaskState.ABORTED
     with pytest.raises(ValueError, match="cannot abort task 'b': it is blocked"):
         graph.abort("b")
-    assert graph.abort_all() == ["d"]
+    run_to_merge(graph, "f")
+    graph.start("e", "w2")
+    graph.submitted("e", "pd/r/e", "123", "s")
+    graph.start("d", "w1")
+    assert graph.abort_all() == ["d", "e"]  # running and merging tasks stop too
     assert graph.done()
     assert graph.counts() == {
         "pending": 0,
         "running": 0,
         "merging": 0,
-        "merged": 0,
+        "merged": 1,
         "failed": 0,
         "blocked": 2,
-        "aborted": 2,
+        "aborted": 3,
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -47,9 +48,10 @@ def test_exclude_from_status_adds_each_inside_path_once(repo: Path, tmp_path: Pa
     (repo / "ws" / "x" / "f").write_text("junk")
     assert run_git(repo, "status", "--porcelain") == "?? ws/"
     exclude_from_status(repo, [repo / "ws", tmp_path / "elsewhere", repo])
-    exclude_from_status(repo, [repo / "ws"])
+    exclude_from_status(repo, [repo / "ws", repo / "ws" / "x"])
     lines = (gitutil.common_dir(repo) / "info" / "exclude").read_text().splitlines()
     assert lines.count("/ws/") == 1
+    assert "/ws/x/" not in lines  # already covered by /ws/
     assert not any("elsewhere" in line for line in lines)
     assert run_git(repo, "status", "--porcelain") == ""
 
@@ -93,7 +95,8 @@ def test_reuse_recovers_from_stale_index_lock(repo: Path) -> None:
 def test_setup_runs_once_per_worktree(repo: Path, tmp_path: Path) -> None:
     count = tmp_path / "setup-count"
     setup = 'echo ran >> "$COUNT_FILE" && mkdir -p deps && touch deps/installed'
-    manager = WorktreeManager(repo, repo / "worktrees", setup=setup, env={"COUNT_FILE": str(count)})
+    env = {**os.environ, "COUNT_FILE": str(count)}
+    manager = WorktreeManager(repo, repo / "worktrees", setup=setup, env=env)
     path = manager.prepare("w1", "main", "pd/run/t1")
     manager.prepare("w1", "main", "pd/run/t2")
     assert count.read_text() == "ran\n"

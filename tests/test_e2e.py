@@ -1,0 +1,262 @@
+"""End to end through the real CLI: real processes, pipes, git, files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import IDENTITY, finish_turn, pd, run_git, write_mission, write_turn
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or predicate}")
+
+
+def run_dir(home: Path) -> Path:
+    runs = sorted((home / ".pd" / "runs").iterdir())
+    return runs[-1]
+
+
+def events(home: Path) -> list[dict]:
+    path = run_dir(home) / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def state(home: Path) -> dict:
+    try:
+        return json.loads((run_dir(home) / "state.json").read_text())
+    except (FileNotFoundError, IndexError, json.JSONDecodeError):
+        return {}
+
+
+def start_run(mission: Path, repo: Path, home: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, **IDENTITY, "PD_HOME": str(home)}
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", "run", str(mission),
+                             "--repo", str(repo), "--quiet", *extra], cwd=home, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def chain_tasks(n: int) -> list[dict]:
+    return [{"id": f"t{i}", "title": f"task {i}", "role": "backend-dev",
+             "deps": [f"t{i - 1}"] if i > 1 else []} for i in range(1, n + 1)]
+
+
+def file_cassette(ids: list[str], delay: float = 0.0) -> dict:
+    """Each task writes its own file, then finishes."""
+    return {tid: [[write_turn(f"{tid}.txt", f"{tid}\n", delay=delay), finish_turn(tid)]]
+            for tid in ids}
+
+
+def no_processes_left(recorded: list[dict]) -> bool:
+    for entry in recorded:
+        pid, created = entry.get("pid"), entry.get("create_time")
+        if not pid:
+            continue
+        try:
+            proc = psutil.Process(pid)
+            if created is None or abs(proc.create_time() - created) < 0.01:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    return False
+        except psutil.NoSuchProcess:
+            continue
+    return True
+
+
+def test_run_merges_every_task_in_dependency_order(project: Path, tmp_path: Path) -> None:
+    tasks = chain_tasks(3) + [{"id": "side", "title": "side", "role": "backend-dev"}]
+    mission = write_mission(tmp_path / "m", tasks, file_cassette([t["id"] for t in tasks]))
+    home = tmp_path / "home"
+    home.mkdir()
+    result = pd("run", str(mission), "--repo", str(project), cwd=home,
+                env={"PD_HOME": str(home)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    files = run_git(project, "ls-tree", "--name-only", "main").split()
+    assert {"t1.txt", "t2.txt", "t3.txt", "side.txt"} <= set(files)
+    order = [e["task"] for e in events(home) if e["kind"] == "task_merged"]
+    assert order.index("t1") < order.index("t2") < order.index("t3")
+    starts = {e["task"]: e["seq"] for e in events(home) if e["kind"] == "task_assigned"}
+    merges = {e["task"]: e["seq"] for e in events(home) if e["kind"] == "task_merged"}
+    assert merges["t1"] < starts["t2"] and merges["t2"] < starts["t3"]
+    assert run_git(project, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert run_git(project, "status", "--porcelain") == ""
+    assert run_git(project, "branch", "--list", "pd/*") == ""
+
+    report = json.loads(pd("report", "--json", cwd=home, env={"PD_HOME": str(home)},
+                           check=True).stdout)
+    assert report["status"] == "finished" and report["counts"]["merged"] == 4
+    logs = pd("logs", "--task", "t2", cwd=home, env={"PD_HOME": str(home)}, check=True).stdout
+    assert "[t2]" in logs and "[t1]" not in logs
+
+
+def test_gate_rejection_returns_feedback_and_retry_merges(project: Path, tmp_path: Path) -> None:
+    cassette = {"fix": [
+        [write_turn("bad.txt", "BROKEN\n"), finish_turn("first try")],
+        [write_turn("good.txt", "fine\n"), finish_turn("second try")],
+    ]}
+    mission = write_mission(tmp_path / "m", [{"id": "fix", "title": "Fix"}], cassette)
+    home = tmp_path / "home"
+    home.mkdir()
+    result = pd("run", str(mission), "--repo", str(project), cwd=home,
+                env={"PD_HOME": str(home)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    rejected = [e for e in events(home) if e["kind"] == "task_rejected"]
+    assert len(rejected) == 1 and "gate failed" in rejected[0]["reason"]
+    assert "bad.txt" in rejected[0]["log_tail"]  # check.sh printed the offending file
+    transcript = (run_dir(home) / "transcripts" / "fix" / "2.jsonl").read_text()
+    assert "bad.txt" in transcript  # the gate's log tail reached attempt 2's prompt
+    tree = run_git(project, "ls-tree", "--name-only", "main").split()
+    assert "good.txt" in tree and "bad.txt" not in tree
+
+
+def test_background_run_status_and_abort(project: Path, tmp_path: Path) -> None:
+    ids = ["a", "b", "c", "d"]
+    tasks = [{"id": t, "title": t, "role": "backend-dev"} for t in ids]
+    cassette = {t: [[{"tool_calls": [{"name": "run_command",
+                                       "input": {"command": "sleep 60"}}]}, finish_turn()]]
+                for t in ids}
+    mission = write_mission(tmp_path / "m", tasks, cassette)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PD_HOME": str(home)}
+    start_head = run_git(project, "rev-parse", "main")
+    result = pd("run", str(mission), "--repo", str(project), "--detach", cwd=home, env=env)
+    assert result.returncode == 0, result.stderr
+
+    def busy() -> dict | None:
+        out = pd("status", "--json", cwd=home, env=env)
+        data = json.loads(out.stdout) if out.returncode == 0 else {}
+        return data if sum(w["state"] == "busy" for w in data.get("workers", [])) == 2 else None
+
+    snapshot = wait_for(busy, what="two busy workers")
+    assert snapshot["status"] == "running" and snapshot["coordinator_alive"]
+    assert {t["state"] for t in snapshot["tasks"]} == {"running", "pending"}
+    recorded = [snapshot["coordinator"], snapshot["merger"], *snapshot["workers"]]
+    sleepers = [p for p in psutil.process_iter(["cmdline"])
+                if p.info["cmdline"] and p.info["cmdline"][-1:] == ["sleep 60"]]
+
+    began = time.monotonic()
+    result = pd("abort", cwd=home, env=env)
+    took = time.monotonic() - began
+    assert result.returncode == 0, result.stderr
+    assert "aborted" in result.stdout
+    assert took < 4.0, f"abort took {took:.1f}s"  # the bar is 2 s of coordinator work
+    assert wait_for(lambda: no_processes_left(recorded), timeout=5, what="no pd processes")
+    assert wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+                                    for p in sleepers), timeout=5, what="commands killed")
+    assert run_git(project, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert run_git(project, "rev-parse", "main") == start_head  # nothing half-moved
+    assert run_git(project, "status", "--porcelain") == ""
+    final = json.loads(pd("status", "--json", cwd=home, env=env).stdout)
+    assert final["status"] == "aborted" and final["exit_code"] == 130
+
+
+def test_worker_killed_mid_task_is_respawned_and_run_finishes(
+    project: Path, tmp_path: Path
+) -> None:
+    ids = ["a", "b", "c"]
+    cassette = file_cassette(ids)
+    cassette["slow"] = [[write_turn("slow.txt", "slow\n", delay=4), finish_turn("slow")]]
+    tasks = [{"id": t, "title": t, "role": "backend-dev"} for t in ["slow", *ids]]
+    mission = write_mission(tmp_path / "m", tasks, cassette)
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = start_run(mission, project, home)
+
+    def slow_worker() -> int | None:
+        for worker in state(home).get("workers", []):
+            if worker["task"] == "slow" and worker["pid"]:
+                return worker["pid"]
+        return None
+
+    pid = wait_for(slow_worker, what="slow task running")
+    os.kill(pid, signal.SIGKILL)
+    output, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, output
+    kinds = [(e["kind"], e.get("worker"), e.get("task")) for e in events(home)]
+    crashed = [k for k in kinds if k[0] == "worker_crashed"]
+    assert crashed and crashed[0][2] == "slow"
+    assert any(k[0] == "worker_respawned" and k[1] == crashed[0][1] for k in kinds)
+    tree = run_git(project, "ls-tree", "--name-only", "main").split()
+    assert {"slow.txt", "a.txt", "b.txt", "c.txt"} <= set(tree)
+
+
+def test_coordinator_crash_then_resume_keeps_merged_work(project: Path, tmp_path: Path) -> None:
+    ids = ["t1", "t2", "t3"]
+    cassette = file_cassette(ids)
+    cassette["t2"] = [[write_turn("t2.txt", "t2\n", delay=2.0), finish_turn("t2")]]
+    mission = write_mission(tmp_path / "m", chain_tasks(3), cassette)
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = start_run(mission, project, home)
+    wait_for(lambda: any(t["id"] == "t2" and t["state"] == "running"
+                         for t in state(home).get("tasks", [])), what="t2 running")
+    workers = [w for w in state(home)["workers"] if w["pid"]]
+    proc.kill()
+    proc.wait(10)
+    assert wait_for(lambda: no_processes_left(workers), timeout=10, what="workers gone")
+    head_after_crash = run_git(project, "rev-parse", "main")
+    assert "t1.txt" in run_git(project, "ls-tree", "--name-only", "main").split()
+
+    env = {"PD_HOME": str(home)}
+    crashed = json.loads(pd("status", "--json", cwd=home, env=env).stdout)
+    assert crashed["status"] == "crashed" and "pd resume" in crashed["hint"]
+    result = pd("resume", run_dir(home).name, cwd=home, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assigned = [e["task"] for e in events(home) if e["kind"] == "task_assigned"]
+    assert assigned.count("t1") == 1  # merged work is never redone
+    assert run_git(project, "merge-base", "--is-ancestor", head_after_crash, "main") == ""
+    tree = run_git(project, "ls-tree", "--name-only", "main").split()
+    assert {"t1.txt", "t2.txt", "t3.txt"} <= set(tree)
+    assert run_git(project, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_abort_one_task_blocks_its_dependents(project: Path, tmp_path: Path) -> None:
+    cassette = file_cassette(["t1", "t2", "free"])
+    cassette["t1"] = [[write_turn("t1.txt", "t1\n", delay=30), finish_turn()]]
+    tasks = [*chain_tasks(2), {"id": "free", "title": "free", "role": "backend-dev"}]
+    mission = write_mission(tmp_path / "m", tasks, cassette)
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = start_run(mission, project, home)
+    wait_for(lambda: any(t["id"] == "t1" and t["state"] == "running"
+                         for t in state(home).get("tasks", [])), what="t1 running")
+    result = pd("abort", "--task", "t1", cwd=home, env={"PD_HOME": str(home)})
+    assert result.returncode == 0, result.stderr
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, output
+    final = {t["id"]: t["state"] for t in state(home)["tasks"]}
+    assert final == {"t1": "aborted", "t2": "blocked", "free": "merged"}
+
+
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    env = {"PD_HOME": "", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    result = pd("demo", "--dir", str(tmp_path / "demo"), cwd=tmp_path, env=env, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    demo = tmp_path / "demo"
+    log = run_git(demo, "log", "--format=%s", "main")
+    for task in ["slugify", "word-count", "changelog", "cli", "edge-cases", "readme"]:
+        assert f"{task}:" in log
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=demo,
+                           capture_output=True, text=True, env={**os.environ, **env})
+    assert tests.returncode == 0, tests.stdout
+    report = json.loads(pd("report", "--json", cwd=demo, env=env, check=True).stdout)
+    assert report["rejections"] == 1 and report["counts"]["merged"] == 6
+    assert run_git(demo, "status", "--porcelain") == ""
+    assert run_git(demo, "worktree", "list", "--porcelain").count("worktree ") == 1
