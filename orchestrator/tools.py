@@ -151,7 +151,7 @@ class Toolbox:
     def abort(self) -> None:
         """Kill a running command's process group (called from another thread)."""
         self._aborted = True
-        pass
+        kill_all_running()
 
     def resolve(self, path: str) -> Path:
         """The real path of ``path`` inside root, or ToolError("refused: ...")."""

@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -194,7 +195,7 @@ class Worker:
             return TaskFailed(worker_id=self.id, task_id=assign.task_id, attempt=assign.attempt,
                               reason=result.reason, handoff=result.handoff)
         commit, changed = commit_work(path, assign, result.summary, self.id,
-                                      self.config.role_id)
+                                      self.config.role_id, self.worktrees.setup_files(path))
         self.log(assign.task_id, f"done at {commit[:10]}: {len(changed)} files changed")
         return TaskDone(worker_id=self.id, task_id=assign.task_id, attempt=assign.attempt,
                         branch=assign.branch, commit=commit, summary=result.summary,
@@ -219,11 +220,12 @@ def task_prompt(assign: Assign) -> str:
     return "\n\n".join(p for p in parts if p)
 
 
-def commit_work(path: Path, assign: Assign, summary: str, worker_id: str,
-                role_id: str) -> tuple[str, list[str]]:
-    """Commit everything the agent left in the worktree; no changes means no new commit."""
+def commit_work(path: Path, assign: Assign, summary: str, worker_id: str, role_id: str,
+                exclude: Sequence[str] = ()) -> tuple[str, list[str]]:
+    """Commit what the agent left in the worktree (not what setup made); no changes, no
+    new commit."""
     env = identity_env(f"pd {role_id} ({worker_id})", f"pd+{worker_id}@localhost")
-    git(path, "add", "-A", env=env)
+    git(path, "add", "-A", "--", ".", *(f":(exclude,top){p}" for p in exclude), env=env)
     staged = git(path, "diff", "--cached", "--name-only", env=env)
     if staged:
         message = f"{assign.task_id}: {assign.title}\n\n{summary}\n\npd-attempt: {assign.attempt}"

@@ -18,6 +18,7 @@ from orchestrator.errors import BadInput, GitError, PdError
 from orchestrator.procs import run_shell
 
 SETUP_MARKER = "pd-setup-done"
+SETUP_FILES = "pd-setup-files"  # untracked, non-ignored paths the setup command created
 # Per-worktree state a killed agent or git process can leave behind. The owner is dead
 # (or is us, about to reset), so it is safe to drop before a forced checkout.
 _STALE_STATE = ("index.lock", "HEAD.lock", "rebase-merge", "rebase-apply", "sequencer")
@@ -80,7 +81,8 @@ class WorktreeManager:
         if self._is_registered(path) and (path / ".git").is_file():
             self._drop_stale_state(path)
             self._checkout(path, base, branch)
-            gitutil.git(path, "clean", "-ffdq")
+            keep = [arg for p in self.setup_files(path) for arg in ("-e", f"/{p}")]
+            gitutil.git(path, "clean", "-ffdq", *keep)
             if self.setup and not self._setup_done(path):
                 self._run_setup(path, run_env)  # the first setup never finished (crash)
             return path
@@ -167,6 +169,15 @@ class WorktreeManager:
             args.insert(1, "--ignore-other-worktrees")
         gitutil.git(path, *args, env=env)
 
+    def setup_files(self, path: Path) -> list[str]:
+        """Paths setup made that git would otherwise track (a copied ``.env`` not in
+        .gitignore): kept through resets, never committed with an agent's work."""
+        try:
+            listed = (gitutil.git_dir(path) / SETUP_FILES).read_text()
+        except FileNotFoundError:
+            return []
+        return [p.rstrip("/") for p in listed.split("\0") if p]
+
     def _setup_done(self, path: Path) -> bool:
         marker = gitutil.git_dir(path) / SETUP_MARKER
         return marker.is_file() and marker.read_text() == self.setup
@@ -176,6 +187,8 @@ class WorktreeManager:
         result = run_shell(self.setup, cwd=path, env=env, timeout=self.setup_timeout)
         if not result.ok:
             raise SetupFailed(self.setup, result.returncode, result.tail(), result.timed_out)
+        made = gitutil.git(path, "ls-files", "-z", "--others", "--exclude-standard", "--directory")
+        (gitutil.git_dir(path) / SETUP_FILES).write_text(made)
         (gitutil.git_dir(path) / SETUP_MARKER).write_text(self.setup)
 
 

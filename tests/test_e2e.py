@@ -71,16 +71,16 @@ def no_processes_left(recorded: list[dict]) -> bool:
             continue
         try:
             proc = psutil.Process(pid)
-            if created is None or abs(proc.create_time() - created) < 0.01:
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    return False
+            same = created is None or abs(proc.create_time() - created) < 0.01
+            if same and proc.status() != psutil.STATUS_ZOMBIE:
+                return False
         except psutil.NoSuchProcess:
             continue
     return True
 
 
 def test_run_merges_every_task_in_dependency_order(project: Path, tmp_path: Path) -> None:
-    tasks = chain_tasks(3) + [{"id": "side", "title": "side", "role": "backend-dev"}]
+    tasks = [*chain_tasks(3), {"id": "side", "title": "side", "role": "backend-dev"}]
     mission = write_mission(tmp_path / "m", tasks, file_cassette([t["id"] for t in tasks]))
     home = tmp_path / "home"
     home.mkdir()
@@ -260,3 +260,49 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert report["rejections"] == 1 and report["counts"]["merged"] == 6
     assert run_git(demo, "status", "--porcelain") == ""
     assert run_git(demo, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_setup_runs_once_per_worktree_and_its_files_stay_out_of_commits(
+    project: Path, tmp_path: Path
+) -> None:
+    env_file = tmp_path / "dot-env"
+    env_file.write_text("API_URL=http://localhost\n")
+    ids = ["a", "b", "c", "d"]
+    cassette = {t: [[{"tool_calls": [{"name": "run_command", "input": {
+        "command": f"cat .env worker-env.txt > seen-{t}.txt"}}]}, finish_turn()]] for t in ids}
+    setup = f'cp "{env_file}" .env && echo "$PD_WORKER_ID $PD_PORT_BASE" > worker-env.txt'
+    mission = write_mission(tmp_path / "m", [{"id": t, "title": t} for t in ids], cassette,
+                            setup=setup, port_base=30000, port_stride=10)
+    home = tmp_path / "home"
+    home.mkdir()
+    result = pd("run", str(mission), "--repo", str(project), cwd=home,
+                env={"PD_HOME": str(home)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    tree = run_git(project, "ls-tree", "--name-only", "main").split()
+    assert ".env" not in tree and "worker-env.txt" not in tree
+    seen = {t: run_git(project, "show", f"main:seen-{t}.txt") for t in ids}
+    assert all(text.startswith("API_URL=http://localhost") for text in seen.values())
+    workers = {text.splitlines()[1] for text in seen.values()}
+    assert workers <= {"w1 30010", "w2 30020"} and len(workers) == 2
+    per_worker = [e["worker"] for e in events(home) if e["kind"] == "task_assigned"]
+    assert max(per_worker.count(w) for w in set(per_worker)) >= 2  # a worktree was reused
+
+
+def test_frozen_worker_misses_heartbeats_and_is_replaced(project: Path, tmp_path: Path) -> None:
+    cassette = file_cassette(["a", "b"])
+    cassette["hang"] = [[write_turn("hang.txt", "hang\n", delay=3), finish_turn()]]
+    tasks = [{"id": t, "title": t} for t in ["hang", "a", "b"]]
+    mission = write_mission(tmp_path / "m", tasks, cassette,
+                            limits={"heartbeat_interval": 0.3, "missed_heartbeats": 3})
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = start_run(mission, project, home)
+    pid = wait_for(lambda: next((w["pid"] for w in state(home).get("workers", [])
+                                 if w["task"] == "hang" and w["pid"]), None), what="hang runs")
+    os.kill(pid, signal.SIGSTOP)  # alive but silent: only heartbeats can tell
+    output, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, output
+    kinds = [e["kind"] for e in events(home)]
+    assert "heartbeat_missed" in kinds and "worker_respawned" in kinds
+    assert kinds.index("heartbeat_missed") < kinds.index("worker_crashed")
+    assert "hang.txt" in run_git(project, "ls-tree", "--name-only", "main").split()
