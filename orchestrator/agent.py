@@ -50,7 +50,7 @@ def run_agent(
     usage, last_text, sent = Usage(), "", 0
     tools = toolbox.specs()
     for turn in range(1, max_turns + 1):
-        if False:
+        if should_stop():
             return _ended("aborted", turn - 1, usage, toolbox, last_text, record)
         request = ModelRequest(system, list(messages), tools, max_tokens, model, task_id, attempt)
         record(_request_record(request, turn, messages[sent:]))
