@@ -60,7 +60,7 @@ class ScriptedProvider:
                 f"cassette {self.source}: attempt must be >= 1, got {request.attempt}"
             )
         attempts = self.tasks[key]
-        turns = attempts[0]
+        turns = attempts[min(request.attempt, len(attempts)) - 1]
         index = sum(1 for m in request.messages if m.get("role") == "assistant")
         if index >= len(turns):
             raise ProviderError(
