@@ -15,17 +15,21 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from fnmatch import fnmatch
 from typing import Any
 
 import psutil
 from filelock import FileLock, Timeout
 
 from orchestrator import control
+from orchestrator.configs import (
+    MERGER,
+    merger_config,
+    worker_config,
+)
 from orchestrator.errors import BadInput
 from orchestrator.eventfmt import format_event, stamp
 from orchestrator.gitutil import git
-from orchestrator.merger import MergerConfig, merger_main
+from orchestrator.merger import merger_main
 from orchestrator.messages import (
     AbortTask,
     Assign,
@@ -39,13 +43,13 @@ from orchestrator.messages import (
     TaskStarted,
 )
 from orchestrator.pool import PoolEvent, WorkerPool, child_setup
-from orchestrator.preflight import RunPlan, fits
+from orchestrator.preflight import RunPlan
+from orchestrator.scheduling import fits, match
 from orchestrator.store import RunStore
 from orchestrator.taskgraph import TaskState
-from orchestrator.worker import WorkerConfig, worker_main
+from orchestrator.worker import worker_main
 from orchestrator.worktree import WorktreeManager, exclude_from_status
 
-MERGER = "merger"
 MAX_CRASHES = 5  # per worker slot; past this the slot is retired (circuit breaker)
 TICK = 0.2
 
@@ -120,9 +124,10 @@ class Coordinator:
         self.emit("run_started", mission=self.plan.mission.name, repo=str(self.plan.repo),
                   target_branch=self.plan.target_branch, head=self.head,
                   workers=dict(self.plan.workers), pid=os.getpid())
-        self.pool.spawn(MERGER, _merger_entry, self._merger_config())
+        self.pool.spawn(MERGER, _merger_entry, merger_config(self.plan, self.store, self.root))
         for slot in self.slots.values():
-            self.pool.spawn(slot.id, worker_main, self._worker_config(slot))
+            self.pool.spawn(slot.id, worker_main,
+                            worker_config(self.plan, self.store, self.root, slot.id, slot.role))
             self.emit("worker_spawned", worker=slot.id, role=slot.role)
 
     def _finished(self) -> bool:
@@ -190,23 +195,17 @@ class Coordinator:
     # ---- scheduling --------------------------------------------------------------
 
     def _assign(self) -> None:
-        idle = [s for s in self.slots.values() if s.state == "idle"]
+        idle = [s.id for s in self.slots.values() if s.state == "idle"]
         if not idle:
             return
         ready = self.graph.ready()
         now = time.monotonic()
         for task in ready:
             self.ready_since.setdefault(task.id, now)
-        busy_files = [f for t in self.graph if t.state is TaskState.RUNNING for f in t.files]
-        apart = [t for t in ready if not _overlap(t.files, busy_files)]
-        for task in apart + [t for t in ready if t not in apart]:
-            slot = next((s for s in idle if fits(task, self.plan.roles[s.role])), None)
-            if slot is None:
-                continue
-            idle.remove(slot)
-            self._start_task(slot, task)
-            if not idle:
-                return
+        busy = [f for t in self.graph if t.state is TaskState.RUNNING for f in t.files]
+        roles = {wid: self.plan.roles[self.slots[wid].role] for wid in idle}
+        for worker_id, task in match(ready, idle, roles, busy):
+            self._start_task(self.slots[worker_id], task)
 
     def _start_task(self, slot: Slot, task: Any) -> None:
         attempt = self.graph.start(task.id, slot.id)
@@ -453,45 +452,6 @@ class Coordinator:
                 "pid": handle.pid if handle else None, "create_time": slot.create_time,
                 "crashes": slot.crashes, "restarts": handle.restarts if handle else 0,
                 "silent_for": round(time.monotonic() - handle.last_seen, 1) if handle else None}
-
-    # ---- configs -----------------------------------------------------------------
-
-    def _worker_config(self, slot: Slot) -> dict[str, Any]:
-        mission, index = self.plan.mission, int(slot.id.lstrip("w"))
-        provider: dict[str, Any] = {"name": mission.provider.name}
-        if self.plan.cassette:
-            provider["cassette"] = str(self.plan.cassette)
-        return WorkerConfig(
-            run_id=self.store.run_id, run_dir=str(self.store.dir), repo=str(self.plan.repo),
-            worktree_root=str(self.root), role_id=slot.role,
-            system_prompt=self.plan.roles[slot.role].system_prompt(), provider=provider,
-            model=mission.provider.model or "", max_tokens=mission.provider.max_tokens,
-            limits=mission.limits.model_dump(), setup=mission.setup,
-            port_base=mission.port_base + index * mission.port_stride,
-        ).to_dict()
-
-    def _merger_config(self) -> dict[str, Any]:
-        mission = self.plan.mission
-        config = MergerConfig(
-            repo=str(self.plan.repo), target_branch=self.plan.target_branch,
-            integration_path=str(self.root / "_integration"),
-            gate_command=self.plan.gate_command, gate_timeout=mission.gate.timeout,
-            log_dir=str(self.store.dir / "logs"), setup=mission.setup,
-            env={"PD_WORKER_ID": MERGER, "PD_PORT_BASE": str(mission.port_base),
-                 "PD_RUN_ID": self.store.run_id},
-        )
-        return config.__dict__.copy()
-
-
-def _overlap(files: list[str], busy: list[str]) -> bool:
-    """Whether two sets of expected paths (or globs, or folders) could touch the same file."""
-    for a in files:
-        for b in busy:
-            if a == b or fnmatch(a, b) or fnmatch(b, a):
-                return True
-            if a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/"):
-                return True
-    return False
 
 
 def _create_time(pid: int) -> float | None:

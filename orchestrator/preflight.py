@@ -20,8 +20,9 @@ from orchestrator.gitutil import (
     is_git_repo,
     rev_parse,
 )
-from orchestrator.mission import Mission, TaskSpec, load_mission
+from orchestrator.mission import Mission, load_mission
 from orchestrator.roles import Role, load_roles
+from orchestrator.scheduling import fits
 from orchestrator.taskgraph import GraphError, TaskGraph
 
 SHELL_BUILTINS = {"true", "false", "exit", "test", "[", "cd", ":", "echo", "set", "export"}
@@ -46,14 +47,6 @@ class RunPlan:
 
     def worker_roles(self) -> dict[str, str]:
         return dict(self.workers)
-
-
-def fits(task: TaskSpec | object, role: Role) -> bool:
-    """Whether a worker of ``role`` may take ``task``: its role, or all its capabilities."""
-    wanted_role = getattr(task, "role", None)
-    if wanted_role:
-        return wanted_role == role.id
-    return set(getattr(task, "capabilities", []) or []) <= set(role.capabilities)
 
 
 def build_plan(mission_path: Path, workspace: Path, repo_arg: str | None = None,

@@ -181,19 +181,24 @@ class Toolbox:
             )
         if offset < 1 or limit < 1:
             raise ToolError("offset and limit must be >= 1")
-        lines = real.read_text(errors="replace").splitlines(keepends=True)
-        if not lines:
+        chunk: list[str] = []
+        size = total = 0
+        full = False
+        with real.open(errors="replace", newline="") as handle:  # streamed: files may be huge
+            for total, line in enumerate(handle, 1):
+                if total < offset or full:
+                    continue
+                full = len(chunk) >= limit or bool(chunk and size + len(line) > self.output_cap)
+                if not full:
+                    chunk.append(line[: self.output_cap])
+                    size += len(line)
+        if total == 0:
             return ToolResult(f"[{self._rel(real)}: empty file]")
-        if offset > len(lines):
-            raise ToolError(f"offset {offset} is past the end ({path!r} has {len(lines)} lines)")
-        chunk, size, end = [], 0, offset - 1
-        for line in lines[offset - 1 : offset - 1 + limit]:
-            if chunk and size + len(line) > self.output_cap:
-                break
-            chunk.append(line[: self.output_cap])
-            size, end = size + len(line), end + 1
-        more = f"; continue with offset={end + 1}" if end < len(lines) else ""
-        header = f"[{self._rel(real)}: lines {offset}-{end} of {len(lines)}{more}]\n"
+        if offset > total:
+            raise ToolError(f"offset {offset} is past the end ({path!r} has {total} lines)")
+        end = offset + len(chunk) - 1
+        more = f"; continue with offset={end + 1}" if end < total else ""
+        header = f"[{self._rel(real)}: lines {offset}-{end} of {total}{more}]\n"
         return ToolResult(header + "".join(chunk))
 
     def _tool_write_file(self, path: str, content: str) -> ToolResult:
@@ -256,7 +261,10 @@ class Toolbox:
             rel = file.relative_to(self.root).as_posix()
             if glob and not _glob(rel, glob):
                 continue
-            real = file.resolve()  # a symlinked file must not leak what it points to
+            try:  # a symlinked file must not leak what it points to
+                real = file.resolve()
+            except RuntimeError:  # symlink loop
+                continue
             if not real.is_relative_to(self.root) or not real.is_file():
                 continue
             if real.stat().st_size > MAX_SEARCH_BYTES or b"\0" in real.read_bytes()[:8192]:

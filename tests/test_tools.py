@@ -69,6 +69,21 @@ def test_read_file_caps_output_and_says_where_to_continue(root: Path) -> None:
     assert "continue with offset=" in res.content.splitlines()[0]
 
 
+def test_read_file_limit_and_empty_file(root: Path) -> None:
+    (root / "ten.txt").write_text("".join(f"{i}\n" for i in range(1, 11)))
+    (root / "empty.txt").write_text("")
+    box = Toolbox(root)
+    res = box.call("read_file", {"path": "ten.txt", "offset": 3, "limit": 2})
+    assert res.content == "[ten.txt: lines 3-4 of 10; continue with offset=5]\n3\n4\n"
+    assert box.call("read_file", {"path": "empty.txt"}).content == "[empty.txt: empty file]"
+
+
+def test_symlink_loop_is_an_error_not_a_crash(box: Toolbox, root: Path) -> None:
+    (root / "loop").symlink_to("loop")
+    assert box.call("read_file", {"path": "loop/x"}).content.startswith("refused: ")
+    assert box.call("search_files", {"pattern": "return"}).content == "src/app.py:2:     return 1"
+
+
 def test_read_file_errors_are_actionable(box: Toolbox) -> None:
     assert "does not exist" in box.call("read_file", {"path": "nope.txt"}).content
     assert "not a file" in box.call("read_file", {"path": "src"}).content
