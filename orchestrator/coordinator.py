@@ -90,7 +90,8 @@ class Coordinator:
         self.merging: MergeRequest | None = None
         self.merger_ready = False
         self.abort_reason: str | None = None
-        self.ready_since: dict[str, float] = {}
+        self.ready_since: dict[str, float] = {}  # monotonic: ready -> started = waited
+        self.assigned_at: dict[str, float] = {}  # Assign sent -> started = dispatch
         self.root = plan.worktree_root / store.run_id
         self.started_at = time.time()
         self._state_dirty = True
@@ -195,13 +196,13 @@ class Coordinator:
     # ---- scheduling --------------------------------------------------------------
 
     def _assign(self) -> None:
-        idle = [s.id for s in self.slots.values() if s.state == "idle"]
-        if not idle:
-            return
         ready = self.graph.ready()
         now = time.monotonic()
-        for task in ready:
+        for task in ready:  # stamped even when every worker is busy: queueing counts
             self.ready_since.setdefault(task.id, now)
+        idle = [s.id for s in self.slots.values() if s.state == "idle"]
+        if not idle or not ready:
+            return
         busy = [f for t in self.graph if t.state is TaskState.RUNNING for f in t.files]
         roles = {wid: self.plan.roles[self.slots[wid].role] for wid in idle}
         for worker_id, task in match(ready, idle, roles, busy):
@@ -218,6 +219,7 @@ class Coordinator:
         slot.state, slot.task, slot.attempt = "busy", task.id, attempt
         self.emit("task_assigned", task=task.id, worker=slot.id, attempt=attempt,
                   branch=branch, base=self.head)
+        self.assigned_at[task.id] = time.monotonic()
         self.pool.send(slot.id, message)
 
     # ---- messages ----------------------------------------------------------------
@@ -235,8 +237,10 @@ class Coordinator:
             self._worker_ready(slot, message)
         elif isinstance(message, TaskStarted):
             waited = message.at - self.ready_since.pop(message.task_id, message.at)
+            dispatch = message.at - self.assigned_at.pop(message.task_id, message.at)
             self.emit("task_started", task=message.task_id, worker=slot.id,
-                      attempt=message.attempt, waited=round(max(waited, 0.0), 4))
+                      attempt=message.attempt, waited=round(max(waited, 0.0), 4),
+                      dispatch=round(max(dispatch, 0.0), 4))
         elif isinstance(message, Progress):
             self.on_event({"kind": "progress", "worker": slot.id, "task": message.task_id,
                            "text": message.text, "at": time.time()})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 _REGISTRY: dict[str, type[Message]] = {}
@@ -27,7 +27,9 @@ class Message:
         _REGISTRY[cls.__name__] = cls
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type_name, **asdict(self)}
+        # Shallow on purpose: fields are JSON values already, and asdict's deep copy was
+        # the largest per-message cost on the coordinator's side.
+        return {"type": self.type_name, **{f.name: getattr(self, f.name) for f in fields(self)}}
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":")).encode()

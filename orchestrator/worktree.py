@@ -89,11 +89,18 @@ class WorktreeManager:
         self._discard(path)
         self.root.mkdir(parents=True, exist_ok=True)
         exclude_from_status(self.repo, [self.root])
-        gitutil.git(self.repo, "worktree", "add", "--detach", str(path), base)
+        # One step, one checkout: `add --detach` then `checkout -B` read all files twice
+        # (the first index is racily clean), doubling the cost on big trees.
+        # A branch another pd worktree still holds can't be moved by `add -B`: then the
+        # slow path, detached add plus a checkout that takes the branch over.
+        takeover = branch is not None and self._held_by_other(path, branch)
+        on = ["--detach"] if branch is None or takeover else ["-B", branch]
+        gitutil.git(self.repo, "worktree", "add", "-q", *on, str(path), base,
+                    env=gitutil.identity_env())
+        if takeover:
+            self._checkout(path, base, branch)
         if self.setup:
             self._run_setup(path, run_env)
-        if branch is not None:
-            self._checkout(path, base, branch)
         return path
 
     def remove(self, name: str) -> None:
@@ -159,15 +166,21 @@ class WorktreeManager:
         if branch is None:
             gitutil.git(path, "checkout", "-q", "--force", "--detach", base, env=env)
             return
-        args = ["checkout", "-q", "--force", "-B", branch, base]
+        takeover = ["--ignore-other-worktrees"] if self._held_by_other(path, branch) else []
+        gitutil.git(path, "checkout", "-q", "--force", *takeover, "-B", branch, base, env=env)
+
+    def _held_by_other(self, path: Path, branch: str) -> bool:
+        """Whether another pd worktree still has ``branch`` checked out; the user's own
+        worktree holding it is an error, never taken over."""
         holder = gitutil.checked_out_branches(self.repo).get(branch)
-        if holder is not None and holder.resolve() != path.resolve():
-            if not _within(holder, self.root):
-                raise GitError(args, f"branch {branch} is checked out at {holder}, not ours", 1)
-            # Another pd worktree still holds the branch from an earlier attempt of the
-            # same task; that worker has moved on, so taking the branch over is safe.
-            args.insert(1, "--ignore-other-worktrees")
-        gitutil.git(path, *args, env=env)
+        if holder is None or holder.resolve() == path.resolve():
+            return False
+        if not _within(holder, self.root):
+            raise GitError(["checkout", branch], f"branch {branch} is checked out at "
+                           f"{holder}, not ours", 1)
+        # An earlier attempt of the same task left it checked out in another pd worktree;
+        # that worker has moved on, so taking the branch over is safe.
+        return True
 
     def setup_files(self, path: Path) -> list[str]:
         """Paths setup made that git would otherwise track (a copied ``.env`` not in
