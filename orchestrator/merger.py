@@ -13,6 +13,8 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -92,9 +94,10 @@ class Merger:
             rejection = self._gate(req, candidate, round_)
             if rejection is not None:
                 return rejection
-            if self._move(req, candidate, old):
-                self._sync_checkout(old, candidate)
-                return self._merged(req, candidate)
+            with _no_sigterm():  # never a moved ref with a checkout left behind
+                if self._move(req, candidate, old):
+                    self._sync_checkout(old, candidate)
+                    return self._merged(req, candidate)
             self._log(f"{req.task_id}: {self.ref} moved during the gate; retrying on new head")
         reason = f"{self.config.target_branch} kept moving; gave up after {MAX_CAS_TRIES} tries"
         return self._rejected(req, reason)
@@ -209,8 +212,29 @@ class Merger:
             log.write(f"{stamp} {text}\n")
 
 
+_deferred: list[int] = []  # a SIGTERM that arrived inside a critical section
+_critical = False
+
+
+@contextmanager
+def _no_sigterm() -> Iterator[None]:
+    """Hold a SIGTERM until the block ends: moving the target ref and syncing the
+    user's checkout happen both or neither."""
+    global _critical
+    _critical = True
+    try:
+        yield
+    finally:
+        _critical = False
+        if _deferred:
+            _on_sigterm(_deferred[0], None)
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """Kill the running gate (its whole process group) before leaving."""
+    if _critical:
+        _deferred.append(signum)
+        return
     kill_all_running()
     sys.exit(128 + signum)
 

@@ -325,3 +325,19 @@ def test_run_shell_env_is_complete_not_an_overlay(
     echo = 'echo "[$PD_TEST_SECRET][$ONLY]"'
     assert run_shell(echo, tmp_path, env={"ONLY": "1"}).output == "[][1]\n"
     assert run_shell(echo, tmp_path).output == "[leak][]\n"
+
+
+def test_sigterm_waits_for_the_ref_move_and_checkout_sync_to_finish() -> None:
+    """A SIGTERM inside the critical section lets it finish, then exits before more work."""
+    script = (
+        "import os, signal\n"
+        "from orchestrator import merger\n"
+        "signal.signal(signal.SIGTERM, merger._on_sigterm)\n"
+        "with merger._no_sigterm():\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    print('section finished', flush=True)\n"
+        "print('work after the section', flush=True)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.stdout.splitlines() == ["section finished"]
+    assert result.returncode == 128 + signal.SIGTERM
