@@ -28,7 +28,7 @@ from orchestrator.configs import (
 )
 from orchestrator.errors import BadInput
 from orchestrator.eventfmt import format_event, stamp
-from orchestrator.gitutil import git
+from orchestrator.gitutil import git, is_ancestor
 from orchestrator.merger import merger_main
 from orchestrator.messages import (
     AbortTask,
@@ -176,9 +176,18 @@ class Coordinator:
         """Stop every process and remove every worktree; safe to call twice."""
         self.pool.shutdown_all(grace=0.8)
         WorktreeManager(self.plan.repo, self.root).remove_all()
-        for task in self.graph:
-            if task.state is TaskState.MERGED and task.branch:
-                git(self.plan.repo, "update-ref", "-d", f"refs/heads/{task.branch}", check=False)
+        self._drop_spent_branches()
+
+    def _drop_spent_branches(self) -> None:
+        """Delete this run's task branches whose commit is already in the target (merged,
+        or never got a commit); branches holding unmerged work stay."""
+        prefix = f"refs/heads/pd/{self.store.run_id}/"
+        listing = git(self.plan.repo, "for-each-ref", "--format=%(refname) %(objectname)",
+                      prefix, check=False)
+        for line in listing.splitlines():
+            ref, commit = line.split()
+            if is_ancestor(self.plan.repo, commit, self.head):
+                git(self.plan.repo, "update-ref", "-d", ref, commit, check=False)
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():

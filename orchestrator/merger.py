@@ -197,6 +197,7 @@ class Merger:
         self, req: MergeRequest, reason: str, conflicts: list[str] | None = None, tail: str = ""
     ) -> MergeResult:
         self._log(f"{req.task_id}#{req.attempt}: rejected: {reason}")
+        self._keep(req)
         return MergeResult(
             req.task_id,
             req.attempt,
@@ -205,6 +206,13 @@ class Merger:
             conflicts=conflicts or [],
             log_tail=tail,
         )
+
+    def _keep(self, req: MergeRequest) -> None:
+        """Nothing is lost: the next attempt resets the task branch, so the rejected
+        commit stays reachable under ``refs/pd/rejected/<branch>/<attempt>``."""
+        if req.commit and gitutil.rev_parse(self.repo, f"{req.commit}^{{commit}}"):
+            ref = f"refs/pd/rejected/{req.branch}/{req.attempt}"
+            gitutil.git_full(self.repo, "update-ref", ref, req.commit)
 
     def _log(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")

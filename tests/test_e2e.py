@@ -123,6 +123,10 @@ def test_gate_rejection_returns_feedback_and_retry_merges(project: Path, tmp_pat
     assert "bad.txt" in transcript  # the gate's log tail reached attempt 2's prompt
     tree = run_git(project, "ls-tree", "--name-only", "main").split()
     assert "good.txt" in tree and "bad.txt" not in tree
+    kept = run_git(project, "for-each-ref", "--format=%(refname)", "refs/pd/rejected")
+    assert kept.endswith("/fix/1")  # the rejected attempt's work is not lost
+    assert "bad.txt" in run_git(project, "ls-tree", "--name-only", kept).split()
+    assert run_git(project, "branch", "--list", "pd/*") == ""  # merged: branch dropped
 
 
 def test_background_run_status_and_abort(project: Path, tmp_path: Path) -> None:
@@ -162,6 +166,7 @@ def test_background_run_status_and_abort(project: Path, tmp_path: Path) -> None:
                                     for p in sleepers), timeout=5, what="commands killed")
     assert run_git(project, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert run_git(project, "rev-parse", "main") == start_head  # nothing half-moved
+    assert run_git(project, "branch", "--list", "pd/*") == ""  # no empty task branches
     assert run_git(project, "status", "--porcelain") == ""
     final = json.loads(pd("status", "--json", cwd=home, env=env).stdout)
     assert final["status"] == "aborted" and final["exit_code"] == 130
