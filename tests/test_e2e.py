@@ -311,3 +311,48 @@ def test_frozen_worker_misses_heartbeats_and_is_replaced(project: Path, tmp_path
     assert "heartbeat_missed" in kinds and "worker_respawned" in kinds
     assert kinds.index("heartbeat_missed") < kinds.index("worker_crashed")
     assert "hang.txt" in run_git(project, "ls-tree", "--name-only", "main").split()
+
+
+def test_follow_and_watch_end_with_the_run(project: Path, tmp_path: Path) -> None:
+    ids = ["a", "b", "c"]
+    cassette = {t: [[write_turn(f"{t}.txt", t, delay=0.7), finish_turn(t)]] for t in ids}
+    mission = write_mission(tmp_path / "m", [{"id": t, "title": t} for t in ids], cassette)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, **IDENTITY, "PD_HOME": str(home)}
+    assert pd("run", str(mission), "--repo", str(project), "--detach", cwd=home,
+              env=env).returncode == 0
+    wait_for(lambda: state(home).get("status") == "running", what="run started")
+    cli = [sys.executable, "-m", "orchestrator"]
+    follow = subprocess.Popen([*cli, "logs", "--follow"], cwd=home, env=env,
+                              stdout=subprocess.PIPE, text=True)
+    watch = subprocess.Popen([*cli, "status", "--watch"], cwd=home, env=env,
+                             stdout=subprocess.PIPE, text=True)
+    followed, _ = follow.communicate(timeout=60)
+    watched, _ = watch.communicate(timeout=60)
+    assert follow.returncode == 0 and watch.returncode == 0
+    for task in ids:  # lines written after `logs` started reached it
+        assert f"[{task}] attempt 1 starts" in followed
+    assert "run finished" in followed
+    assert "finished" in watched
+
+
+def test_abort_one_worker_moves_its_task_to_another(project: Path, tmp_path: Path) -> None:
+    cassette = file_cassette(["quick"])
+    cassette["long"] = [[write_turn("long.txt", "long\n", delay=2), finish_turn()]]
+    tasks = [{"id": "long", "title": "long"}, {"id": "quick", "title": "quick"}]
+    mission = write_mission(tmp_path / "m", tasks, cassette)
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = start_run(mission, project, home)
+    worker = wait_for(lambda: next((w["id"] for w in state(home).get("workers", [])
+                                    if w["task"] == "long"), None), what="long running")
+    result = pd("abort", "--worker", worker, cwd=home, env={"PD_HOME": str(home)})
+    assert result.returncode == 0, result.stderr
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    final = state(home)
+    assert {w["id"]: w["state"] for w in final["workers"]}[worker] == "retired"
+    starts = [e for e in events(home) if e["kind"] == "task_assigned" and e["task"] == "long"]
+    assert len(starts) == 2 and starts[1]["worker"] != worker
+    assert "long.txt" in run_git(project, "ls-tree", "--name-only", "main").split()
