@@ -22,7 +22,8 @@ from typing import Any
 
 from orchestrator import gitutil
 from orchestrator.errors import BadInput, GitError
-from orchestrator.messages import MergeRequest, MergeResult, Ready, Shutdown, from_bytes
+from orchestrator.messages import MergeRequest, MergeResult, Ready
+from orchestrator.pool import serve
 from orchestrator.procs import kill_all_running, run_shell
 from orchestrator.tools import scrub_env
 from orchestrator.worktree import SetupFailed, WorktreeManager
@@ -265,12 +266,4 @@ def merger_main(conn: Any, config: dict[str, Any]) -> None:
         conn.send_bytes(Ready(worker_id="merger", pid=os.getpid(), error=error).to_bytes())
     if merger is None:
         return
-    while True:
-        try:
-            message = from_bytes(conn.recv_bytes())
-        except (EOFError, OSError):
-            return
-        if isinstance(message, Shutdown):
-            return
-        if isinstance(message, MergeRequest):
-            conn.send_bytes(merger.merge(message).to_bytes())
+    serve(conn, lambda m: merger.merge(m) if isinstance(m, MergeRequest) else None)

@@ -209,3 +209,18 @@ def child_setup() -> None:
                 os.kill(os.getpid(), signal.SIGTERM)
         except (OSError, AttributeError):
             pass
+
+
+def serve(conn: Connection, handle: Callable[[Message], Message | None]) -> None:
+    """The child side of a request/reply worker: answer each message with ``handle``'s
+    reply (if any) until Shutdown or until the parent's end of the pipe closes."""
+    while True:
+        try:
+            message = from_bytes(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        if isinstance(message, Shutdown):
+            return
+        reply = handle(message)
+        if reply is not None:
+            conn.send_bytes(reply.to_bytes())
