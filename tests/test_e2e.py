@@ -356,3 +356,38 @@ def test_abort_one_worker_moves_its_task_to_another(project: Path, tmp_path: Pat
     starts = [e for e in events(home) if e["kind"] == "task_assigned" and e["task"] == "long"]
     assert len(starts) == 2 and starts[1]["worker"] != worker
     assert "long.txt" in run_git(project, "ls-tree", "--name-only", "main").split()
+
+
+def test_ctrl_c_aborts_cleanly_with_exit_130(project: Path, tmp_path: Path) -> None:
+    ids = ["a", "b"]
+    cassette = {t: [[write_turn(f"{t}.txt", t, delay=30), finish_turn()]] for t in ids}
+    mission = write_mission(tmp_path / "m", [{"id": t, "title": t} for t in ids], cassette)
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = start_run(mission, project, home)
+    wait_for(lambda: sum(w["state"] == "busy" for w in state(home).get("workers", [])) == 2,
+             what="both workers busy")
+    recorded = state(home)["workers"]
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 130, output
+    assert wait_for(lambda: no_processes_left(recorded), timeout=5, what="workers gone")
+    assert run_git(project, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert state(home)["status"] == "aborted"
+
+
+def test_abort_after_the_coordinator_died_cleans_up(project: Path, tmp_path: Path) -> None:
+    cassette = {"a": [[write_turn("a.txt", "a", delay=30), finish_turn()]]}
+    mission = write_mission(tmp_path / "m", [{"id": "a", "title": "a"}], cassette)
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = start_run(mission, project, home)
+    wait_for(lambda: any(w["state"] == "busy" for w in state(home).get("workers", [])),
+             what="worker busy")
+    proc.kill()
+    proc.wait(10)
+    result = pd("abort", cwd=home, env={"PD_HOME": str(home)})
+    assert result.returncode == 0, result.stderr
+    assert "not running" in result.stdout
+    assert run_git(project, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert state(home)["status"] == "aborted"

@@ -1,0 +1,62 @@
+"""Rebuilding a run's graph from its events, against real git."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.resume import rebuild
+from orchestrator.taskgraph import TaskGraph, TaskState
+from tests.conftest import run_git
+
+TASKS = [{"id": "a", "title": "A"}, {"id": "b", "title": "B", "deps": ["a"]},
+         {"id": "c", "title": "C"}, {"id": "d", "title": "D", "deps": ["c"]}]
+
+
+def commit_on_branch(repo: Path, branch: str, name: str) -> str:
+    run_git(repo, "checkout", "-q", "-b", branch, "main")
+    (repo / name).write_text(name)
+    run_git(repo, "add", name)
+    run_git(repo, "commit", "-q", "-m", name)
+    sha = run_git(repo, "rev-parse", "HEAD")
+    run_git(repo, "checkout", "-q", "main")
+    return sha
+
+
+def test_rebuild_restores_merged_failed_and_pending(git_repo: Path) -> None:
+    merged = commit_on_branch(git_repo, "pd/r/a", "a.txt")
+    run_git(git_repo, "merge", "-q", "--ff-only", "pd/r/a")
+    graph = TaskGraph(TASKS, default_max_attempts=2)
+    events = [
+        {"kind": "task_assigned", "task": "a", "attempt": 1},
+        {"kind": "task_submitted", "task": "a", "commit": merged},
+        {"kind": "task_merged", "task": "a", "head": merged},
+        {"kind": "attempt_failed", "task": "c", "attempt": 1, "reason": "gate", "state": "pending"},
+        {"kind": "attempt_failed", "task": "c", "attempt": 2, "reason": "gate", "state": "failed"},
+        {"kind": "task_assigned", "task": "b", "attempt": 1},  # running when the crash came
+    ]
+    count = rebuild(graph, events, git_repo, run_git(git_repo, "rev-parse", "main"))
+    assert count == 1
+    assert graph.get("a").state is TaskState.MERGED
+    assert graph.get("b").state is TaskState.PENDING and [t.id for t in graph.ready()] == ["b"]
+    assert graph.get("c").state is TaskState.FAILED and graph.get("c").feedback == ["gate"] * 2
+    assert graph.get("d").state is TaskState.BLOCKED
+
+
+def test_work_merged_but_not_recorded_counts_as_merged(git_repo: Path) -> None:
+    """The coordinator died after the merger moved the branch, before task_merged."""
+    landed = commit_on_branch(git_repo, "pd/r/a", "a.txt")
+    run_git(git_repo, "merge", "-q", "--no-ff", "-m", "merge", "pd/r/a")
+    graph = TaskGraph(TASKS)
+    events = [{"kind": "task_assigned", "task": "a", "attempt": 1},
+              {"kind": "task_submitted", "task": "a", "commit": landed}]
+    head = run_git(git_repo, "rev-parse", "main")
+    assert rebuild(graph, events, git_repo, head) == 1
+    assert graph.get("a").state is TaskState.MERGED
+
+
+def test_submitted_but_not_landed_runs_again(git_repo: Path) -> None:
+    pending = commit_on_branch(git_repo, "pd/r/a", "a.txt")
+    graph = TaskGraph(TASKS)
+    events = [{"kind": "task_submitted", "task": "a", "commit": pending}]
+    assert rebuild(graph, events, git_repo, run_git(git_repo, "rev-parse", "main")) == 0
+    assert graph.get("a").state is TaskState.PENDING
