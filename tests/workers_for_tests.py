@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import json
-import multiprocessing as mp
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -78,53 +79,91 @@ def ignore_shutdown(conn: Connection, worker_id: str, ignore_sigterm: bool) -> N
     time.sleep(120)
 
 
-def _sleeper_after_setup(conn: Connection) -> None:
-    child_setup()
-    conn.send(os.getpid())
-    time.sleep(120)
+# Grandchildren are plain commands, as a worker's gate or tool commands are (a daemonic
+# multiprocessing child may not start multiprocessing children of its own).
+GRANDCHILD = """
+import os, time
+from orchestrator.pool import child_setup
+child_setup()
+print(os.getpid(), flush=True)
+time.sleep(120)
+"""
+
+# A plain Python program that starts a worker-like child the way the pool does
+# (multiprocessing, spawn) and exits at once, before that child has run child_setup.
+START_AND_VANISH = """
+import multiprocessing, os, sys
+sys.path.insert(0, sys.argv[1])
+from tests.workers_for_tests import setup_after_orphaned
+child = multiprocessing.get_context("spawn").Process(
+    target=setup_after_orphaned, args=(os.getpid(),), daemon=True)
+child.start()
+os._exit(0)  # no atexit: the daemonic child must outlive us
+"""
+
+
+CATCH_SIGINT = """
+import os, signal, time
+caught = []
+signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+os.kill(os.getpid(), signal.SIGINT)
+deadline = time.monotonic() + 1
+while not caught and time.monotonic() < deadline:
+    time.sleep(0.01)
+print("caught" if caught else "missed")
+"""
+
+
+def interruptible(conn: Connection, worker_id: str, setup: bool) -> None:
+    """An echo worker that starts the way a Python program started from a terminal
+    does (SIGINT delivered, KeyboardInterrupt), then maybe runs ``child_setup``."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    echo(conn, worker_id, setup)
 
 
 def spawn_grandchild(conn: Connection, worker_id: str) -> None:
-    """Start a child that runs ``child_setup``, report its pid, then wait to be killed."""
-    ctx = mp.get_context("spawn")
-    mine, theirs = ctx.Pipe()
-    child = ctx.Process(target=_sleeper_after_setup, args=(theirs,), daemon=True)
-    child.start()
-    tell(conn, worker_id, grandchild=mine.recv())
+    """Start a command that runs ``child_setup``, report its pid, wait to be killed."""
+    child = subprocess.Popen([sys.executable, "-c", GRANDCHILD], stdout=subprocess.PIPE)
+    tell(conn, worker_id, grandchild=int(child.stdout.readline()))
     time.sleep(120)
 
 
-def _setup_after_orphaned(conn: Connection, first_parent: int) -> None:
+def setup_after_orphaned(first_parent: int) -> None:
     """Run ``child_setup`` only once the parent that started us is already gone."""
     deadline = time.monotonic() + 10
     while os.getppid() == first_parent and time.monotonic() < deadline:
         time.sleep(0.01)
-    conn.send({"pid": os.getpid(), "first_parent": first_parent, "parent": os.getppid()})
+    info = {"pid": os.getpid(), "first_parent": first_parent, "parent": os.getppid()}
+    print(json.dumps(info), flush=True)
     child_setup()
     time.sleep(120)
 
 
-def _start_and_vanish(conn: Connection) -> None:
-    ctx = mp.get_context("spawn")
-    ctx.Process(target=_setup_after_orphaned, args=(conn, os.getpid()), daemon=True).start()
-    os._exit(0)  # no atexit: the daemonic child must outlive us
-
-
 def subreaper_with_orphan(conn: Connection, worker_id: str) -> None:
-    """Become a child subreaper (as ``systemd --user`` is), start a process that starts a
+    """Become a child subreaper (as ``systemd --user`` is), start a program that starts a
     child and exits at once, and report that orphan, which the kernel hands to us."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    ctx = mp.get_context("spawn")
-    mine, theirs = ctx.Pipe()
-    middle = ctx.Process(target=_start_and_vanish, args=(theirs,))
-    middle.start()
-    tell(conn, worker_id, **mine.recv())
+    root = str(Path(__file__).resolve().parents[1])
+    middle = subprocess.Popen(
+        [sys.executable, "-c", START_AND_VANISH, root], stdout=subprocess.PIPE
+    )
+    tell(conn, worker_id, **json.loads(middle.stdout.readline()))
     while True:  # reap the orphan when it dies, as a real subreaper does
         try:
             os.wait()
         except ChildProcessError:
             time.sleep(0.05)
+
+
+def run_command_catching_sigint(conn: Connection, worker_id: str) -> None:
+    """Run a command that handles SIGINT itself, as a gate or tool command might."""
+    child_setup()
+    out = subprocess.run(
+        [sys.executable, "-c", CATCH_SIGINT], capture_output=True, text=True, timeout=10
+    )
+    tell(conn, worker_id, result=out.stdout.strip(), stderr=out.stderr[-500:])
 
 
 def hold_lock(conn: Connection, worker_id: str, lock_path: str) -> None:
