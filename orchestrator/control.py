@@ -62,12 +62,13 @@ def coordinator_alive(store: RunStore) -> bool:
 
 
 def same_process(pid: int | None, create_time: float | None) -> psutil.Process | None:
-    """The process, only if it is still the one recorded (a reused PID is not it)."""
-    if not pid:
+    """The process, only if it is still the one recorded (a reused PID is not it).
+    Without a recorded start time there is no telling, so the answer is no."""
+    if not pid or create_time is None:
         return None
     try:
         proc = psutil.Process(pid)
-        if create_time is not None and abs(proc.create_time() - create_time) > 0.01:
+        if abs(proc.create_time() - create_time) > 0.01:
             return None
         return proc
     except psutil.Error:

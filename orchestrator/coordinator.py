@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
 from filelock import FileLock, Timeout
 
 from orchestrator import control
@@ -42,7 +41,7 @@ from orchestrator.messages import (
     TaskFailed,
     TaskStarted,
 )
-from orchestrator.pool import PoolEvent, WorkerPool, child_setup
+from orchestrator.pool import PoolEvent, WorkerPool, child_setup, create_time_of
 from orchestrator.preflight import RunPlan
 from orchestrator.scheduling import fits, match
 from orchestrator.store import RunStore
@@ -65,7 +64,6 @@ class Slot:
     attempt: int = 0
     crashes: int = 0
     pid: int | None = None
-    create_time: float | None = None
 
 
 def _merger_entry(conn: Any, worker_id: str, config: dict[str, Any]) -> None:
@@ -94,6 +92,7 @@ class Coordinator:
         self.assigned_at: dict[str, float] = {}  # Assign sent -> started = dispatch
         self.root = plan.worktree_root / store.run_id
         self.started_at = time.time()
+        self.create_time = create_time_of(os.getpid())
         self._state_dirty = True
         self._state_written = 0.0
         self._signals = 0
@@ -267,7 +266,7 @@ class Coordinator:
             self._retire(slot)
             return
         handle.ready = True
-        slot.state, slot.pid, slot.create_time = "idle", message.pid, handle.create_time()
+        slot.state, slot.pid = "idle", message.pid
         self.emit("worker_ready", worker=slot.id, pid=message.pid)
 
     def _task_done(self, slot: Slot, message: TaskDone) -> None:
@@ -447,9 +446,9 @@ class Coordinator:
             "target_branch": self.plan.target_branch,
             "start_head": self.plan.start_head,
             "head": self.head,
-            "coordinator": {"pid": os.getpid(), "create_time": _create_time(os.getpid())},
+            "coordinator": {"pid": os.getpid(), "create_time": self.create_time},
             "merger": {"pid": merger.pid if merger else None,
-                       "create_time": merger.create_time() if merger else None,
+                       "create_time": merger.create_time if merger else None,
                        "task": self.merging.task_id if self.merging else None,
                        "queue": [r.task_id for r in self.merge_queue]},
             "workers": [self._slot_view(s) for s in self.slots.values()],
@@ -462,13 +461,7 @@ class Coordinator:
         handle = self.pool.workers.get(slot.id)
         return {"id": slot.id, "role": slot.role, "state": slot.state, "task": slot.task,
                 "attempt": slot.attempt if slot.task else None,
-                "pid": handle.pid if handle else None, "create_time": slot.create_time,
+                "pid": handle.pid if handle else None,
+                "create_time": handle.create_time if handle else None,
                 "crashes": slot.crashes, "restarts": handle.restarts if handle else 0,
                 "silent_for": round(time.monotonic() - handle.last_seen, 1) if handle else None}
-
-
-def _create_time(pid: int) -> float | None:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None

@@ -36,17 +36,11 @@ class WorkerHandle:
     last_seen: float = field(default_factory=time.monotonic)
     restarts: int = 0
     ready: bool = False
+    create_time: float | None = None  # with pid, identifies the process from outside
 
     @property
     def pid(self) -> int | None:
         return self.process.pid
-
-    def create_time(self) -> float | None:
-        """For killing from outside later without hitting a reused PID."""
-        try:
-            return psutil.Process(self.process.pid).create_time() if self.process.pid else None
-        except psutil.Error:
-            return None
 
 
 @dataclass
@@ -89,7 +83,8 @@ class WorkerPool:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         child.close()
-        return WorkerHandle(id=worker_id, target=target, args=args, process=process, conn=parent)
+        return WorkerHandle(id=worker_id, target=target, args=args, process=process,
+                            conn=parent, create_time=create_time_of(process.pid))
 
     def send(self, worker_id: str, message: Message) -> bool:
         """Send one message; False when the worker's pipe is gone (it died)."""
@@ -102,7 +97,10 @@ class WorkerPool:
     def poll(self, timeout: float | None) -> list[PoolEvent]:
         """Wait up to ``timeout`` for messages or deaths; return them all."""
         by_conn = {h.conn: h for h in self.workers.values() if not h.conn.closed}
-        by_sentinel = {h.process.sentinel: h for h in self.workers.values()}
+        # A dead worker's sentinel stays ready forever: once its death is reported (pipe
+        # closed), waiting on it again would make every poll return at once.
+        by_sentinel = {h.process.sentinel: h for h in self.workers.values()
+                       if not h.conn.closed}
         ready = wait([*by_conn, *by_sentinel], timeout)
         events: list[PoolEvent] = []
         now = time.monotonic()
@@ -199,16 +197,22 @@ def child_setup() -> None:
     """First thing in every child: let the coordinator decide about Ctrl-C, and die with
     the parent (PR_SET_PDEATHSIG) so a killed coordinator never leaves workers behind."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent blocks SIGINT around start() and spawn keeps the mask across exec;
+    # a blocked signal would reach no command we run, not even one that handles it.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if os.name == "posix":
         try:
             import ctypes
 
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-            if os.getppid() == 1:  # parent already gone before prctl took effect
-                os.kill(os.getpid(), signal.SIGTERM)
         except (OSError, AttributeError):
-            pass
+            return
+        parent = mp.parent_process()
+        # The parent may have died before prctl took effect; we were then adopted by
+        # init or by a subreaper, either way no longer its child.
+        if parent is not None and os.getppid() != parent.pid:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def serve(conn: Connection, handle: Callable[[Message], Message | None]) -> None:
@@ -224,3 +228,11 @@ def serve(conn: Connection, handle: Callable[[Message], Message | None]) -> None
         reply = handle(message)
         if reply is not None:
             conn.send_bytes(reply.to_bytes())
+
+
+def create_time_of(pid: int | None) -> float | None:
+    """A process's start time: with its pid, it names the process beyond PID reuse."""
+    try:
+        return psutil.Process(pid).create_time() if pid else None
+    except psutil.Error:
+        return None

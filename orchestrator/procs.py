@@ -51,7 +51,9 @@ _PRCTL = _load_prctl()
 
 
 def _die_with_parent() -> None:
-    """preexec_fn: SIGKILL this child when the thread that started it dies."""
+    """preexec_fn: SIGKILL this child when the thread that started it dies, and give it
+    back the default SIGINT (workers ignore it, and an ignored signal survives exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
@@ -198,7 +200,7 @@ def run_shell(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent if _PRCTL is not None else None,
+            preexec_fn=_die_with_parent,
         )
     except BaseException:
         if sink is not None:

@@ -30,7 +30,8 @@ def runs_dir(home: Path | None = None) -> Path:
 
 
 def new_run_id(now: float | None = None) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
+    """``YYYYMMDD-HHMMSS-xxxx`` in UTC, so ids sort by start time across DST changes."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now or time.time()))
     return f"{stamp}-{secrets.token_hex(2)}"
 
 
@@ -43,6 +44,20 @@ def write_atomic(path: Path, text: str) -> None:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def _created_ns(run_dir: Path) -> int:
+    try:
+        return int((run_dir / "created").read_text())
+    except (OSError, ValueError):
+        return 0
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -69,6 +84,9 @@ class RunStore:
         run_dir = runs_dir(home) / (run_id or new_run_id())
         for sub in ("logs", "transcripts", "control"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        created = run_dir / "created"
+        if not created.exists():
+            created.write_text(str(time.time_ns()))
         return cls(run_dir)
 
     @classmethod
@@ -79,8 +97,8 @@ class RunStore:
         if not ids:
             raise RunNotFound(str(base), "no runs here", "start one with `pd run MISSION`, "
                               "or run this command in the folder you ran pd in (or set PD_HOME)")
-        if run_id is None:
-            return cls(base / ids[-1])
+        if run_id is None:  # the newest: by the id's second, then by creation within it
+            return cls(base / max(ids, key=lambda i: (i[:15], _created_ns(base / i))))
         matches = [i for i in ids if i == run_id] or [i for i in ids if i.startswith(run_id)]
         if len(matches) != 1:
             problem = "no such run" if not matches else "ambiguous run id"
@@ -106,16 +124,21 @@ class RunStore:
         return event
 
     def _open_for_append(self) -> None:
-        """Cut a torn last line left by a crash, so new events start on a line of their own."""
+        """Cut whatever a crash left after the last good event (a torn line, or a line
+        of garbage), so new events follow the ones readers can see."""
         path = self.events_path
         if path.exists():
             data = path.read_bytes()
-            keep = data.rfind(b"\n") + 1
+            keep, count = 0, 0
+            for line in data.splitlines(keepends=True):
+                if not line.endswith(b"\n") or not _parses(line):
+                    break
+                keep, count = keep + len(line), count + 1
             if keep != len(data):
                 with open(path, "r+b") as handle:
                     handle.truncate(keep)
                     os.fsync(handle.fileno())
-            self._seq = sum(1 for _ in self.events())
+            self._seq = count
         self._events_handle = open(path, "a")  # noqa: SIM115 - held for the run's life
 
     def events(self) -> Iterator[dict[str, Any]]:
@@ -126,12 +149,9 @@ class RunStore:
             return
         with handle:
             for line in handle:
-                if not line.endswith(b"\n"):
+                if not line.endswith(b"\n") or not _parses(line):
                     return
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    return
+                yield json.loads(line)
 
     def close(self) -> None:
         if self._events_handle is not None:

@@ -252,13 +252,6 @@ def test_kill_recorded_takes_the_recorded_process_children_along(
             child.kill()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="control.py:242 skips the create-time check when the record has none, so "
-    "kill_recorded kills whatever process now holds the PID; the coordinator records "
-    "workers with create_time None while they boot (coordinator.py _slot_view), so "
-    "`pd abort` after a coordinator crash can kill an unrelated process",
-)
 def test_kill_recorded_never_kills_a_pid_recorded_without_create_time(
     sleepers: list[subprocess.Popen[bytes]],
 ) -> None:

@@ -341,3 +341,17 @@ def test_sigterm_waits_for_the_ref_move_and_checkout_sync_to_finish() -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.stdout.splitlines() == ["section finished"]
     assert result.returncode == 128 + signal.SIGTERM
+
+
+def test_commands_get_default_sigint_even_from_a_process_that_ignores_it(tmp_path: Path) -> None:
+    script = (
+        "import signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "from orchestrator.procs import run_shell\n"
+        "r = run_shell('grep SigIgn /proc/self/status', cwd=sys.argv[1], env=None, timeout=10)\n"
+        "print(r.output.strip())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                            text=True, check=True)
+    ignored = int(result.stdout.split()[-1], 16)
+    assert not ignored & (1 << (signal.SIGINT - 1)), result.stdout

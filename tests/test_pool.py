@@ -141,12 +141,6 @@ def test_messages_sent_just_before_exit_arrive_before_the_death(pool: WorkerPool
     assert pool.poll(0) == []  # the death is reported once
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pool.py:105 waits on the sentinels of workers whose death was already "
-    "reported; a dead sentinel is always ready, so poll(timeout) returns [] at once "
-    "and a loop over it spins until the slot is restarted or removed",
-)
 def test_poll_still_waits_after_a_reported_death(pool: WorkerPool) -> None:
     pool.spawn("w1", targets.last_words, 0, 0)
     pool.spawn("w2", targets.echo)
@@ -267,14 +261,6 @@ def test_child_setup_makes_the_child_ignore_sigint(pool: WorkerPool) -> None:
     assert pool.status("guarded")["alive"] is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pool.py:86-90 blocks SIGINT in the parent around process.start(); the spawned "
-    "child inherits that signal mask through exec and nothing unblocks it, so every "
-    "worker after the first (the first start also starts the resource tracker, which "
-    "unblocks SIGINT in the parent) and every command it runs has SIGINT blocked: a "
-    "gate or tool command that installs its own SIGINT handler never receives SIGINT",
-)
 def test_commands_run_by_workers_can_still_receive_sigint(pool: WorkerPool) -> None:
     pool.spawn("first", targets.run_command_catching_sigint)
     pool.spawn("second", targets.run_command_catching_sigint)
@@ -298,12 +284,6 @@ def test_child_setup_makes_the_child_die_with_its_parent(pool: WorkerPool) -> No
         kill_if_alive(grandchild, created)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pool.py:208 child_setup only notices a parent that died before prctl when "
-    "getppid() == 1; an orphan adopted by a child subreaper (systemd --user, tini -s) "
-    "has another ppid, so it never gets its SIGTERM and lives on",
-)
 def test_child_setup_notices_a_parent_that_died_before_it_ran(pool: WorkerPool) -> None:
     pool.spawn("reaper", targets.subreaper_with_orphan)
     events = collect(pool, lambda ev: len(ev) >= 1)

@@ -75,13 +75,6 @@ def test_torn_last_line_is_skipped_by_readers_and_cut_before_the_next_append(
     assert [e["seq"] for e in reopened.events()] == [1, 2, 3, 4]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.py:113 only cuts bytes after the last newline; a last line that ends "
-    "in a newline but does not parse (e.g. NUL bytes a crash left in the line's first "
-    "block) stays, events() stops there, and every event appended after it is "
-    "invisible to readers and to `pd resume` for the rest of the run",
-)
 def test_events_appended_after_a_corrupt_complete_last_line_are_readable(
     tmp_path: Path,
 ) -> None:
@@ -175,13 +168,6 @@ def test_open_uses_pd_home_by_default() -> None:
     assert RunStore.open().dir == store.dir
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.py:83 takes the newest run as the greatest id, but ids are local time "
-    "to the second plus a random suffix: two runs started in the same second (or in "
-    "the repeated hour when DST ends) sort by chance, so `pd status`/`pd abort` "
-    "without RUN can pick the older run",
-)
 def test_open_without_id_prefers_the_later_of_two_runs_in_the_same_second(
     tmp_path: Path,
 ) -> None:
@@ -236,7 +222,7 @@ def test_state_round_trip_and_missing_state(tmp_path: Path) -> None:
     store.write_state({"status": "running", "counts": {"merged": 2}})
     store.write_state({"status": "finished", "counts": {"merged": 3}})
     assert RunStore(store.dir).read_state() == {"status": "finished", "counts": {"merged": 3}}
-    assert sorted(p.name for p in store.dir.iterdir() if p.is_file()) == ["state.json"]
+    assert sorted(p.name for p in store.dir.iterdir() if p.is_file()) == ["created", "state.json"]
 
 
 def test_write_state_never_shows_a_partial_file_to_a_concurrent_reader(
