@@ -95,8 +95,14 @@ def noop_worker(conn: Connection, worker_id: str) -> None:
     def done(message: Message) -> Message | None:
         if not isinstance(message, Assign):
             return None
-        return TaskDone(worker_id=worker_id, task_id=message.task_id, attempt=message.attempt,
-                        branch=message.branch, commit="0" * 40, summary="noop")
+        return TaskDone(
+            worker_id=worker_id,
+            task_id=message.task_id,
+            attempt=message.attempt,
+            branch=message.branch,
+            commit="0" * 40,
+            summary="noop",
+        )
 
     serve(conn, done)
 

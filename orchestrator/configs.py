@@ -14,19 +14,26 @@ from orchestrator.worker import WorkerConfig
 MERGER = "merger"
 
 
-def worker_config(plan: RunPlan, store: RunStore, root: Path, worker_id: str,
-                  role: str) -> dict[str, Any]:
+def worker_config(
+    plan: RunPlan, store: RunStore, root: Path, worker_id: str, role: str
+) -> dict[str, Any]:
     """Worker ``wN`` gets port block N, so dev servers of different workers never clash."""
     mission, index = plan.mission, int(worker_id.lstrip("w"))
     provider: dict[str, Any] = {"name": mission.provider.name}
     if plan.cassette:
         provider["cassette"] = str(plan.cassette)
     return WorkerConfig(
-        run_id=store.run_id, run_dir=str(store.dir), repo=str(plan.repo),
-        worktree_root=str(root), role_id=role,
-        system_prompt=plan.roles[role].system_prompt(), provider=provider,
-        model=mission.provider.model or "", max_tokens=mission.provider.max_tokens,
-        limits=mission.limits.model_dump(), setup=mission.setup,
+        run_id=store.run_id,
+        run_dir=str(store.dir),
+        repo=str(plan.repo),
+        worktree_root=str(root),
+        role_id=role,
+        system_prompt=plan.roles[role].system_prompt(),
+        provider=provider,
+        model=mission.provider.model or "",
+        max_tokens=mission.provider.max_tokens,
+        limits=mission.limits.model_dump(),
+        setup=mission.setup,
         port_base=mission.port_base + index * mission.port_stride,
     ).to_dict()
 
@@ -34,11 +41,19 @@ def worker_config(plan: RunPlan, store: RunStore, root: Path, worker_id: str,
 def merger_config(plan: RunPlan, store: RunStore, root: Path) -> dict[str, Any]:
     """The merger's gate runs in ``root/_integration`` with port block 0."""
     mission = plan.mission
-    return asdict(MergerConfig(
-        repo=str(plan.repo), target_branch=plan.target_branch,
-        integration_path=str(root / "_integration"),
-        gate_command=plan.gate_command, gate_timeout=mission.gate.timeout,
-        log_dir=str(store.dir / "logs"), setup=mission.setup,
-        env={"PD_WORKER_ID": MERGER, "PD_PORT_BASE": str(mission.port_base),
-             "PD_RUN_ID": store.run_id},
-    ))
+    return asdict(
+        MergerConfig(
+            repo=str(plan.repo),
+            target_branch=plan.target_branch,
+            integration_path=str(root / "_integration"),
+            gate_command=plan.gate_command,
+            gate_timeout=mission.gate.timeout,
+            log_dir=str(store.dir / "logs"),
+            setup=mission.setup,
+            env={
+                "PD_WORKER_ID": MERGER,
+                "PD_PORT_BASE": str(mission.port_base),
+                "PD_RUN_ID": store.run_id,
+            },
+        )
+    )

@@ -77,8 +77,7 @@ def same_process(pid: int | None, create_time: float | None) -> psutil.Process |
 
 def kill_recorded(state: dict) -> list[int]:
     """Kill every process the snapshot recorded that is still the same process."""
-    recorded = [state.get("coordinator", {}), state.get("merger", {}),
-                *state.get("workers", [])]
+    recorded = [state.get("coordinator", {}), state.get("merger", {}), *state.get("workers", [])]
     procs = [same_process(r.get("pid"), r.get("create_time")) for r in recorded if r]
     alive = [p for p in procs if p is not None]
     for proc in alive:

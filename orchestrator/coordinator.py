@@ -74,9 +74,13 @@ def _merger_entry(conn: Any, worker_id: str, config: dict[str, Any]) -> None:
 class Coordinator:
     """Runs one plan to the end; ``run()`` returns the exit code."""
 
-    def __init__(self, plan: RunPlan, store: RunStore,
-                 on_event: Callable[[dict[str, Any]], None] | None = None,
-                 start_method: str = "spawn") -> None:
+    def __init__(
+        self,
+        plan: RunPlan,
+        store: RunStore,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        start_method: str = "spawn",
+    ) -> None:
         self.plan = plan
         self.store = store
         self.graph = plan.graph
@@ -104,8 +108,11 @@ class Coordinator:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            raise BadInput(str(self.store.dir), "another coordinator is running this run",
-                           "wait for it, or stop it with `pd abort`") from None
+            raise BadInput(
+                str(self.store.dir),
+                "another coordinator is running this run",
+                "wait for it, or stop it with `pd abort`",
+            ) from None
         try:
             self._install_signals()
             self._start()
@@ -121,13 +128,22 @@ class Coordinator:
 
     def _start(self) -> None:
         exclude_from_status(self.plan.repo, [self.plan.worktree_root, self.plan.workspace / ".pd"])
-        self.emit("run_started", mission=self.plan.mission.name, repo=str(self.plan.repo),
-                  target_branch=self.plan.target_branch, head=self.head,
-                  workers=dict(self.plan.workers), pid=os.getpid())
+        self.emit(
+            "run_started",
+            mission=self.plan.mission.name,
+            repo=str(self.plan.repo),
+            target_branch=self.plan.target_branch,
+            head=self.head,
+            workers=dict(self.plan.workers),
+            pid=os.getpid(),
+        )
         self.pool.spawn(MERGER, _merger_entry, merger_config(self.plan, self.store, self.root))
         for slot in self.slots.values():
-            self.pool.spawn(slot.id, worker_main,
-                            worker_config(self.plan, self.store, self.root, slot.id, slot.role))
+            self.pool.spawn(
+                slot.id,
+                worker_main,
+                worker_config(self.plan, self.store, self.root, slot.id, slot.role),
+            )
             self.emit("worker_spawned", worker=slot.id, role=slot.role)
 
     def _finished(self) -> bool:
@@ -155,8 +171,12 @@ class Coordinator:
 
     def _finish(self) -> int:
         if self.abort_reason:
-            changed = [t.id for t in self.graph if t.state not in (
-                TaskState.MERGED, TaskState.FAILED, TaskState.BLOCKED, TaskState.ABORTED)]
+            changed = [
+                t.id
+                for t in self.graph
+                if t.state
+                not in (TaskState.MERGED, TaskState.FAILED, TaskState.BLOCKED, TaskState.ABORTED)
+            ]
             self.graph.abort_all()
             self.emit("run_aborted", reason=self.abort_reason, tasks=changed)
         elif self._stalled():
@@ -181,8 +201,9 @@ class Coordinator:
         """Delete this run's task branches whose commit is already in the target (merged,
         or never got a commit); branches holding unmerged work stay."""
         prefix = f"refs/heads/pd/{self.store.run_id}/"
-        listing = git(self.plan.repo, "for-each-ref", "--format=%(refname) %(objectname)",
-                      prefix, check=False)
+        listing = git(
+            self.plan.repo, "for-each-ref", "--format=%(refname) %(objectname)", prefix, check=False
+        )
         for line in listing.splitlines():
             ref, commit = line.split()
             if is_ancestor(self.plan.repo, commit, self.head):
@@ -220,13 +241,27 @@ class Coordinator:
         attempt = self.graph.start(task.id, slot.id)
         branch = f"pd/{self.store.run_id}/{task.id}"
         deps = {d: self.graph.get(d).summary for d in task.deps}
-        message = Assign(task_id=task.id, attempt=attempt, title=task.title,
-                         description=task.description, branch=branch, target_head=self.head,
-                         files=list(task.files), feedback=list(task.feedback),
-                         handoff=task.handoff, dependencies=deps)
+        message = Assign(
+            task_id=task.id,
+            attempt=attempt,
+            title=task.title,
+            description=task.description,
+            branch=branch,
+            target_head=self.head,
+            files=list(task.files),
+            feedback=list(task.feedback),
+            handoff=task.handoff,
+            dependencies=deps,
+        )
         slot.state, slot.task, slot.attempt = "busy", task.id, attempt
-        self.emit("task_assigned", task=task.id, worker=slot.id, attempt=attempt,
-                  branch=branch, base=self.head)
+        self.emit(
+            "task_assigned",
+            task=task.id,
+            worker=slot.id,
+            attempt=attempt,
+            branch=branch,
+            base=self.head,
+        )
         self.assigned_at[task.id] = time.monotonic()
         self.pool.send(slot.id, message)
 
@@ -246,18 +281,29 @@ class Coordinator:
         elif isinstance(message, TaskStarted):
             waited = message.at - self.ready_since.pop(message.task_id, message.at)
             dispatch = message.at - self.assigned_at.pop(message.task_id, message.at)
-            self.emit("task_started", task=message.task_id, worker=slot.id,
-                      attempt=message.attempt, waited=round(max(waited, 0.0), 4),
-                      dispatch=round(max(dispatch, 0.0), 4))
+            self.emit(
+                "task_started",
+                task=message.task_id,
+                worker=slot.id,
+                attempt=message.attempt,
+                waited=round(max(waited, 0.0), 4),
+                dispatch=round(max(dispatch, 0.0), 4),
+            )
         elif isinstance(message, Progress):
-            self.on_event({"kind": "progress", "worker": slot.id, "task": message.task_id,
-                           "text": message.text, "at": time.time()})
+            self.on_event(
+                {
+                    "kind": "progress",
+                    "worker": slot.id,
+                    "task": message.task_id,
+                    "text": message.text,
+                    "at": time.time(),
+                }
+            )
         elif isinstance(message, TaskDone):
             self._task_done(slot, message)
         elif isinstance(message, TaskFailed):
             self._release(slot, message.task_id)
-            self._attempt_failed(message.task_id, message.reason, message.handoff,
-                                 worker=slot.id)
+            self._attempt_failed(message.task_id, message.reason, message.handoff, worker=slot.id)
 
     def _worker_ready(self, slot: Slot, message: Ready) -> None:
         handle = self.pool.workers[slot.id]
@@ -274,13 +320,25 @@ class Coordinator:
         if self.graph.get(message.task_id).state is not TaskState.RUNNING:
             return  # aborted meanwhile: its branch stays, it is not merged
         self.graph.submitted(message.task_id, message.branch, message.commit, message.summary)
-        self.emit("task_submitted", task=message.task_id, worker=slot.id,
-                  attempt=message.attempt, commit=message.commit,
-                  files=message.changed_files, summary=message.summary)
+        self.emit(
+            "task_submitted",
+            task=message.task_id,
+            worker=slot.id,
+            attempt=message.attempt,
+            commit=message.commit,
+            files=message.changed_files,
+            summary=message.summary,
+        )
         task = self.graph.get(message.task_id)
-        self.merge_queue.append(MergeRequest(task_id=task.id, attempt=message.attempt,
-                                             branch=message.branch, commit=message.commit,
-                                             title=task.title))
+        self.merge_queue.append(
+            MergeRequest(
+                task_id=task.id,
+                attempt=message.attempt,
+                branch=message.branch,
+                commit=message.commit,
+                title=task.title,
+            )
+        )
         self._next_merge()
 
     def _release(self, slot: Slot, task_id: str) -> None:
@@ -293,11 +351,18 @@ class Coordinator:
             return
         before = {t.id for t in self.graph if t.state is TaskState.BLOCKED}
         state = self.graph.attempt_failed(task_id, reason, handoff)
-        self.emit("attempt_failed", task=task_id, attempt=task.attempts, reason=reason,
-                  state=str(state), **extra)
+        self.emit(
+            "attempt_failed",
+            task=task_id,
+            attempt=task.attempts,
+            reason=reason,
+            state=str(state),
+            **extra,
+        )
         if state is TaskState.FAILED:
-            blocked = [t.id for t in self.graph if t.state is TaskState.BLOCKED
-                       and t.id not in before]
+            blocked = [
+                t.id for t in self.graph if t.state is TaskState.BLOCKED and t.id not in before
+            ]
             self.emit("task_failed", task=task_id, attempts=task.attempts, blocked=blocked)
 
     # ---- merging -----------------------------------------------------------------
@@ -311,8 +376,11 @@ class Coordinator:
     def _handle_merger(self, event: PoolEvent) -> None:
         if event.died:
             self.merger_ready = False
-            self.emit("merger_crashed", exitcode=event.exitcode,
-                      task=self.merging.task_id if self.merging else None)
+            self.emit(
+                "merger_crashed",
+                exitcode=event.exitcode,
+                task=self.merging.task_id if self.merging else None,
+            )
             if self.merging is not None:
                 self.merge_queue.appendleft(self.merging)
                 self.merging = None
@@ -335,12 +403,23 @@ class Coordinator:
         if result.merged:
             self.head = result.head
             self.graph.merged(result.task_id, result.head)
-            self.emit("task_merged", task=result.task_id, attempt=result.attempt,
-                      head=result.head, seconds=round(result.seconds, 3))
+            self.emit(
+                "task_merged",
+                task=result.task_id,
+                attempt=result.attempt,
+                head=result.head,
+                seconds=round(result.seconds, 3),
+            )
             return
         detail = result.log_tail or "\n".join(result.conflicts)
-        self.emit("task_rejected", task=result.task_id, attempt=result.attempt,
-                  reason=result.reason, conflicts=result.conflicts, log_tail=result.log_tail)
+        self.emit(
+            "task_rejected",
+            task=result.task_id,
+            attempt=result.attempt,
+            reason=result.reason,
+            conflicts=result.conflicts,
+            log_tail=result.log_tail,
+        )
         self._attempt_failed(result.task_id, f"{result.reason}\n{detail}".strip())
 
     # ---- health and control ------------------------------------------------------
@@ -351,8 +430,11 @@ class Coordinator:
         slot.task, slot.crashes = None, slot.crashes + 1
         self.emit("worker_crashed", worker=worker_id, exitcode=exitcode, task=task)
         if task is not None:
-            self._attempt_failed(task, f"worker {worker_id} died (exit code {exitcode}) "
-                                 "during the attempt", worker=worker_id)
+            self._attempt_failed(
+                task,
+                f"worker {worker_id} died (exit code {exitcode}) during the attempt",
+                worker=worker_id,
+            )
         if self.abort_reason:
             return
         if slot.crashes > MAX_CRASHES:
@@ -397,8 +479,12 @@ class Coordinator:
             if slot.task == task_id:
                 self.pool.send(slot.id, AbortTask(task_id=task_id))
         self.merge_queue = deque(r for r in self.merge_queue if r.task_id != task_id)
-        if task.state not in (TaskState.MERGED, TaskState.FAILED, TaskState.BLOCKED,
-                              TaskState.ABORTED):
+        if task.state not in (
+            TaskState.MERGED,
+            TaskState.FAILED,
+            TaskState.BLOCKED,
+            TaskState.ABORTED,
+        ):
             changed = self.graph.abort(task_id)
             self.emit("task_aborted", task=task_id, changed=changed)
 
@@ -409,8 +495,9 @@ class Coordinator:
         task = slot.task
         self._retire(slot)
         if task is not None:
-            self._attempt_failed(task, f"worker {worker_id} was stopped by the user",
-                                 worker=worker_id)
+            self._attempt_failed(
+                task, f"worker {worker_id} was stopped by the user", worker=worker_id
+            )
 
     # ---- the record --------------------------------------------------------------
 
@@ -421,8 +508,9 @@ class Coordinator:
         line = format_event(event)
         if line is not None:
             with open(self.store.log_path("coordinator"), "a") as handle:
-                handle.write(f"{stamp(event['at'])} [coordinator] [{data.get('task') or '-'}] "
-                             f"{line}\n")
+                handle.write(
+                    f"{stamp(event['at'])} [coordinator] [{data.get('task') or '-'}] {line}\n"
+                )
         self.on_event(event)
 
     def _write_state(self, force: bool = False, **final: Any) -> None:
@@ -447,10 +535,12 @@ class Coordinator:
             "start_head": self.plan.start_head,
             "head": self.head,
             "coordinator": {"pid": os.getpid(), "create_time": self.create_time},
-            "merger": {"pid": merger.pid if merger else None,
-                       "create_time": merger.create_time if merger else None,
-                       "task": self.merging.task_id if self.merging else None,
-                       "queue": [r.task_id for r in self.merge_queue]},
+            "merger": {
+                "pid": merger.pid if merger else None,
+                "create_time": merger.create_time if merger else None,
+                "task": self.merging.task_id if self.merging else None,
+                "queue": [r.task_id for r in self.merge_queue],
+            },
             "workers": [self._slot_view(s) for s in self.slots.values()],
             "tasks": self.graph.snapshot(),
             "counts": self.graph.counts(),
@@ -459,9 +549,15 @@ class Coordinator:
 
     def _slot_view(self, slot: Slot) -> dict[str, Any]:
         handle = self.pool.workers.get(slot.id)
-        return {"id": slot.id, "role": slot.role, "state": slot.state, "task": slot.task,
-                "attempt": slot.attempt if slot.task else None,
-                "pid": handle.pid if handle else None,
-                "create_time": handle.create_time if handle else None,
-                "crashes": slot.crashes, "restarts": handle.restarts if handle else 0,
-                "silent_for": round(time.monotonic() - handle.last_seen, 1) if handle else None}
+        return {
+            "id": slot.id,
+            "role": slot.role,
+            "state": slot.state,
+            "task": slot.task,
+            "attempt": slot.attempt if slot.task else None,
+            "pid": handle.pid if handle else None,
+            "create_time": handle.create_time if handle else None,
+            "crashes": slot.crashes,
+            "restarts": handle.restarts if handle else 0,
+            "silent_for": round(time.monotonic() - handle.last_seen, 1) if handle else None,
+        }

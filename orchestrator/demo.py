@@ -31,7 +31,7 @@ testpaths = ["tests"]
 pythonpath = ["src"]
 """,
     "src/textkit/__init__.py": '"""Small text helpers."""\n\nfrom textkit.core import '
-    "normalize_space\n\n__all__ = [\"normalize_space\"]\n",
+    'normalize_space\n\n__all__ = ["normalize_space"]\n',
     "src/textkit/core.py": '''\
 """Whitespace handling shared by the other helpers."""
 
@@ -40,7 +40,7 @@ def normalize_space(text: str) -> str:
     """Collapse every run of whitespace into one space and trim the ends."""
     return " ".join(text.split())
 ''',
-    "tests/test_core.py": '''\
+    "tests/test_core.py": """\
 from textkit.core import normalize_space
 
 
@@ -50,7 +50,7 @@ def test_collapses_runs_of_whitespace():
 
 def test_trims_the_ends():
     assert normalize_space("  a ") == "a"
-''',
+""",
 }
 
 
@@ -64,8 +64,7 @@ def create_sample_repo(path: Path) -> Path:
     env = identity_env("pd demo", "pd-demo@localhost")
     git(path, "init", "-q", "-b", "main", env=env)
     git(path, "add", "-A", env=env)
-    git(path, "-c", "commit.gpgsign=false", "commit", "-q", "-m", "textkit: first version",
-        env=env)
+    git(path, "-c", "commit.gpgsign=false", "commit", "-q", "-m", "textkit: first version", env=env)
     return path
 
 
@@ -74,8 +73,11 @@ def fresh_dir(wanted: Path, explicit: bool) -> Path:
     if not wanted.exists() or (wanted.is_dir() and not any(wanted.iterdir())):
         return wanted
     if explicit:
-        raise BadInput("--dir", f"{wanted} exists and is not empty",
-                       "name a new folder for the sample repository")
+        raise BadInput(
+            "--dir",
+            f"{wanted} exists and is not empty",
+            "name a new folder for the sample repository",
+        )
     n = 2
     while (candidate := wanted.with_name(f"{wanted.name}-{n}")).exists():
         n += 1

@@ -16,35 +16,46 @@ def _first_line(text: str | None, width: int = 100) -> str:
 
 
 FORMATS: dict[str, Any] = {
-    "run_started": lambda e: f"run started: mission {e['mission']} on {e['target_branch']} "
-    f"at {_short(e['head'])} with {len(e['workers'])} workers",
+    "run_started": lambda e: (
+        f"run started: mission {e['mission']} on {e['target_branch']} "
+        f"at {_short(e['head'])} with {len(e['workers'])} workers"
+    ),
     "worker_spawned": lambda e: f"{e['worker']} spawned ({e['role']})",
     "worker_ready": lambda e: f"{e['worker']} ready (pid {e['pid']})",
-    "worker_crashed": lambda e: f"{e['worker']} died (exit code {e['exitcode']})"
-    + (f" during {e['task']}" if e.get("task") else ""),
+    "worker_crashed": lambda e: (
+        f"{e['worker']} died (exit code {e['exitcode']})"
+        + (f" during {e['task']}" if e.get("task") else "")
+    ),
     "worker_respawned": lambda e: f"{e['worker']} respawned (pid {e['pid']})",
     "worker_retired": lambda e: f"{e['worker']} retired",
     "worker_failed_to_start": lambda e: f"{e['worker']} failed to start: {e['error']}",
     "heartbeat_missed": lambda e: f"{e['worker']} silent for {e['seconds']}s: killing it",
     "task_assigned": lambda e: f"{e['worker']} ▶ {e['task']} (attempt {e['attempt']})",
-    "task_submitted": lambda e: f"{e['worker']} ✓ {e['task']} done: {len(e['files'])} files "
-    f"at {_short(e['commit'])}",
+    "task_submitted": lambda e: (
+        f"{e['worker']} ✓ {e['task']} done: {len(e['files'])} files at {_short(e['commit'])}"
+    ),
     "merge_started": lambda e: f"merge ⇢ {e['task']}",
     "task_merged": lambda e: f"merge ✓ {e['task']} → {_short(e['head'])} ({e['seconds']}s)",
     "task_rejected": lambda e: f"merge ✗ {e['task']}: {e['reason']}",
-    "attempt_failed": lambda e: f"{e['task']} attempt {e['attempt']} failed: "
-    f"{_first_line(e['reason'])} → {e['state']}",
-    "task_failed": lambda e: f"{e['task']} failed after {e['attempts']} attempts"
-    + (f"; blocked: {', '.join(e['blocked'])}" if e.get("blocked") else ""),
+    "attempt_failed": lambda e: (
+        f"{e['task']} attempt {e['attempt']} failed: {_first_line(e['reason'])} → {e['state']}"
+    ),
+    "task_failed": lambda e: (
+        f"{e['task']} failed after {e['attempts']} attempts"
+        + (f"; blocked: {', '.join(e['blocked'])}" if e.get("blocked") else "")
+    ),
     "task_aborted": lambda e: f"{e['task']} aborted",
     "merger_crashed": lambda e: f"merger died (exit code {e['exitcode']}): restarting",
-    "control": lambda e: f"request: {e['action']}"
-    + (f" task {e['task']}" if e.get("task") else "")
-    + (f" worker {e['worker']}" if e.get("worker") else ""),
+    "control": lambda e: (
+        f"request: {e['action']}"
+        + (f" task {e['task']}" if e.get("task") else "")
+        + (f" worker {e['worker']}" if e.get("worker") else "")
+    ),
     "run_aborted": lambda e: f"run aborted: {e['reason']}",
     "run_stalled": lambda e: f"run stalled: {e['reason']}",
-    "run_finished": lambda e: f"run {e['status']} (exit code {e['exit_code']}) at "
-    f"{_short(e['head'])}",
+    "run_finished": lambda e: (
+        f"run {e['status']} (exit code {e['exit_code']}) at {_short(e['head'])}"
+    ),
     "progress": lambda e: f"{e['worker']}   {e['task']}: {e['text']}",
 }
 

@@ -116,10 +116,14 @@ def resolve_mission_path(arg: str) -> Path:
     for candidate in (catalog / arg, catalog / f"{arg}.json", catalog / path.name):
         if candidate.is_file():
             return candidate
-    names = ", ".join(sorted(p.stem for p in catalog.glob("*.json") if not p.stem.endswith(
-        ".cassette")))
-    raise BadInput(arg, "mission file not found", f"give a path to a mission JSON file or one "
-                   f"of the shipped missions: {names}")
+    names = ", ".join(
+        sorted(p.stem for p in catalog.glob("*.json") if not p.stem.endswith(".cassette"))
+    )
+    raise BadInput(
+        arg,
+        "mission file not found",
+        f"give a path to a mission JSON file or one of the shipped missions: {names}",
+    )
 
 
 def load_mission(path: Path) -> Mission:
@@ -127,13 +131,17 @@ def load_mission(path: Path) -> Mission:
     try:
         raw = path.read_text()
     except OSError as exc:
-        raise BadInput(str(path), f"cannot read the mission file ({exc.strerror})",
-                       "check the path") from None
+        raise BadInput(
+            str(path), f"cannot read the mission file ({exc.strerror})", "check the path"
+        ) from None
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise BadInput(str(path), f"not valid JSON at line {exc.lineno} column {exc.colno}: "
-                       f"{exc.msg}", "fix the JSON syntax there") from None
+        raise BadInput(
+            str(path),
+            f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+            "fix the JSON syntax there",
+        ) from None
     if not isinstance(data, dict):
         raise BadInput(str(path), "the mission must be a JSON object", "wrap it in { }")
     try:

@@ -83,8 +83,14 @@ class WorkerPool:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         child.close()
-        return WorkerHandle(id=worker_id, target=target, args=args, process=process,
-                            conn=parent, create_time=create_time_of(process.pid))
+        return WorkerHandle(
+            id=worker_id,
+            target=target,
+            args=args,
+            process=process,
+            conn=parent,
+            create_time=create_time_of(process.pid),
+        )
 
     def send(self, worker_id: str, message: Message) -> bool:
         """Send one message; False when the worker's pipe is gone (it died)."""
@@ -99,8 +105,7 @@ class WorkerPool:
         by_conn = {h.conn: h for h in self.workers.values() if not h.conn.closed}
         # A dead worker's sentinel stays ready forever: once its death is reported (pipe
         # closed), waiting on it again would make every poll return at once.
-        by_sentinel = {h.process.sentinel: h for h in self.workers.values()
-                       if not h.conn.closed}
+        by_sentinel = {h.process.sentinel: h for h in self.workers.values() if not h.conn.closed}
         ready = wait([*by_conn, *by_sentinel], timeout)
         events: list[PoolEvent] = []
         now = time.monotonic()

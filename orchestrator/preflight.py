@@ -49,8 +49,13 @@ class RunPlan:
         return dict(self.workers)
 
 
-def build_plan(mission_path: Path, workspace: Path, repo_arg: str | None = None,
-               workers: int | None = None, provider: str | None = None) -> RunPlan:
+def build_plan(
+    mission_path: Path,
+    workspace: Path,
+    repo_arg: str | None = None,
+    workers: int | None = None,
+    provider: str | None = None,
+) -> RunPlan:
     """Load and check a mission; raise ``BadInput`` at the first problem."""
     mission = load_mission(mission_path)
     where = str(mission_path)
@@ -67,30 +72,46 @@ def build_plan(mission_path: Path, workspace: Path, repo_arg: str | None = None,
     cassette = _check_provider(mission, mission_path)
     root = Path(mission.worktrees) if mission.worktrees else workspace / "worktrees"
     root = root if root.is_absolute() else (workspace / root)
-    return RunPlan(mission=mission, mission_path=mission_path.resolve(), workspace=workspace,
-                   repo=repo, target_branch=branch, start_head=head,
-                   worktree_root=root.resolve(), gate_command=gate, roles=roles, workers=team,
-                   graph=graph, cassette=cassette)
+    return RunPlan(
+        mission=mission,
+        mission_path=mission_path.resolve(),
+        workspace=workspace,
+        repo=repo,
+        target_branch=branch,
+        start_head=head,
+        worktree_root=root.resolve(),
+        gate_command=gate,
+        roles=roles,
+        workers=team,
+        graph=graph,
+        cassette=cassette,
+    )
 
 
 def _check_roles(mission: Mission, roles: dict[str, Role], where: str) -> None:
     known = ", ".join(sorted(roles))
     for i, member in enumerate(mission.team):
         if member.role not in roles:
-            raise BadInput(where, f"unknown role '{member.role}'", f"use one of: {known}",
-                           f"team[{i}].role")
+            raise BadInput(
+                where, f"unknown role '{member.role}'", f"use one of: {known}", f"team[{i}].role"
+            )
     for i, task in enumerate(mission.tasks):
         if task.role and task.role not in roles:
-            raise BadInput(where, f"unknown role '{task.role}'", f"use one of: {known}",
-                           f"tasks[{i}].role")
+            raise BadInput(
+                where, f"unknown role '{task.role}'", f"use one of: {known}", f"tasks[{i}].role"
+            )
 
 
 def _check_graph(mission: Mission, where: str) -> TaskGraph:
     if not mission.tasks:
         if mission.goal:
-            raise BadInput(where, "planning a goal into tasks needs a model provider, which "
-                           "this build does not have yet", "list the tasks in the mission",
-                           "goal")
+            raise BadInput(
+                where,
+                "planning a goal into tasks needs a model provider, which "
+                "this build does not have yet",
+                "list the tasks in the mission",
+                "goal",
+            )
         raise BadInput(where, "the mission has no tasks", "add a tasks list", "tasks")
     try:
         return TaskGraph(mission.tasks, default_max_attempts=mission.max_attempts)
@@ -108,19 +129,24 @@ def _team(mission: Mission, workers: int | None) -> list[tuple[str, str]]:
     return [(f"w{i}", role) for i, role in enumerate(slots, 1)]
 
 
-def _check_assignable(mission: Mission, roles: dict[str, Role], team: list[tuple[str, str]],
-                      where: str) -> None:
+def _check_assignable(
+    mission: Mission, roles: dict[str, Role], team: list[tuple[str, str]], where: str
+) -> None:
     team_roles = [roles[role] for _, role in team]
     for i, task in enumerate(mission.tasks):
         if not any(fits(task, role) for role in team_roles):
             need = f"role '{task.role}'" if task.role else f"capabilities {task.capabilities}"
-            raise BadInput(where, f"no worker in the team can take it (it needs {need})",
-                           "add a fitting role to team (or raise --workers)",
-                           f"tasks[{i}].role" if task.role else f"tasks[{i}].capabilities")
+            raise BadInput(
+                where,
+                f"no worker in the team can take it (it needs {need})",
+                "add a fitting role to team (or raise --workers)",
+                f"tasks[{i}].role" if task.role else f"tasks[{i}].capabilities",
+            )
 
 
-def _check_repo(mission: Mission, mission_path: Path, workspace: Path,
-                repo_arg: str | None) -> Path:
+def _check_repo(
+    mission: Mission, mission_path: Path, workspace: Path, repo_arg: str | None
+) -> Path:
     if repo_arg:
         repo, where, field = Path(repo_arg).expanduser().resolve(), "--repo", None
     elif mission.repo:
@@ -129,11 +155,16 @@ def _check_repo(mission: Mission, mission_path: Path, workspace: Path,
     else:
         repo, where, field = workspace, str(workspace), None
     if not repo.is_dir():
-        raise BadInput(where, f"repository {repo} does not exist",
-                       "point --repo at a git repository", field)
+        raise BadInput(
+            where, f"repository {repo} does not exist", "point --repo at a git repository", field
+        )
     if not is_git_repo(repo):
-        raise BadInput(where, f"{repo} is not a git repository",
-                       "run `git init` there or point --repo at a repository", field)
+        raise BadInput(
+            where,
+            f"{repo} is not a git repository",
+            "run `git init` there or point --repo at a repository",
+            field,
+        )
     top = Path(git(repo, "rev-parse", "--show-toplevel"))
     return top.resolve()
 
@@ -141,8 +172,12 @@ def _check_repo(mission: Mission, mission_path: Path, workspace: Path,
 def _check_branch(mission: Mission, repo: Path, where: str) -> tuple[str, str]:
     branch = mission.target_branch or current_branch(repo)
     if not branch:
-        raise BadInput(where, f"{repo} has no branch checked out (detached HEAD)",
-                       "set target_branch in the mission", "target_branch")
+        raise BadInput(
+            where,
+            f"{repo} has no branch checked out (detached HEAD)",
+            "set target_branch in the mission",
+            "target_branch",
+        )
     head = rev_parse(repo, f"refs/heads/{branch}")
     if head is None:
         names = git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads").split()
@@ -150,9 +185,12 @@ def _check_branch(mission: Mission, repo: Path, where: str) -> tuple[str, str]:
         raise BadInput(where, f"branch '{branch}' not found in {repo}", fix, "target_branch")
     for name, path in checked_out_branches(repo).items():
         if name == branch and is_dirty(Path(path)):
-            raise BadInput(where, f"branch '{branch}' is checked out in {path} with "
-                           "uncommitted changes", "commit or stash them first, or choose "
-                           "another target_branch", "target_branch")
+            raise BadInput(
+                where,
+                f"branch '{branch}' is checked out in {path} with uncommitted changes",
+                "commit or stash them first, or choose another target_branch",
+                "target_branch",
+            )
     return branch, head
 
 
@@ -160,34 +198,54 @@ def _check_gate(mission: Mission, repo: Path, where: str) -> str:
     command = mission.gate_command
     field = "gate.command" if mission.gate.command else "test_command"
     if not command or not command.strip():
-        raise BadInput(where, "no test command: the merge ratchet needs one",
-                       "set test_command, e.g. \"python -m pytest -q\"", "test_command")
+        raise BadInput(
+            where,
+            "no test command: the merge ratchet needs one",
+            'set test_command, e.g. "python -m pytest -q"',
+            "test_command",
+        )
     try:
         words = shlex.split(command)
     except ValueError as exc:
-        raise BadInput(where, f"cannot parse the command ({exc})", "fix its quoting",
-                       field) from None
+        raise BadInput(
+            where, f"cannot parse the command ({exc})", "fix its quoting", field
+        ) from None
     program = next((w for w in words if "=" not in w.split("/")[0]), "")
     if not program or program in SHELL_BUILTINS:
         return command
     found = (repo / program).exists() if "/" in program else shutil.which(program)
     if not found:
-        raise BadInput(where, f"command '{program}' not found", "install it or correct the "
-                       "command (it runs in a checkout of the repository)", field)
+        raise BadInput(
+            where,
+            f"command '{program}' not found",
+            "install it or correct the command (it runs in a checkout of the repository)",
+            field,
+        )
     return command
 
 
 def _check_provider(mission: Mission, mission_path: Path) -> Path | None:
     where = str(mission_path)
     if mission.provider.name != "scripted":
-        raise BadInput(where, f"provider '{mission.provider.name}' is not available in this "
-                       "build yet", "use the scripted provider with a cassette",
-                       "provider.name")
+        raise BadInput(
+            where,
+            f"provider '{mission.provider.name}' is not available in this build yet",
+            "use the scripted provider with a cassette",
+            "provider.name",
+        )
     if not mission.provider.cassette:
-        raise BadInput(where, "the scripted provider needs a cassette",
-                       "set provider.cassette to a cassette file", "provider.cassette")
+        raise BadInput(
+            where,
+            "the scripted provider needs a cassette",
+            "set provider.cassette to a cassette file",
+            "provider.cassette",
+        )
     cassette = (mission_path.parent / mission.provider.cassette).resolve()
     if not cassette.is_file():
-        raise BadInput(where, f"cassette {cassette} not found", "fix the path (relative to "
-                       "the mission file)", "provider.cassette")
+        raise BadInput(
+            where,
+            f"cassette {cassette} not found",
+            "fix the path (relative to the mission file)",
+            "provider.cassette",
+        )
     return cassette

@@ -13,10 +13,17 @@ def build_report(store: RunStore) -> dict[str, Any]:
     state = store.read_state() or {}
     tasks: dict[str, dict[str, Any]] = {}
     for task in state.get("tasks", []):
-        tasks[task["id"]] = {"id": task["id"], "title": task.get("title", ""),
-                             "state": task["state"], "attempts": task.get("attempts", 0),
-                             "workers": [], "rejections": [], "failures": [],
-                             "merged_at": None, "summary": task.get("summary", "")}
+        tasks[task["id"]] = {
+            "id": task["id"],
+            "title": task.get("title", ""),
+            "state": task["state"],
+            "attempts": task.get("attempts", 0),
+            "workers": [],
+            "rejections": [],
+            "failures": [],
+            "merged_at": None,
+            "summary": task.get("summary", ""),
+        }
     crashes, respawns, waits = [], [], []
     started = finished = None
     info: dict[str, Any] = defaultdict(lambda: None)
@@ -25,8 +32,12 @@ def build_report(store: RunStore) -> dict[str, Any]:
         task = tasks.get(event.get("task") or "")
         if kind == "run_started":
             started = event["at"]
-            info.update(mission=event["mission"], target_branch=event["target_branch"],
-                        start_head=event["head"], repo=event["repo"])
+            info.update(
+                mission=event["mission"],
+                target_branch=event["target_branch"],
+                start_head=event["head"],
+                repo=event["repo"],
+            )
         elif kind == "run_finished":
             finished = event["at"]
             info.update(status=event["status"], exit_code=event["exit_code"], head=event["head"])
@@ -35,15 +46,25 @@ def build_report(store: RunStore) -> dict[str, Any]:
         elif kind == "task_started":
             waits.append(event.get("waited", 0.0))
         elif kind == "task_rejected" and task is not None:
-            task["rejections"].append({"attempt": event["attempt"], "reason": event["reason"],
-                                       "conflicts": event.get("conflicts", [])})
+            task["rejections"].append(
+                {
+                    "attempt": event["attempt"],
+                    "reason": event["reason"],
+                    "conflicts": event.get("conflicts", []),
+                }
+            )
         elif kind == "attempt_failed" and task is not None:
             task["failures"].append({"attempt": event["attempt"], "reason": event["reason"]})
         elif kind == "task_merged" and task is not None:
             task["merged_at"] = event["head"]
         elif kind == "worker_crashed":
-            crashes.append({"worker": event["worker"], "task": event.get("task"),
-                            "exitcode": event.get("exitcode")})
+            crashes.append(
+                {
+                    "worker": event["worker"],
+                    "task": event.get("task"),
+                    "exitcode": event.get("exitcode"),
+                }
+            )
         elif kind == "worker_respawned":
             respawns.append(event["worker"])
     ordered = sorted(waits)

@@ -18,8 +18,15 @@ from orchestrator.taskgraph import TaskGraph, TaskState
 def rebuild(graph: TaskGraph, events: Iterable[dict[str, Any]], repo: Path, head: str) -> int:
     """Restore every task's state from ``events``; returns how many tasks were merged."""
     record: dict[str, dict[str, Any]] = {
-        t.id: {"state": TaskState.PENDING, "attempts": 0, "feedback": [], "handoff": "",
-               "commit": None, "submitted": None} for t in graph
+        t.id: {
+            "state": TaskState.PENDING,
+            "attempts": 0,
+            "feedback": [],
+            "handoff": "",
+            "commit": None,
+            "submitted": None,
+        }
+        for t in graph
     }
     for event in events:
         entry = record.get(event.get("task") or "")
@@ -39,10 +46,19 @@ def rebuild(graph: TaskGraph, events: Iterable[dict[str, Any]], repo: Path, head
         elif kind == "task_aborted":
             entry["state"] = TaskState.ABORTED
     for task_id, entry in record.items():
-        if entry["state"] is TaskState.PENDING and entry["submitted"] and is_ancestor(
-                repo, entry["submitted"], head):
+        if (
+            entry["state"] is TaskState.PENDING
+            and entry["submitted"]
+            and is_ancestor(repo, entry["submitted"], head)
+        ):
             entry.update(state=TaskState.MERGED, commit=entry["submitted"])
-        graph.restore(task_id, entry["state"], entry["attempts"], commit=entry["commit"],
-                      feedback=entry["feedback"], handoff=entry["handoff"])
+        graph.restore(
+            task_id,
+            entry["state"],
+            entry["attempts"],
+            commit=entry["commit"],
+            feedback=entry["feedback"],
+            handoff=entry["handoff"],
+        )
     graph.settle()
     return sum(1 for e in record.values() if e["state"] is TaskState.MERGED)

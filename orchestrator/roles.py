@@ -52,27 +52,42 @@ def parse_role(path: Path) -> Role:
         _, front, body = text.split("---", 2)
         meta = yaml.safe_load(front) or {}
     except (ValueError, yaml.YAMLError) as exc:
-        raise BadInput(str(path), f"front matter is not valid YAML ({exc})",
-                       "close it with '---' and fix the YAML") from None
+        raise BadInput(
+            str(path),
+            f"front matter is not valid YAML ({exc})",
+            "close it with '---' and fix the YAML",
+        ) from None
     for key in ("id", "name", "description"):
         if not isinstance(meta.get(key), str) or not meta[key].strip():
             raise BadInput(str(path), "missing or empty", "add a one-line string", key)
     if meta["id"] != path.stem:
-        raise BadInput(str(path), f"id '{meta['id']}' differs from the file name", f"rename "
-                       f"the file to {meta['id']}.md or set id: {path.stem}", "id")
+        raise BadInput(
+            str(path),
+            f"id '{meta['id']}' differs from the file name",
+            f"rename the file to {meta['id']}.md or set id: {path.stem}",
+            "id",
+        )
     known = {"id", "name", "description", "capabilities", "owns", "tier", "skills"}
     extra = sorted(set(meta) - known)
     if extra:
-        raise BadInput(str(path), "unknown field", f"use only: {', '.join(sorted(known))}",
-                       extra[0])
+        raise BadInput(
+            str(path), "unknown field", f"use only: {', '.join(sorted(known))}", extra[0]
+        )
     for key in ("capabilities", "owns", "skills"):
         value = meta.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise BadInput(str(path), "must be a list of strings", "write it as [a, b]", key)
-    return Role(id=meta["id"], name=meta["name"], description=meta["description"],
-                capabilities=meta.get("capabilities", []), owns=meta.get("owns", []),
-                tier=str(meta.get("tier", "sonnet")), skills=meta.get("skills", []),
-                body=body, path=path)
+    return Role(
+        id=meta["id"],
+        name=meta["name"],
+        description=meta["description"],
+        capabilities=meta.get("capabilities", []),
+        owns=meta.get("owns", []),
+        tier=str(meta.get("tier", "sonnet")),
+        skills=meta.get("skills", []),
+        body=body,
+        path=path,
+    )
 
 
 def role_dirs(workspace: Path | None = None) -> list[Path]:

@@ -37,8 +37,12 @@ def overlap(files: Iterable[str], busy: Iterable[str]) -> bool:
     return False
 
 
-def match(ready: Sequence[Any], idle: Sequence[str], roles: Mapping[str, RoleLike],
-          busy_files: Iterable[str]) -> list[tuple[str, Any]]:
+def match(
+    ready: Sequence[Any],
+    idle: Sequence[str],
+    roles: Mapping[str, RoleLike],
+    busy_files: Iterable[str],
+) -> list[tuple[str, Any]]:
     """Pairs (worker id, task) to start now. ``idle`` maps to roles through ``roles``."""
     busy = list(busy_files)
     free = list(idle)

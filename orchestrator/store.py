@@ -95,15 +95,20 @@ class RunStore:
         base = runs_dir(home)
         ids = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
         if not ids:
-            raise RunNotFound(str(base), "no runs here", "start one with `pd run MISSION`, "
-                              "or run this command in the folder you ran pd in (or set PD_HOME)")
+            raise RunNotFound(
+                str(base),
+                "no runs here",
+                "start one with `pd run MISSION`, "
+                "or run this command in the folder you ran pd in (or set PD_HOME)",
+            )
         if run_id is None:  # the newest: by the id's second, then by creation within it
             return cls(base / max(ids, key=lambda i: (i[:15], _created_ns(base / i))))
         matches = [i for i in ids if i == run_id] or [i for i in ids if i.startswith(run_id)]
         if len(matches) != 1:
             problem = "no such run" if not matches else "ambiguous run id"
-            raise RunNotFound(str(base), f"{problem} '{run_id}'",
-                              f"use one of: {', '.join(ids[-5:])}")
+            raise RunNotFound(
+                str(base), f"{problem} '{run_id}'", f"use one of: {', '.join(ids[-5:])}"
+            )
         return cls(base / matches[0])
 
     # ---- events ------------------------------------------------------------------

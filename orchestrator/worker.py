@@ -149,8 +149,9 @@ class Worker:
     def attempt(self, assign: Assign) -> Message:
         """One attempt of one task, from a fresh branch to a commit, never raising."""
         self.abort_task = None
-        self.channel.send(TaskStarted(worker_id=self.id, task_id=assign.task_id,
-                                      attempt=assign.attempt))
+        self.channel.send(
+            TaskStarted(worker_id=self.id, task_id=assign.task_id, attempt=assign.attempt)
+        )
         self.log(assign.task_id, f"attempt {assign.attempt} starts on {assign.branch}")
         transcript = Path(self.config.run_dir) / "transcripts" / assign.task_id
         transcript.mkdir(parents=True, exist_ok=True)
@@ -165,14 +166,19 @@ class Worker:
         finally:
             self.toolbox = None
         self.log(assign.task_id, f"attempt {assign.attempt} failed: {reason}")
-        return TaskFailed(worker_id=self.id, task_id=assign.task_id, attempt=assign.attempt,
-                          reason=reason)
+        return TaskFailed(
+            worker_id=self.id, task_id=assign.task_id, attempt=assign.attempt, reason=reason
+        )
 
     def _run(self, assign: Assign, record_file: Any) -> Message:
         path = self.worktrees.prepare(self.id, base=assign.target_head, branch=assign.branch)
         limits = self.config.limits
-        self.toolbox = Toolbox(path, env=self.env, command_timeout=limits["command_timeout"],
-                               output_cap=limits["output_cap"])
+        self.toolbox = Toolbox(
+            path,
+            env=self.env,
+            command_timeout=limits["command_timeout"],
+            output_cap=limits["output_cap"],
+        )
 
         def record(entry: dict[str, Any]) -> None:
             record_file.write(json.dumps(entry, default=str) + "\n")
@@ -183,23 +189,46 @@ class Worker:
             self.channel.send(Progress(worker_id=self.id, task_id=assign.task_id, text=line))
 
         result = run_agent(
-            self.provider, self.toolbox, system=self.config.system_prompt,
-            prompt=task_prompt(assign), model=self.config.model,
+            self.provider,
+            self.toolbox,
+            system=self.config.system_prompt,
+            prompt=task_prompt(assign),
+            model=self.config.model,
             max_tokens=self.config.max_tokens,
-            max_turns=limits["max_turns"], task_id=assign.task_id, attempt=assign.attempt,
-            record=record, on_tool=on_tool,
+            max_turns=limits["max_turns"],
+            task_id=assign.task_id,
+            attempt=assign.attempt,
+            record=record,
+            on_tool=on_tool,
             should_stop=lambda: self.stopping.is_set() or self.abort_task == assign.task_id,
         )
         if not result.finished:
             self.log(assign.task_id, f"ended without finish: {result.reason}")
-            return TaskFailed(worker_id=self.id, task_id=assign.task_id, attempt=assign.attempt,
-                              reason=result.reason, handoff=result.handoff)
-        commit, changed = commit_work(path, assign, result.summary, self.id,
-                                      self.config.role_id, self.worktrees.setup_files(path))
+            return TaskFailed(
+                worker_id=self.id,
+                task_id=assign.task_id,
+                attempt=assign.attempt,
+                reason=result.reason,
+                handoff=result.handoff,
+            )
+        commit, changed = commit_work(
+            path,
+            assign,
+            result.summary,
+            self.id,
+            self.config.role_id,
+            self.worktrees.setup_files(path),
+        )
         self.log(assign.task_id, f"done at {commit[:10]}: {len(changed)} files changed")
-        return TaskDone(worker_id=self.id, task_id=assign.task_id, attempt=assign.attempt,
-                        branch=assign.branch, commit=commit, summary=result.summary,
-                        changed_files=changed)
+        return TaskDone(
+            worker_id=self.id,
+            task_id=assign.task_id,
+            attempt=assign.attempt,
+            branch=assign.branch,
+            commit=commit,
+            summary=result.summary,
+            changed_files=changed,
+        )
 
 
 def task_prompt(assign: Assign) -> str:
@@ -211,8 +240,9 @@ def task_prompt(assign: Assign) -> str:
         done = "\n".join(f"- {tid}: {summary}" for tid, summary in assign.dependencies.items())
         parts.append(f"These tasks are already merged into your starting point:\n{done}")
     if assign.feedback:
-        notes = "\n\n".join(f"Attempt {i} was rejected:\n{text}"
-                            for i, text in enumerate(assign.feedback, 1))
+        notes = "\n\n".join(
+            f"Attempt {i} was rejected:\n{text}" for i, text in enumerate(assign.feedback, 1)
+        )
         parts.append(f"Earlier attempts of this task failed. Fix what they got wrong.\n\n{notes}")
     if assign.handoff:
         parts.append(f"Handoff note from the previous attempt:\n{assign.handoff}")
@@ -220,8 +250,14 @@ def task_prompt(assign: Assign) -> str:
     return "\n\n".join(p for p in parts if p)
 
 
-def commit_work(path: Path, assign: Assign, summary: str, worker_id: str, role_id: str,
-                exclude: Sequence[str] = ()) -> tuple[str, list[str]]:
+def commit_work(
+    path: Path,
+    assign: Assign,
+    summary: str,
+    worker_id: str,
+    role_id: str,
+    exclude: Sequence[str] = (),
+) -> tuple[str, list[str]]:
     """Commit what the agent left in the worktree (not what setup made); no changes, no
     new commit."""
     env = identity_env(f"pd {role_id} ({worker_id})", f"pd+{worker_id}@localhost")
@@ -229,8 +265,17 @@ def commit_work(path: Path, assign: Assign, summary: str, worker_id: str, role_i
     staged = git(path, "diff", "--cached", "--name-only", env=env)
     if staged:
         message = f"{assign.task_id}: {assign.title}\n\n{summary}\n\npd-attempt: {assign.attempt}"
-        git(path, "-c", "commit.gpgsign=false", "commit", "-q", "--no-verify", "-m", message,
-            env=env)
+        git(
+            path,
+            "-c",
+            "commit.gpgsign=false",
+            "commit",
+            "-q",
+            "--no-verify",
+            "-m",
+            message,
+            env=env,
+        )
     commit = git(path, "rev-parse", "HEAD")
     changed = git(path, "diff", "--name-only", assign.target_head, commit).splitlines()
     return commit, changed
@@ -249,8 +294,9 @@ def worker_main(conn: Connection, worker_id: str, config: dict[str, Any]) -> Non
     channel.send(Ready(worker_id=worker_id, pid=os.getpid()))
     interval = float(worker.config.limits.get("heartbeat_interval", 1.0))
     threading.Thread(target=worker.read_loop, daemon=True, name="reader").start()
-    threading.Thread(target=worker.heartbeat_loop, args=(interval,), daemon=True,
-                     name="heartbeat").start()
+    threading.Thread(
+        target=worker.heartbeat_loop, args=(interval,), daemon=True, name="heartbeat"
+    ).start()
     worker.serve()
     worker.stopping.set()
 

@@ -95,8 +95,9 @@ class WorktreeManager:
         # slow path, detached add plus a checkout that takes the branch over.
         takeover = branch is not None and self._held_by_other(path, branch)
         on = ["--detach"] if branch is None or takeover else ["-B", branch]
-        gitutil.git(self.repo, "worktree", "add", "-q", *on, str(path), base,
-                    env=gitutil.identity_env())
+        gitutil.git(
+            self.repo, "worktree", "add", "-q", *on, str(path), base, env=gitutil.identity_env()
+        )
         if takeover:
             self._checkout(path, base, branch)
         if self.setup:
@@ -176,8 +177,9 @@ class WorktreeManager:
         if holder is None or holder.resolve() == path.resolve():
             return False
         if not _within(holder, self.root):
-            raise GitError(["checkout", branch], f"branch {branch} is checked out at "
-                           f"{holder}, not ours", 1)
+            raise GitError(
+                ["checkout", branch], f"branch {branch} is checked out at {holder}, not ours", 1
+            )
         # An earlier attempt of the same task left it checked out in another pd worktree;
         # that worker has moved on, so taking the branch over is safe.
         return True

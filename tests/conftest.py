@@ -57,8 +57,10 @@ import subprocess as _sp  # noqa: E402
 import sys  # noqa: E402
 
 GATE = "bash check.sh"
-CHECK_SH = "#!/bin/bash\n# the project's tests: fail when any file says BROKEN\n" \
+CHECK_SH = (
+    "#!/bin/bash\n# the project's tests: fail when any file says BROKEN\n"
     "! grep -rl --exclude=check.sh --exclude-dir=.git BROKEN .\n"
+)
 
 
 def finish_turn(summary: str = "done", delay: float = 0.0) -> dict:
@@ -69,8 +71,9 @@ def finish_turn(summary: str = "done", delay: float = 0.0) -> dict:
 
 
 def write_turn(path: str, content: str, delay: float = 0.0) -> dict:
-    turn: dict = {"tool_calls": [{"name": "write_file",
-                                  "input": {"path": path, "content": content}}]}
+    turn: dict = {
+        "tool_calls": [{"name": "write_file", "input": {"path": path, "content": content}}]
+    }
     if delay:
         turn["delay"] = delay
     return turn
@@ -93,15 +96,23 @@ def write_mission(folder: Path, tasks: list[dict], cassette: dict, **fields: obj
     return path
 
 
-def pd(*args: str, cwd: Path, env: dict | None = None, timeout: float = 120,
-       check: bool = False) -> _sp.CompletedProcess:
+def pd(
+    *args: str, cwd: Path, env: dict | None = None, timeout: float = 120, check: bool = False
+) -> _sp.CompletedProcess:
     """Run the real CLI in a subprocess, as a user would."""
     full_env = {**os.environ, **IDENTITY, **(env or {})}
-    result = _sp.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=full_env,
-                     capture_output=True, text=True, timeout=timeout)
+    result = _sp.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"pd {args} exited {result.returncode}:\n{result.stdout}\n"
-                             f"{result.stderr}")
+        raise AssertionError(
+            f"pd {args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 

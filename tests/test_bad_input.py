@@ -10,14 +10,19 @@ import pytest
 
 from tests.conftest import finish_turn, pd, run_git, write_mission
 
-TASKS = [{"id": "a", "title": "A", "role": "backend-dev"},
-         {"id": "b", "title": "B", "role": "backend-dev", "deps": ["a"]}]
+TASKS = [
+    {"id": "a", "title": "A", "role": "backend-dev"},
+    {"id": "b", "title": "B", "role": "backend-dev", "deps": ["a"]},
+]
 CASSETTE = {"*": [[finish_turn()]]}
 
 
 def git_state(repo: Path) -> tuple[str, str, str]:
-    return (run_git(repo, "for-each-ref"), run_git(repo, "worktree", "list", "--porcelain"),
-            run_git(repo, "status", "--porcelain", "--ignored"))
+    return (
+        run_git(repo, "for-each-ref"),
+        run_git(repo, "worktree", "list", "--porcelain"),
+        run_git(repo, "status", "--porcelain", "--ignored"),
+    )
 
 
 def mission_with(**fields: object) -> Callable[[Path, Path], tuple[Path, str]]:
@@ -25,6 +30,7 @@ def mission_with(**fields: object) -> Callable[[Path, Path], tuple[Path, str]]:
         rest = dict(fields)
         tasks = rest.pop("tasks", TASKS)
         return write_mission(folder, tasks, CASSETTE, **rest), ""
+
     return make
 
 
@@ -33,6 +39,7 @@ def raw_mission(text: str) -> Callable[[Path, Path], tuple[Path, str]]:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "mission.json").write_text(text)
         return folder / "mission.json", ""
+
     return make
 
 
@@ -46,33 +53,54 @@ CASES: dict[str, tuple[Callable[[Path, Path], tuple[Path, str]], list[str]]] = {
     "malformed json": (raw_mission("{ nope"), ["mission.json", "line 1"]),
     "not an object": (raw_mission("[1, 2]"), ["mission.json", "JSON object"]),
     "unknown field": (mission_with(bogus=1), ["mission.json", "bogus", "unknown field"]),
-    "unknown task field": (mission_with(tasks=[{"id": "a", "title": "A", "dep": []}]),
-                           ["tasks[0].dep", "unknown field"]),
-    "unknown team role": (mission_with(team=[{"role": "wizard"}]),
-                          ["team[0].role", "wizard", "backend-dev"]),
-    "unknown task role": (mission_with(tasks=[{"id": "a", "title": "A", "role": "wizard"}]),
-                          ["tasks[0].role", "wizard"]),
-    "cycle": (mission_with(tasks=[{"id": "a", "title": "A", "deps": ["c"]},
-                                  {"id": "b", "title": "B", "deps": ["a"]},
-                                  {"id": "c", "title": "C", "deps": ["b"]}]),
-              ["tasks[", "cycle", "a", "b", "c"]),
-    "unknown dependency": (mission_with(tasks=[{"id": "a", "title": "A", "deps": ["zz"]}]),
-                           ["tasks[0].deps", "zz"]),
-    "duplicate id": (mission_with(tasks=[{"id": "a", "title": "A"}, {"id": "a", "title": "B"}]),
-                     ["tasks[1].id", "a"]),
+    "unknown task field": (
+        mission_with(tasks=[{"id": "a", "title": "A", "dep": []}]),
+        ["tasks[0].dep", "unknown field"],
+    ),
+    "unknown team role": (
+        mission_with(team=[{"role": "wizard"}]),
+        ["team[0].role", "wizard", "backend-dev"],
+    ),
+    "unknown task role": (
+        mission_with(tasks=[{"id": "a", "title": "A", "role": "wizard"}]),
+        ["tasks[0].role", "wizard"],
+    ),
+    "cycle": (
+        mission_with(
+            tasks=[
+                {"id": "a", "title": "A", "deps": ["c"]},
+                {"id": "b", "title": "B", "deps": ["a"]},
+                {"id": "c", "title": "C", "deps": ["b"]},
+            ]
+        ),
+        ["tasks[", "cycle", "a", "b", "c"],
+    ),
+    "unknown dependency": (
+        mission_with(tasks=[{"id": "a", "title": "A", "deps": ["zz"]}]),
+        ["tasks[0].deps", "zz"],
+    ),
+    "duplicate id": (
+        mission_with(tasks=[{"id": "a", "title": "A"}, {"id": "a", "title": "B"}]),
+        ["tasks[1].id", "a"],
+    ),
     "no tasks": (mission_with(tasks=[]), ["tasks"]),
     "missing test command": (mission_with(test_command=None), ["test_command", "no test command"]),
-    "gate not found": (mission_with(test_command="no-such-tool --run"),
-                       ["test_command", "no-such-tool", "not found"]),
-    "missing branch": (mission_with(target_branch="release"),
-                       ["target_branch", "release", "main"]),
+    "gate not found": (
+        mission_with(test_command="no-such-tool --run"),
+        ["test_command", "no-such-tool", "not found"],
+    ),
+    "missing branch": (mission_with(target_branch="release"), ["target_branch", "release", "main"]),
     "repo missing": (mission_with(repo="../nowhere"), ["repo", "does not exist"]),
     "repo not git": (mission_with(repo="."), ["repo", "not a git repository"]),
-    "missing cassette": (mission_with(provider={"name": "scripted", "cassette": "gone.json"}),
-                         ["provider.cassette", "gone.json"]),
+    "missing cassette": (
+        mission_with(provider={"name": "scripted", "cassette": "gone.json"}),
+        ["provider.cassette", "gone.json"],
+    ),
     "dirty checkout": (_dirty, ["target_branch", "uncommitted changes"]),
-    "no worker fits": (mission_with(tasks=[{"id": "a", "title": "A", "role": "qa-engineer"}]),
-                       ["tasks[0].role", "no worker"]),
+    "no worker fits": (
+        mission_with(tasks=[{"id": "a", "title": "A", "role": "qa-engineer"}]),
+        ["tasks[0].role", "no worker"],
+    ),
 }
 
 
@@ -93,9 +121,11 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(
     before = git_state(project)
     listing = sorted(p.name for p in home.iterdir())
 
-    result = pd(command, str(mission), "--repo", str(project), cwd=home,
-                env={"PD_HOME": str(home)}) if "repo" not in case else pd(
-        command, str(mission), cwd=home, env={"PD_HOME": str(home)})
+    result = (
+        pd(command, str(mission), "--repo", str(project), cwd=home, env={"PD_HOME": str(home)})
+        if "repo" not in case
+        else pd(command, str(mission), cwd=home, env={"PD_HOME": str(home)})
+    )
 
     assert result.returncode == 2, result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -112,8 +142,9 @@ def test_repo_that_is_not_git_via_flag(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
     mission = write_mission(tmp_path / "m", TASKS, CASSETTE)
-    result = pd("run", str(mission), "--repo", str(plain), cwd=tmp_path,
-                env={"PD_HOME": str(tmp_path)})
+    result = pd(
+        "run", str(mission), "--repo", str(plain), cwd=tmp_path, env={"PD_HOME": str(tmp_path)}
+    )
     assert result.returncode == 2
     assert "--repo" in result.stderr and "not a git repository" in result.stderr
     assert not (tmp_path / ".pd").exists()

@@ -48,20 +48,43 @@ def state(home: Path) -> dict:
 
 def start_run(mission: Path, repo: Path, home: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, **IDENTITY, "PD_HOME": str(home)}
-    return subprocess.Popen([sys.executable, "-m", "orchestrator", "run", str(mission),
-                             "--repo", str(repo), "--quiet", *extra], cwd=home, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "run",
+            str(mission),
+            "--repo",
+            str(repo),
+            "--quiet",
+            *extra,
+        ],
+        cwd=home,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def chain_tasks(n: int) -> list[dict]:
-    return [{"id": f"t{i}", "title": f"task {i}", "role": "backend-dev",
-             "deps": [f"t{i - 1}"] if i > 1 else []} for i in range(1, n + 1)]
+    return [
+        {
+            "id": f"t{i}",
+            "title": f"task {i}",
+            "role": "backend-dev",
+            "deps": [f"t{i - 1}"] if i > 1 else [],
+        }
+        for i in range(1, n + 1)
+    ]
 
 
 def file_cassette(ids: list[str], delay: float = 0.0) -> dict:
     """Each task writes its own file, then finishes."""
-    return {tid: [[write_turn(f"{tid}.txt", f"{tid}\n", delay=delay), finish_turn(tid)]]
-            for tid in ids}
+    return {
+        tid: [[write_turn(f"{tid}.txt", f"{tid}\n", delay=delay), finish_turn(tid)]] for tid in ids
+    }
 
 
 def no_processes_left(recorded: list[dict]) -> bool:
@@ -84,8 +107,7 @@ def test_run_merges_every_task_in_dependency_order(project: Path, tmp_path: Path
     mission = write_mission(tmp_path / "m", tasks, file_cassette([t["id"] for t in tasks]))
     home = tmp_path / "home"
     home.mkdir()
-    result = pd("run", str(mission), "--repo", str(project), cwd=home,
-                env={"PD_HOME": str(home)})
+    result = pd("run", str(mission), "--repo", str(project), cwd=home, env={"PD_HOME": str(home)})
     assert result.returncode == 0, result.stdout + result.stderr
     files = run_git(project, "ls-tree", "--name-only", "main").split()
     assert {"t1.txt", "t2.txt", "t3.txt", "side.txt"} <= set(files)
@@ -98,23 +120,25 @@ def test_run_merges_every_task_in_dependency_order(project: Path, tmp_path: Path
     assert run_git(project, "status", "--porcelain") == ""
     assert run_git(project, "branch", "--list", "pd/*") == ""
 
-    report = json.loads(pd("report", "--json", cwd=home, env={"PD_HOME": str(home)},
-                           check=True).stdout)
+    report = json.loads(
+        pd("report", "--json", cwd=home, env={"PD_HOME": str(home)}, check=True).stdout
+    )
     assert report["status"] == "finished" and report["counts"]["merged"] == 4
     logs = pd("logs", "--task", "t2", cwd=home, env={"PD_HOME": str(home)}, check=True).stdout
     assert "[t2]" in logs and "[t1]" not in logs
 
 
 def test_gate_rejection_returns_feedback_and_retry_merges(project: Path, tmp_path: Path) -> None:
-    cassette = {"fix": [
-        [write_turn("bad.txt", "BROKEN\n"), finish_turn("first try")],
-        [write_turn("good.txt", "fine\n"), finish_turn("second try")],
-    ]}
+    cassette = {
+        "fix": [
+            [write_turn("bad.txt", "BROKEN\n"), finish_turn("first try")],
+            [write_turn("good.txt", "fine\n"), finish_turn("second try")],
+        ]
+    }
     mission = write_mission(tmp_path / "m", [{"id": "fix", "title": "Fix"}], cassette)
     home = tmp_path / "home"
     home.mkdir()
-    result = pd("run", str(mission), "--repo", str(project), cwd=home,
-                env={"PD_HOME": str(home)})
+    result = pd("run", str(mission), "--repo", str(project), cwd=home, env={"PD_HOME": str(home)})
     assert result.returncode == 0, result.stdout + result.stderr
     rejected = [e for e in events(home) if e["kind"] == "task_rejected"]
     assert len(rejected) == 1 and "gate failed" in rejected[0]["reason"]
@@ -132,9 +156,15 @@ def test_gate_rejection_returns_feedback_and_retry_merges(project: Path, tmp_pat
 def test_background_run_status_and_abort(project: Path, tmp_path: Path) -> None:
     ids = ["a", "b", "c", "d"]
     tasks = [{"id": t, "title": t, "role": "backend-dev"} for t in ids]
-    cassette = {t: [[{"tool_calls": [{"name": "run_command",
-                                       "input": {"command": "sleep 60"}}]}, finish_turn()]]
-                for t in ids}
+    cassette = {
+        t: [
+            [
+                {"tool_calls": [{"name": "run_command", "input": {"command": "sleep 60"}}]},
+                finish_turn(),
+            ]
+        ]
+        for t in ids
+    }
     mission = write_mission(tmp_path / "m", tasks, cassette)
     home = tmp_path / "home"
     home.mkdir()
@@ -152,8 +182,11 @@ def test_background_run_status_and_abort(project: Path, tmp_path: Path) -> None:
     assert snapshot["status"] == "running" and snapshot["coordinator_alive"]
     assert {t["state"] for t in snapshot["tasks"]} == {"running", "pending"}
     recorded = [snapshot["coordinator"], snapshot["merger"], *snapshot["workers"]]
-    sleepers = [p for p in psutil.process_iter(["cmdline"])
-                if p.info["cmdline"] and p.info["cmdline"][-1:] == ["sleep 60"]]
+    sleepers = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] and p.info["cmdline"][-1:] == ["sleep 60"]
+    ]
 
     began = time.monotonic()
     result = pd("abort", cwd=home, env=env)
@@ -162,8 +195,11 @@ def test_background_run_status_and_abort(project: Path, tmp_path: Path) -> None:
     assert "aborted" in result.stdout
     assert took < 4.0, f"abort took {took:.1f}s"  # the bar is 2 s of coordinator work
     assert wait_for(lambda: no_processes_left(recorded), timeout=5, what="no pd processes")
-    assert wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-                                    for p in sleepers), timeout=5, what="commands killed")
+    assert wait_for(
+        lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in sleepers),
+        timeout=5,
+        what="commands killed",
+    )
     assert run_git(project, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert run_git(project, "rev-parse", "main") == start_head  # nothing half-moved
     assert run_git(project, "branch", "--list", "pd/*") == ""  # no empty task branches
@@ -210,8 +246,12 @@ def test_coordinator_crash_then_resume_keeps_merged_work(project: Path, tmp_path
     home = tmp_path / "home"
     home.mkdir()
     proc = start_run(mission, project, home)
-    wait_for(lambda: any(t["id"] == "t2" and t["state"] == "running"
-                         for t in state(home).get("tasks", [])), what="t2 running")
+    wait_for(
+        lambda: any(
+            t["id"] == "t2" and t["state"] == "running" for t in state(home).get("tasks", [])
+        ),
+        what="t2 running",
+    )
     workers = [w for w in state(home)["workers"] if w["pid"]]
     proc.kill()
     proc.wait(10)
@@ -240,8 +280,12 @@ def test_abort_one_task_blocks_its_dependents(project: Path, tmp_path: Path) -> 
     home = tmp_path / "home"
     home.mkdir()
     proc = start_run(mission, project, home)
-    wait_for(lambda: any(t["id"] == "t1" and t["state"] == "running"
-                         for t in state(home).get("tasks", [])), what="t1 running")
+    wait_for(
+        lambda: any(
+            t["id"] == "t1" and t["state"] == "running" for t in state(home).get("tasks", [])
+        ),
+        what="t1 running",
+    )
     result = pd("abort", "--task", "t1", cwd=home, env={"PD_HOME": str(home)})
     assert result.returncode == 0, result.stderr
     output, _ = proc.communicate(timeout=60)
@@ -258,8 +302,13 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     log = run_git(demo, "log", "--format=%s", "main")
     for task in ["slugify", "word-count", "changelog", "cli", "edge-cases", "readme"]:
         assert f"{task}:" in log
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=demo,
-                           capture_output=True, text=True, env={**os.environ, **env})
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q"],
+        cwd=demo,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
     assert tests.returncode == 0, tests.stdout
     report = json.loads(pd("report", "--json", cwd=demo, env=env, check=True).stdout)
     assert report["rejections"] == 1 and report["counts"]["merged"] == 6
@@ -273,15 +322,34 @@ def test_setup_runs_once_per_worktree_and_its_files_stay_out_of_commits(
     env_file = tmp_path / "dot-env"
     env_file.write_text("API_URL=http://localhost\n")
     ids = ["a", "b", "c", "d"]
-    cassette = {t: [[{"tool_calls": [{"name": "run_command", "input": {
-        "command": f"cat .env worker-env.txt > seen-{t}.txt"}}]}, finish_turn()]] for t in ids}
+    cassette = {
+        t: [
+            [
+                {
+                    "tool_calls": [
+                        {
+                            "name": "run_command",
+                            "input": {"command": f"cat .env worker-env.txt > seen-{t}.txt"},
+                        }
+                    ]
+                },
+                finish_turn(),
+            ]
+        ]
+        for t in ids
+    }
     setup = f'cp "{env_file}" .env && echo "$PD_WORKER_ID $PD_PORT_BASE" > worker-env.txt'
-    mission = write_mission(tmp_path / "m", [{"id": t, "title": t} for t in ids], cassette,
-                            setup=setup, port_base=30000, port_stride=10)
+    mission = write_mission(
+        tmp_path / "m",
+        [{"id": t, "title": t} for t in ids],
+        cassette,
+        setup=setup,
+        port_base=30000,
+        port_stride=10,
+    )
     home = tmp_path / "home"
     home.mkdir()
-    result = pd("run", str(mission), "--repo", str(project), cwd=home,
-                env={"PD_HOME": str(home)})
+    result = pd("run", str(mission), "--repo", str(project), cwd=home, env={"PD_HOME": str(home)})
     assert result.returncode == 0, result.stdout + result.stderr
     tree = run_git(project, "ls-tree", "--name-only", "main").split()
     assert ".env" not in tree and "worker-env.txt" not in tree
@@ -297,13 +365,19 @@ def test_frozen_worker_misses_heartbeats_and_is_replaced(project: Path, tmp_path
     cassette = file_cassette(["a", "b"])
     cassette["hang"] = [[write_turn("hang.txt", "hang\n", delay=3), finish_turn()]]
     tasks = [{"id": t, "title": t} for t in ["hang", "a", "b"]]
-    mission = write_mission(tmp_path / "m", tasks, cassette,
-                            limits={"heartbeat_interval": 0.3, "missed_heartbeats": 3})
+    mission = write_mission(
+        tmp_path / "m", tasks, cassette, limits={"heartbeat_interval": 0.3, "missed_heartbeats": 3}
+    )
     home = tmp_path / "home"
     home.mkdir()
     proc = start_run(mission, project, home)
-    pid = wait_for(lambda: next((w["pid"] for w in state(home).get("workers", [])
-                                 if w["task"] == "hang" and w["pid"]), None), what="hang runs")
+    pid = wait_for(
+        lambda: next(
+            (w["pid"] for w in state(home).get("workers", []) if w["task"] == "hang" and w["pid"]),
+            None,
+        ),
+        what="hang runs",
+    )
     os.kill(pid, signal.SIGSTOP)  # alive but silent: only heartbeats can tell
     output, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, output
@@ -320,14 +394,18 @@ def test_follow_and_watch_end_with_the_run(project: Path, tmp_path: Path) -> Non
     home = tmp_path / "home"
     home.mkdir()
     env = {**os.environ, **IDENTITY, "PD_HOME": str(home)}
-    assert pd("run", str(mission), "--repo", str(project), "--detach", cwd=home,
-              env=env).returncode == 0
+    assert (
+        pd("run", str(mission), "--repo", str(project), "--detach", cwd=home, env=env).returncode
+        == 0
+    )
     wait_for(lambda: state(home).get("status") == "running", what="run started")
     cli = [sys.executable, "-m", "orchestrator"]
-    follow = subprocess.Popen([*cli, "logs", "--follow"], cwd=home, env=env,
-                              stdout=subprocess.PIPE, text=True)
-    watch = subprocess.Popen([*cli, "status", "--watch"], cwd=home, env=env,
-                             stdout=subprocess.PIPE, text=True)
+    follow = subprocess.Popen(
+        [*cli, "logs", "--follow"], cwd=home, env=env, stdout=subprocess.PIPE, text=True
+    )
+    watch = subprocess.Popen(
+        [*cli, "status", "--watch"], cwd=home, env=env, stdout=subprocess.PIPE, text=True
+    )
     followed, _ = follow.communicate(timeout=60)
     watched, _ = watch.communicate(timeout=60)
     assert follow.returncode == 0 and watch.returncode == 0
@@ -345,8 +423,12 @@ def test_abort_one_worker_moves_its_task_to_another(project: Path, tmp_path: Pat
     home = tmp_path / "home"
     home.mkdir()
     proc = start_run(mission, project, home)
-    worker = wait_for(lambda: next((w["id"] for w in state(home).get("workers", [])
-                                    if w["task"] == "long"), None), what="long running")
+    worker = wait_for(
+        lambda: next(
+            (w["id"] for w in state(home).get("workers", []) if w["task"] == "long"), None
+        ),
+        what="long running",
+    )
     result = pd("abort", "--worker", worker, cwd=home, env={"PD_HOME": str(home)})
     assert result.returncode == 0, result.stderr
     output, _ = proc.communicate(timeout=60)
@@ -365,8 +447,10 @@ def test_ctrl_c_aborts_cleanly_with_exit_130(project: Path, tmp_path: Path) -> N
     home = tmp_path / "home"
     home.mkdir()
     proc = start_run(mission, project, home)
-    wait_for(lambda: sum(w["state"] == "busy" for w in state(home).get("workers", [])) == 2,
-             what="both workers busy")
+    wait_for(
+        lambda: sum(w["state"] == "busy" for w in state(home).get("workers", [])) == 2,
+        what="both workers busy",
+    )
     recorded = state(home)["workers"]
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=20)
@@ -382,8 +466,10 @@ def test_abort_after_the_coordinator_died_cleans_up(project: Path, tmp_path: Pat
     home = tmp_path / "home"
     home.mkdir()
     proc = start_run(mission, project, home)
-    wait_for(lambda: any(w["state"] == "busy" for w in state(home).get("workers", [])),
-             what="worker busy")
+    wait_for(
+        lambda: any(w["state"] == "busy" for w in state(home).get("workers", [])),
+        what="worker busy",
+    )
     proc.kill()
     proc.wait(10)
     result = pd("abort", cwd=home, env={"PD_HOME": str(home)})

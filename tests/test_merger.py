@@ -351,7 +351,8 @@ def test_commands_get_default_sigint_even_from_a_process_that_ignores_it(tmp_pat
         "r = run_shell('grep SigIgn /proc/self/status', cwd=sys.argv[1], env=None, timeout=10)\n"
         "print(r.output.strip())\n"
     )
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True
+    )
     ignored = int(result.stdout.split()[-1], 16)
     assert not ignored & (1 << (signal.SIGINT - 1)), result.stdout

@@ -8,8 +8,12 @@ from orchestrator.resume import rebuild
 from orchestrator.taskgraph import TaskGraph, TaskState
 from tests.conftest import run_git
 
-TASKS = [{"id": "a", "title": "A"}, {"id": "b", "title": "B", "deps": ["a"]},
-         {"id": "c", "title": "C"}, {"id": "d", "title": "D", "deps": ["c"]}]
+TASKS = [
+    {"id": "a", "title": "A"},
+    {"id": "b", "title": "B", "deps": ["a"]},
+    {"id": "c", "title": "C"},
+    {"id": "d", "title": "D", "deps": ["c"]},
+]
 
 
 def commit_on_branch(repo: Path, branch: str, name: str) -> str:
@@ -47,8 +51,10 @@ def test_work_merged_but_not_recorded_counts_as_merged(git_repo: Path) -> None:
     landed = commit_on_branch(git_repo, "pd/r/a", "a.txt")
     run_git(git_repo, "merge", "-q", "--no-ff", "-m", "merge", "pd/r/a")
     graph = TaskGraph(TASKS)
-    events = [{"kind": "task_assigned", "task": "a", "attempt": 1},
-              {"kind": "task_submitted", "task": "a", "commit": landed}]
+    events = [
+        {"kind": "task_assigned", "task": "a", "attempt": 1},
+        {"kind": "task_submitted", "task": "a", "commit": landed},
+    ]
     head = run_git(git_repo, "rev-parse", "main")
     assert rebuild(graph, events, git_repo, head) == 1
     assert graph.get("a").state is TaskState.MERGED

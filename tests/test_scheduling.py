@@ -27,13 +27,20 @@ class Task:
     files: list[str] = field(default_factory=list)
 
 
-ROLES = {"dev": Role("dev", ["writes-code", "runs-tests"]), "docs": Role("docs", ["writes-docs"]),
-         "qa": Role("qa", ["runs-tests"])}
+ROLES = {
+    "dev": Role("dev", ["writes-code", "runs-tests"]),
+    "docs": Role("docs", ["writes-docs"]),
+    "qa": Role("qa", ["runs-tests"]),
+}
 
 tasks_st = st.lists(
-    st.builds(Task, id=st.uuids().map(str), role=st.sampled_from([None, *ROLES]),
-              capabilities=st.lists(st.sampled_from(CAPS), max_size=2, unique=True),
-              files=st.lists(st.sampled_from(FILES), max_size=2, unique=True)),
+    st.builds(
+        Task,
+        id=st.uuids().map(str),
+        role=st.sampled_from([None, *ROLES]),
+        capabilities=st.lists(st.sampled_from(CAPS), max_size=2, unique=True),
+        files=st.lists(st.sampled_from(FILES), max_size=2, unique=True),
+    ),
     max_size=8,
 )
 team_st = st.lists(st.sampled_from(list(ROLES)), min_size=1, max_size=6)

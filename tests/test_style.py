@@ -13,6 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is in the [test] extra")
 def test_ruff_is_clean() -> None:
-    result = subprocess.run(["ruff", "check", "orchestrator", "tests", "bench"], cwd=ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["ruff", "check", "orchestrator", "tests", "bench"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

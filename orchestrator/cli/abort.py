@@ -27,8 +27,9 @@ def abort(
     store = RunStore.open(run)
     if not coordinator_alive(store):
         if task or worker:
-            raise BadInput(store.run_id, "the run is not running",
-                           "resume it with `pd resume` first")
+            raise BadInput(
+                store.run_id, "the run is not running", "resume it with `pd resume` first"
+            )
         _clean_dead_run(store)
         return 0
     send_request(store, ControlRequest("abort", task=task, worker=worker))
@@ -57,5 +58,6 @@ def _clean_dead_run(store: RunStore) -> None:
     if state.get("status") == "running":
         state["status"] = "aborted"
         store.write_state(state)
-    console.print(f"run {store.run_id} is not running; cleaned up {len(killed)} processes "
-                  "and its worktrees")
+    console.print(
+        f"run {store.run_id} is not running; cleaned up {len(killed)} processes and its worktrees"
+    )

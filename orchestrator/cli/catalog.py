@@ -24,8 +24,18 @@ def roles_list(as_json: JSON = False) -> None:
     """Every role, with its capabilities and model tier."""
     roles = load_roles(workspace())
     if as_json:
-        print_json([{"id": r.id, "name": r.name, "description": r.description,
-                     "capabilities": r.capabilities, "tier": r.tier} for r in roles.values()])
+        print_json(
+            [
+                {
+                    "id": r.id,
+                    "name": r.name,
+                    "description": r.description,
+                    "capabilities": r.capabilities,
+                    "tier": r.tier,
+                }
+                for r in roles.values()
+            ]
+        )
         return
     table = Table("id", "name", "tier", "capabilities", "description")
     for r in roles.values():
@@ -40,15 +50,18 @@ def roles_show(name: str) -> None:
     if name not in roles:
         raise BadInput(name, "no such role", f"use one of: {', '.join(sorted(roles))}")
     role = roles[name]
-    console.print(f"[bold]{role.name}[/] ({role.id}) — {role.description}\n"
-                  f"capabilities: {', '.join(role.capabilities)}; tier: {role.tier}; "
-                  f"owns: {', '.join(role.owns)}\n")
+    console.print(
+        f"[bold]{role.name}[/] ({role.id}) — {role.description}\n"
+        f"capabilities: {', '.join(role.capabilities)}; tier: {role.tier}; "
+        f"owns: {', '.join(role.owns)}\n"
+    )
     console.print(role.system_prompt(), markup=False)
 
 
 def _mission_files() -> list:
-    return sorted(p for p in shipped_dir("missions").glob("*.json")
-                  if not p.name.endswith(".cassette.json"))
+    return sorted(
+        p for p in shipped_dir("missions").glob("*.json") if not p.name.endswith(".cassette.json")
+    )
 
 
 @missions_app.command("list")
@@ -57,8 +70,14 @@ def missions_list(as_json: JSON = False) -> None:
     rows = []
     for path in _mission_files():
         mission = load_mission(path)
-        rows.append({"name": path.stem, "description": mission.description,
-                     "workers": mission.worker_count(), "tasks": len(mission.tasks)})
+        rows.append(
+            {
+                "name": path.stem,
+                "description": mission.description,
+                "workers": mission.worker_count(),
+                "tasks": len(mission.tasks),
+            }
+        )
     if as_json:
         print_json(rows)
         return

@@ -17,8 +17,9 @@ def logs(
     run: Annotated[str | None, typer.Argument(help="Run id (default: the newest run).")] = None,
     worker: Annotated[str | None, typer.Option(help="Only this worker (w1, merger …).")] = None,
     task: Annotated[str | None, typer.Option(help="Only lines about this task.")] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f",
-                                         help="Keep printing until the run ends.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")
+    ] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", help="Show the last N lines.")] = 200,
 ) -> int:
     """Print a run's logs; ``--follow`` keeps going while the run lives."""
@@ -28,8 +29,7 @@ def logs(
     for line in shown[-lines:] if lines > 0 else shown:
         typer.echo(line)
     if follow:
-        _follow(store, worker, task, {path: path.stat().st_size for path in _files(store,
-                                                                                     worker)})
+        _follow(store, worker, task, {path: path.stat().st_size for path in _files(store, worker)})
     return 0
 
 
@@ -39,10 +39,14 @@ def _files(store: RunStore, worker: str | None) -> list[Path]:
         return sorted(p for p in folder.glob("*.log") if not p.name.startswith("gate-"))
     path = folder / f"{worker}.log"
     if not path.exists() and worker != "merger":
-        known = ", ".join(sorted(p.stem for p in folder.glob("*.log")
-                                 if not p.name.startswith("gate-")))
-        raise BadInput("--worker", f"no log for worker '{worker}' in run {store.run_id}",
-                       f"use one of: {known}")
+        known = ", ".join(
+            sorted(p.stem for p in folder.glob("*.log") if not p.name.startswith("gate-"))
+        )
+        raise BadInput(
+            "--worker",
+            f"no log for worker '{worker}' in run {store.run_id}",
+            f"use one of: {known}",
+        )
     return [path]
 
 
@@ -61,8 +65,9 @@ def _select(all_lines: list[str], task: str | None) -> list[str]:
     return [line for line in all_lines if task is None or f"[{task}]" in line]
 
 
-def _follow(store: RunStore, worker: str | None, task: str | None,
-            offsets: dict[Path, int]) -> None:
+def _follow(
+    store: RunStore, worker: str | None, task: str | None, offsets: dict[Path, int]
+) -> None:
     idle_rounds = 0
     while True:
         for path in _files(store, worker):

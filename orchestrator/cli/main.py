@@ -42,9 +42,11 @@ def validate(
     """Check a mission without running it: fields, roles, graph, repository, gate."""
     path = resolve_mission_path(mission)
     plan = build_plan(path, workspace(), repo_arg=repo)
-    console.print(f"ok: {path}: {len(plan.graph)} tasks, {len(plan.workers)} workers, "
-                  f"gate `{plan.gate_command}` on {plan.target_branch} of {plan.repo}",
-                  soft_wrap=True)
+    console.print(
+        f"ok: {path}: {len(plan.graph)} tasks, {len(plan.workers)} workers, "
+        f"gate `{plan.gate_command}` on {plan.target_branch} of {plan.repo}",
+        soft_wrap=True,
+    )
     console.print("critical path: " + " → ".join(plan.graph.critical_path()), soft_wrap=True)
     return 0
 

@@ -9,9 +9,14 @@ from orchestrator.cli.output import console
 from orchestrator.eventfmt import format_event
 
 STYLES = {
-    "task_merged": "green", "task_rejected": "yellow", "attempt_failed": "yellow",
-    "task_failed": "bold red", "worker_crashed": "red", "run_finished": "bold",
-    "run_aborted": "bold red", "progress": "dim",
+    "task_merged": "green",
+    "task_rejected": "yellow",
+    "attempt_failed": "yellow",
+    "task_failed": "bold red",
+    "worker_crashed": "red",
+    "run_finished": "bold",
+    "run_aborted": "bold red",
+    "progress": "dim",
 }
 
 

@@ -28,26 +28,40 @@ def report(
 
 
 def print_report(data: dict[str, Any]) -> None:
-    table = Table(title=f"run {data['run_id']} — {data.get('mission') or '?'}: "
-                  f"{data.get('status') or 'unknown'}", title_justify="left")
+    table = Table(
+        title=f"run {data['run_id']} — {data.get('mission') or '?'}: "
+        f"{data.get('status') or 'unknown'}",
+        title_justify="left",
+    )
     for column in ("task", "state", "attempts", "workers", "rejections / failures"):
         table.add_column(column)
     for task in data["tasks"]:
         problems = [f"#{r['attempt']}: {_line(r['reason'])}" for r in task["rejections"]]
-        problems += [f"#{f['attempt']}: {_line(f['reason'])}" for f in task["failures"]
-                     if not any(r["attempt"] == f["attempt"] for r in task["rejections"])]
+        problems += [
+            f"#{f['attempt']}: {_line(f['reason'])}"
+            for f in task["failures"]
+            if not any(r["attempt"] == f["attempt"] for r in task["rejections"])
+        ]
         style = STATE_STYLE.get(task["state"], "")
-        table.add_row(task["id"], f"[{style}]{task['state']}[/]" if style else task["state"],
-                      str(task["attempts"]), ",".join(dict.fromkeys(task["workers"])),
-                      "\n".join(problems))
+        table.add_row(
+            task["id"],
+            f"[{style}]{task['state']}[/]" if style else task["state"],
+            str(task["attempts"]),
+            ",".join(dict.fromkeys(task["workers"])),
+            "\n".join(problems),
+        )
     console.print(table)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(data.get("counts", {}).items()) if n)
     seconds = f" in {data['seconds']}s" if data.get("seconds") is not None else ""
-    console.print(f"{counts}{seconds}; {data['rejections']} rejected by the gate, "
-                  f"{len(data['crashes'])} worker crashes, {data['respawns']} respawns")
+    console.print(
+        f"{counts}{seconds}; {data['rejections']} rejected by the gate, "
+        f"{len(data['crashes'])} worker crashes, {data['respawns']} respawns"
+    )
     if data.get("head"):
-        console.print(f"{data.get('target_branch')} is now at {data['head'][:10]} "
-                      f"(was {(data.get('start_head') or '')[:10]})")
+        console.print(
+            f"{data.get('target_branch')} is now at {data['head'][:10]} "
+            f"(was {(data.get('start_head') or '')[:10]})"
+        )
 
 
 def _line(text: str) -> str:

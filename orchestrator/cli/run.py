@@ -28,15 +28,17 @@ ADVANCED = "Advanced"
 
 def run(
     mission: Annotated[str, typer.Argument(help="Mission file, or a shipped mission's name.")],
-    repo: Annotated[str | None, typer.Option(help="Target repository (default: the "
-                                             "mission's repo, else this folder).")] = None,
+    repo: Annotated[
+        str | None,
+        typer.Option(help="Target repository (default: the mission's repo, else this folder)."),
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Use at most N workers.")] = None,
     provider: Annotated[str | None, typer.Option(help="Override the mission's provider.")] = None,
     detach: Annotated[bool, typer.Option(help="Run in the background; print the run id.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v",
-                                          help="Show every tool call.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No live progress.",
-                                        rich_help_panel=ADVANCED)] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every tool call.")] = False,
+    quiet: Annotated[
+        bool, typer.Option(help="No live progress.", rich_help_panel=ADVANCED)
+    ] = False,
     run_id: Annotated[str | None, typer.Option(hidden=True)] = None,
 ) -> int:
     """Run a mission on a repository until every task is merged, failed or aborted."""
@@ -51,15 +53,24 @@ def run(
 def execute(plan: RunPlan, store: RunStore, verbose: bool = False, quiet: bool = False) -> int:
     """Run a checked plan in this process and print the outcome."""
     store.write_json("mission.json", plan.mission.model_dump(mode="json"))
-    store.write_json("plan.json", {"mission_path": str(plan.mission_path),
-                                   "workspace": str(plan.workspace), "repo": str(plan.repo),
-                                   "workers": len(plan.workers),
-                                   "worktrees": str(plan.worktree_root / store.run_id),
-                                   "provider": plan.mission.provider.name})
+    store.write_json(
+        "plan.json",
+        {
+            "mission_path": str(plan.mission_path),
+            "workspace": str(plan.workspace),
+            "repo": str(plan.repo),
+            "workers": len(plan.workers),
+            "worktrees": str(plan.worktree_root / store.run_id),
+            "provider": plan.mission.provider.name,
+        },
+    )
     if not quiet:
-        console.print(f"run [bold]{store.run_id}[/]: {plan.mission.name}, "
-                      f"{len(plan.graph)} tasks, {len(plan.workers)} workers, "
-                      f"repo {plan.repo} ({plan.target_branch})", soft_wrap=True)
+        console.print(
+            f"run [bold]{store.run_id}[/]: {plan.mission.name}, "
+            f"{len(plan.graph)} tasks, {len(plan.workers)} workers, "
+            f"repo {plan.repo} ({plan.target_branch})",
+            soft_wrap=True,
+        )
     code = Coordinator(plan, store, on_event=ProgressPrinter(verbose, quiet)).run()
     if not quiet:
         print_report(build_report(store))
@@ -75,10 +86,18 @@ def _detach(mission: str, repo: str | None, workers: int | None, provider: str |
             args += [flag, str(value)]
     log = RunStore.create(workspace(), run_id).dir / "logs" / "console.log"
     with open(log, "ab") as out:
-        subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                         start_new_session=True, cwd=Path.cwd())
-    console.print(f"started run [bold]{run_id}[/] in the background; follow it with "
-                  f"`pd status --watch` or `pd logs --follow`; stop it with `pd abort`")
+        subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            cwd=Path.cwd(),
+        )
+    console.print(
+        f"started run [bold]{run_id}[/] in the background; follow it with "
+        f"`pd status --watch` or `pd logs --follow`; stop it with `pd abort`"
+    )
     return 0
 
 
@@ -92,8 +111,12 @@ def resume(
         raise BadInput(store.run_id, "the run is still running", "follow it with `pd status`")
     info = store.read_json("plan.json")
     kill_recorded({k: v for k, v in (store.read_state() or {}).items() if k != "coordinator"})
-    plan = build_plan(Path(info["mission_path"]), Path(info["workspace"]),
-                      repo_arg=info["repo"], workers=info["workers"])
+    plan = build_plan(
+        Path(info["mission_path"]),
+        Path(info["workspace"]),
+        repo_arg=info["repo"],
+        workers=info["workers"],
+    )
     merged = rebuild(plan.graph, store.events(), plan.repo, plan.start_head)
     if plan.graph.done():
         console.print(f"run {store.run_id} has nothing left to do ({merged} tasks merged)")
@@ -105,8 +128,10 @@ def resume(
 
 
 def demo(
-    directory: Annotated[str | None, typer.Option("--dir", help="Folder for the sample "
-                                                  "repository (default: ./pd-demo).")] = None,
+    directory: Annotated[
+        str | None,
+        typer.Option("--dir", help="Folder for the sample repository (default: ./pd-demo)."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> int:
     """Offline demo: a sample repo, 6 tasks, 3 workers, a rejection and a retry."""
@@ -116,6 +141,8 @@ def demo(
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     plan = build_plan(shipped_dir("missions") / "demo.json", target, repo_arg=str(target))
     code = execute(plan, RunStore.create(target), verbose=verbose)
-    console.print(f"\nThe sample repository is in {target}. Look around with:\n"
-                  f"  cd {target} && git log --oneline --graph && pd report")
+    console.print(
+        f"\nThe sample repository is in {target}. Look around with:\n"
+        f"  cd {target} && git log --oneline --graph && pd report"
+    )
     return code

@@ -39,8 +39,12 @@ def status(
 
 def current(store: RunStore) -> dict[str, Any]:
     """The snapshot, with ``status`` corrected when the coordinator died without a word."""
-    state = store.read_state() or {"run_id": store.run_id, "status": "starting", "tasks": [],
-                                   "workers": []}
+    state = store.read_state() or {
+        "run_id": store.run_id,
+        "status": "starting",
+        "tasks": [],
+        "workers": [],
+    }
     state["coordinator_alive"] = coordinator_alive(store)
     if state.get("status") == "running" and not state["coordinator_alive"]:
         state["status"] = "crashed"
@@ -50,26 +54,36 @@ def current(store: RunStore) -> dict[str, Any]:
 
 def render(state: dict[str, Any]) -> Group:
     head = (state.get("head") or "")[:10]
-    title = (f"run {state['run_id']} — {state.get('mission', '?')}: {state['status']}"
-             f" — {state.get('target_branch', '?')} at {head}")
+    title = (
+        f"run {state['run_id']} — {state.get('mission', '?')}: {state['status']}"
+        f" — {state.get('target_branch', '?')} at {head}"
+    )
     workers = Table(title=title, title_justify="left")
     for column in ("worker", "role", "state", "task", "pid", "crashes"):
         workers.add_column(column)
     for w in state.get("workers", []):
         task = f"{w['task']} #{w['attempt']}" if w.get("task") else ""
-        workers.add_row(w["id"], w["role"], w["state"], task, str(w.get("pid") or ""),
-                        str(w.get("crashes", 0)))
+        workers.add_row(
+            w["id"], w["role"], w["state"], task, str(w.get("pid") or ""), str(w.get("crashes", 0))
+        )
     tasks = Table()
     for column in ("task", "state", "attempts", "worker", "critical path"):
         tasks.add_column(column)
     for t in state.get("tasks", []):
-        tasks.add_row(t["id"], t["state"], str(t.get("attempts", 0)), t.get("worker") or "",
-                      str(t.get("critical_path", "")))
+        tasks.add_row(
+            t["id"],
+            t["state"],
+            str(t.get("attempts", 0)),
+            t.get("worker") or "",
+            str(t.get("critical_path", "")),
+        )
     merger = state.get("merger") or {}
     lines = [workers, tasks]
     if merger.get("task") or merger.get("queue"):
-        lines.append(f"merging: {merger.get('task') or '-'}; queued: "
-                     f"{', '.join(merger.get('queue', [])) or '-'}")
+        lines.append(
+            f"merging: {merger.get('task') or '-'}; queued: "
+            f"{', '.join(merger.get('queue', [])) or '-'}"
+        )
     if state.get("hint"):
         lines.append(state["hint"])
     return Group(*lines)
