@@ -12,9 +12,7 @@ import os
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from filelock import FileLock, Timeout
@@ -28,6 +26,7 @@ from orchestrator.configs import (
 from orchestrator.errors import BadInput
 from orchestrator.eventfmt import format_event, stamp
 from orchestrator.gitutil import git, is_ancestor
+from orchestrator.mergequeue import MergeQueue
 from orchestrator.merger import merger_main
 from orchestrator.messages import (
     AbortTask,
@@ -44,6 +43,7 @@ from orchestrator.messages import (
 from orchestrator.pool import PoolEvent, WorkerPool, child_setup, create_time_of
 from orchestrator.preflight import RunPlan
 from orchestrator.scheduling import fits, match
+from orchestrator.snapshot import Slot, run_snapshot
 from orchestrator.store import RunStore
 from orchestrator.taskgraph import TaskState
 from orchestrator.worker import worker_main
@@ -51,19 +51,6 @@ from orchestrator.worktree import WorktreeManager, exclude_from_status
 
 MAX_CRASHES = 5  # per worker slot; past this the slot is retired (circuit breaker)
 TICK = 0.2
-
-
-@dataclass
-class Slot:
-    """The coordinator's view of one worker."""
-
-    id: str
-    role: str
-    state: str = "booting"  # booting | idle | busy | retired
-    task: str | None = None
-    attempt: int = 0
-    crashes: int = 0
-    pid: int | None = None
 
 
 def _merger_entry(conn: Any, worker_id: str, config: dict[str, Any]) -> None:
@@ -88,9 +75,7 @@ class Coordinator:
         self.pool = WorkerPool(start_method)
         self.slots = {wid: Slot(wid, role) for wid, role in plan.workers}
         self.head = plan.start_head
-        self.merge_queue: deque[MergeRequest] = deque()
-        self.merging: MergeRequest | None = None
-        self.merger_ready = False
+        self.merges = MergeQueue()
         self.abort_reason: str | None = None
         self.ready_since: dict[str, float] = {}  # monotonic: ready -> started = waited
         self.assigned_at: dict[str, float] = {}  # Assign sent -> started = dispatch
@@ -149,14 +134,14 @@ class Coordinator:
     def _finished(self) -> bool:
         if self.abort_reason:
             return True
-        idle_merger = self.merging is None and not self.merge_queue
+        idle_merger = self.merges.idle
         return (self.graph.done() and idle_merger) or self._stalled()
 
     def _stalled(self) -> bool:
         """No live worker can take any task that is still waiting: the run cannot go on."""
         live = [s for s in self.slots.values() if s.state != "retired"]
         waiting = [t for t in self.graph if t.state in (TaskState.PENDING, TaskState.RUNNING)]
-        if not waiting or self.merging or self.merge_queue:
+        if not waiting or not self.merges.idle:
             return False
         return not any(fits(t, self.plan.roles[s.role]) for t in waiting for s in live)
 
@@ -330,7 +315,7 @@ class Coordinator:
             summary=message.summary,
         )
         task = self.graph.get(message.task_id)
-        self.merge_queue.append(
+        self.merges.add(
             MergeRequest(
                 task_id=task.id,
                 attempt=message.attempt,
@@ -368,28 +353,21 @@ class Coordinator:
     # ---- merging -----------------------------------------------------------------
 
     def _next_merge(self) -> None:
-        if self.merging is None and self.merger_ready and self.merge_queue:
-            self.merging = self.merge_queue.popleft()
-            self.emit("merge_started", task=self.merging.task_id, commit=self.merging.commit)
-            self.pool.send(MERGER, self.merging)
+        request = self.merges.take()
+        if request is not None:
+            self.emit("merge_started", task=request.task_id, commit=request.commit)
+            self.pool.send(MERGER, request)
 
     def _handle_merger(self, event: PoolEvent) -> None:
         if event.died:
-            self.merger_ready = False
-            self.emit(
-                "merger_crashed",
-                exitcode=event.exitcode,
-                task=self.merging.task_id if self.merging else None,
-            )
-            if self.merging is not None:
-                self.merge_queue.appendleft(self.merging)
-                self.merging = None
+            lost = self.merges.merger_lost()
+            self.emit("merger_crashed", exitcode=event.exitcode, task=lost)
             if not self.abort_reason:
                 self.pool.restart(MERGER)
             return
         message = event.message
         if isinstance(message, Ready):
-            self.merger_ready = not message.error
+            self.merges.merger_ready = not message.error
             if message.error:
                 self.emit("merger_failed_to_start", error=message.error)
                 self.abort_reason = f"merger failed to start: {message.error}"
@@ -399,10 +377,15 @@ class Coordinator:
         self._next_merge()
 
     def _merge_result(self, result: MergeResult) -> None:
-        self.merging = None
+        self.merges.finished()
+        task = self.graph.get(result.task_id)
         if result.merged:
             self.head = result.head
-            self.graph.merged(result.task_id, result.head)
+            if task.state is TaskState.MERGING:
+                self.graph.merged(result.task_id, result.head)
+            else:  # aborted while the merger had it: it landed all the same; say so
+                self.graph.restore(task.id, TaskState.MERGED, task.attempts, commit=result.head)
+                self.graph.settle()
             self.emit(
                 "task_merged",
                 task=result.task_id,
@@ -478,7 +461,7 @@ class Coordinator:
         for slot in self.slots.values():
             if slot.task == task_id:
                 self.pool.send(slot.id, AbortTask(task_id=task_id))
-        self.merge_queue = deque(r for r in self.merge_queue if r.task_id != task_id)
+        self.merges.drop(task_id)
         if task.state not in (
             TaskState.MERGED,
             TaskState.FAILED,
@@ -517,47 +500,5 @@ class Coordinator:
         now = time.monotonic()
         if not force and (not self._state_dirty or now - self._state_written < 0.25):
             return
-        self.store.write_state(self.snapshot(**final))
+        self.store.write_state(run_snapshot(self, **final))
         self._state_dirty, self._state_written = False, now
-
-    def snapshot(self, status: str = "running", exit_code: int | None = None) -> dict[str, Any]:
-        merger = self.pool.workers.get(MERGER)
-        return {
-            "run_id": self.store.run_id,
-            "mission": self.plan.mission.name,
-            "status": status,
-            "exit_code": exit_code,
-            "abort_reason": self.abort_reason,
-            "started_at": self.started_at,
-            "updated_at": time.time(),
-            "repo": str(self.plan.repo),
-            "target_branch": self.plan.target_branch,
-            "start_head": self.plan.start_head,
-            "head": self.head,
-            "coordinator": {"pid": os.getpid(), "create_time": self.create_time},
-            "merger": {
-                "pid": merger.pid if merger else None,
-                "create_time": merger.create_time if merger else None,
-                "task": self.merging.task_id if self.merging else None,
-                "queue": [r.task_id for r in self.merge_queue],
-            },
-            "workers": [self._slot_view(s) for s in self.slots.values()],
-            "tasks": self.graph.snapshot(),
-            "counts": self.graph.counts(),
-            "critical_path": self.graph.critical_path(),
-        }
-
-    def _slot_view(self, slot: Slot) -> dict[str, Any]:
-        handle = self.pool.workers.get(slot.id)
-        return {
-            "id": slot.id,
-            "role": slot.role,
-            "state": slot.state,
-            "task": slot.task,
-            "attempt": slot.attempt if slot.task else None,
-            "pid": handle.pid if handle else None,
-            "create_time": handle.create_time if handle else None,
-            "crashes": slot.crashes,
-            "restarts": handle.restarts if handle else 0,
-            "silent_for": round(time.monotonic() - handle.last_seen, 1) if handle else None,
-        }

@@ -25,7 +25,34 @@ from orchestrator.roles import Role, load_roles
 from orchestrator.scheduling import fits
 from orchestrator.taskgraph import GraphError, TaskGraph
 
-SHELL_BUILTINS = {"true", "false", "exit", "test", "[", "cd", ":", "echo", "set", "export"}
+# The gate runs under bash: its builtins and keywords are not programs to look up, and a
+# command that starts with a keyword (if, for, a subshell …) can't be checked by one word.
+SHELL_WORDS = {
+    "true",
+    "false",
+    "exit",
+    "test",
+    "[",
+    "[[",
+    "cd",
+    ":",
+    "echo",
+    "set",
+    "export",
+    "source",
+    ".",
+    "eval",
+    "exec",
+    "if",
+    "for",
+    "while",
+    "until",
+    "case",
+    "time",
+    "!",
+    "{",
+    "(",
+}
 
 
 @dataclass
@@ -211,7 +238,7 @@ def _check_gate(mission: Mission, repo: Path, where: str) -> str:
             where, f"cannot parse the command ({exc})", "fix its quoting", field
         ) from None
     program = next((w for w in words if "=" not in w.split("/")[0]), "")
-    if not program or program in SHELL_BUILTINS:
+    if not program or program in SHELL_WORDS or not (program[0].isalnum() or program[0] in "./_"):
         return command
     found = (repo / program).exists() if "/" in program else shutil.which(program)
     if not found:

@@ -155,3 +155,13 @@ def test_valid_mission_validates(project: Path, tmp_path: Path) -> None:
     result = pd("validate", str(mission), "--repo", str(project), cwd=tmp_path, check=True)
     assert "2 tasks" in result.stdout and "a → b" in result.stdout
     assert json.loads((tmp_path / "m" / "mission.json").read_text())["tasks"] == TASKS
+
+
+@pytest.mark.parametrize(
+    "gate", ["if [ -f x ]; then exit 1; fi; bash check.sh", "(cd . && bash check.sh)", "true"]
+)
+def test_compound_gate_commands_are_not_taken_for_programs(
+    gate: str, project: Path, tmp_path: Path
+) -> None:
+    mission = write_mission(tmp_path / "m", TASKS, CASSETTE, test_command=gate)
+    pd("validate", str(mission), "--repo", str(project), cwd=tmp_path, check=True)

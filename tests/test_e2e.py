@@ -477,3 +477,23 @@ def test_abort_after_the_coordinator_died_cleans_up(project: Path, tmp_path: Pat
     assert "not running" in result.stdout
     assert run_git(project, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert state(home)["status"] == "aborted"
+
+
+def test_task_aborted_while_merging_is_recorded_as_merged_when_it_lands(
+    project: Path, tmp_path: Path
+) -> None:
+    gate = "if [ -f slow-gate ]; then sleep 2; fi; bash check.sh"
+    cassette = {"a": [[write_turn("slow-gate", "x"), finish_turn()]]}
+    tasks = [{"id": "a", "title": "a"}, {"id": "b", "title": "b", "deps": ["a"]}]
+    cassette["b"] = [[write_turn("b.txt", "b"), finish_turn()]]
+    mission = write_mission(tmp_path / "m", tasks, cassette, test_command=gate)
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = start_run(mission, project, home)
+    wait_for(lambda: (state(home).get("merger") or {}).get("task") == "a", what="a merging")
+    assert pd("abort", "--task", "a", cwd=home, env={"PD_HOME": str(home)}).returncode == 0
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output  # it landed, and so did its unblocked dependent
+    kinds = [(e["kind"], e.get("task")) for e in events(home)]
+    assert kinds.index(("task_aborted", "a")) < kinds.index(("task_merged", "a"))
+    assert {t["id"]: t["state"] for t in state(home)["tasks"]} == {"a": "merged", "b": "merged"}
