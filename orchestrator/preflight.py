@@ -82,8 +82,10 @@ def build_plan(
     repo_arg: str | None = None,
     workers: int | None = None,
     provider: str | None = None,
+    worktrees: str | None = None,
 ) -> RunPlan:
-    """Load and check a mission; raise ``BadInput`` at the first problem."""
+    """Load and check a mission; raise ``BadInput`` at the first problem. The keyword
+    arguments are the CLI's overrides of the mission's fields."""
     mission = load_mission(mission_path)
     where = str(mission_path)
     if provider:
@@ -97,7 +99,7 @@ def build_plan(
     branch, head = _check_branch(mission, repo, where)
     gate = _check_gate(mission, repo, where)
     cassette = _check_provider(mission, mission_path)
-    root = Path(mission.worktrees) if mission.worktrees else workspace / "worktrees"
+    root = Path(worktrees or mission.worktrees or workspace / "worktrees").expanduser()
     root = root if root.is_absolute() else (workspace / root)
     return RunPlan(
         mission=mission,

@@ -497,3 +497,33 @@ def test_task_aborted_while_merging_is_recorded_as_merged_when_it_lands(
     kinds = [(e["kind"], e.get("task")) for e in events(home)]
     assert kinds.index(("task_aborted", "a")) < kinds.index(("task_merged", "a"))
     assert {t["id"]: t["state"] for t in state(home)["tasks"]} == {"a": "merged", "b": "merged"}
+
+
+def test_worktrees_folder_from_the_command_line(project: Path, tmp_path: Path) -> None:
+    cassette = {
+        "a": [
+            [
+                {"tool_calls": [{"name": "run_command", "input": {"command": "pwd > where.txt"}}]},
+                finish_turn(),
+            ]
+        ]
+    }
+    mission = write_mission(tmp_path / "m", [{"id": "a", "title": "a"}], cassette)
+    home = tmp_path / "home"
+    home.mkdir()
+    elsewhere = tmp_path / "elsewhere" / "wt"
+    result = pd(
+        "run",
+        str(mission),
+        "--repo",
+        str(project),
+        "--worktrees",
+        str(elsewhere),
+        cwd=home,
+        env={"PD_HOME": str(home)},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    where = Path(run_git(project, "show", "main:where.txt"))
+    assert where.resolve().is_relative_to(elsewhere.resolve())
+    assert not elsewhere.exists() or not any(elsewhere.iterdir())
+    assert not (home / "worktrees").exists()

@@ -34,6 +34,12 @@ def run(
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Use at most N workers.")] = None,
     provider: Annotated[str | None, typer.Option(help="Override the mission's provider.")] = None,
+    worktrees: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder for worker worktrees (default: ./worktrees).", rich_help_panel=ADVANCED
+        ),
+    ] = None,
     detach: Annotated[bool, typer.Option(help="Run in the background; print the run id.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every tool call.")] = False,
     quiet: Annotated[
@@ -44,9 +50,11 @@ def run(
     """Run a mission on a repository until every task is merged, failed or aborted."""
     home = workspace()
     path = resolve_mission_path(mission)
-    plan = build_plan(path, home, repo_arg=repo, workers=workers, provider=provider)
+    plan = build_plan(
+        path, home, repo_arg=repo, workers=workers, provider=provider, worktrees=worktrees
+    )
     if detach:
-        return _detach(mission, repo, workers, provider)
+        return _detach(mission, repo, workers, provider, worktrees)
     return execute(plan, RunStore.create(home, run_id), verbose=verbose, quiet=quiet)
 
 
@@ -61,6 +69,7 @@ def execute(plan: RunPlan, store: RunStore, verbose: bool = False, quiet: bool =
             "repo": str(plan.repo),
             "workers": len(plan.workers),
             "worktrees": str(plan.worktree_root / store.run_id),
+            "worktree_root": str(plan.worktree_root),
             "provider": plan.mission.provider.name,
         },
     )
@@ -77,11 +86,23 @@ def execute(plan: RunPlan, store: RunStore, verbose: bool = False, quiet: bool =
     return code
 
 
-def _detach(mission: str, repo: str | None, workers: int | None, provider: str | None) -> int:
+def _detach(
+    mission: str,
+    repo: str | None,
+    workers: int | None,
+    provider: str | None,
+    worktrees: str | None,
+) -> int:
     """Start the same command in its own session, so closing the terminal doesn't stop it."""
     run_id = new_run_id()
     args = [sys.executable, "-m", "orchestrator", "run", mission, "--quiet", "--run-id", run_id]
-    for flag, value in (("--repo", repo), ("--workers", workers), ("--provider", provider)):
+    options = {
+        "--repo": repo,
+        "--workers": workers,
+        "--provider": provider,
+        "--worktrees": worktrees,
+    }
+    for flag, value in options.items():
         if value is not None:
             args += [flag, str(value)]
     log = RunStore.create(workspace(), run_id).dir / "logs" / "console.log"
@@ -116,6 +137,7 @@ def resume(
         Path(info["workspace"]),
         repo_arg=info["repo"],
         workers=info["workers"],
+        worktrees=info.get("worktree_root"),
     )
     merged = rebuild(plan.graph, store.events(), plan.repo, plan.start_head)
     if plan.graph.done():
