@@ -168,3 +168,50 @@ class MergeResult(Message):
     conflicts: list[str] = field(default_factory=list)
     log_tail: str = ""
     seconds: float = 0.0
+
+
+# ---- permits: worker <-> coordinator, around every model call ---------------------
+
+
+@dataclass
+class AcquireTokens(Message):
+    """Ask for a rate-limit permit and a budget reservation before one model call."""
+
+    worker_id: str
+    request_id: int
+    task_id: str
+    provider: str
+    model: str
+    input_tokens: int
+    max_output: int
+    worst_case_input: int = 0  # an upper bound, for the budget reservation
+
+
+@dataclass
+class Grant(Message):
+    request_id: int
+    permit_id: int
+
+
+@dataclass
+class Deny(Message):
+    """The call must not be made: ``reason`` says why (budget, request too large)."""
+
+    request_id: int
+    reason: str
+    budget: bool = False
+
+
+@dataclass
+class CallDone(Message):
+    """How a granted call ended: ``ok`` with usage, ``retry`` (429/5xx), ``fatal``, or
+    ``not_sent``. The coordinator settles the limiter and the ledger from it."""
+
+    worker_id: str
+    request_id: int
+    permit_id: int
+    status: str
+    usage: dict[str, int] = field(default_factory=dict)
+    retry_after: float | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    error: str = ""

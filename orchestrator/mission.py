@@ -8,6 +8,7 @@ different mission than the one the user meant. Checks that need the disk or git 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +53,16 @@ class ProviderConfig(Strict):
     cassette: str | None = Field(None, description="Scripted replies; relative to the mission.")
     model: str | None = Field(None, description="Model id or tier for every role.")
     max_tokens: int = Field(4096, ge=1, le=128_000)
+    base_url: str | None = Field(None, description="An OpenAI-compatible server, e.g. Ollama.")
+
+
+class RateLimit(Strict):
+    """A provider's (or one model's) limits; the whole run shares them."""
+
+    requests_per_minute: int | None = Field(None, ge=1)
+    input_tokens_per_minute: int | None = Field(None, ge=1)
+    output_tokens_per_minute: int | None = Field(None, ge=1)
+    window_seconds: float = Field(60.0, gt=0, description="The window the limits apply to.")
 
 
 class GateConfig(Strict):
@@ -88,6 +99,13 @@ class Mission(Strict):
     provider: ProviderConfig = Field(default_factory=ProviderConfig)
     limits: Limits = Field(default_factory=Limits)
     worktrees: str | None = Field(None, description="Worktree folder; default workspace/worktrees.")
+    budget: Decimal | None = Field(None, ge=0, description="USD for the whole run.")
+    worker_budget: Decimal | None = Field(None, ge=0, description="USD for each worker.")
+    rate_limits: dict[str, RateLimit] = Field(
+        default_factory=dict, description='By provider ("anthropic") or model ("openai/gpt-5").'
+    )
+    prices: str | None = Field(None, description="A price table in LiteLLM's layout.")
+    models: str | None = Field(None, description="Model tiers (haiku/sonnet/opus) to ids.")
     port_base: int = Field(20_000, ge=1024, le=60_000)
     port_stride: int = Field(100, ge=1, le=1000)
 

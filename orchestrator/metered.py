@@ -1,0 +1,161 @@
+"""The worker's side of the permit protocol: no model call without a permit.
+
+Every call first asks the coordinator for a rate-limit permit and a budget reservation
+(``AcquireTokens``), then reports how it went (``CallDone``), so one limiter and one
+ledger see every call of every worker. Retries go through the same door: a 429 pauses
+the whole run at the coordinator, not just this worker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from orchestrator.errors import AttemptEnded, PdError, ProviderError
+from orchestrator.messages import AcquireTokens, CallDone, Deny, Grant, Message
+from orchestrator.providers.base import ModelRequest, ModelResponse, Provider
+
+RATE_LIMITED = {429, 529}
+
+
+class BudgetExhausted(AttemptEnded):
+    """The ledger would not reserve this call: the run or worker budget is spent."""
+
+
+@dataclass
+class _Waiting:
+    event: threading.Event
+    answer: Grant | Deny | None = None
+
+
+class PermitClient:
+    """Asks for permits over the worker's pipe; the reader thread delivers the answers."""
+
+    def __init__(self, worker_id: str, send: Callable[[Message], None]) -> None:
+        self.worker_id = worker_id
+        self.send = send
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, _Waiting] = {}
+        self._lock = threading.Lock()
+
+    def deliver(self, answer: Grant | Deny) -> None:
+        """Called from the reader thread."""
+        with self._lock:
+            waiting = self._waiting.get(answer.request_id)
+        if waiting is not None:
+            waiting.answer = answer
+            waiting.event.set()
+
+    def acquire(self, ask: dict, should_stop: Callable[[], bool]) -> tuple[int, int]:
+        """Block until granted; returns (request id, permit id). Raises on denial or stop."""
+        request_id = next(self._ids)
+        waiting = _Waiting(threading.Event())
+        with self._lock:
+            self._waiting[request_id] = waiting
+        try:
+            self.send(AcquireTokens(worker_id=self.worker_id, request_id=request_id, **ask))
+            while not waiting.event.wait(0.1):
+                if should_stop():
+                    self.done(request_id, -1, "withdrawn")
+                    raise AttemptEnded("aborted while waiting for a rate-limit permit")
+        finally:
+            with self._lock:
+                self._waiting.pop(request_id, None)
+        answer = waiting.answer
+        if isinstance(answer, Deny):
+            if answer.budget:
+                raise BudgetExhausted(answer.reason)
+            raise ProviderError(answer.reason)
+        assert isinstance(answer, Grant)
+        return request_id, answer.permit_id
+
+    def done(self, request_id: int, permit_id: int, status: str, **details: object) -> None:
+        self.send(
+            CallDone(
+                worker_id=self.worker_id,
+                request_id=request_id,
+                permit_id=permit_id,
+                status=status,
+                **details,  # type: ignore[arg-type]
+            )
+        )
+
+
+class MeteredProvider:
+    """Wraps a real provider: permit before, report after, retry through the limiter."""
+
+    def __init__(
+        self,
+        inner: Provider,
+        permits: PermitClient,
+        estimate: Callable[[ModelRequest], tuple[int, int]],
+        should_stop: Callable[[], bool] = lambda: False,
+        max_retries: int = 8,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.permits = permits
+        self.estimate = estimate
+        self.should_stop = should_stop
+        self.max_retries = max_retries
+        self.sleep = sleep
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        from orchestrator.providers.errors import FatalError, RetryableError
+
+        last: PdError | None = None
+        for retry in range(self.max_retries + 1):
+            likely, upper = self.estimate(request)
+            ask = {
+                "task_id": request.task_id,
+                "provider": self.name,
+                "model": request.model,
+                "input_tokens": likely,
+                "max_output": request.max_tokens,
+                "worst_case_input": upper,
+            }
+            request_id, permit_id = self.permits.acquire(ask, self.should_stop)
+            try:
+                response = self.inner.complete(request)
+            except RetryableError as exc:
+                last = exc
+                # Rate limited: the coordinator pauses everyone until retry-after (or a
+                # back-off of its own); other transient faults back off here only.
+                pause = exc.retry_after if exc.retry_after is not None else _backoff(retry)
+                limited = exc.status in RATE_LIMITED
+                self.permits.done(
+                    request_id,
+                    permit_id,
+                    "retry",
+                    error=str(exc),
+                    retry_after=pause if limited else None,
+                    headers=dict(getattr(exc, "headers", {}) or {}),
+                )
+                if not limited:
+                    self.sleep(pause)
+                continue
+            except FatalError as exc:
+                self.permits.done(request_id, permit_id, "fatal", error=str(exc))
+                raise
+            except BaseException as exc:
+                self.permits.done(request_id, permit_id, "fatal", error=repr(exc))
+                raise
+            self.permits.done(
+                request_id,
+                permit_id,
+                "ok",
+                usage=response.usage.to_dict(),
+                headers=dict(getattr(response, "headers", {}) or {}),
+            )
+            return response
+        raise ProviderError(f"{self.name}: gave up after {self.max_retries} retries: {last}")
+
+
+def _backoff(retry: int) -> float:
+    """Exponential with full jitter, capped: spreads retries of many workers apart."""
+    return random.uniform(0.5, 1.0) * min(30.0, 2.0**retry)
