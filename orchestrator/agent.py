@@ -15,6 +15,7 @@ from orchestrator.providers.base import ModelRequest, ModelResponse, Provider, T
 from orchestrator.tools import Toolbox, ToolResult
 
 NUDGE = "Use a tool, or call finish with a summary."
+CONTEXT_SHARE = 0.8  # of the model's window: room left for the next turn's tool output
 SKIPPED = "not run: finish was called earlier in this turn"
 
 
@@ -44,8 +45,14 @@ def run_agent(
     record: Callable[[dict[str, Any]], None] = lambda e: None,
     on_tool: Callable[[str], None] = lambda s: None,
     should_stop: Callable[[], bool] = lambda: False,
+    context_limit: int | None = None,
 ) -> AgentResult:
-    """Run one attempt. ProviderError propagates: the caller decides retry or fail."""
+    """Run one attempt. ProviderError propagates: the caller decides retry or fail.
+
+    With ``context_limit`` (the model's input window in tokens), an attempt whose prompt
+    has grown past ``CONTEXT_SHARE`` of it ends with a handoff note instead of failing
+    on the next call; the next attempt starts fresh from that note.
+    """
     messages: list[dict[str, Any]] = [_user([{"type": "text", "text": prompt}])]
     usage, last_text, sent = Usage(), "", 0
     tools = toolbox.specs()
@@ -69,6 +76,9 @@ def run_agent(
             result = AgentResult(True, done.summary, turn, usage)
             record({"kind": "end", "finished": True, "turns": turn, "usage": usage.to_dict()})
             return result
+        if context_limit and _prompt_size(response) > CONTEXT_SHARE * context_limit:
+            reason = f"context window nearly full ({_prompt_size(response)} of {context_limit})"
+            return _ended(reason, turn, usage, toolbox, last_text, record)
     reason = f"turn limit ({max_turns}) reached"
     return _ended(reason, max_turns, usage, toolbox, last_text, record)
 
@@ -184,3 +194,9 @@ def _request_record(request: ModelRequest, turn: int, new: list[dict[str, Any]])
 
 def _user(content: list[dict[str, Any]]) -> dict[str, Any]:
     return {"role": "user", "content": content}
+
+
+def _prompt_size(response: ModelResponse) -> int:
+    """Tokens of the conversation so far, as the provider counted them on this call."""
+    u = response.usage
+    return u.input_tokens + u.cache_read_tokens + u.cache_write_tokens + u.output_tokens

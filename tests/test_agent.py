@@ -260,3 +260,32 @@ def test_response_round_trips_and_builds_the_assistant_message() -> None:
 def test_build_handoff_without_touched_files() -> None:
     note = build_handoff("aborted", 3, [], "")
     assert "aborted" in note and "3 turns" in note and "Files it touched: none" in note
+
+
+def test_attempt_near_the_context_limit_ends_with_a_handoff(tmp_path: Path) -> None:
+    turns = [
+        {
+            "tool_calls": [{"name": "write_file", "input": {"path": "a.txt", "content": "a"}}],
+            "usage": {"input_tokens": 700, "output_tokens": 50},
+        },
+        {
+            "tool_calls": [{"name": "write_file", "input": {"path": "b.txt", "content": "b"}}],
+            "usage": {"input_tokens": 900, "output_tokens": 50},
+        },
+        {"tool_calls": [{"name": "finish", "input": {"summary": "never reached"}}]},
+    ]
+    provider = ScriptedProvider.from_data({"version": 1, "tasks": {"t": [turns]}})
+    result = run_agent(
+        provider,
+        Toolbox(tmp_path),
+        system="s",
+        prompt="p",
+        model="m",
+        max_tokens=100,
+        max_turns=10,
+        task_id="t",
+        attempt=1,
+        context_limit=1000,
+    )
+    assert not result.finished and result.turns == 2
+    assert "context window" in result.reason and "b.txt" in result.handoff
