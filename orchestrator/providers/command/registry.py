@@ -1,0 +1,28 @@
+"""The adapters pd knows, by the name a mission or role gives."""
+
+from __future__ import annotations
+
+from orchestrator.errors import ProviderError
+from orchestrator.providers.command.aider import AiderAdapter
+from orchestrator.providers.command.base import Adapter
+from orchestrator.providers.command.claude import ClaudeAdapter
+from orchestrator.providers.command.codex import CodexAdapter
+from orchestrator.providers.command.gemini import GeminiAdapter
+
+ADAPTERS: dict[str, Adapter] = {
+    "claude": ClaudeAdapter(),
+    "codex": CodexAdapter(),
+    "aider": AiderAdapter(),
+    "gemini": GeminiAdapter(),
+}
+
+
+def get_adapter(adapter_or_name: Adapter | str) -> Adapter:
+    """An adapter object passes through; a name is looked up, and a typo says what exists."""
+    if not isinstance(adapter_or_name, str):
+        return adapter_or_name
+    try:
+        return ADAPTERS[adapter_or_name]
+    except KeyError:
+        names = ", ".join(sorted(ADAPTERS))
+        raise ProviderError(f"unknown command agent {adapter_or_name!r} (known: {names})") from None
