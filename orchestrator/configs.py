@@ -19,9 +19,8 @@ def worker_config(
 ) -> dict[str, Any]:
     """Worker ``wN`` gets port block N, so dev servers of different workers never clash."""
     mission, index = plan.mission, int(worker_id.lstrip("w"))
-    provider: dict[str, Any] = {"name": mission.provider.name}
-    if plan.cassette:
-        provider["cassette"] = str(plan.cassette)
+    model = plan.provider.models.get(role, "")
+    provider = provider_options(plan, model)
     return WorkerConfig(
         run_id=store.run_id,
         run_dir=str(store.dir),
@@ -30,12 +29,32 @@ def worker_config(
         role_id=role,
         system_prompt=plan.roles[role].system_prompt(),
         provider=provider,
-        model=mission.provider.model or "",
+        model=model,
         max_tokens=mission.provider.max_tokens,
         limits=mission.limits.model_dump(),
         setup=mission.setup,
         port_base=mission.port_base + index * mission.port_stride,
+        context_limit=plan.provider.context_limit(model),
     ).to_dict()
+
+
+def provider_options(plan: RunPlan, model: str) -> dict[str, Any]:
+    """What ``make_provider`` (or the command runner) needs; keys are read from the
+    environment inside the worker, never carried in a config that could be logged."""
+    config = plan.mission.provider
+    options: dict[str, Any] = {"name": config.name}
+    if config.name == "scripted":
+        options["cassette"] = str(plan.provider.cassette)
+    elif config.name == "command":
+        options.update(
+            agent=config.agent,
+            executable=config.executable,
+            args=config.args,
+            pass_env=config.pass_env,
+        )
+    else:
+        options.update(model=model, base_url=plan.provider.base_url)
+    return options
 
 
 def merger_config(plan: RunPlan, store: RunStore, root: Path) -> dict[str, Any]:

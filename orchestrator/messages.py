@@ -215,3 +215,15 @@ class CallDone(Message):
     retry_after: float | None = None
     headers: dict[str, str] = field(default_factory=dict)
     error: str = ""
+
+
+@dataclass
+class UsageReport(Message):
+    """Usage a command agent reported after its run (it calls its model itself, so
+    pd can only account for it afterwards)."""
+
+    worker_id: str
+    task_id: str
+    model: str
+    usage: dict[str, int]
+    cost_usd: str | None = None

@@ -9,6 +9,7 @@ the whole run at the coordinator, not just this worker.
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import threading
 import time
@@ -18,8 +19,11 @@ from dataclasses import dataclass
 from orchestrator.errors import AttemptEnded, PdError, ProviderError
 from orchestrator.messages import AcquireTokens, CallDone, Deny, Grant, Message
 from orchestrator.providers.base import ModelRequest, ModelResponse, Provider
+from orchestrator.providers.errors import FatalError, RetryableError
+from orchestrator.providers.estimate import estimate_input_tokens
 
 RATE_LIMITED = {429, 529}
+PROVIDER_OVERHEAD = 1024  # tokens a provider may add to a prompt on its own
 
 
 class BudgetExhausted(AttemptEnded):
@@ -106,8 +110,6 @@ class MeteredProvider:
         self.sleep = sleep
 
     def complete(self, request: ModelRequest) -> ModelResponse:
-        from orchestrator.providers.errors import FatalError, RetryableError
-
         last: PdError | None = None
         for retry in range(self.max_retries + 1):
             likely, upper = self.estimate(request)
@@ -159,3 +161,14 @@ class MeteredProvider:
 def _backoff(retry: int) -> float:
     """Exponential with full jitter, capped: spreads retries of many workers apart."""
     return random.uniform(0.5, 1.0) * min(30.0, 2.0**retry)
+
+
+def estimate(request: ModelRequest) -> tuple[int, int]:
+    """(likely input tokens for the limiter, an upper bound for the budget reservation).
+
+    No tokenizer turns out more tokens than the prompt has bytes; with room for what the
+    provider adds itself (Anthropic's tool-use system prompt is a few hundred tokens),
+    reserving at that keeps "spend never exceeds the budget" true whatever the real count.
+    """
+    prompt = len(json.dumps([request.system, request.messages, request.tools]).encode())
+    return estimate_input_tokens(request), prompt + PROVIDER_OVERHEAD

@@ -49,11 +49,19 @@ class TaskSpec(Strict):
 class ProviderConfig(Strict):
     """Where the agents' model answers come from."""
 
-    name: Literal["scripted", "anthropic", "openai"] = "scripted"
+    name: Literal["scripted", "anthropic", "openai", "command"] = "scripted"
     cassette: str | None = Field(None, description="Scripted replies; relative to the mission.")
     model: str | None = Field(None, description="Model id or tier for every role.")
     max_tokens: int = Field(4096, ge=1, le=128_000)
     base_url: str | None = Field(None, description="An OpenAI-compatible server, e.g. Ollama.")
+    agent: Literal["claude", "codex", "aider", "gemini"] | None = Field(
+        None, description="For the command provider: which coding-agent CLI is the agent."
+    )
+    executable: str | list[str] | None = Field(None, description="The agent CLI's path/argv.")
+    args: list[str] = Field(default_factory=list, description="Extra arguments for the CLI.")
+    pass_env: list[str] | None = Field(
+        None, description="Environment variables the agent CLI gets (default: its API key)."
+    )
 
 
 class RateLimit(Strict):
@@ -76,6 +84,7 @@ class Limits(Strict):
     """Per-attempt limits of the agent loop and the worker's health checks."""
 
     max_turns: int = Field(40, ge=1, le=1000)
+    attempt_timeout: float = Field(3600, gt=0, description="Seconds for one command-agent run.")
     command_timeout: float = Field(300, gt=0)
     output_cap: int = Field(20_000, ge=1000)
     heartbeat_interval: float = Field(1.0, gt=0, le=60)

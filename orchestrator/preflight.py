@@ -21,6 +21,7 @@ from orchestrator.gitutil import (
     rev_parse,
 )
 from orchestrator.mission import Mission, load_mission
+from orchestrator.providerplan import ProviderPlan, check_provider
 from orchestrator.roles import Role, load_roles
 from orchestrator.scheduling import fits
 from orchestrator.taskgraph import GraphError, TaskGraph
@@ -70,7 +71,7 @@ class RunPlan:
     roles: dict[str, Role]
     workers: list[tuple[str, str]]
     graph: TaskGraph
-    cassette: Path | None
+    provider: ProviderPlan
 
     def worker_roles(self) -> dict[str, str]:
         return dict(self.workers)
@@ -83,6 +84,7 @@ def build_plan(
     workers: int | None = None,
     provider: str | None = None,
     worktrees: str | None = None,
+    base_url: str | None = None,
 ) -> RunPlan:
     """Load and check a mission; raise ``BadInput`` at the first problem. The keyword
     arguments are the CLI's overrides of the mission's fields."""
@@ -98,7 +100,7 @@ def build_plan(
     repo = _check_repo(mission, mission_path, workspace, repo_arg)
     branch, head = _check_branch(mission, repo, where)
     gate = _check_gate(mission, repo, where)
-    cassette = _check_provider(mission, mission_path)
+    provider_plan = check_provider(mission, mission_path, roles, base_url)
     root = Path(worktrees or mission.worktrees or workspace / "worktrees").expanduser()
     root = root if root.is_absolute() else (workspace / root)
     return RunPlan(
@@ -113,7 +115,7 @@ def build_plan(
         roles=roles,
         workers=team,
         graph=graph,
-        cassette=cassette,
+        provider=provider_plan,
     )
 
 
@@ -251,30 +253,3 @@ def _check_gate(mission: Mission, repo: Path, where: str) -> str:
             field,
         )
     return command
-
-
-def _check_provider(mission: Mission, mission_path: Path) -> Path | None:
-    where = str(mission_path)
-    if mission.provider.name != "scripted":
-        raise BadInput(
-            where,
-            f"provider '{mission.provider.name}' is not available in this build yet",
-            "use the scripted provider with a cassette",
-            "provider.name",
-        )
-    if not mission.provider.cassette:
-        raise BadInput(
-            where,
-            "the scripted provider needs a cassette",
-            "set provider.cassette to a cassette file",
-            "provider.cassette",
-        )
-    cassette = (mission_path.parent / mission.provider.cassette).resolve()
-    if not cassette.is_file():
-        raise BadInput(
-            where,
-            f"cassette {cassette} not found",
-            "fix the path (relative to the mission file)",
-            "provider.cassette",
-        )
-    return cassette

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import procs
-from orchestrator.agent import run_agent
+from orchestrator.agent import AgentResult, run_agent
 from orchestrator.errors import PdError
 from orchestrator.gitutil import git, identity_env
 from orchestrator.messages import (
     AbortTask,
     Assign,
+    Deny,
+    Grant,
     Heartbeat,
     Message,
     Progress,
@@ -35,12 +37,20 @@ from orchestrator.messages import (
     TaskDone,
     TaskFailed,
     TaskStarted,
+    UsageReport,
     from_bytes,
 )
+from orchestrator.metered import MeteredProvider, PermitClient, estimate
 from orchestrator.pool import child_setup
-from orchestrator.providers import make_provider
+from orchestrator.providers import Provider, make_provider
+from orchestrator.providers.command import run_command_agent
+from orchestrator.providers.command.registry import DEFAULT_KEYS
+from orchestrator.recorder import PARTS, RecordingProvider
 from orchestrator.tools import Toolbox, scrub_env
 from orchestrator.worktree import WorktreeManager
+
+# What coding-agent CLIs leave in a worktree about themselves: never part of the work.
+AGENT_ARTIFACTS = (".aider.chat.history.md", ".aider.input.history", ".aider.tags.cache.v3")
 
 
 @dataclass
@@ -59,6 +69,8 @@ class WorkerConfig:
     limits: dict[str, Any]
     port_base: int
     setup: str | None = None
+    context_limit: int | None = None
+    record: bool = False
     env: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,7 +112,28 @@ class Worker:
         self.worktrees = WorktreeManager(
             Path(config.repo), Path(config.worktree_root), setup=config.setup, env=self.env
         )
-        self.provider = make_provider(**config.provider)
+        self.current: str | None = None  # the task being attempted
+        self.permits = PermitClient(worker_id, channel.send)
+        self.provider = self._provider()
+
+    def _provider(self) -> Provider | None:
+        """The model provider, wrapped: recorded if asked, and metered when calls cost
+        money (every call then passes the run's one limiter and one ledger)."""
+        options = self.config.provider
+        if options["name"] == "command":
+            return None
+        provider: Provider = make_provider(**options)
+        if self.config.record:
+            part = Path(self.config.run_dir) / PARTS / f"{self.id}.jsonl"
+            provider = RecordingProvider(provider, part)
+        if options["name"] == "scripted":
+            return provider
+        return MeteredProvider(provider, self.permits, estimate, self._stop_requested)
+
+    def _stop_requested(self) -> bool:
+        return self.stopping.is_set() or (
+            self.current is not None and self.abort_task == self.current
+        )
 
     # ---- threads -----------------------------------------------------------------
 
@@ -111,7 +144,9 @@ class Worker:
                 message = from_bytes(self.channel.conn.recv_bytes())
             except (EOFError, OSError):
                 message = Shutdown(reason="coordinator gone")
-            if isinstance(message, AbortTask):
+            if isinstance(message, Grant | Deny):
+                self.permits.deliver(message)
+            elif isinstance(message, AbortTask):
                 self.abort_task = message.task_id
                 if self.toolbox is not None:
                     self.toolbox.abort()
@@ -148,7 +183,7 @@ class Worker:
 
     def attempt(self, assign: Assign) -> Message:
         """One attempt of one task, from a fresh branch to a commit, never raising."""
-        self.abort_task = None
+        self.abort_task, self.current = None, assign.task_id
         self.channel.send(
             TaskStarted(worker_id=self.id, task_id=assign.task_id, attempt=assign.attempt)
         )
@@ -172,36 +207,21 @@ class Worker:
 
     def _run(self, assign: Assign, record_file: Any) -> Message:
         path = self.worktrees.prepare(self.id, base=assign.target_head, branch=assign.branch)
-        limits = self.config.limits
-        self.toolbox = Toolbox(
-            path,
-            env=self.env,
-            command_timeout=limits["command_timeout"],
-            output_cap=limits["output_cap"],
-        )
 
         def record(entry: dict[str, Any]) -> None:
             record_file.write(json.dumps(entry, default=str) + "\n")
             record_file.flush()
 
-        def on_tool(line: str) -> None:
+        def on_line(line: str) -> None:
             self.log(assign.task_id, line)
             self.channel.send(Progress(worker_id=self.id, task_id=assign.task_id, text=line))
 
-        result = run_agent(
-            self.provider,
-            self.toolbox,
-            system=self.config.system_prompt,
-            prompt=task_prompt(assign),
-            model=self.config.model,
-            max_tokens=self.config.max_tokens,
-            max_turns=limits["max_turns"],
-            task_id=assign.task_id,
-            attempt=assign.attempt,
-            record=record,
-            on_tool=on_tool,
-            should_stop=lambda: self.stopping.is_set() or self.abort_task == assign.task_id,
-        )
+        should_stop = self._stop_requested
+
+        if self.config.provider["name"] == "command":
+            result = self._command_attempt(assign, path, record, on_line, should_stop)
+        else:
+            result = self._model_attempt(assign, path, record, on_line, should_stop)
         if not result.finished:
             self.log(assign.task_id, f"ended without finish: {result.reason}")
             return TaskFailed(
@@ -217,7 +237,7 @@ class Worker:
             result.summary,
             self.id,
             self.config.role_id,
-            self.worktrees.setup_files(path),
+            [*self.worktrees.setup_files(path), *AGENT_ARTIFACTS],
         )
         self.log(assign.task_id, f"done at {commit[:10]}: {len(changed)} files changed")
         return TaskDone(
@@ -228,6 +248,73 @@ class Worker:
             commit=commit,
             summary=result.summary,
             changed_files=changed,
+        )
+
+    def _model_attempt(
+        self, assign: Assign, path: Path, record: Any, on_line: Any, should_stop: Any
+    ) -> AgentResult:
+        """pd's own agent loop: the model asks, pd's confined tools act."""
+        limits = self.config.limits
+        self.toolbox = Toolbox(
+            path,
+            env=self.env,
+            command_timeout=limits["command_timeout"],
+            output_cap=limits["output_cap"],
+        )
+        return run_agent(
+            self.provider,
+            self.toolbox,
+            system=self.config.system_prompt,
+            prompt=task_prompt(assign),
+            model=self.config.model,
+            max_tokens=self.config.max_tokens,
+            max_turns=limits["max_turns"],
+            task_id=assign.task_id,
+            attempt=assign.attempt,
+            record=record,
+            on_tool=on_line,
+            should_stop=should_stop,
+            context_limit=self.config.context_limit,
+        )
+
+    def _command_attempt(
+        self, assign: Assign, path: Path, record: Any, on_line: Any, should_stop: Any
+    ) -> AgentResult:
+        """A coding-agent CLI is the agent: it gets the prompt and only its own API key."""
+        options = self.config.provider
+        keys = options.get("pass_env") or DEFAULT_KEYS.get(options["agent"], [])
+        env = {**self.env, **{k: os.environ[k] for k in keys if k in os.environ}}
+        prompt = f"{self.config.system_prompt}\n\n{task_prompt(assign)}"
+        ran = run_command_agent(
+            options["agent"],
+            prompt,
+            cwd=path,
+            env=env,
+            timeout=self.config.limits["attempt_timeout"],
+            model=self.config.model or None,
+            executable=options.get("executable"),
+            extra_args=options.get("args") or [],
+            should_stop=should_stop,
+            on_line=on_line,
+            record=record,
+        )
+        self.channel.send(
+            UsageReport(
+                worker_id=self.id,
+                task_id=assign.task_id,
+                model=self.config.model or options["agent"],
+                usage=ran.usage.to_dict(),
+                cost_usd=None if ran.cost_usd is None else str(ran.cost_usd),
+            )
+        )
+        handoff = f"The previous run of {options['agent']} ended: {ran.reason}\n{ran.output_tail}"
+        return AgentResult(
+            ran.finished,
+            ran.summary,
+            ran.turns,
+            ran.usage,
+            reason=ran.reason,
+            handoff="" if ran.finished else handoff.strip(),
         )
 
 

@@ -26,3 +26,12 @@ def get_adapter(adapter_or_name: Adapter | str) -> Adapter:
     except KeyError:
         names = ", ".join(sorted(ADAPTERS))
         raise ProviderError(f"unknown command agent {adapter_or_name!r} (known: {names})") from None
+
+
+# The one secret each CLI needs; every other key stays out of the agent's environment.
+DEFAULT_KEYS: dict[str, list[str]] = {
+    "claude": ["ANTHROPIC_API_KEY"],
+    "codex": ["OPENAI_API_KEY"],
+    "aider": ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"],
+    "gemini": ["GEMINI_API_KEY"],
+}
