@@ -30,7 +30,9 @@ from orchestrator.mergequeue import MergeQueue
 from orchestrator.merger import merger_main
 from orchestrator.messages import (
     AbortTask,
+    AcquireTokens,
     Assign,
+    CallDone,
     MergeRequest,
     MergeResult,
     Message,
@@ -39,7 +41,9 @@ from orchestrator.messages import (
     TaskDone,
     TaskFailed,
     TaskStarted,
+    UsageReport,
 )
+from orchestrator.permitdesk import make_desk
 from orchestrator.pool import PoolEvent, WorkerPool, child_setup, create_time_of
 from orchestrator.preflight import RunPlan
 from orchestrator.scheduling import fits, match
@@ -77,6 +81,7 @@ class Coordinator:
         self.head = plan.start_head
         self.merges = MergeQueue()
         self.abort_reason: str | None = None
+        self.desk = make_desk(plan)
         self.ready_since: dict[str, float] = {}  # monotonic: ready -> started = waited
         self.assigned_at: dict[str, float] = {}  # Assign sent -> started = dispatch
         self.root = plan.worktree_root / store.run_id
@@ -134,8 +139,13 @@ class Coordinator:
     def _finished(self) -> bool:
         if self.abort_reason:
             return True
-        idle_merger = self.merges.idle
-        return (self.graph.done() and idle_merger) or self._stalled()
+        if self._out_of_budget():  # no new work; what is running and merging finishes
+            running = any(t.state is TaskState.RUNNING for t in self.graph)
+            return not running and self.merges.idle
+        return (self.graph.done() and self.merges.idle) or self._stalled()
+
+    def _out_of_budget(self) -> bool:
+        return self.desk is not None and self.desk.exhausted is not None
 
     def _stalled(self) -> bool:
         """No live worker can take any task that is still waiting: the run cannot go on."""
@@ -147,12 +157,21 @@ class Coordinator:
 
     def _step(self) -> None:
         self._assign()
-        for event in self.pool.poll(TICK):
+        for event in self.pool.poll(self._timeout()):
             self._handle(event)
+        if self.desk is not None:
+            for worker_id, answer in self.desk.pump(time.monotonic()):
+                self.pool.send(worker_id, answer)
         for request in control.take_requests(self.store):
             self._control(request)
         self._check_health()
+        self.store.sync()
         self._write_state()
+
+    def _timeout(self) -> float:
+        """Wake for the next queued permit on time, not at the next tick."""
+        wake = self.desk.next_wake() if self.desk is not None else None
+        return TICK if wake is None else max(0.0, min(TICK, wake - time.monotonic()))
 
     def _finish(self) -> int:
         if self.abort_reason:
@@ -164,6 +183,10 @@ class Coordinator:
             ]
             self.graph.abort_all()
             self.emit("run_aborted", reason=self.abort_reason, tasks=changed)
+        elif self._out_of_budget():
+            stopped = [t.id for t in self.graph if t.state is TaskState.PENDING]
+            self.graph.abort_all()
+            self.emit("run_stopped", reason=self.desk.exhausted, tasks=stopped)  # type: ignore[union-attr]
         elif self._stalled():
             self.emit("run_stalled", reason="no live worker can take the remaining tasks")
             self.graph.abort_all()
@@ -172,6 +195,8 @@ class Coordinator:
         merged_all = counts.get("merged", 0) == len(self.graph)
         code = 130 if self.abort_reason else (0 if merged_all else 1)
         status = "aborted" if self.abort_reason else ("finished" if merged_all else "failed")
+        if self._out_of_budget() and not self.abort_reason and not merged_all:
+            status = "budget exhausted"
         self.emit("run_finished", status=status, exit_code=code, head=self.head, counts=counts)
         self._write_state(force=True, status=status, exit_code=code)
         return code
@@ -210,6 +235,8 @@ class Coordinator:
     # ---- scheduling --------------------------------------------------------------
 
     def _assign(self) -> None:
+        if self._out_of_budget():
+            return
         ready = self.graph.ready()
         now = time.monotonic()
         for task in ready:  # stamped even when every worker is busy: queueing counts
@@ -286,9 +313,49 @@ class Coordinator:
             )
         elif isinstance(message, TaskDone):
             self._task_done(slot, message)
+        elif isinstance(message, AcquireTokens | CallDone | UsageReport):
+            self._metering(slot, message)
         elif isinstance(message, TaskFailed):
             self._release(slot, message.task_id)
             self._attempt_failed(message.task_id, message.reason, message.handoff, worker=slot.id)
+
+    def _metering(self, slot: Slot, message: Message) -> None:
+        """Permits and usage: the limiter and ledger see every call of every worker."""
+        now = time.monotonic()
+        if isinstance(message, UsageReport):  # a command agent, accounted afterwards
+            self.emit(
+                "usage",
+                worker=slot.id,
+                task=message.task_id,
+                role=slot.role,
+                model=message.model,
+                usage=message.usage,
+                cost=message.cost_usd,
+                sync=False,
+            )
+            return
+        if self.desk is None:
+            return
+        if isinstance(message, AcquireTokens):
+            was = self.desk.exhausted
+            answer = self.desk.ask(message, slot.role, now)
+            if answer is not None:
+                self.pool.send(slot.id, answer)
+            if self.desk.exhausted and not was:
+                self.emit("budget_exhausted", reason=self.desk.exhausted)
+        elif isinstance(message, CallDone):
+            usage = self.desk.done(message, now)
+            if usage is not None:
+                self.emit("usage", **usage, sync=False)
+            elif message.status in ("retry", "fatal"):
+                self.emit(
+                    "call_failed",
+                    worker=slot.id,
+                    status=message.status,
+                    error=message.error,
+                    retry_after=message.retry_after,
+                    sync=False,
+                )
 
     def _worker_ready(self, slot: Slot, message: Ready) -> None:
         handle = self.pool.workers[slot.id]
@@ -411,6 +478,8 @@ class Coordinator:
         slot = self.slots[worker_id]
         task = slot.task
         slot.task, slot.crashes = None, slot.crashes + 1
+        if self.desk is not None:
+            self.desk.worker_lost(worker_id, time.monotonic())
         self.emit("worker_crashed", worker=worker_id, exitcode=exitcode, task=task)
         if task is not None:
             self._attempt_failed(
@@ -428,6 +497,8 @@ class Coordinator:
         self.emit("worker_respawned", worker=worker_id, pid=handle.pid, restarts=handle.restarts)
 
     def _retire(self, slot: Slot) -> None:
+        if self.desk is not None:
+            self.desk.worker_lost(slot.id, time.monotonic())
         if slot.id in self.pool.workers:
             self.pool.remove(slot.id)
         slot.state, slot.task = "retired", None
@@ -484,9 +555,10 @@ class Coordinator:
 
     # ---- the record --------------------------------------------------------------
 
-    def emit(self, kind: str, **data: Any) -> None:
-        """Record first, then tell: the event log is the truth others rebuild from."""
-        event = self.store.append_event(kind, **data)
+    def emit(self, kind: str, sync: bool = True, **data: Any) -> None:
+        """Record first, then tell: the event log is the truth others rebuild from.
+        ``sync=False`` (per-call usage) is made durable once per loop step instead."""
+        event = self.store.append_event(kind, sync=sync, **data)
         self._state_dirty = True
         line = format_event(event)
         if line is not None:

@@ -76,6 +76,7 @@ class RunStore:
         self.run_id = run_dir.name
         self._events_handle: Any = None
         self._seq = 0
+        self._unsynced = False
 
     # ---- finding runs ------------------------------------------------------------
 
@@ -117,16 +118,30 @@ class RunStore:
     def events_path(self) -> Path:
         return self.dir / "events.jsonl"
 
-    def append_event(self, kind: str, **data: Any) -> dict[str, Any]:
-        """Append one event durably; returns it with its ``seq`` and wall-clock ``at``."""
+    def append_event(self, kind: str, sync: bool = True, **data: Any) -> dict[str, Any]:
+        """Append one event; returns it with its ``seq`` and wall-clock ``at``.
+
+        Durable at once by default; ``sync=False`` leaves the fsync to the next ``sync()``
+        (the coordinator calls it every loop step), for events that come by the hundred.
+        """
         if self._events_handle is None:
             self._open_for_append()
         self._seq += 1
-        event = {"seq": self._seq, "at": round(time.time(), 4), "kind": kind, **data}
+        event = {**data, "seq": self._seq, "at": round(time.time(), 4), "kind": kind}
         self._events_handle.write(json.dumps(event, separators=(",", ":")) + "\n")
         self._events_handle.flush()
-        os.fsync(self._events_handle.fileno())
+        if sync:
+            os.fsync(self._events_handle.fileno())
+            self._unsynced = False
+        else:
+            self._unsynced = True
         return event
+
+    def sync(self) -> None:
+        """Make events appended with ``sync=False`` durable."""
+        if self._unsynced and self._events_handle is not None:
+            os.fsync(self._events_handle.fileno())
+            self._unsynced = False
 
     def _open_for_append(self) -> None:
         """Cut whatever a crash left after the last good event (a torn line, or a line

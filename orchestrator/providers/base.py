@@ -69,6 +69,8 @@ class ModelResponse:
     stop_reason: str
     usage: Usage = field(default_factory=Usage)
     model: str = ""
+    # The response's rate-limit and retry headers (lower-cased names), for the limiter.
+    headers: dict[str, str] = field(default_factory=dict)
 
     def to_message(self) -> dict[str, Any]:
         """The assistant message to append to the conversation."""

@@ -1,0 +1,238 @@
+"""The coordinator's side of the permit protocol: one limiter, one ledger, every call.
+
+A request first reserves its worst-case cost in the ledger (no reservation, no call:
+spend can never pass the budget), then waits for a rate-limit permit. Requests under one
+limiter key are granted strictly in arrival order, so a large call is never starved by a
+stream of small ones. Afterwards the real usage settles both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.ledger import CostLedger, Reservation, worst_case
+from orchestrator.messages import AcquireTokens, CallDone, Deny, Grant, Message
+from orchestrator.providers.base import Usage
+from orchestrator.ratelimit import BucketLimits, Permit, RateLimiter
+
+if TYPE_CHECKING:
+    from orchestrator.preflight import RunPlan
+
+
+@dataclass
+class _Call:
+    ask: AcquireTokens
+    role: str
+    reservation: Reservation | None
+    permit: Permit | None = None
+    wake: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.ask.provider}/{self.ask.model}"
+
+
+@dataclass
+class PermitDesk:
+    limiter: RateLimiter
+    ledger: CostLedger | None
+    exhausted: str | None = None  # why the budget stopped the run, once it has
+    _waiting: deque[_Call] = field(default_factory=deque)
+    _granted: dict[tuple[str, int], _Call] = field(default_factory=dict)
+
+    def ask(self, ask: AcquireTokens, role: str, now: float) -> Message | None:
+        """Grant or deny at once, or queue (None) until ``pump`` can grant it."""
+        reservation = None
+        if self.ledger is not None:
+            price = self.ledger.prices.price(ask.model)
+            amount = worst_case(price, ask.worst_case_input, ask.max_output)
+            reservation = self.ledger.reserve(ask.worker_id, role, ask.task_id, ask.model, amount)
+            if reservation is None:
+                self.exhausted = self.exhausted or self._budget_text(amount)
+                return Deny(request_id=ask.request_id, reason=self.exhausted, budget=True)
+        call = _Call(ask, role, reservation)
+        if any(w.key == call.key for w in self._waiting):
+            self._waiting.append(call)  # behind earlier requests of the same key
+            return None
+        return self._try(call, now, queue=True)
+
+    def pump(self, now: float) -> list[tuple[str, Message]]:
+        """Grant what has become grantable, oldest first within each key."""
+        out, blocked = [], set()
+        for call in list(self._waiting):
+            if call.key in blocked or call.wake > now:
+                blocked.add(call.key)
+                continue
+            answer = self._try(call, now, queue=False)
+            if answer is None:
+                blocked.add(call.key)
+                continue
+            self._waiting.remove(call)
+            out.append((call.ask.worker_id, answer))
+        return out
+
+    def next_wake(self) -> float | None:
+        return min((c.wake for c in self._waiting), default=None)
+
+    def done(self, msg: CallDone, now: float) -> dict[str, Any] | None:
+        """Settle a call; returns the usage event's data for a call that was made."""
+        call = self._granted.pop((msg.worker_id, msg.request_id), None)
+        if call is None:
+            self._withdraw(msg.worker_id, msg.request_id)
+            return None
+        assert call.permit is not None
+        if msg.status == "ok":
+            usage = Usage.from_dict(msg.usage)
+            self.limiter.settle_usage(call.permit.id, usage, now)
+            cost = self.ledger.settle(call.reservation, usage) if call.reservation else None
+            self._calibrate(call.ask.provider, msg.headers, now)
+            return {
+                "worker": msg.worker_id,
+                "task": call.ask.task_id,
+                "role": call.role,
+                "model": call.ask.model,
+                "usage": usage.to_dict(),
+                "cost": None if cost is None else format(cost, "f"),
+            }
+        self.limiter.cancel(call.permit.id, now, sent=msg.status != "withdrawn")
+        if call.reservation is not None:
+            self.ledger.release(call.reservation)  # type: ignore[union-attr]
+        if msg.retry_after is not None:  # rate limited: everyone waits, not just this one
+            self.limiter.pause(call.ask.provider, now + msg.retry_after)
+        return None
+
+    def worker_lost(self, worker_id: str, now: float) -> None:
+        """A dead worker's calls: cancel its permits (sent, to be safe), free its money."""
+        for (wid, request_id), call in list(self._granted.items()):
+            if wid == worker_id:
+                del self._granted[(wid, request_id)]
+                self.limiter.cancel(call.permit.id, now, sent=True)  # type: ignore[union-attr]
+                self._release(call)
+        for call in [c for c in self._waiting if c.ask.worker_id == worker_id]:
+            self._waiting.remove(call)
+            self._release(call)
+
+    def view(self) -> dict[str, Any]:
+        spend = self.ledger.totals() if self.ledger is not None else {}
+        return {
+            "waiting": len(self._waiting),
+            "in_flight": len(self._granted),
+            "exhausted": self.exhausted,
+            **({"spend": spend} if spend else {}),
+        }
+
+    # ---- internals ---------------------------------------------------------------
+
+    def _try(self, call: _Call, now: float, queue: bool) -> Message | None:
+        try:
+            got = self.limiter.acquire(call.key, call.ask.input_tokens, call.ask.max_output, now)
+        except ValueError as exc:  # larger than a whole window allows: never grantable
+            self._release(call)
+            return Deny(request_id=call.ask.request_id, reason=str(exc))
+        if isinstance(got, Permit):
+            call.permit = got
+            self._granted[(call.ask.worker_id, call.ask.request_id)] = call
+            return Grant(request_id=call.ask.request_id, permit_id=got.id)
+        call.wake = got
+        if queue:
+            self._waiting.append(call)
+        return None
+
+    def _withdraw(self, worker_id: str, request_id: int) -> None:
+        for call in [
+            c
+            for c in self._waiting
+            if (c.ask.worker_id, c.ask.request_id) == (worker_id, request_id)
+        ]:
+            self._waiting.remove(call)
+            self._release(call)
+
+    def _release(self, call: _Call) -> None:
+        if call.reservation is not None and self.ledger is not None:
+            self.ledger.release(call.reservation)
+
+    def _budget_text(self, amount: Decimal) -> str:
+        assert self.ledger is not None
+        return (
+            f"budget exhausted: ${self.ledger.spent:.4f} spent of "
+            f"${self.ledger.budget}; the next call could cost up to ${amount:.4f}"
+        )
+
+    def _calibrate(self, provider: str, headers: dict[str, str], now: float) -> None:
+        remaining, resets = parse_ratelimit_headers(headers, time.time())
+        if remaining:
+            self.limiter.calibrate(provider, remaining, resets, now)
+
+
+def make_desk(plan: RunPlan) -> PermitDesk | None:
+    """The desk for a run whose calls cost money; None for scripted and command runs."""
+    mission = plan.mission
+    if plan.provider.name not in ("anthropic", "openai") or plan.provider.prices is None:
+        return None
+    limits = {
+        key: BucketLimits(
+            requests=config.requests_per_minute,
+            input_tokens=config.input_tokens_per_minute,
+            output_tokens=config.output_tokens_per_minute,
+            window=config.window_seconds,
+            count_cache_reads=key.split("/")[0] == "openai",
+        )
+        for key, config in mission.rate_limits.items()
+    }
+    ledger = CostLedger(plan.provider.prices, mission.budget, mission.worker_budget)
+    return PermitDesk(RateLimiter(limits), ledger)
+
+
+_ANTHROPIC = {
+    "requests": "requests",
+    "input-tokens": "input_tokens",
+    "output-tokens": "output_tokens",
+}
+
+
+def parse_ratelimit_headers(
+    headers: dict[str, str], wall_now: float
+) -> tuple[dict[str, int], dict[str, float]]:
+    """Remaining counts and seconds to reset, from either provider's header names."""
+    remaining: dict[str, int] = {}
+    resets: dict[str, float] = {}
+    h = {k.lower(): v for k, v in headers.items()}
+    for name, dim in _ANTHROPIC.items():
+        left = h.get(f"anthropic-ratelimit-{name}-remaining")
+        if left is not None and left.isdigit():
+            remaining[dim] = int(left)
+            reset = h.get(f"anthropic-ratelimit-{name}-reset")
+            if reset:
+                try:
+                    at = datetime.fromisoformat(reset.replace("Z", "+00:00")).timestamp()
+                    resets[dim] = max(0.0, at - wall_now)
+                except ValueError:
+                    pass
+    left = h.get("x-ratelimit-remaining-requests")
+    if left is not None and left.isdigit():
+        remaining["requests"] = int(left)
+        if "x-ratelimit-reset-requests" in h:
+            resets["requests"] = parse_duration(h["x-ratelimit-reset-requests"])
+    return remaining, resets
+
+
+def parse_duration(text: str) -> float:
+    """OpenAI's reset durations: ``1s``, ``6m0s``, ``20ms``, ``1h2m3.5s``."""
+    total, number = 0.0, ""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch.isdigit() or ch == ".":
+            number += ch
+            i += 1
+            continue
+        unit = "ms" if text[i : i + 2] == "ms" else ch
+        total += float(number or 0) * units.get(unit, 0.0)
+        number, i = "", i + len(unit)
+    return total

@@ -1,0 +1,141 @@
+"""The Anthropic Messages API through the official SDK, with prompt caching.
+
+The internal conversation already is Anthropic's format, so the request is the
+conversation plus two cache breakpoints: the system prompt and the last tool definition,
+which together form the prefix every turn of every task of a role repeats.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anthropic
+
+from orchestrator.providers.base import ModelRequest, ModelResponse, ToolCall, Usage
+from orchestrator.providers.errors import (
+    FatalError,
+    RetryableError,
+    limit_headers,
+    one_line,
+    says_spend_limit,
+    status_error,
+)
+
+_EPHEMERAL = {"type": "ephemeral"}
+
+
+class AnthropicProvider:
+    """``complete`` raises RetryableError or FatalError; the SDK's own retries are off."""
+
+    name = "anthropic"
+
+    def __init__(
+        self, model: str, api_key: str, base_url: str | None = None, timeout: float = 600
+    ) -> None:
+        if not api_key:
+            raise FatalError("anthropic: no API key (set ANTHROPIC_API_KEY)")
+        self.model = model
+        self.base_url = base_url
+        self.timeout = timeout
+        self._secret = api_key
+        self._client = anthropic.Anthropic(
+            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0
+        )
+
+    def __repr__(self) -> str:
+        return f"AnthropicProvider(model={self.model!r}, base_url={self.base_url!r})"
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        # Errors are raised outside the except blocks: the SDK's exception, whose request
+        # carries the key in its headers, must not ride along as __context__.
+        try:
+            raw = self._client.messages.with_raw_response.create(**self.params(request))
+        except anthropic.APIError as exc:
+            failure = self._failure(exc)
+        else:
+            headers = limit_headers(raw.headers)
+            try:
+                return _response(raw.parse(), headers)
+            except (anthropic.APIError, ValueError, TypeError, AttributeError, KeyError) as exc:
+                problem = f"{type(exc).__name__}: {self._line(exc, 200)}"
+                failure = RetryableError(
+                    f"anthropic: malformed response ({problem})", raw.status_code, None, headers
+                )
+        raise failure
+
+    def params(self, request: ModelRequest) -> dict[str, Any]:
+        """The Messages API arguments: system prompt and last tool marked for caching."""
+        params: dict[str, Any] = {
+            "model": request.model or self.model,
+            "max_tokens": request.max_tokens,
+            "messages": request.messages,
+        }
+        if request.system:
+            params["system"] = [
+                {"type": "text", "text": request.system, "cache_control": _EPHEMERAL}
+            ]
+        if request.tools:
+            tools = [dict(t) for t in request.tools]
+            tools[-1]["cache_control"] = _EPHEMERAL
+            params["tools"] = tools
+        return params
+
+    def _failure(self, exc: anthropic.APIError) -> Exception:
+        if isinstance(exc, anthropic.APIStatusError):
+            return self._status_error(exc)
+        if isinstance(exc, anthropic.APITimeoutError):
+            return RetryableError(f"anthropic: no answer within {self.timeout:g}s")
+        if isinstance(exc, anthropic.APIConnectionError):
+            return RetryableError(f"anthropic: connection failed: {self._line(exc)}")
+        return RetryableError(f"anthropic: malformed response ({self._line(exc, 200)})", 200)
+
+    def _status_error(self, exc: anthropic.APIStatusError) -> Exception:
+        error = exc.body.get("error") if isinstance(exc.body, dict) else None
+        error = error if isinstance(error, dict) else {}
+        message = error.get("message") or exc.message
+        kind = error.get("type") or ""
+        code = (error.get("details") or {}).get("error_code") or ""
+        spend = exc.status_code == 402 or (
+            exc.status_code == 429
+            and ("spend_limit" in code or kind == "billing_error" or says_spend_limit(message))
+        )
+        line = self._line(f"{kind}: {message}" if kind else message)
+        return status_error(
+            "anthropic",
+            exc.status_code,
+            line,
+            limit_headers(exc.response.headers),
+            spend_limit=spend,
+        )
+
+    def _line(self, text: Any, limit: int = 500) -> str:
+        return one_line(text, self._secret, limit)
+
+
+def _response(message: Any, headers: dict[str, str]) -> ModelResponse:
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for block in message.content:
+        if block.type == "text":
+            texts.append(block.text)
+        elif block.type == "tool_use":
+            args = (
+                block.input if isinstance(block.input, dict) else {"_raw": json.dumps(block.input)}
+            )
+            calls.append(ToolCall(id=block.id, name=block.name, input=args))
+    u = message.usage
+    usage = Usage(
+        input_tokens=int(u.input_tokens),
+        output_tokens=int(u.output_tokens),
+        cache_write_tokens=int(u.cache_creation_input_tokens or 0),
+        cache_read_tokens=int(u.cache_read_input_tokens or 0),
+    )
+    return ModelResponse(
+        text="\n".join(t for t in texts if t),
+        tool_calls=calls,
+        stop_reason=message.stop_reason or ("tool_use" if calls else "end_turn"),
+        usage=usage,
+        model=str(message.model),
+        headers=headers,
+    )

@@ -1,0 +1,415 @@
+"""The local API server, driven by the real anthropic and openai SDKs over loopback."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from orchestrator.apiserver import (
+    Fault,
+    LocalAPIServer,
+    Reply,
+    go_duration,
+    max_window_usage,
+    parse_go_duration,
+)
+
+KEY = "test-key"
+USER = [{"role": "user", "content": "hello"}]
+SCHEMA = {
+    "type": "object",
+    "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
+    "required": ["path", "content"],
+}
+WRITE = {"name": "write_file", "description": "Write a file.", "input_schema": SCHEMA}
+FINISH = {"name": "finish", "description": "Finish.", "input_schema": {"type": "object"}}
+OPENAI_TOOLS = [
+    {"type": "function", "function": {"name": t["name"], "parameters": t["input_schema"]}}
+    for t in (WRITE, FINISH)
+]
+SYSTEM_TEXT = "You are a careful engineer. " * 40
+
+
+def claude(server: LocalAPIServer, key: str = KEY, **kw: Any) -> anthropic.Anthropic:
+    return anthropic.Anthropic(api_key=key, base_url=server.url, max_retries=0, **kw)
+
+
+def gpt(server: LocalAPIServer, key: str = KEY, **kw: Any) -> openai.OpenAI:
+    return openai.OpenAI(api_key=key, base_url=server.url + "/v1", max_retries=0, **kw)
+
+
+def ask_claude(client: anthropic.Anthropic, text: str = "hello", **kw: Any) -> Any:
+    args: dict[str, Any] = {"model": "claude-test", "max_tokens": 200}
+    args.update(kw)
+    return client.messages.create(messages=[{"role": "user", "content": text}], **args)
+
+
+def ask_gpt(client: openai.OpenAI, text: str = "hello", **kw: Any) -> Any:
+    args: dict[str, Any] = {"model": "gpt-test", "max_completion_tokens": 200}
+    args.update(kw)
+    return client.chat.completions.create(messages=[{"role": "user", "content": text}], **args)
+
+
+def quarter(value: Any) -> int:
+    return math.ceil(len(json.dumps(value)) / 4)
+
+
+# ---- shapes the SDKs parse -----------------------------------------------------------
+
+
+def test_anthropic_sdk_parses_text_and_tool_use() -> None:
+    reply = Reply("Writing.", [("write_file", {"path": "a.txt", "content": "A"})])
+    with LocalAPIServer([reply]) as server:
+        message = ask_claude(claude(server), system="Be brief.", tools=[WRITE])
+        body = server.requests[0]["body"]
+    assert isinstance(message, anthropic.types.Message)
+    text, call = message.content
+    assert isinstance(text, anthropic.types.TextBlock) and text.text == "Writing."
+    assert isinstance(call, anthropic.types.ToolUseBlock)
+    assert (call.name, call.input) == ("write_file", {"path": "a.txt", "content": "A"})
+    assert call.id.startswith("toolu_") and message.id.startswith("msg_")
+    assert message.stop_reason == "tool_use" and message.role == "assistant"
+    prompt = {"system": body["system"], "messages": body["messages"], "tools": body["tools"]}
+    assert message.usage.input_tokens == quarter(prompt)
+    assert message.usage.output_tokens == math.ceil(len(reply.content_json()) / 4)
+    assert message.usage.cache_read_input_tokens == 0
+
+
+def test_openai_sdk_parses_tool_calls() -> None:
+    reply = Reply("", [("write_file", {"path": "a.txt", "content": "A"}), ("finish", {})])
+    with LocalAPIServer([reply]) as server:
+        completion = ask_gpt(gpt(server), tools=OPENAI_TOOLS)
+        body = server.requests[0]["body"]
+    assert isinstance(completion, openai.types.chat.ChatCompletion)
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    first, second = choice.message.tool_calls
+    assert first.function.name == "write_file" and first.id.startswith("call_")
+    assert json.loads(first.function.arguments) == {"path": "a.txt", "content": "A"}
+    assert second.function.name == "finish" and second.id != first.id
+    usage = completion.usage
+    assert usage.prompt_tokens == quarter({"messages": body["messages"], "tools": body["tools"]})
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_replies_are_shared_in_order_then_ok_and_may_be_a_callable() -> None:
+    with LocalAPIServer(["first", Reply("second")]) as server:
+        assert ask_claude(claude(server)).content[0].text == "first"
+        assert ask_gpt(gpt(server)).choices[0].message.content == "second"
+        assert ask_claude(claude(server)).content[0].text == "ok"
+    seen: list[str] = []
+
+    def answer(api: str, body: dict) -> Reply:
+        seen.append(api)
+        return Reply(f"{api} saw {len(body['messages'])} message(s)")
+
+    with LocalAPIServer(answer) as server:
+        assert ask_gpt(gpt(server)).choices[0].message.content == "openai saw 1 message(s)"
+        assert ask_claude(claude(server)).content[0].text == "anthropic saw 1 message(s)"
+    assert seen == ["openai", "anthropic"]
+    broken = LocalAPIServer(lambda api, body: 1 / 0)  # a broken script: a 500, not a hang
+    with broken, pytest.raises(anthropic.InternalServerError, match="ZeroDivisionError"):
+        ask_claude(claude(broken))
+
+
+def test_tool_results_round_trip_and_bad_pairings_get_the_apis_400() -> None:
+    with LocalAPIServer([Reply(tool_calls=[("finish", {"summary": "x"})])]) as server:
+        client = claude(server)
+        call = ask_claude(client, tools=[FINISH]).content[0]
+        turn = [
+            {"role": "user", "content": "hello"},
+            {
+                "role": "assistant",
+                "content": [call.model_dump(include={"type", "id", "name", "input"})],
+            },
+        ]
+        ok = [{"type": "tool_result", "tool_use_id": call.id, "content": "done"}]
+        assert (
+            client.messages.create(
+                model="m",
+                max_tokens=10,
+                tools=[FINISH],
+                messages=[*turn, {"role": "user", "content": ok}],
+            )
+            .content[0]
+            .text
+            == "ok"
+        )
+        wrong = [{"type": "tool_result", "tool_use_id": "toolu_nope", "content": "done"}]
+        with pytest.raises(anthropic.BadRequestError, match="unexpected `tool_use_id`"):
+            client.messages.create(
+                model="m", max_tokens=10, messages=[*turn, {"role": "user", "content": wrong}]
+            )
+        with pytest.raises(openai.BadRequestError, match="role 'tool' must be a response"):
+            gpt(server).chat.completions.create(
+                model="m", messages=[*USER, {"role": "tool", "tool_call_id": "x", "content": "y"}]
+            )
+    assert [r["status"] for r in server.requests] == [200, 200, 400, 400]
+
+
+# ---- auth, headers, limits -----------------------------------------------------------
+
+
+def test_wrong_key_gets_each_apis_real_401_body() -> None:
+    with LocalAPIServer() as server:
+        with pytest.raises(anthropic.AuthenticationError) as caught:
+            ask_claude(claude(server, key="wrong-key-0123456789"))
+        assert caught.value.body["error"] == {
+            "type": "authentication_error",
+            "message": "invalid x-api-key",
+        }
+        with pytest.raises(openai.AuthenticationError) as bad:
+            ask_gpt(gpt(server, key="wrong-key-0123456789"))
+        assert bad.value.code == "invalid_api_key"
+        assert "Incorrect API key provided" in bad.value.message
+        assert "wrong-key-0123456789" not in bad.value.message
+        ask_claude(claude(server))
+    assert [r["api_key_ok"] for r in server.requests] == [False, False, True]
+    assert [r["status"] for r in server.requests] == [401, 401, 200]
+
+
+def test_rate_limit_headers_are_present_and_parseable() -> None:
+    limits = {"requests": 10, "input_tokens": 10_000, "output_tokens": 2_000, "window": 30}
+    with LocalAPIServer(limits=limits) as server:
+        raw = claude(server).messages.with_raw_response.create(
+            model="m", max_tokens=50, messages=USER
+        )
+        first = server.requests[0]
+        h = raw.headers
+        assert h["anthropic-ratelimit-requests-limit"] == "10"
+        assert h["anthropic-ratelimit-requests-remaining"] == "9"
+        remaining = 10_000 - first["counted_input"]
+        assert h["anthropic-ratelimit-input-tokens-remaining"] == str(remaining)
+        assert h["anthropic-ratelimit-output-tokens-limit"] == "2000"
+        reset = datetime.fromisoformat(h["anthropic-ratelimit-requests-reset"])
+        assert 29 < (reset - datetime.now(UTC)).total_seconds() <= 30.5
+        raw = gpt(server).chat.completions.with_raw_response.create(model="m", messages=USER)
+        h = raw.headers
+        assert (h["x-ratelimit-limit-requests"], h["x-ratelimit-remaining-requests"]) == ("10", "8")
+        assert h["x-ratelimit-limit-tokens"] == "12000"
+        used = sum(r["counted_input"] + r["output_tokens"] for r in server.requests)
+        assert int(h["x-ratelimit-remaining-tokens"]) == 12_000 - used
+        assert 29 < parse_go_duration(h["x-ratelimit-reset-requests"]) <= 30
+
+
+def test_sliding_window_limits_refuse_with_429_and_no_window_overflows() -> None:
+    limits = {"requests": 6, "output_tokens": 40, "window": 0.5}
+    refused: list[float] = []
+    with LocalAPIServer([Reply("x", output_tokens=5)] * 200, limits=limits) as server:
+        client = claude(server)
+
+        def hammer() -> None:
+            for _ in range(15):
+                try:
+                    ask_claude(client)
+                except anthropic.RateLimitError as exc:
+                    refused.append(float(exc.response.headers["retry-after"]))
+                    assert exc.body["error"]["type"] == "rate_limit_error"
+
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    log = server.requests
+    accepted = [r for r in log if r["status"] == 200]
+    assert len(log) == 60 and refused and len(accepted) + len(refused) == 60
+    assert all(0 < wait <= 0.5 for wait in refused)
+    usage = max_window_usage(log, 0.5)
+    assert usage["requests"] <= 6 and usage["output_tokens"] <= 40
+    assert usage["requests"] == 6  # the limit was reached, so the check above means something
+    assert sorted(r["index"] for r in log) == list(range(60))
+
+
+def test_retry_after_is_when_the_request_fits_and_input_counts_cache_writes() -> None:
+    with LocalAPIServer(limits={"input_tokens": 60, "window": 1.0}) as server:
+        client = claude(server)
+        ask_claude(client, "a" * 100)  # about 40 tokens
+        with pytest.raises(anthropic.RateLimitError) as caught:
+            ask_claude(client, "b" * 100)
+        wait = float(caught.value.response.headers["retry-after"])
+        assert 0.5 < wait <= 1.0
+        time.sleep(wait)
+        ask_claude(client, "c" * 100)
+        with pytest.raises(anthropic.RateLimitError, match="60 input tokens per 1 seconds"):
+            ask_claude(client, "d" * 400)  # can never fit: wait a whole window
+    assert [r["status"] for r in server.requests] == [200, 429, 200, 429]
+    assert server.requests[1]["retry_after"] == pytest.approx(wait)
+    assert max_window_usage(server.requests, 1.0)["input_tokens"] <= 60
+
+
+def test_max_window_usage_counts_accepted_requests_only() -> None:
+    def entry(t: float, status: int = 200, inp: int = 10, out: int = 1) -> dict:
+        return {"arrived": t, "status": status, "counted_input": inp, "output_tokens": out}
+
+    log = [entry(0.0), entry(0.5), entry(0.9, 429), entry(1.0), entry(1.2, inp=50), entry(3.0)]
+    assert max_window_usage(log, 1.0) == {"requests": 3, "input_tokens": 70, "output_tokens": 3}
+    assert max_window_usage(log, 0.1) == {"requests": 1, "input_tokens": 50, "output_tokens": 1}
+    assert max_window_usage([], 1.0) == {"requests": 0, "input_tokens": 0, "output_tokens": 0}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.02, "20ms"), (1, "1s"), (1.5, "1.5s"), (360, "6m0s"), (3723, "1h2m3s"), (0, "0s")],
+)
+def test_openai_reset_durations_read_like_openais(seconds: float, text: str) -> None:
+    assert go_duration(seconds) == text
+    assert parse_go_duration(text) == pytest.approx(seconds)
+
+
+# ---- usage numbers -------------------------------------------------------------------
+
+
+def test_anthropic_prompt_caching_writes_then_reads_the_marked_prefix() -> None:
+    system = [{"type": "text", "text": SYSTEM_TEXT, "cache_control": {"type": "ephemeral"}}]
+    tools = [WRITE, {**FINISH, "cache_control": {"type": "ephemeral"}}]
+    with LocalAPIServer() as server:
+        client = claude(server)
+        first = ask_claude(client, "one", system=system, tools=tools).usage
+        second = ask_claude(client, "two, longer", system=system, tools=tools).usage
+        plain = ask_claude(client, "three", system=SYSTEM_TEXT).usage
+    prefix = math.ceil(sum(len(json.dumps(block)) for block in [*tools, *system]) / 4)
+    assert first.cache_creation_input_tokens == prefix > 250
+    assert (first.cache_read_input_tokens, second.cache_creation_input_tokens) == (0, 0)
+    assert second.cache_read_input_tokens == prefix
+    body = server.requests[0]["body"]
+    whole = quarter({"system": body["system"], "messages": body["messages"], "tools": tools})
+    assert first.input_tokens == whole - prefix  # input excludes the cache, as Anthropic does
+    assert plain.cache_read_input_tokens == plain.cache_creation_input_tokens == 0
+    log = server.requests
+    assert log[0]["counted_input"] == whole  # the limit counts input + cache writes
+    assert log[1]["counted_input"] == log[1]["input_tokens"]  # ... but not cache reads
+    assert (log[1]["cache_read"], log[0]["cache_write"]) == (prefix, prefix)
+
+
+def test_openai_reports_cached_tokens_inside_prompt_tokens() -> None:
+    system = {"role": "system", "content": SYSTEM_TEXT}
+    with LocalAPIServer() as server:
+        client = gpt(server)
+        args = {"model": "gpt-test", "tools": OPENAI_TOOLS}
+        first = client.chat.completions.create(messages=[system, *USER], **args).usage
+        second = client.chat.completions.create(
+            messages=[system, {"role": "user", "content": "something else"}], **args
+        ).usage
+    assert first.prompt_tokens_details.cached_tokens == 0
+    cached = second.prompt_tokens_details.cached_tokens
+    assert cached >= quarter(system) and cached < second.prompt_tokens
+    body = server.requests[1]["body"]
+    assert second.prompt_tokens == quarter({"messages": body["messages"], "tools": body["tools"]})
+    assert server.requests[1]["input_tokens"] == second.prompt_tokens - cached  # pd's Usage
+    assert server.requests[1]["counted_input"] == second.prompt_tokens
+
+
+def test_output_mode_max_always_spends_max_tokens() -> None:
+    with LocalAPIServer(output_mode="max") as server:
+        assert ask_claude(claude(server), max_tokens=321).usage.output_tokens == 321
+        assert ask_gpt(gpt(server), max_completion_tokens=123).usage.completion_tokens == 123
+        assert (
+            ask_gpt(gpt(server), max_completion_tokens=None, max_tokens=77).usage.completion_tokens
+            == 77
+        )
+    with LocalAPIServer([Reply("x", output_tokens=500)]) as server:
+        assert ask_claude(claude(server), max_tokens=100).usage.output_tokens == 100  # capped
+
+
+# ---- faults --------------------------------------------------------------------------
+
+
+def test_injected_faults_have_the_real_shapes() -> None:
+    faults = [Fault("429", retry_after=1.5), Fault("529"), Fault("500"), Fault("400")]
+    faults += [Fault("spend_limit"), Fault("529"), Fault("spend_limit"), Fault("malformed")]
+    with LocalAPIServer(["kept"], faults=faults) as server:
+        client, other = claude(server), gpt(server)
+        with pytest.raises(anthropic.RateLimitError) as limited:
+            ask_claude(client)
+        assert limited.value.response.headers["retry-after"] == "1.5"
+        assert limited.value.response.headers["retry-after-ms"] == "1500"
+        with pytest.raises(anthropic.InternalServerError) as overloaded:
+            ask_claude(client)
+        assert overloaded.value.status_code == 529
+        assert overloaded.value.body["error"]["type"] == "overloaded_error"
+        with pytest.raises(anthropic.InternalServerError, match="Internal server error"):
+            ask_claude(client)
+        with pytest.raises(anthropic.BadRequestError, match="prompt is too long"):
+            ask_claude(client)
+        with pytest.raises(anthropic.RateLimitError) as spend:
+            ask_claude(client)
+        assert spend.value.error_code == "enforced_spend_limit_reached"
+        assert "API usage limits" in spend.value.body["error"]["message"]
+        with pytest.raises(openai.InternalServerError) as busy:
+            ask_gpt(other)
+        assert busy.value.status_code == 503
+        with pytest.raises(openai.RateLimitError) as quota:
+            ask_gpt(other)
+        assert quota.value.code == "insufficient_quota"
+        with pytest.raises(ValueError):  # broken JSON in a 200
+            ask_gpt(other)
+        assert ask_gpt(other).choices[0].message.content == "kept"  # malformed kept the reply
+    statuses = [r["status"] for r in server.requests]
+    assert statuses == [429, 529, 500, 400, 429, 503, 429, 200, 200]
+    assert [r["fault"] for r in server.requests][:2] == ["429", "529"]
+    assert server.requests[0]["retry_after"] == 1.5
+
+
+def test_slow_fault_outlasts_a_client_timeout() -> None:
+    with LocalAPIServer(
+        faults=lambda i, api, body: Fault("slow", delay=1.0) if i == 0 else None
+    ) as s:
+        started = time.monotonic()
+        with pytest.raises(openai.APITimeoutError):
+            ask_gpt(gpt(s, timeout=0.2))
+        assert time.monotonic() - started < 0.9
+        assert ask_gpt(gpt(s)).choices[0].message.content == "ok"
+
+
+# ---- transport -----------------------------------------------------------------------
+
+
+def test_keep_alive_serves_several_requests_on_one_connection() -> None:
+    with LocalAPIServer(["a", "b"]) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        body = json.dumps({"model": "m", "max_tokens": 5, "messages": USER})
+        texts, sockets = [], []
+        for _ in range(2):
+            conn.request("POST", "/v1/messages", body, {"x-api-key": KEY})
+            response = conn.getresponse()
+            assert response.status == 200 and response.getheader("connection") != "close"
+            texts.append(json.loads(response.read())["content"][0]["text"])
+            sockets.append(conn.sock)
+        conn.request("GET", "/v1/models", headers={"x-api-key": KEY})
+        missing = conn.getresponse()
+        assert missing.status == 404 and json.loads(missing.read())["type"] == "error"
+        conn.close()
+    assert texts == ["a", "b"] and sockets[0] is sockets[1] is not None
+
+
+def test_standalone_server_from_the_command_line(tmp_path: Path) -> None:
+    replies = tmp_path / "replies.json"
+    replies.write_text(json.dumps([{"text": "from file", "tool_calls": [{"name": "finish"}]}]))
+    cmd = [sys.executable, "-m", "orchestrator.apiserver", "--port", "0", "--api-key", "k1"]
+    cmd += ["--limits", "requests=3,window=60", "--replies", str(replies)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("listening on http://127.0.0.1:"), proc.stderr.read()
+        url = line.split()[2]
+        client = openai.OpenAI(api_key="k1", base_url=url + "/v1", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(model="m", messages=USER)
+        message = raw.parse().choices[0].message
+        assert message.content == "from file" and message.tool_calls[0].function.name == "finish"
+        assert raw.headers["x-ratelimit-remaining-requests"] == "2"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
