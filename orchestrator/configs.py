@@ -35,6 +35,7 @@ def worker_config(
         setup=mission.setup,
         port_base=mission.port_base + index * mission.port_stride,
         context_limit=plan.provider.context_limit(model),
+        record=plan.record,
     ).to_dict()
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from orchestrator import control
+from orchestrator import control, recorder
 from orchestrator.configs import (
     MERGER,
     merger_config,
@@ -82,6 +82,7 @@ class Coordinator:
         self.merges = MergeQueue()
         self.abort_reason: str | None = None
         self.desk = make_desk(plan)
+        self.halt_reason: str | None = None
         self.ready_since: dict[str, float] = {}  # monotonic: ready -> started = waited
         self.assigned_at: dict[str, float] = {}  # Assign sent -> started = dispatch
         self.root = plan.worktree_root / store.run_id
@@ -139,13 +140,15 @@ class Coordinator:
     def _finished(self) -> bool:
         if self.abort_reason:
             return True
-        if self._out_of_budget():  # no new work; what is running and merging finishes
+        if self._halted():  # no new work; what is running and merging finishes
             running = any(t.state is TaskState.RUNNING for t in self.graph)
             return not running and self.merges.idle
         return (self.graph.done() and self.merges.idle) or self._stalled()
 
-    def _out_of_budget(self) -> bool:
-        return self.desk is not None and self.desk.exhausted is not None
+    def _halted(self) -> str | None:
+        """Why no new work may start: the budget is spent, or the provider refused us."""
+        budget = self.desk.exhausted if self.desk is not None else None
+        return budget or self.halt_reason
 
     def _stalled(self) -> bool:
         """No live worker can take any task that is still waiting: the run cannot go on."""
@@ -183,20 +186,23 @@ class Coordinator:
             ]
             self.graph.abort_all()
             self.emit("run_aborted", reason=self.abort_reason, tasks=changed)
-        elif self._out_of_budget():
+        elif halted := self._halted():
             stopped = [t.id for t in self.graph if t.state is TaskState.PENDING]
             self.graph.abort_all()
-            self.emit("run_stopped", reason=self.desk.exhausted, tasks=stopped)  # type: ignore[union-attr]
+            self.emit("run_stopped", reason=halted, tasks=stopped)
         elif self._stalled():
             self.emit("run_stalled", reason="no live worker can take the remaining tasks")
             self.graph.abort_all()
         self._teardown()
+        if self.plan.record and (cassette := recorder.assemble(self.store.dir)):
+            self.emit("cassette_recorded", path=str(cassette))
         counts = self.graph.counts()
         merged_all = counts.get("merged", 0) == len(self.graph)
         code = 130 if self.abort_reason else (0 if merged_all else 1)
         status = "aborted" if self.abort_reason else ("finished" if merged_all else "failed")
-        if self._out_of_budget() and not self.abort_reason and not merged_all:
-            status = "budget exhausted"
+        if self._halted() and not self.abort_reason and not merged_all:
+            budget = self.desk is not None and self.desk.exhausted
+            status = "budget exhausted" if budget else "stopped"
         self.emit("run_finished", status=status, exit_code=code, head=self.head, counts=counts)
         self._write_state(force=True, status=status, exit_code=code)
         return code
@@ -235,7 +241,7 @@ class Coordinator:
     # ---- scheduling --------------------------------------------------------------
 
     def _assign(self) -> None:
-        if self._out_of_budget():
+        if self._halted():
             return
         ready = self.graph.ready()
         now = time.monotonic()
@@ -347,6 +353,9 @@ class Coordinator:
             usage = self.desk.done(message, now)
             if usage is not None:
                 self.emit("usage", **usage, sync=False)
+            elif message.halt and not self.halt_reason:
+                self.halt_reason = message.error
+                self.emit("run_halting", reason=message.error)
             elif message.status in ("retry", "fatal"):
                 self.emit(
                     "call_failed",

@@ -56,6 +56,18 @@ FORMATS: dict[str, Any] = {
     "run_finished": lambda e: (
         f"run {e['status']} (exit code {e['exit_code']}) at {_short(e['head'])}"
     ),
+    "budget_exhausted": lambda e: f"{e['reason']}: no new calls; finished work still merges",
+    "run_halting": lambda e: f"stopping: {e['reason']}",
+    "run_stopped": lambda e: (
+        f"run stopped: {e['reason']}"
+        + (f"; not run: {', '.join(e['tasks'])}" if e.get("tasks") else "")
+    ),
+    "call_failed": lambda e: (
+        f"{e['worker']} model call failed ({e['status']}): "
+        f"{_first_line(e['error'])}"
+        + (f"; everyone waits {e['retry_after']:.1f}s" if e.get("retry_after") else "")
+    ),
+    "cassette_recorded": lambda e: f"recorded every model exchange in {e['path']}",
     "progress": lambda e: f"{e['worker']}   {e['task']}: {e['text']}",
 }
 

@@ -55,7 +55,7 @@ class ModelPrice:
     long_context: ModelPrice | None = None  # prices once the prompt passes LONG_CONTEXT
 
     def for_prompt(self, prompt_tokens: int) -> ModelPrice:
-        if False:
+        if self.long_context is not None and prompt_tokens > LONG_CONTEXT:
             return self.long_context
         return self
 

@@ -215,6 +215,7 @@ class CallDone(Message):
     retry_after: float | None = None
     headers: dict[str, str] = field(default_factory=dict)
     error: str = ""
+    halt: bool = False  # a failure no retry can cure (bad key, spend limit): stop the run
 
 
 @dataclass

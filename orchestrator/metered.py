@@ -23,6 +23,7 @@ from orchestrator.providers.errors import FatalError, RetryableError
 from orchestrator.providers.estimate import estimate_input_tokens
 
 RATE_LIMITED = {429, 529}
+HALTING = {401, 403}  # the key is wrong or lacks access: every other call would fail too
 PROVIDER_OVERHEAD = 1024  # tokens a provider may add to a prompt on its own
 
 
@@ -142,7 +143,8 @@ class MeteredProvider:
                     self.sleep(pause)
                 continue
             except FatalError as exc:
-                self.permits.done(request_id, permit_id, "fatal", error=str(exc))
+                halt = exc.spend_limit or exc.status in HALTING
+                self.permits.done(request_id, permit_id, "fatal", error=str(exc), halt=halt)
                 raise
             except BaseException as exc:
                 self.permits.done(request_id, permit_id, "fatal", error=repr(exc))

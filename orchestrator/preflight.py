@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 import shutil
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 from orchestrator.errors import BadInput
@@ -72,6 +73,7 @@ class RunPlan:
     workers: list[tuple[str, str]]
     graph: TaskGraph
     provider: ProviderPlan
+    record: bool = False  # write every model exchange into a replayable cassette
 
     def worker_roles(self) -> dict[str, str]:
         return dict(self.workers)
@@ -85,6 +87,8 @@ def build_plan(
     provider: str | None = None,
     worktrees: str | None = None,
     base_url: str | None = None,
+    budget: Decimal | None = None,
+    cassette: str | None = None,
 ) -> RunPlan:
     """Load and check a mission; raise ``BadInput`` at the first problem. The keyword
     arguments are the CLI's overrides of the mission's fields."""
@@ -92,6 +96,12 @@ def build_plan(
     where = str(mission_path)
     if provider:
         mission.provider.name = provider  # type: ignore[assignment]
+    if budget is not None:
+        if budget < 0:
+            raise BadInput("--budget", f"{budget} is not a budget", "give dollars >= 0")
+        mission.budget = budget
+    if cassette:
+        mission.provider.cassette = str(Path(cassette).expanduser().resolve())
     roles = load_roles(workspace)
     _check_roles(mission, roles, where)
     graph = _check_graph(mission, where)

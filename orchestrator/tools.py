@@ -140,6 +140,11 @@ class Toolbox:
         if handler is None or spec is None:
             names = ", ".join(s["name"] for s in _SPECS)
             return ToolResult(f"unknown tool {name!r}; available: {names}", is_error=True)
+        if set(input) == {"_raw"}:  # the provider could not decode the model's arguments
+            return ToolResult(
+                f"your arguments for {name} were not valid JSON: {str(input['_raw'])[:200]}",
+                is_error=True,
+            )
         try:
             _check_input(spec, input)
             return handler(**{k: v for k, v in input.items() if v is not None})

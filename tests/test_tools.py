@@ -362,3 +362,9 @@ def test_scrub_env_drops_secret_names() -> None:
         "SLACK_TOKEN": "t",
     }
     assert scrub_env(env) == {"PATH": "/bin", "HOME": "/h"}
+
+
+def test_undecodable_arguments_are_explained_to_the_model(tmp_path: Path) -> None:
+    result = Toolbox(tmp_path).call("write_file", {"_raw": '{"path": "a.txt", "cont'})
+    assert result.is_error and "not valid JSON" in result.content
+    assert not (tmp_path / "a.txt").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +35,29 @@ def run(
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Use at most N workers.")] = None,
     provider: Annotated[str | None, typer.Option(help="Override the mission's provider.")] = None,
+    budget: Annotated[
+        str | None, typer.Option(help="Most the run may spend, in USD (e.g. 5 or 2.50).")
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            help="API server URL: an OpenAI-compatible one (Ollama, vLLM, llama.cpp) or a proxy.",
+            rich_help_panel=ADVANCED,
+        ),
+    ] = None,
+    record: Annotated[
+        bool,
+        typer.Option(
+            help="Write every model exchange into a cassette for offline replay.",
+            rich_help_panel=ADVANCED,
+        ),
+    ] = False,
+    cassette: Annotated[
+        str | None,
+        typer.Option(
+            help="Replay this cassette (with --provider scripted).", rich_help_panel=ADVANCED
+        ),
+    ] = None,
     worktrees: Annotated[
         str | None,
         typer.Option(
@@ -50,11 +74,29 @@ def run(
     """Run a mission on a repository until every task is merged, failed or aborted."""
     home = workspace()
     path = resolve_mission_path(mission)
+    options = {
+        "repo": repo,
+        "workers": workers,
+        "provider": provider,
+        "budget": budget,
+        "base-url": base_url,
+        "cassette": cassette,
+        "worktrees": worktrees,
+    }
     plan = build_plan(
-        path, home, repo_arg=repo, workers=workers, provider=provider, worktrees=worktrees
+        path,
+        home,
+        repo_arg=repo,
+        workers=workers,
+        provider=provider,
+        worktrees=worktrees,
+        base_url=base_url,
+        budget=_dollars(budget),
+        cassette=cassette,
     )
+    plan.record = record
     if detach:
-        return _detach(mission, repo, workers, provider, worktrees)
+        return _detach(mission, options, record)
     return execute(plan, RunStore.create(home, run_id), verbose=verbose, quiet=quiet)
 
 
@@ -70,6 +112,10 @@ def execute(plan: RunPlan, store: RunStore, verbose: bool = False, quiet: bool =
             "workers": len(plan.workers),
             "worktrees": str(plan.worktree_root / store.run_id),
             "worktree_root": str(plan.worktree_root),
+            "budget": None if plan.mission.budget is None else str(plan.mission.budget),
+            "base_url": plan.provider.base_url,
+            "cassette": str(plan.provider.cassette) if plan.provider.cassette else None,
+            "record": plan.record,
             "provider": plan.mission.provider.name,
         },
     )
@@ -86,25 +132,15 @@ def execute(plan: RunPlan, store: RunStore, verbose: bool = False, quiet: bool =
     return code
 
 
-def _detach(
-    mission: str,
-    repo: str | None,
-    workers: int | None,
-    provider: str | None,
-    worktrees: str | None,
-) -> int:
+def _detach(mission: str, options: dict[str, object], record: bool) -> int:
     """Start the same command in its own session, so closing the terminal doesn't stop it."""
     run_id = new_run_id()
     args = [sys.executable, "-m", "orchestrator", "run", mission, "--quiet", "--run-id", run_id]
-    options = {
-        "--repo": repo,
-        "--workers": workers,
-        "--provider": provider,
-        "--worktrees": worktrees,
-    }
     for flag, value in options.items():
         if value is not None:
-            args += [flag, str(value)]
+            args += [f"--{flag}", str(value)]
+    if record:
+        args.append("--record")
     log = RunStore.create(workspace(), run_id).dir / "logs" / "console.log"
     with open(log, "ab") as out:
         subprocess.Popen(
@@ -120,6 +156,17 @@ def _detach(
         f"`pd status --watch` or `pd logs --follow`; stop it with `pd abort`"
     )
     return 0
+
+
+def _dollars(text: str | None) -> Decimal | None:
+    if text is None:
+        return None
+    try:
+        return Decimal(text.lstrip("$"))
+    except InvalidOperation:
+        raise BadInput(
+            "--budget", f"{text!r} is not an amount of dollars", "give a number such as 5 or 2.50"
+        ) from None
 
 
 def resume(
@@ -138,7 +185,12 @@ def resume(
         repo_arg=info["repo"],
         workers=info["workers"],
         worktrees=info.get("worktree_root"),
+        provider=info.get("provider"),
+        base_url=info.get("base_url"),
+        budget=_dollars(info.get("budget")),
+        cassette=info.get("cassette"),
     )
+    plan.record = bool(info.get("record"))
     merged = rebuild(plan.graph, store.events(), plan.repo, plan.start_head)
     if plan.graph.done():
         console.print(f"run {store.run_id} has nothing left to do ({merged} tasks merged)")

@@ -1,0 +1,217 @@
+"""Real providers end to end: pd's workers drive the real anthropic and openai SDKs
+against the local API server, through the shared limiter and ledger."""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.apiserver import Fault, LocalAPIServer, Reply
+from orchestrator.ledger import PriceTable, cost
+from orchestrator.providers.base import Usage
+from tests.conftest import pd, run_git, write_mission
+
+pytestmark = pytest.mark.slow
+MODEL = "claude-haiku-4-5"
+
+
+def task_of(body: dict[str, Any]) -> str:
+    """The task id, read from the prompt pd wrote ("# Task <id>: ...")."""
+    for message in body["messages"]:
+        content = message["content"]
+        text = content if isinstance(content, str) else json.dumps(content)
+        if found := re.search(r"# Task (\S+):", text):
+            return found.group(1)
+    raise AssertionError("no task in the prompt")
+
+
+def writer(turns_before_finish: int = 1) -> Any:
+    """Each task writes <task>.txt, then finishes (or never, with a huge count)."""
+
+    def reply(api: str, body: dict[str, Any]) -> Reply:
+        task = task_of(body)
+        done = sum(1 for m in body["messages"] if m["role"] == "assistant")
+        if done < turns_before_finish:
+            return Reply(
+                tool_calls=[("write_file", {"path": f"{task}.txt", "content": f"{task} {done}\n"})]
+            )
+        return Reply(tool_calls=[("finish", {"summary": f"{task} written"})])
+
+    return reply
+
+
+def run(
+    tmp_path: Path,
+    project: Path,
+    server: LocalAPIServer,
+    tasks: list[str],
+    provider: str = "anthropic",
+    key: str | None = "test-key",
+    *extra: str,
+    **fields: Any,
+) -> tuple[Any, Path]:
+    url = server.url + ("/v1" if provider == "openai" else "")
+    model = MODEL if provider == "anthropic" else "gpt-4.1-mini"
+    mission = write_mission(
+        tmp_path / "m",
+        [{"id": t, "title": t} for t in tasks],
+        {},
+        provider={"name": provider, "model": model, "max_tokens": 1000, "base_url": url},
+        **fields,
+    )
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {"PD_HOME": str(home), "ANTHROPIC_API_KEY": "", "OPENAI_API_KEY": ""}
+    env[f"{provider.upper()}_API_KEY"] = key or ""
+    result = pd("run", str(mission), "--repo", str(project), *extra, cwd=home, env=env, timeout=180)
+    return result, home
+
+
+def final_state(home: Path) -> dict[str, Any]:
+    run_dir = sorted((home / ".pd" / "runs").iterdir())[-1]
+    return json.loads((run_dir / "state.json").read_text())
+
+
+def server_cost(server: LocalAPIServer, model: str) -> Decimal:
+    price = PriceTable.load().price(model)
+    total = Decimal(0)
+    for entry in server.requests:
+        if entry["status"] == 200:
+            total += cost(
+                Usage(
+                    entry["input_tokens"],
+                    entry["output_tokens"],
+                    entry["cache_write"],
+                    entry["cache_read"],
+                ),
+                price,
+            )
+    return total
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_tasks_complete_and_the_ledger_matches_the_server(
+    provider: str, project: Path, tmp_path: Path
+) -> None:
+    with LocalAPIServer(writer()) as server:
+        result, home = run(tmp_path, project, server, ["a", "b", "c"], provider)
+    assert result.returncode == 0, result.stdout + result.stderr
+    tree = run_git(project, "ls-tree", "--name-only", "main").split()
+    assert {"a.txt", "b.txt", "c.txt"} <= set(tree)
+    spend = final_state(home)["permits"]["spend"]
+    model = MODEL if provider == "anthropic" else "gpt-4.1-mini"
+    assert Decimal(spend["spent"]) == server_cost(server, model) > 0
+    assert spend["run"]["calls"] == sum(e["status"] == 200 for e in server.requests)
+    assert set(spend["task"]) == {"a", "b", "c"}
+
+
+def test_budget_holds_and_the_run_stops_cleanly(project: Path, tmp_path: Path) -> None:
+    budget = Decimal("0.03")
+    with LocalAPIServer(writer(turns_before_finish=10_000), output_mode="max") as server:
+        result, home = run(
+            tmp_path, project, server, ["a", "b"], "anthropic", "test-key", "--budget", str(budget)
+        )
+    assert result.returncode == 1, result.stdout + result.stderr
+    state = final_state(home)
+    assert state["status"] == "budget exhausted"
+    spent = Decimal(state["permits"]["spend"]["spent"])
+    assert spent == server_cost(server, MODEL)
+    assert 0 < spent <= budget
+    assert "budget exhausted" in result.stdout
+
+
+def test_a_storm_of_429s_pauses_everyone_and_every_task_completes(
+    project: Path, tmp_path: Path
+) -> None:
+    retry_after = 1.0
+    storm = lambda index, api, body: (
+        Fault("429", retry_after=retry_after) if index % 3 == 1 else None
+    )
+    with LocalAPIServer(writer(), faults=storm) as server:
+        result, _ = run(tmp_path, project, server, ["a", "b", "c", "d"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = server.requests
+    limited = [e for e in log if e["status"] == 429]
+    assert limited
+    slack = 0.3  # a call already granted when the 429 came may still arrive
+    for e in limited:
+        early = [r for r in log if e["arrived"] + slack < r["arrived"] < e["arrived"] + retry_after]
+        assert not early, f"requests {[r['index'] for r in early]} ignored retry-after"
+
+
+def test_missing_key_is_one_line_exit_2(project: Path, tmp_path: Path) -> None:
+    with LocalAPIServer(writer()) as server:
+        result, home = run(tmp_path, project, server, ["a"], "anthropic", None)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ANTHROPIC_API_KEY is not set" in lines[0]
+    assert not server.requests and not (home / ".pd").exists()
+
+
+def test_unknown_model_fails_closed(project: Path, tmp_path: Path) -> None:
+    mission = write_mission(
+        tmp_path / "m",
+        [{"id": "a", "title": "a"}],
+        {},
+        provider={"name": "anthropic", "model": "claude-imaginary-9"},
+    )
+    result = pd(
+        "run",
+        str(mission),
+        "--repo",
+        str(project),
+        cwd=tmp_path,
+        env={"ANTHROPIC_API_KEY": "k", "PD_HOME": str(tmp_path)},
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown model 'claude-imaginary-9'" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_wrong_key_stops_the_run_with_the_providers_message(project: Path, tmp_path: Path) -> None:
+    with LocalAPIServer(writer(), api_key="the-right-key") as server:
+        result, home = run(tmp_path, project, server, ["a", "b", "c"], "anthropic", "wrong")
+    assert result.returncode == 1
+    out = result.stdout + result.stderr
+    assert "401" in out and "Traceback" not in out
+    assert final_state(home)["status"] == "stopped"
+    assert len(server.requests) <= 2  # one per worker at most: no retry of a bad key
+
+
+def test_record_then_replay_offline(project: Path, tmp_path: Path) -> None:
+    with LocalAPIServer(writer()) as server:
+        result, home = run(
+            tmp_path, project, server, ["a", "b"], "anthropic", "test-key", "--record"
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    cassette = sorted((home / ".pd" / "runs").iterdir())[-1] / "recorded.cassette.json"
+    recorded = json.loads(cassette.read_text())
+    assert set(recorded["tasks"]) == {"a", "b"}
+
+    replay_repo = tmp_path / "replay"
+    run_git(tmp_path, "clone", "-q", str(project), str(replay_repo))
+    run_git(replay_repo, "reset", "-q", "--hard", "HEAD~0")
+    first = run_git(project, "rev-list", "--max-parents=0", "main")
+    run_git(replay_repo, "reset", "-q", "--hard", first)
+    mission = tmp_path / "m" / "mission.json"
+    again = pd(
+        "run",
+        str(mission),
+        "--repo",
+        str(replay_repo),
+        "--provider",
+        "scripted",
+        "--cassette",
+        str(cassette),
+        cwd=tmp_path,
+        env={"PD_HOME": str(tmp_path / "h2")},
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    tree = run_git(replay_repo, "ls-tree", "--name-only", "HEAD").split()
+    assert {"a.txt", "b.txt"} <= set(tree)
