@@ -82,6 +82,8 @@ class Coordinator:
         self.merges = MergeQueue()
         self.abort_reason: str | None = None
         self.desk = make_desk(plan)
+        if self.desk is not None:
+            self.desk.replay(store.events())  # a resumed run keeps what it already spent
         self.halt_reason: str | None = None
         self.ready_since: dict[str, float] = {}  # monotonic: ready -> started = waited
         self.assigned_at: dict[str, float] = {}  # Assign sent -> started = dispatch
@@ -353,6 +355,13 @@ class Coordinator:
             usage = self.desk.done(message, now)
             if usage is not None:
                 self.emit("usage", **usage, sync=False)
+                if "overrun" in usage:
+                    self.emit(
+                        "budget_overrun",
+                        worker=slot.id,
+                        task=usage["task"],
+                        amount=usage["overrun"],
+                    )
             elif message.halt and not self.halt_reason:
                 self.halt_reason = message.error
                 self.emit("run_halting", reason=message.error)

@@ -191,6 +191,7 @@ class AcquireTokens(Message):
 class Grant(Message):
     request_id: int
     permit_id: int
+    queued: float = 0.0  # seconds the request waited for room in the limiter
 
 
 @dataclass
@@ -216,6 +217,7 @@ class CallDone(Message):
     headers: dict[str, str] = field(default_factory=dict)
     error: str = ""
     halt: bool = False  # a failure no retry can cure (bad key, spend limit): stop the run
+    permit_rtt: float | None = None  # seconds the permit took, less its time in the queue
 
 
 @dataclass

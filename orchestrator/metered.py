@@ -46,6 +46,7 @@ class PermitClient:
         self._ids = itertools.count(1)
         self._waiting: dict[int, _Waiting] = {}
         self._lock = threading.Lock()
+        self.last_rtt: float | None = None
 
     def deliver(self, answer: Grant | Deny) -> None:
         """Called from the reader thread."""
@@ -58,6 +59,7 @@ class PermitClient:
     def acquire(self, ask: dict, should_stop: Callable[[], bool]) -> tuple[int, int]:
         """Block until granted; returns (request id, permit id). Raises on denial or stop."""
         request_id = next(self._ids)
+        started = time.perf_counter()
         waiting = _Waiting(threading.Event())
         with self._lock:
             self._waiting[request_id] = waiting
@@ -76,6 +78,7 @@ class PermitClient:
                 raise BudgetExhausted(answer.reason)
             raise ProviderError(answer.reason)
         assert isinstance(answer, Grant)
+        self.last_rtt = time.perf_counter() - started - answer.queued
         return request_id, answer.permit_id
 
     def done(self, request_id: int, permit_id: int, status: str, **details: object) -> None:

@@ -31,6 +31,7 @@ class _Call:
     reservation: Reservation | None
     permit: Permit | None = None
     wake: float = 0.0
+    asked: float = 0.0
 
     @property
     def key(self) -> str:
@@ -55,7 +56,7 @@ class PermitDesk:
             if reservation is None:
                 self.exhausted = self.exhausted or self._budget_text(amount)
                 return Deny(request_id=ask.request_id, reason=self.exhausted, budget=True)
-        call = _Call(ask, role, reservation)
+        call = _Call(ask, role, reservation, asked=now)
         if any(w.key == call.key for w in self._waiting):
             self._waiting.append(call)  # behind earlier requests of the same key
             return None
@@ -77,7 +78,12 @@ class PermitDesk:
         return out
 
     def next_wake(self) -> float | None:
-        return min((c.wake for c in self._waiting), default=None)
+        """When the loop must look again: the earliest head of a key's queue (the calls
+        behind a head wait for it, whatever their own sizes)."""
+        heads: dict[str, float] = {}
+        for call in self._waiting:
+            heads.setdefault(call.key, call.wake)
+        return min(heads.values(), default=None)
 
     def done(self, msg: CallDone, now: float) -> dict[str, Any] | None:
         """Settle a call; returns the usage event's data for a call that was made."""
@@ -90,15 +96,19 @@ class PermitDesk:
             usage = Usage.from_dict(msg.usage)
             self.limiter.settle_usage(call.permit.id, usage, now)
             cost = self.ledger.settle(call.reservation, usage) if call.reservation else None
-            self._calibrate(call.ask.provider, msg.headers, now)
-            return {
+            self._calibrate(call.key, msg.headers, now)
+            data = {
                 "worker": msg.worker_id,
                 "task": call.ask.task_id,
                 "role": call.role,
                 "model": call.ask.model,
                 "usage": usage.to_dict(),
                 "cost": None if cost is None else format(cost, "f"),
+                "permit_rtt": msg.permit_rtt,
             }
+            if cost is not None and call.reservation and cost > call.reservation.amount:
+                data["overrun"] = format(cost - call.reservation.amount, "f")
+            return data
         self.limiter.cancel(call.permit.id, now, sent=msg.status != "withdrawn")
         if call.reservation is not None:
             self.ledger.release(call.reservation)  # type: ignore[union-attr]
@@ -109,13 +119,27 @@ class PermitDesk:
     def worker_lost(self, worker_id: str, now: float) -> None:
         """A dead worker's calls: cancel its permits (sent, to be safe), free its money."""
         for (wid, request_id), call in list(self._granted.items()):
-            if wid == worker_id:
+            if wid == worker_id and call.permit is not None:
                 del self._granted[(wid, request_id)]
-                self.limiter.cancel(call.permit.id, now, sent=True)  # type: ignore[union-attr]
+                # The call may have reached the provider: keep counting what it may have
+                # used, so no window overshoots because a worker died mid-call.
+                self.limiter.settle(call.permit.id, call.ask.input_tokens, call.ask.max_output, now)
                 self._release(call)
         for call in [c for c in self._waiting if c.ask.worker_id == worker_id]:
             self._waiting.remove(call)
             self._release(call)
+
+    def replay(self, events: Any) -> None:
+        """Spend recorded before a restart (``pd resume``) still counts against the budget."""
+        if self.ledger is None:
+            return
+        for event in events:
+            if event["kind"] == "usage" and event.get("model") in self.ledger.prices:
+                reservation = self.ledger.reserve(
+                    event["worker"], event["role"], event["task"], event["model"], Decimal(0)
+                )
+                if reservation is not None:
+                    self.ledger.settle(reservation, Usage.from_dict(event["usage"]))
 
     def view(self) -> dict[str, Any]:
         spend = self.ledger.totals() if self.ledger is not None else {}
@@ -137,7 +161,9 @@ class PermitDesk:
         if isinstance(got, Permit):
             call.permit = got
             self._granted[(call.ask.worker_id, call.ask.request_id)] = call
-            return Grant(request_id=call.ask.request_id, permit_id=got.id)
+            return Grant(
+                request_id=call.ask.request_id, permit_id=got.id, queued=max(0.0, now - call.asked)
+            )
         call.wake = got
         if queue:
             self._waiting.append(call)

@@ -129,9 +129,10 @@ def test_a_storm_of_429s_pauses_everyone_and_every_task_completes(
     project: Path, tmp_path: Path
 ) -> None:
     retry_after = 1.0
-    storm = lambda index, api, body: (
-        Fault("429", retry_after=retry_after) if index % 3 == 1 else None
-    )
+
+    def storm(index: int, api: str, body: dict[str, Any]) -> Fault | None:
+        return Fault("429", retry_after=retry_after) if index % 3 == 1 else None
+
     with LocalAPIServer(writer(), faults=storm) as server:
         result, _ = run(tmp_path, project, server, ["a", "b", "c", "d"])
     assert result.returncode == 0, result.stdout + result.stderr
