@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from decimal import Decimal
 from typing import Any
 
 from orchestrator.store import RunStore
@@ -25,6 +26,7 @@ def build_report(store: RunStore) -> dict[str, Any]:
             "summary": task.get("summary", ""),
         }
     crashes, respawns, waits = [], [], []
+    spend = Spend()
     started = finished = None
     info: dict[str, Any] = defaultdict(lambda: None)
     for event in store.events():
@@ -67,6 +69,10 @@ def build_report(store: RunStore) -> dict[str, Any]:
             )
         elif kind == "worker_respawned":
             respawns.append(event["worker"])
+        elif kind == "usage":
+            spend.add(event)
+        elif kind in ("budget_exhausted", "run_stopped", "run_halting"):
+            info["stop_reason"] = info["stop_reason"] or event.get("reason")
     ordered = sorted(waits)
     return {
         "run_id": store.run_id,
@@ -80,4 +86,43 @@ def build_report(store: RunStore) -> dict[str, Any]:
         "respawns": len(respawns),
         "median_wait": ordered[len(ordered) // 2] if ordered else None,
         "critical_path": state.get("critical_path", []),
+        "spend": spend.to_dict(),
+        "budget": (state.get("permits") or {}).get("spend", {}).get("budget"),
     }
+
+
+TOKENS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
+
+
+class Spend:
+    """Tokens and dollars by worker, role, task and model, summed from usage events."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, Any] = self._row()
+        self.by: dict[str, dict[str, dict[str, Any]]] = {
+            d: defaultdict(self._row) for d in ("worker", "role", "task", "model")
+        }
+
+    @staticmethod
+    def _row() -> dict[str, Any]:
+        return {"calls": 0, **dict.fromkeys(TOKENS, 0), "cost": Decimal(0), "unpriced": 0}
+
+    def add(self, event: dict[str, Any]) -> None:
+        rows = [self.total] + [self.by[d][event.get(d) or "?"] for d in self.by]
+        for row in rows:
+            row["calls"] += 1
+            for name in TOKENS:
+                row[name] += int(event.get("usage", {}).get(name, 0))
+            if event.get("cost") is None:
+                row["unpriced"] += 1
+            else:
+                row["cost"] += Decimal(event["cost"])
+
+    def to_dict(self) -> dict[str, Any]:
+        def plain(row: dict[str, Any]) -> dict[str, Any]:
+            return {**row, "cost": format(row["cost"], "f")}
+
+        return {
+            "total": plain(self.total),
+            **{d: {k: plain(r) for k, r in sorted(rows.items())} for d, rows in self.by.items()},
+        }

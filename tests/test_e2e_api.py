@@ -108,6 +108,11 @@ def test_tasks_complete_and_the_ledger_matches_the_server(
     assert Decimal(spend["spent"]) == server_cost(server, model) > 0
     assert spend["run"]["calls"] == sum(e["status"] == 200 for e in server.requests)
     assert set(spend["task"]) == {"a", "b", "c"}
+    env = {"PD_HOME": str(home)}
+    report = json.loads(pd("report", "--json", cwd=home, env=env, check=True).stdout)
+    assert Decimal(report["spend"]["total"]["cost"]) == Decimal(spend["spent"])
+    assert report["spend"]["total"]["calls"] == spend["run"]["calls"]
+    assert f"spent ${spend['spent']}" in pd("status", cwd=home, env=env, check=True).stdout
 
 
 def test_budget_holds_and_the_run_stops_cleanly(project: Path, tmp_path: Path) -> None:

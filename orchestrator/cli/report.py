@@ -57,6 +57,9 @@ def print_report(data: dict[str, Any]) -> None:
         f"{counts}{seconds}; {data['rejections']} rejected by the gate, "
         f"{len(data['crashes'])} worker crashes, {data['respawns']} respawns"
     )
+    print_spend(data)
+    if data.get("stop_reason"):
+        console.print(f"stopped early: {data['stop_reason']}", soft_wrap=True)
     if data.get("head"):
         console.print(
             f"{data.get('target_branch')} is now at {data['head'][:10]} "
@@ -67,3 +70,29 @@ def print_report(data: dict[str, Any]) -> None:
 def _line(text: str) -> str:
     first = (text or "").strip().splitlines()
     return first[0][:90] if first else ""
+
+
+def print_spend(data: dict[str, Any]) -> None:
+    """Tokens and dollars, by role and by model, when any model call was metered."""
+    spend = data.get("spend") or {}
+    total = spend.get("total") or {}
+    if not total.get("calls"):
+        return
+    budget = f" of ${data['budget']} budget" if data.get("budget") else ""
+    console.print(
+        f"spent ${total['cost']}{budget} on {total['calls']} model calls "
+        f"({total['input_tokens']:,} input, {total['output_tokens']:,} output, "
+        f"{total['cache_read_tokens']:,} cache-read tokens)"
+    )
+    table = Table("by", "name", "calls", "input", "output", "USD")
+    for dimension in ("role", "model", "task"):
+        for name, row in spend.get(dimension, {}).items():
+            table.add_row(
+                dimension,
+                name,
+                str(row["calls"]),
+                f"{row['input_tokens']:,}",
+                f"{row['output_tokens']:,}",
+                row["cost"],
+            )
+    console.print(table)

@@ -84,6 +84,16 @@ def render(state: dict[str, Any]) -> Group:
             f"merging: {merger.get('task') or '-'}; queued: "
             f"{', '.join(merger.get('queue', [])) or '-'}"
         )
+    spend = (state.get("permits") or {}).get("spend")
+    if spend:
+        budget = f" of ${spend['budget']}" if spend.get("budget") else ""
+        lines.append(
+            f"spent ${spend['spent']}{budget} (reserved ${spend['reserved']}) on "
+            f"{spend['run']['calls']} calls; {state['permits']['in_flight']} in "
+            f"flight, {state['permits']['waiting']} waiting for a permit"
+        )
+    if (state.get("permits") or {}).get("exhausted"):
+        lines.append(state["permits"]["exhausted"])
     if state.get("hint"):
         lines.append(state["hint"])
     return Group(*lines)
