@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -221,3 +222,66 @@ def test_record_then_replay_offline(project: Path, tmp_path: Path) -> None:
     assert again.returncode == 0, again.stdout + again.stderr
     tree = run_git(replay_repo, "ls-tree", "--name-only", "HEAD").split()
     assert {"a.txt", "b.txt"} <= set(tree)
+
+
+def test_api_keys_never_reach_logs_transcripts_or_agent_commands(
+    project: Path, tmp_path: Path
+) -> None:
+    secret = "sk-ant-secret-4242"
+
+    def reply(api: str, body: dict[str, Any]) -> Reply:
+        if sum(1 for m in body["messages"] if m["role"] == "assistant") == 0:
+            return Reply(tool_calls=[("run_command", {"command": "env > env.txt"})])
+        return Reply(tool_calls=[("finish", {"summary": "looked around"})])
+
+    with LocalAPIServer(reply, api_key=secret) as server:
+        result, home = run(tmp_path, project, server, ["a"], "anthropic", secret)
+    assert result.returncode == 0, result.stdout + result.stderr
+    seen_env = run_git(project, "show", "main:env.txt")
+    assert "PD_WORKER_ID=" in seen_env and secret not in seen_env
+    for path in (home / ".pd").rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_spend_limit_is_not_retried(project: Path, tmp_path: Path) -> None:
+    with LocalAPIServer(writer(), faults=lambda i, api, body: Fault("spend_limit")) as server:
+        result, home = run(tmp_path, project, server, ["a"])
+    assert result.returncode == 1
+    assert len(server.requests) == 1
+    assert final_state(home)["status"] == "stopped"
+
+
+def test_overload_server_errors_and_malformed_replies_are_retried(
+    project: Path, tmp_path: Path
+) -> None:
+    faults = [None, Fault("529"), Fault("500"), Fault("malformed"), Fault("slow", delay=0.3)]
+    with LocalAPIServer(writer(), faults=faults) as server:
+        result, _ = run(
+            tmp_path, project, server, ["a", "b"], "anthropic", "test-key", "--workers", "1"
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    statuses = [e["status"] for e in server.requests]
+    assert statuses[1:3] == [529, 500] and statuses.count(200) >= 4
+
+
+def test_command_provider_runs_an_agent_cli_as_the_agent(project: Path, tmp_path: Path) -> None:
+    fake = Path(__file__).parent / "fake_agents" / "fake_claude.py"
+    tasks = [{"id": "a", "title": "a"}, {"id": "b", "title": "b", "deps": ["a"]}]
+    provider = {"name": "command", "agent": "claude", "executable": [sys.executable, str(fake)]}
+    mission = write_mission(tmp_path / "m", tasks, {}, provider=provider)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        "PD_HOME": str(home),
+        "FAKE_MODE": "env",
+        "ANTHROPIC_API_KEY": "for-claude",
+        "OPENAI_API_KEY": "not-for-claude",
+    }
+    result = pd("run", str(mission), "--repo", str(project), cwd=home, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    seen = json.loads(run_git(project, "show", "main:env.json"))
+    assert seen["ANTHROPIC_API_KEY"] == "for-claude" and "OPENAI_API_KEY" not in seen
+    report = json.loads(pd("report", "--json", cwd=home, env=env, check=True).stdout)
+    assert report["spend"]["total"]["calls"] == 2
+    assert report["spend"]["total"]["output_tokens"] > 0
