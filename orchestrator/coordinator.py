@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from filelock import FileLock, Timeout
@@ -85,6 +86,7 @@ class Coordinator:
         if self.desk is not None:
             self.desk.replay(store.events())  # a resumed run keeps what it already spent
         self.halt_reason: str | None = None
+        self.external_spent = Decimal(0)  # reported by command agents after their runs
         self.ready_since: dict[str, float] = {}  # monotonic: ready -> started = waited
         self.assigned_at: dict[str, float] = {}  # Assign sent -> started = dispatch
         self.root = plan.worktree_root / store.run_id
@@ -203,7 +205,7 @@ class Coordinator:
         code = 130 if self.abort_reason else (0 if merged_all else 1)
         status = "aborted" if self.abort_reason else ("finished" if merged_all else "failed")
         if self._halted() and not self.abort_reason and not merged_all:
-            budget = self.desk is not None and self.desk.exhausted
+            budget = "budget exhausted" in (self._halted() or "")
             status = "budget exhausted" if budget else "stopped"
         self.emit("run_finished", status=status, exit_code=code, head=self.head, counts=counts)
         self._write_state(force=True, status=status, exit_code=code)
@@ -341,6 +343,7 @@ class Coordinator:
                 cost=message.cost_usd,
                 sync=False,
             )
+            self._external_spend(message)
             return
         if self.desk is None:
             return
@@ -374,6 +377,18 @@ class Coordinator:
                     retry_after=message.retry_after,
                     sync=False,
                 )
+
+    def _external_spend(self, report: UsageReport) -> None:
+        """Agent CLIs report cost only after a run, so pd cannot reserve ahead: it stops
+        starting new work once the reported spend reaches the budget."""
+        budget = self.plan.mission.budget
+        if report.cost_usd is not None:
+            self.external_spent += Decimal(report.cost_usd)
+        if budget is not None and self.external_spent >= budget and not self.halt_reason:
+            self.halt_reason = (
+                f"budget exhausted: agents reported ${self.external_spent} of ${budget}"
+            )
+            self.emit("budget_exhausted", reason=self.halt_reason)
 
     def _worker_ready(self, slot: Slot, message: Ready) -> None:
         handle = self.pool.workers[slot.id]

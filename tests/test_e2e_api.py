@@ -285,3 +285,26 @@ def test_command_provider_runs_an_agent_cli_as_the_agent(project: Path, tmp_path
     report = json.loads(pd("report", "--json", cwd=home, env=env, check=True).stdout)
     assert report["spend"]["total"]["calls"] == 2
     assert report["spend"]["total"]["output_tokens"] > 0
+
+
+def test_command_agents_stop_getting_work_once_their_reported_cost_reaches_the_budget(
+    project: Path, tmp_path: Path
+) -> None:
+    fake = Path(__file__).parent / "fake_agents" / "fake_claude.py"
+    tasks = [{"id": "a", "title": "a"}, {"id": "b", "title": "b", "deps": ["a"]}]
+    provider = {"name": "command", "agent": "claude", "executable": [sys.executable, str(fake)]}
+    mission = write_mission(tmp_path / "m", tasks, {}, provider=provider, budget="0.000001")
+    home = tmp_path / "home"
+    home.mkdir()
+    result = pd(
+        "run",
+        str(mission),
+        "--repo",
+        str(project),
+        cwd=home,
+        env={"PD_HOME": str(home), "ANTHROPIC_API_KEY": "k"},
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert final_state(home)["status"] == "budget exhausted"
+    states = {t["id"]: t["state"] for t in final_state(home)["tasks"]}
+    assert states == {"a": "merged", "b": "aborted"}  # finished work still merged
