@@ -13,7 +13,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 from filelock import FileLock, Timeout
@@ -44,7 +43,7 @@ from orchestrator.messages import (
     TaskStarted,
     UsageReport,
 )
-from orchestrator.permitdesk import make_desk
+from orchestrator.metering import Metering
 from orchestrator.pool import PoolEvent, WorkerPool, child_setup, create_time_of
 from orchestrator.preflight import RunPlan
 from orchestrator.scheduling import fits, match
@@ -82,11 +81,7 @@ class Coordinator:
         self.head = plan.start_head
         self.merges = MergeQueue()
         self.abort_reason: str | None = None
-        self.desk = make_desk(plan)
-        if self.desk is not None:
-            self.desk.replay(store.events())  # a resumed run keeps what it already spent
-        self.halt_reason: str | None = None
-        self.external_spent = Decimal(0)  # reported by command agents after their runs
+        self.metering = Metering(plan, store.events(), self.emit, self.pool.send)
         self.ready_since: dict[str, float] = {}  # monotonic: ready -> started = waited
         self.assigned_at: dict[str, float] = {}  # Assign sent -> started = dispatch
         self.root = plan.worktree_root / store.run_id
@@ -150,9 +145,7 @@ class Coordinator:
         return (self.graph.done() and self.merges.idle) or self._stalled()
 
     def _halted(self) -> str | None:
-        """Why no new work may start: the budget is spent, or the provider refused us."""
-        budget = self.desk.exhausted if self.desk is not None else None
-        return budget or self.halt_reason
+        return self.metering.halted()
 
     def _stalled(self) -> bool:
         """No live worker can take any task that is still waiting: the run cannot go on."""
@@ -166,9 +159,7 @@ class Coordinator:
         self._assign()
         for event in self.pool.poll(self._timeout()):
             self._handle(event)
-        if self.desk is not None:
-            for worker_id, answer in self.desk.pump(time.monotonic()):
-                self.pool.send(worker_id, answer)
+        self.metering.pump()
         for request in control.take_requests(self.store):
             self._control(request)
         self._check_health()
@@ -177,7 +168,7 @@ class Coordinator:
 
     def _timeout(self) -> float:
         """Wake for the next queued permit on time, not at the next tick."""
-        wake = self.desk.next_wake() if self.desk is not None else None
+        wake = self.metering.next_wake()
         return TICK if wake is None else max(0.0, min(TICK, wake - time.monotonic()))
 
     def _finish(self) -> int:
@@ -324,71 +315,10 @@ class Coordinator:
         elif isinstance(message, TaskDone):
             self._task_done(slot, message)
         elif isinstance(message, AcquireTokens | CallDone | UsageReport):
-            self._metering(slot, message)
+            self.metering.handle(slot.id, slot.role, message)
         elif isinstance(message, TaskFailed):
             self._release(slot, message.task_id)
             self._attempt_failed(message.task_id, message.reason, message.handoff, worker=slot.id)
-
-    def _metering(self, slot: Slot, message: Message) -> None:
-        """Permits and usage: the limiter and ledger see every call of every worker."""
-        now = time.monotonic()
-        if isinstance(message, UsageReport):  # a command agent, accounted afterwards
-            self.emit(
-                "usage",
-                worker=slot.id,
-                task=message.task_id,
-                role=slot.role,
-                model=message.model,
-                usage=message.usage,
-                cost=message.cost_usd,
-                sync=False,
-            )
-            self._external_spend(message)
-            return
-        if self.desk is None:
-            return
-        if isinstance(message, AcquireTokens):
-            was = self.desk.exhausted
-            answer = self.desk.ask(message, slot.role, now)
-            if answer is not None:
-                self.pool.send(slot.id, answer)
-            if self.desk.exhausted and not was:
-                self.emit("budget_exhausted", reason=self.desk.exhausted)
-        elif isinstance(message, CallDone):
-            usage = self.desk.done(message, now)
-            if usage is not None:
-                self.emit("usage", **usage, sync=False)
-                if "overrun" in usage:
-                    self.emit(
-                        "budget_overrun",
-                        worker=slot.id,
-                        task=usage["task"],
-                        amount=usage["overrun"],
-                    )
-            elif message.halt and not self.halt_reason:
-                self.halt_reason = message.error
-                self.emit("run_halting", reason=message.error)
-            elif message.status in ("retry", "fatal"):
-                self.emit(
-                    "call_failed",
-                    worker=slot.id,
-                    status=message.status,
-                    error=message.error,
-                    retry_after=message.retry_after,
-                    sync=False,
-                )
-
-    def _external_spend(self, report: UsageReport) -> None:
-        """Agent CLIs report cost only after a run, so pd cannot reserve ahead: it stops
-        starting new work once the reported spend reaches the budget."""
-        budget = self.plan.mission.budget
-        if report.cost_usd is not None:
-            self.external_spent += Decimal(report.cost_usd)
-        if budget is not None and self.external_spent >= budget and not self.halt_reason:
-            self.halt_reason = (
-                f"budget exhausted: agents reported ${self.external_spent} of ${budget}"
-            )
-            self.emit("budget_exhausted", reason=self.halt_reason)
 
     def _worker_ready(self, slot: Slot, message: Ready) -> None:
         handle = self.pool.workers[slot.id]
@@ -511,8 +441,7 @@ class Coordinator:
         slot = self.slots[worker_id]
         task = slot.task
         slot.task, slot.crashes = None, slot.crashes + 1
-        if self.desk is not None:
-            self.desk.worker_lost(worker_id, time.monotonic())
+        self.metering.worker_lost(worker_id)
         self.emit("worker_crashed", worker=worker_id, exitcode=exitcode, task=task)
         if task is not None:
             self._attempt_failed(
@@ -530,8 +459,7 @@ class Coordinator:
         self.emit("worker_respawned", worker=worker_id, pid=handle.pid, restarts=handle.restarts)
 
     def _retire(self, slot: Slot) -> None:
-        if self.desk is not None:
-            self.desk.worker_lost(slot.id, time.monotonic())
+        self.metering.worker_lost(slot.id)
         if slot.id in self.pool.workers:
             self.pool.remove(slot.id)
         slot.state, slot.task = "retired", None

@@ -54,7 +54,7 @@ def run_snapshot(
         "tasks": run.graph.snapshot(),
         "counts": run.graph.counts(),
         "critical_path": run.graph.critical_path(),
-        **({"permits": run.desk.view()} if run.desk is not None else {}),
+        **({"permits": view} if (view := run.metering.view()) is not None else {}),
     }
 
 
