@@ -9,6 +9,7 @@ stream of small ones. Afterwards the real usage settles both.
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.ledger import CostLedger, Reservation, worst_case
 from orchestrator.messages import AcquireTokens, CallDone, Deny, Grant, Message
 from orchestrator.providers.base import Usage
-from orchestrator.ratelimit import BucketLimits, Permit, RateLimiter
+from orchestrator.ratelimit import BucketLimits, Permit, RateLimiter, parse_go_duration
 
 if TYPE_CHECKING:
     from orchestrator.preflight import RunPlan
@@ -242,23 +243,6 @@ def parse_ratelimit_headers(
     left = h.get("x-ratelimit-remaining-requests")
     if left is not None and left.isdigit():
         remaining["requests"] = int(left)
-        if "x-ratelimit-reset-requests" in h:
-            resets["requests"] = parse_duration(h["x-ratelimit-reset-requests"])
+        with suppress(ValueError):  # no (or an unreadable) reset: a whole window is assumed
+            resets["requests"] = parse_go_duration(h.get("x-ratelimit-reset-requests", ""))
     return remaining, resets
-
-
-def parse_duration(text: str) -> float:
-    """OpenAI's reset durations: ``1s``, ``6m0s``, ``20ms``, ``1h2m3.5s``."""
-    total, number = 0.0, ""
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch.isdigit() or ch == ".":
-            number += ch
-            i += 1
-            continue
-        unit = "ms" if text[i : i + 2] == "ms" else ch
-        total += float(number or 0) * units.get(unit, 0.0)
-        number, i = "", i + len(unit)
-    return total

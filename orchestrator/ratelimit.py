@@ -356,3 +356,25 @@ def _scope(key: str) -> list[str]:
     """The bucket names a key is checked against: its provider, then the key itself."""
     provider = key.split("/", 1)[0]
     return [provider] if provider == key else [provider, key]
+
+
+def parse_go_duration(text: str) -> float:
+    """Go-style durations as OpenAI's rate-limit reset headers give them: ``1s``,
+    ``6m0s``, ``20ms``, ``1h2m3.5s``. Anything else is a ValueError."""
+    total, number = 0.0, ""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch.isdigit() or ch == ".":
+            number += ch
+            i += 1
+            continue
+        unit = "ms" if text.startswith("ms", i) else ch
+        if unit not in units or not number:
+            raise ValueError(f"not a duration: {text!r}")
+        total += float(number) * units[unit]
+        number, i = "", i + len(unit)
+    if number:
+        raise ValueError(f"not a duration: {text!r}")
+    return total

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from orchestrator.ledger import CostLedger, PriceTable, cost
 from orchestrator.messages import AcquireTokens, CallDone, Deny, Grant
-from orchestrator.permitdesk import PermitDesk, parse_duration, parse_ratelimit_headers
+from orchestrator.permitdesk import PermitDesk, parse_ratelimit_headers
 from orchestrator.providers.base import Usage
 from orchestrator.ratelimit import BucketLimits, RateLimiter
 
@@ -121,9 +121,3 @@ def test_rate_limit_headers_of_both_providers() -> None:
         {"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "6m0s"}, 0.0
     )
     assert remaining == {"requests": 3} and resets == {"requests": 360.0}
-
-
-def test_durations() -> None:
-    assert parse_duration("20ms") == 0.02
-    assert parse_duration("1h2m3.5s") == 3723.5
-    assert parse_duration("1s") == 1.0

@@ -12,6 +12,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from orchestrator.ratelimit import parse_go_duration  # noqa: F401 - part of this API
+
 BUCKETS = ("requests", "input_tokens", "output_tokens")
 
 
@@ -108,24 +110,3 @@ def go_duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes}m{text}"
     return f"{minutes}m{text}" if minutes else text
-
-
-def parse_go_duration(text: str) -> float:
-    """The inverse of ``go_duration`` (for tests and for limiters reading the headers)."""
-    total, number = 0.0, ""
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch.isdigit() or ch == ".":
-            number += ch
-            i += 1
-            continue
-        unit = "ms" if text.startswith("ms", i) else ch
-        if unit not in units or not number:
-            raise ValueError(f"not a duration: {text!r}")
-        total += float(number) * units[unit]
-        number, i = "", i + len(unit)
-    if number:
-        raise ValueError(f"not a duration: {text!r}")
-    return total
