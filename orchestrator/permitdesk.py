@@ -9,8 +9,8 @@ stream of small ones. Afterwards the real usage settles both.
 from __future__ import annotations
 
 import time
-from contextlib import suppress
 from collections import deque
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
