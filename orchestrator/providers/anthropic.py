@@ -16,6 +16,7 @@ from orchestrator.providers.base import ModelRequest, ModelResponse, ToolCall, U
 from orchestrator.providers.errors import (
     FatalError,
     RetryableError,
+    call_sdk,
     limit_headers,
     one_line,
     says_spend_limit,
@@ -47,22 +48,14 @@ class AnthropicProvider:
         return f"AnthropicProvider(model={self.model!r}, base_url={self.base_url!r})"
 
     def complete(self, request: ModelRequest) -> ModelResponse:
-        # Errors are raised outside the except blocks: the SDK's exception, whose request
-        # carries the key in its headers, must not ride along as __context__.
-        try:
-            raw = self._client.messages.with_raw_response.create(**self.params(request))
-        except anthropic.APIError as exc:
-            failure = self._failure(exc)
-        else:
-            headers = limit_headers(raw.headers)
-            try:
-                return _response(raw.parse(), headers)
-            except (anthropic.APIError, ValueError, TypeError, AttributeError, KeyError) as exc:
-                problem = f"{type(exc).__name__}: {self._line(exc, 200)}"
-                failure = RetryableError(
-                    f"anthropic: malformed response ({problem})", raw.status_code, None, headers
-                )
-        raise failure
+        return call_sdk(  # type: ignore[no-any-return]
+            "anthropic",
+            lambda: self._client.messages.with_raw_response.create(**self.params(request)),
+            anthropic.APIError,
+            self._failure,
+            _response,
+            self._secret,
+        )
 
     def params(self, request: ModelRequest) -> dict[str, Any]:
         """The Messages API arguments: system prompt and last tool marked for caching."""

@@ -8,7 +8,7 @@ cut out wherever it might have been echoed.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from orchestrator.errors import ProviderError
@@ -100,3 +100,32 @@ def limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
         for k, v in headers.items()
         if "ratelimit" in k.lower() or k.lower() in ("retry-after", "retry-after-ms")
     }
+
+
+def call_sdk(
+    provider: str,
+    create: Callable[[], Any],
+    sdk_error: type[Exception],
+    failure: Callable[[Any], Exception],
+    to_response: Callable[[Any, dict[str, str]], Any],
+    secret: str,
+) -> Any:
+    """One raw SDK call, its failures sorted into Retryable or Fatal.
+
+    Errors are raised outside the except blocks: the SDK's exception, whose request
+    carries the key in its headers, must not ride along as ``__context__``.
+    """
+    try:
+        raw = create()
+    except sdk_error as exc:
+        problem = failure(exc)
+    else:
+        headers = limit_headers(raw.headers)
+        try:
+            return to_response(raw.parse(), headers)
+        except (sdk_error, ValueError, TypeError, AttributeError, LookupError) as exc:
+            detail = one_line(f"{type(exc).__name__}: {exc}", secret, 200)
+            problem = RetryableError(
+                f"{provider}: malformed response ({detail})", raw.status_code, None, headers
+            )
+    raise problem

@@ -17,6 +17,7 @@ from orchestrator.providers.base import ModelRequest, ModelResponse, ToolCall, U
 from orchestrator.providers.errors import (
     FatalError,
     RetryableError,
+    call_sdk,
     limit_headers,
     one_line,
     says_spend_limit,
@@ -54,22 +55,14 @@ class OpenAIProvider:
         return f"OpenAIProvider(model={self.model!r}, base_url={self.base_url!r})"
 
     def complete(self, request: ModelRequest) -> ModelResponse:
-        # Errors are raised outside the except blocks: the SDK's exception, whose request
-        # carries the key in its headers, must not ride along as __context__.
-        try:
-            raw = self._client.chat.completions.with_raw_response.create(**self.params(request))
-        except openai.APIError as exc:
-            failure = self._failure(exc)
-        else:
-            headers = limit_headers(raw.headers)
-            try:
-                return _response(raw.parse(), headers)
-            except (openai.APIError, ValueError, TypeError, AttributeError, LookupError) as exc:
-                problem = f"{type(exc).__name__}: {self._line(exc, 200)}"
-                failure = RetryableError(
-                    f"openai: malformed response ({problem})", raw.status_code, None, headers
-                )
-        raise failure
+        return call_sdk(  # type: ignore[no-any-return]
+            "openai",
+            lambda: self._client.chat.completions.with_raw_response.create(**self.params(request)),
+            openai.APIError,
+            self._failure,
+            _response,
+            self._secret,
+        )
 
     def params(self, request: ModelRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
