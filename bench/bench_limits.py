@@ -1,21 +1,25 @@
 """Rate limits under saturation: 16 pd workers against the local API server's buckets.
 
-Run ``python bench/bench_limits.py [--quick]``. A real ``pd run`` (subprocess) of many
-small tasks, 16 ``backend-dev`` workers, the ``anthropic`` provider (the real SDK)
-pointed at a ``LocalAPIServer`` running in this process, which enforces request, input
-and output token buckets over a sliding window of a few seconds (the same numbers as the
-mission's ``rate_limits``). Printed, never asserted:
+Run ``python bench/bench_limits.py [--quick] [--trace]``. A real ``pd run`` (subprocess)
+of many small tasks, 16 ``backend-dev`` workers, the ``anthropic`` provider (the real
+SDK) pointed at a ``LocalAPIServer`` running in this process, which enforces request,
+input and output token buckets over a sliding window of a few seconds (the same numbers
+as the mission's ``rate_limits``). Printed, never asserted:
 
 - 429s the server returned because pd sent too much (not injected faults);
 - the most any sliding window held, per bucket, from the server's own log, vs the limit;
-- utilisation of the binding limit while the run is saturated;
+- utilisation of the binding limit while all 16 workers are up and have work;
 - the permit round trip (``permit_rtt`` of the ``usage`` events) vs a bare
   ``multiprocessing.Pipe`` round trip measured in the same run, idle and under load.
+
+``--trace`` also times each permit's legs, the grant-to-arrival delay the limiter's
+margin must cover, and the coordinator loop's steps (a shim in every pd process).
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import math
 import multiprocessing as mp
@@ -28,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -46,11 +50,13 @@ START_METHOD = "spawn"
 MODEL = "claude-haiku-4-5"
 WORKERS = 16
 WINDOW = 3.0  # seconds: "per minute" limits scaled to a window of a few seconds
-REQUESTS = 40  # per window: the request limit, or the pace the binding token bucket sets
-LOOSE = 1.5  # non-binding buckets allow this much more than the binding pace needs
+REQUESTS = 40  # calls per window the binding bucket allows (at the mean call size)
+LOOSE = 1.5  # the other buckets allow this much more than that pace needs
 MAX_TOKENS = 256  # what pd reserves of the output bucket per call, until the call settles
 BUCKETS = ("requests", "input_tokens", "output_tokens")
-BARS = {"utilisation": 0.95, "rtt_p99": 0.002}
+BAR_UTILISATION = 0.95
+BAR_RTT_P99 = 0.002
+PING_EVERY = 0.005  # seconds between the background Pipe pings during the run
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "bench",
     "GIT_AUTHOR_EMAIL": "bench@localhost",
@@ -58,24 +64,111 @@ GIT_ENV = {
     "GIT_COMMITTER_EMAIL": "bench@localhost",
     "GIT_CONFIG_NOSYSTEM": "1",
 }
-# Put on PYTHONPATH of the pd run when pd does not fill CallDone.permit_rtt itself:
-# every process of the run (coordinator, spawned workers) imports it at start-up and
-# hands the round trip PermitClient already measured (last_rtt) to the "ok" CallDone.
+
+# A sitecustomize.py put on the PYTHONPATH of the pd run: every process of the run
+# (coordinator, spawned workers, merger) imports it at start-up. PD_BENCH_RTT: hand the
+# round trip PermitClient already measures (last_rtt) to the "ok" CallDone, which pd
+# leaves unset. PD_BENCH_TRACE=DIR: also stamp each permit's legs (time.monotonic, one
+# clock for every process on Linux) and time the coordinator loop's steps, into DIR.
 SHIM = '''\
-"""bench_limits: carry PermitClient.last_rtt in CallDone.permit_rtt (pd leaves it None)."""
-try:
-    from orchestrator import metered as _metered
-except Exception:  # not pd's interpreter: nothing to do
-    _metered = None
-if _metered is not None:
-    _done = _metered.PermitClient.done
+"""bench_limits shim (see bench/bench_limits.py); inert unless PD_BENCH_* is set."""
+import os as _os
 
-    def _done_with_rtt(self, request_id, permit_id, status, **details):
-        if status == "ok" and details.get("permit_rtt") is None:
-            details["permit_rtt"] = self.last_rtt
-        return _done(self, request_id, permit_id, status, **details)
+_RTT, _TRACE = _os.environ.get("PD_BENCH_RTT"), _os.environ.get("PD_BENCH_TRACE")
 
-    _metered.PermitClient.done = _done_with_rtt
+
+def _install():
+    import json, threading, time
+    from orchestrator import metered
+
+    if _RTT:
+        done = metered.PermitClient.done
+
+        def done_with_rtt(self, request_id, permit_id, status, **details):
+            if status == "ok" and details.get("permit_rtt") is None:
+                details["permit_rtt"] = self.last_rtt
+            return done(self, request_id, permit_id, status, **details)
+
+        metered.PermitClient.done = done_with_rtt
+    if not _TRACE:
+        return
+    import atexit, collections
+    from orchestrator import control, coordinator, permitdesk, store
+    from orchestrator.messages import Grant
+
+    out = open(_os.path.join(_TRACE, f"{_os.getpid()}.jsonl"), "a", buffering=1)
+    local, steps = threading.local(), collections.defaultdict(list)
+
+    def log(**record):
+        out.write(json.dumps(record) + "\\n")
+
+    acquire = metered.PermitClient.acquire
+
+    def traced_acquire(self, ask, should_stop):
+        sent = time.monotonic()
+        request_id, permit_id = acquire(self, ask, should_stop)
+        log(k="acq", w=self.worker_id, r=request_id, sent=sent, got=time.monotonic(),
+            task=ask.get("task_id"), n=getattr(local, "n", None))
+        return request_id, permit_id
+
+    metered.PermitClient.acquire = traced_acquire
+    complete = metered.MeteredProvider.complete
+
+    def traced_complete(self, request):
+        local.n = len(request.messages)
+        return complete(self, request)
+
+    metered.MeteredProvider.complete = traced_complete
+    ask = permitdesk.PermitDesk.ask
+
+    def traced_ask(self, message, role, now):
+        log(k="ask", w=message.worker_id, r=message.request_id, now=now)
+        return ask(self, message, role, now)
+
+    permitdesk.PermitDesk.ask = traced_ask
+    try_ = permitdesk.PermitDesk._try
+
+    def traced_try(self, call, now, queue):
+        answer = try_(self, call, now, queue)
+        if isinstance(answer, Grant):
+            log(k="grant", w=call.ask.worker_id, r=call.ask.request_id, now=now)
+        return answer
+
+    permitdesk.PermitDesk._try = traced_try
+
+    def timed(owner, name, label):
+        original = getattr(owner, name, None)
+        if original is None:
+            return
+
+        def wrapper(*args, **kwargs):
+            began = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                steps[label].append((time.monotonic(), time.perf_counter() - began))
+
+        setattr(owner, name, wrapper)
+
+    for name in ("_step", "_assign", "_handle", "_check_health", "_write_state", "emit"):
+        timed(coordinator.Coordinator, name, name)
+    timed(control, "take_requests", "take_requests")
+    timed(store.RunStore, "sync", "store.sync")
+    timed(permitdesk.PermitDesk, "pump", "desk.pump")
+
+    def dump():
+        if any(steps.values()):
+            with open(_os.path.join(_TRACE, f"steps-{_os.getpid()}.json"), "w") as handle:
+                json.dump(steps, handle)
+
+    atexit.register(dump)
+
+
+if _RTT or _TRACE:
+    try:
+        _install()
+    except ImportError:  # not pd's interpreter
+        pass
 '''
 
 
@@ -92,6 +185,15 @@ def pct(values: Sequence[float], q: float) -> float:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1e3:,.2f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:,.0f} us"
+
+
+def spread(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    return (
+        f"p50 {ms(statistics.median(values))}, p99 {ms(pct(values, 0.99))}, "
+        f"max {ms(max(values))} ({len(values)})"
+    )
 
 
 def run_git(cwd: Path, *args: str) -> str:
@@ -111,31 +213,14 @@ def run_git(cwd: Path, *args: str) -> str:
 
 
 def plan_tasks(count: int) -> dict[str, int]:
-    """Task id -> number of write_file turns before ``finish`` (2 to 6, mean 4). Mixed
-    lengths keep the 16 workers from finishing in lockstep waves."""
+    """Task id -> write_file turns before ``finish`` (2 to 6, so 3 to 7 calls, mean 5).
+    Mixed lengths keep the 16 workers from finishing in lockstep waves."""
     return {f"t{i:03d}": 2 + (i * 3) % 5 for i in range(count)}
 
 
 def output_tokens(task: str, turn: int) -> int:
     """What the server bills for one reply: 80..160 tokens, deterministic."""
     return 80 + (sum(map(ord, task)) * 7 + turn * 13) % 81
-
-
-class Script:
-    """The server's reply callable: reads the task from the prompt pd wrote."""
-
-    def __init__(self, writes: dict[str, int]) -> None:
-        self.writes = writes
-
-    def __call__(self, api: str, body: dict[str, Any]) -> Reply:
-        task = task_of(body)
-        done = sum(1 for m in body["messages"] if m["role"] == "assistant")
-        out = output_tokens(task, done)
-        if done < self.writes.get(task, 1):
-            content = f"{task} turn {done}\n"
-            call = ("write_file", {"path": f"{task}/f{done}.txt", "content": content})
-            return Reply(tool_calls=[call], output_tokens=out)
-        return Reply(tool_calls=[("finish", {"summary": f"{task} written"})], output_tokens=out)
 
 
 def task_of(body: dict[str, Any]) -> str:
@@ -146,6 +231,32 @@ def task_of(body: dict[str, Any]) -> str:
         if found := re.search(r"# Task (\S+):", text):
             return found.group(1)
     raise ValueError("no task in the prompt")
+
+
+class Script:
+    """The server's reply callable: write_file a few times, then finish."""
+
+    def __init__(self, writes: dict[str, int]) -> None:
+        self.writes = writes
+
+    def __call__(self, api: str, body: dict[str, Any]) -> Reply:
+        task = task_of(body)
+        done = sum(1 for m in body["messages"] if m["role"] == "assistant")
+        out = output_tokens(task, done)
+        if done < self.writes.get(task, 1):
+            call = ("write_file", {"path": f"{task}/f{done}.txt", "content": f"{task} {done}\n"})
+            return Reply(tool_calls=[call], output_tokens=out)
+        return Reply(tool_calls=[("finish", {"summary": f"{task} written"})], output_tokens=out)
+
+
+class StampedServer(LocalAPIServer):
+    """Also keeps when ``handle`` began (``received``): the log's ``arrived`` is stamped
+    later, under the lock, after the body was parsed and hashed."""
+
+    def _entry(self, index: int, dialect: Any, path: str) -> dict[str, Any]:
+        entry = super()._entry(index, dialect, path)
+        entry["received"] = entry["arrived"]
+        return entry
 
 
 # ---- pd's own permit round trip figure -----------------------------------------------
@@ -165,7 +276,9 @@ def pd_reports_permit_rtt() -> bool:
         name = "anthropic"
 
         def complete(self, request: ModelRequest) -> ModelResponse:
-            return ModelResponse(text="ok", tool_calls=[], stop_reason="end_turn", usage=Usage(1, 1))
+            return ModelResponse(
+                text="ok", tool_calls=[], stop_reason="end_turn", usage=Usage(1, 1)
+            )
 
     client = PermitClient("w1", send)
     provider = MeteredProvider(Inner(), client, lambda request: (1, 1))  # type: ignore[arg-type]
@@ -189,7 +302,7 @@ def _echo(conn: Connection) -> None:
 
 
 def _payload() -> bytes:
-    """An AcquireTokens-sized message, as a worker sends for every call."""
+    """An AcquireTokens-sized message, as a worker sends before every call."""
     ask = AcquireTokens(
         worker_id="w16",
         request_id=123,
@@ -203,29 +316,32 @@ def _payload() -> bytes:
     return ask.to_bytes()
 
 
-def _ping(conn: Connection, trips: int, interval: float, stop: Any = None) -> list[float]:
+def _ping(conn: Connection, trips: int, every: float, stop: Any = None) -> list[tuple]:
+    """(monotonic start, seconds) per round trip, after 20 warm-up trips."""
     payload, times = _payload(), []
     for i in range(trips + 20):
         if stop is not None and stop.is_set():
             break
+        at = time.monotonic()
         start = time.perf_counter()
         conn.send_bytes(payload)
         conn.recv_bytes()
-        if i >= 20:  # the first trips pay for start-up
-            times.append(time.perf_counter() - start)
-        if interval:
-            time.sleep(interval)
+        if i >= 20:
+            times.append((at, time.perf_counter() - start))
+        if every:
+            time.sleep(every)
     return times
 
 
-def _pinger(conn: Connection, out: Connection, stop: Any, interval: float) -> None:
-    """A process of its own, so its pings do not take the server's GIL."""
-    out.send(_ping(conn, 10**9, interval, stop))
+def _pinger(conn: Connection, out: Connection, stop: Any, every: float) -> None:
+    """A process of its own, so its pings take neither the server's GIL nor its core."""
+    out.send(_ping(conn, 10**9, every, stop))
     conn.send_bytes(b"")
 
 
 class Pipes:
-    """An echo process and, optionally, a pinger process that samples all along."""
+    """An echo process; idle pings from here, or pings from a pinger process all along
+    the pd run (the same Pipe under the same load as the permits)."""
 
     def __init__(self) -> None:
         self.ctx = mp.get_context(START_METHOD)
@@ -236,18 +352,18 @@ class Pipes:
         self.pinger: Any = None
 
     def idle(self, trips: int) -> list[float]:
-        return _ping(self.near, trips, 0.0)
+        return [seconds for _, seconds in _ping(self.near, trips, 0.0)]
 
-    def start_background(self, interval: float = 0.005) -> None:
+    def start_background(self) -> None:
         self.results, sink = self.ctx.Pipe(duplex=False)
         self.stop = self.ctx.Event()
         self.pinger = self.ctx.Process(
-            target=_pinger, args=(self.near, sink, self.stop, interval), daemon=True
+            target=_pinger, args=(self.near, sink, self.stop, PING_EVERY), daemon=True
         )
         self.pinger.start()
         sink.close()
 
-    def stop_background(self) -> list[float]:
+    def stop_background(self) -> list[tuple]:
         self.stop.set()
         try:
             samples = self.results.recv() if self.results.poll(10) else []
@@ -268,6 +384,27 @@ class Pipes:
 # ---- one pd run against the server -----------------------------------------------------
 
 
+class Sampler(threading.Thread):
+    """Every 0.25 s: the machine's CPU busy share, and the coordinator's CPU time (it
+    exits with the run, so the last sample is kept)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.coordinator, self.done = pid, 0.0, threading.Event()
+        self.busy: list[tuple[float, float]] = []  # (monotonic, % of all cores)
+
+    def run(self) -> None:
+        psutil.cpu_percent(None)
+        try:
+            proc = psutil.Process(self.pid)
+            while not self.done.wait(0.25):
+                self.busy.append((time.monotonic(), psutil.cpu_percent(None)))
+                times = proc.cpu_times()
+                self.coordinator = times.user + times.system
+        except psutil.Error:
+            return
+
+
 @dataclass
 class RunResult:
     code: int
@@ -276,26 +413,15 @@ class RunResult:
     events: list[dict[str, Any]]
     log: list[dict[str, Any]]
     cpu_pd: float = 0.0  # every process of the pd run, git included
-    cpu_server: float = 0.0  # this process: the server's threads
-    cpu_coordinator: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    cpu_bench: float = 0.0  # this process: mostly the server's threads
+    sampler: Sampler | None = None
+    loaded: list[tuple] = field(default_factory=list)  # background Pipe pings
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    steps: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
-class CpuSampler(threading.Thread):
-    """Samples the coordinator's CPU time (it exits with the run, so keep the last)."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.last, self.done = pid, 0.0, threading.Event()
-
-    def run(self) -> None:
-        try:
-            proc = psutil.Process(self.pid)
-            while not self.done.wait(0.25):
-                times = proc.cpu_times()
-                self.last = times.user + times.system
-        except psutil.Error:
-            return
+def _cpu(usage: Any) -> float:
+    return usage.ru_utime + usage.ru_stime
 
 
 def pd_run(
@@ -304,7 +430,7 @@ def pd_run(
     writes: dict[str, int],
     limits: dict[str, float] | None,
     workers: int,
-    shim: bool,
+    shim: dict[str, str],
     pipes: Pipes | None = None,
 ) -> RunResult:
     """``pd run`` of the mission against a fresh server with ``limits`` (None: none)."""
@@ -317,11 +443,18 @@ def pd_run(
     run_git(repo, "-c", "commit.gpgsign=false", "commit", "-q", "-m", "first")
     env = {**os.environ, **GIT_ENV, "PD_HOME": str(home), "ANTHROPIC_API_KEY": "test-key"}
     env.pop("OPENAI_API_KEY", None)
+    trace_dir = tmp / name / "trace"
     if shim:
         (tmp / "shim").mkdir(exist_ok=True)
         (tmp / "shim" / "sitecustomize.py").write_text(SHIM)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp / "shim"), env.get("PYTHONPATH")]))
-    server = LocalAPIServer(Script(writes), limits=limits, keep_bodies=False)
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(tmp / "shim"), env.get("PYTHONPATH")])
+        )
+        env.update(shim)
+        if "PD_BENCH_TRACE" in shim:
+            trace_dir.mkdir()
+            env["PD_BENCH_TRACE"] = str(trace_dir)
+    server = StampedServer(Script(writes), limits=limits, keep_bodies="PD_BENCH_TRACE" in shim)
     with server:
         mission: dict[str, Any] = {
             "name": f"bench-limits-{name}",
@@ -347,8 +480,7 @@ def pd_run(
         path = home / "mission.json"
         path.write_text(json.dumps(mission, indent=1))
         command = [sys.executable, "-m", "orchestrator", "run", str(path), "--repo", str(repo)]
-        before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        before_self = resource.getrusage(resource.RUSAGE_SELF)
+        children, own = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(0)
         if pipes is not None:
             pipes.start_background()
         start = time.perf_counter()
@@ -360,7 +492,7 @@ def pd_run(
             stderr=subprocess.STDOUT,
             text=True,
         )
-        sampler = CpuSampler(proc.pid)
+        sampler = Sampler(proc.pid)
         sampler.start()
         try:
             output, _ = proc.communicate(timeout=600)
@@ -369,24 +501,25 @@ def pd_run(
             output, _ = proc.communicate()
         wall = time.perf_counter() - start
         sampler.done.set()
-        after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        after_self = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_pd = _cpu(resource.getrusage(resource.RUSAGE_CHILDREN)) - _cpu(children)
+        cpu_bench = _cpu(resource.getrusage(0)) - _cpu(own)
         loaded = pipes.stop_background() if pipes is not None else []
         log = list(server.requests)
-    runs = sorted((home / ".pd" / "runs").iterdir()) if (home / ".pd" / "runs").is_dir() else []
     events = []
-    if runs:
-        lines = (runs[-1] / "events.jsonl").read_text().splitlines()
+    runs = home / ".pd" / "runs"
+    if runs.is_dir() and (found := sorted(runs.iterdir())):
+        lines = (found[-1] / "events.jsonl").read_text().splitlines()
         events = [json.loads(line) for line in lines if line.strip()]
-    result = RunResult(proc.returncode, output, wall, events, log)
-    result.cpu_pd = (after_children.ru_utime + after_children.ru_stime) - (
-        before_children.ru_utime + before_children.ru_stime
-    )
-    result.cpu_server = (after_self.ru_utime + after_self.ru_stime) - (
-        before_self.ru_utime + before_self.ru_stime
-    )
-    result.cpu_coordinator = sampler.last
-    result.extra["loaded_pipe"] = loaded
+    result = RunResult(proc.returncode, output, wall, events, log, cpu_pd, cpu_bench, sampler)
+    result.loaded = loaded
+    if trace_dir.is_dir():
+        for entry in log:
+            if body := entry.pop("body", None):
+                entry["task"], entry["n"] = task_of(body), len(body["messages"])
+        for part in sorted(trace_dir.glob("*.jsonl")):
+            result.trace += [json.loads(line) for line in part.read_text().splitlines()]
+        for part in trace_dir.glob("steps-*.json"):
+            result.steps.update(json.loads(part.read_text()))
     return result
 
 
@@ -400,48 +533,48 @@ def check_run(result: RunResult, tasks: int) -> bool:
     return False
 
 
-# ---- figures ------------------------------------------------------------------------
+# ---- limits ---------------------------------------------------------------------------
 
 
 def per_call(log: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean and max of what one accepted call counts in each bucket."""
+    """Mean sizes of an accepted call, as the server's buckets count them."""
     ok = [e for e in log if e["status"] == 200]
-    inputs = [e["counted_input"] for e in ok]
-    outputs = [e["output_tokens"] for e in ok]
-    totals = [e["input_tokens"] + e["cache_read"] + e["cache_write"] for e in ok]
+    prompts = [e["input_tokens"] + e["cache_read"] + e["cache_write"] for e in ok]
     return {
         "calls": len(ok),
-        "input": statistics.mean(inputs),
-        "output": statistics.mean(outputs),
-        "prompt_max": max(totals),
-        "prompt_mean": statistics.mean(totals),
+        "input": statistics.mean(e["counted_input"] for e in ok),
+        "output": statistics.mean(e["output_tokens"] for e in ok),
+        "prompt_mean": statistics.mean(prompts),
+        "prompt_max": max(prompts),
     }
 
 
 def choose_limits(binding: str, sizes: dict[str, float]) -> dict[str, float]:
-    """The binding bucket allows REQUESTS calls per window at the measured mean size;
-    the others LOOSE times that. Token limits also leave room for the reservations of
-    calls in flight: pd reserves its prompt estimate (about a third of the prompt's bytes,
-    cached prefix included) and ``max_tokens`` until the call settles."""
-    in_flight = 4  # calls granted and not yet settled, when the window is full
-    reserve_in = math.ceil(sizes["prompt_max"] * 4 / 3 * 1.1)  # bytes/3 vs the server's chars/4
+    """The binding bucket allows REQUESTS calls per window at the pilot's mean call size;
+    the others LOOSE times that pace, plus room for calls in flight: until a call settles
+    pd counts its prompt estimate (a third of the prompt's bytes, cached prefix included,
+    where the server counts a quarter of the characters, cache reads excluded) and its
+    ``max_tokens`` of output."""
+    in_flight = 4
+    estimate = math.ceil(sizes["prompt_max"] * 4 / 3 * 1.2)
     pace = {
         "requests": REQUESTS,
         "input_tokens": REQUESTS * sizes["input"],
         "output_tokens": REQUESTS * sizes["output"],
     }
-    headroom = {"requests": 0, "input_tokens": in_flight * reserve_in, "output_tokens": 0}
-    headroom["output_tokens"] = in_flight * MAX_TOKENS
+    room = {"requests": 0, "input_tokens": in_flight * estimate, "output_tokens": 0}
+    room["output_tokens"] = in_flight * MAX_TOKENS
     limits: dict[str, float] = {"window": WINDOW}
     for bucket in BUCKETS:
-        if bucket == binding:
-            limits[bucket] = math.ceil(pace[bucket])
-        else:
-            limits[bucket] = math.ceil(pace[bucket] * LOOSE + headroom[bucket])
-    # Every single call must fit a whole window, or pd refuses it outright.
-    limits["input_tokens"] = max(limits["input_tokens"], reserve_in)
+        loose = pace[bucket] * LOOSE + room[bucket]
+        limits[bucket] = math.ceil(pace[bucket] if bucket == binding else loose)
+    # A call larger than a whole window is refused by pd outright.
+    limits["input_tokens"] = max(limits["input_tokens"], estimate)
     limits["output_tokens"] = max(limits["output_tokens"], MAX_TOKENS)
     return limits
+
+
+# ---- figures ------------------------------------------------------------------------
 
 
 def amount(entry: dict[str, Any], bucket: str) -> int:
@@ -450,63 +583,285 @@ def amount(entry: dict[str, Any], bucket: str) -> int:
     return entry["counted_input"] if bucket == "input_tokens" else entry["output_tokens"]
 
 
-def saturated_period(result: RunResult, accepted: list[dict[str, Any]]) -> tuple[float, float]:
-    """(start, end) in the server's monotonic clock: from the first accepted request until
-    the first worker runs out of tasks (the first task handed in after the last start)."""
-    start = accepted[0]["arrived"]
+@dataclass
+class Phases:
+    """Times on the server's monotonic clock (every process shares it on Linux)."""
+
+    first: float  # the first accepted request
+    ready: float  # the last worker reported ready: from here all 16 are up
+    start: float  # the first accepted request from ``ready`` on
+    end: float  # the first worker found no task left
+    offset: float  # wall clock minus monotonic
+
+
+def phases(result: RunResult, accepted: list[dict[str, Any]]) -> Phases:
     offset = accepted[0]["arrived_wall"] - accepted[0]["arrived"]
-    started = [e["at"] for e in result.events if e["kind"] == "task_started"]
-    submitted = [e["at"] for e in result.events if e["kind"] == "task_submitted"]
-    later = [t for t in submitted if started and t > max(started)]
-    end = (min(later) - offset) if later else accepted[-1]["arrived"]
-    return start, end
+    ready = [e["at"] - offset for e in result.events if e["kind"] == "worker_ready"]
+    started = [e["at"] - offset for e in result.events if e["kind"] == "task_started"]
+    handed = [e["at"] - offset for e in result.events if e["kind"] == "task_submitted"]
+    all_up = max(ready, default=accepted[0]["arrived"])
+    later = [t for t in handed if started and t > max(started)]
+    end = min(later) if later else accepted[-1]["arrived"]
+    start = next((e["arrived"] for e in accepted if e["arrived"] >= all_up), end)
+    return Phases(accepted[0]["arrived"], all_up, start, end, offset)
 
 
 def utilisation(
     accepted: list[dict[str, Any]], limits: dict[str, float], start: float, end: float
-) -> tuple[int, dict[str, float], dict[str, float]]:
-    """Over k whole windows [start, start + k * window): used / (limit * k), per bucket.
+) -> tuple[float, dict[str, float]]:
+    """Per bucket: what a sliding window (t - window, t] held, over the limit, averaged
+    over every t (10 ms apart) whose window lies in [start, end]; with the span in windows.
 
-    Each of those windows lies inside one of the server's sliding windows, so 100 % is
-    the most any client can get; the first window is the initial burst, so the figure
-    without it ("steady") is printed too."""
-    k = int((end - start) // WINDOW)
-    whole, steady = {}, {}
+    That is the accepted amount per window over the limit. It does not depend on where
+    the period starts, though grants come in bursts (a window's worth at a time, as the
+    first burst's slots free up again), and no client can get above 100 %."""
+    arrivals = [e["arrived"] for e in accepted]
+    steps = int((end - start - WINDOW) / 0.01) + 1
+    if end - start < WINDOW:
+        return (end - start) / WINDOW, {bucket: float("nan") for bucket in BUCKETS}
+    used = {}
     for bucket in BUCKETS:
-        used = [amount(e, bucket) for e in accepted if start <= e["arrived"] < start + k * WINDOW]
-        later = [
-            amount(e, bucket)
-            for e in accepted
-            if start + WINDOW <= e["arrived"] < start + k * WINDOW
-        ]
-        whole[bucket] = sum(used) / (limits[bucket] * k) if k else float("nan")
-        steady[bucket] = sum(later) / (limits[bucket] * (k - 1)) if k > 1 else float("nan")
-    return k, whole, steady
+        running = [0]
+        for e in accepted:
+            running.append(running[-1] + amount(e, bucket))
+        total = 0
+        for i in range(steps):
+            t = start + WINDOW + i * 0.01
+            total += running[bisect.bisect_right(arrivals, t)]
+            total -= running[bisect.bisect_right(arrivals, t - WINDOW)]
+        used[bucket] = total / steps / limits[bucket]
+    return (end - start) / WINDOW, used
 
 
-def slot_lags(accepted: list[dict[str, Any]], start: float, end: float) -> list[float]:
+def slot_lags(accepted: list[dict[str, Any]], limit: int, start: float, end: float) -> list[float]:
     """Request bucket: the i-th accepted request takes the slot the (i - limit)-th frees;
     its arrival minus that one's, minus the window, is how long the slot stood empty."""
     arrivals = [e["arrived"] for e in accepted]
-    n = REQUESTS
     return [
-        arrivals[i] - arrivals[i - n] - WINDOW
-        for i in range(n, len(arrivals))
+        arrivals[i] - arrivals[i - limit] - WINDOW
+        for i in range(limit, len(arrivals))
         if start + WINDOW <= arrivals[i] <= end
     ]
-
-
-# ---- summary ------------------------------------------------------------------------
 
 
 @dataclass
 class Row:
     name: str
     value: str
-    bar: str
+    bar: str = ""
     baseline: str = ""
     ratio: str = ""
     mark: str = ""
+
+
+def mark(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def analyse(
+    result: RunResult, limits: dict[str, float], idle: list[float], binding: str, ok: bool
+) -> list[Row]:
+    log = result.log
+    accepted = sorted((e for e in log if e["status"] == 200), key=lambda e: e["arrived"])
+    if not accepted:
+        say("    no accepted request: nothing to measure")
+        return []
+    p = phases(result, accepted)
+    refused = [e for e in log if e["status"] == 429 and e["fault"] is None]
+    other = [e for e in log if e["status"] not in (200, 429)]
+    usage = [e for e in result.events if e["kind"] == "usage"]
+    failed = [e for e in result.events if e["kind"] == "call_failed"]
+    say(
+        f"    run {result.wall:.1f} s, exit {result.code}; all {WORKERS} workers up "
+        f"{p.ready - p.first:+.1f} s after the first request; saturated "
+        f"part {p.end - p.start:.1f} s (all up, until the first worker finds no task left)"
+    )
+    say(
+        f"    server log {len(log)} requests: {len(accepted)} accepted, {len(refused)} "
+        f"refused with 429 because pd sent too much ({sum(e['arrived'] < p.ready for e in refused)}"
+        f" before all workers were up), {len(other)} other; pd: {len(usage)} usage events, "
+        f"{len(failed)} failed calls"
+    )
+    margin = default_margin(WINDOW)
+    for e in refused:
+        say(
+            f"      429 at {e['arrived'] - p.first:+.2f} s, retry-after {e['retry_after']} s: "
+            f"the server still counted a call pd had let expire, so that call reached the "
+            f"server about {ms(margin + e['retry_after'])} or more after its grant (pd's "
+            f"margin allows {ms(margin)})"
+        )
+    peak = max_window_usage(log, WINDOW)
+    k, used = utilisation(accepted, limits, p.start, p.end)
+    _, from_first = utilisation(accepted, limits, p.first, p.end)
+    title = f"utilisation, all up ({k:.1f} windows)"
+    say(
+        f"    {'bucket':<14} {'limit':>6} {'max window':>11} {'of limit':>9} {title:>36} "
+        f"{'from the first request':>24}"
+    )
+    for bucket in BUCKETS:
+        say(
+            f"    {bucket:<14} {limits[bucket]:>6.0f} {peak[bucket]:>11,} "
+            f"{peak[bucket] / limits[bucket]:>9.1%} {used[bucket]:>36.1%} "
+            f"{from_first[bucket]:>24.1%}"
+        )
+    bound = binding
+    top = max(BUCKETS, key=lambda b: used[b] if not math.isnan(used[b]) else -1.0)
+    say(
+        f"    binding: {bound} (the others allow {LOOSE:g}x its pace, plus room for calls "
+        f"in flight); the most used over the run: {top}"
+    )
+    limit = int(limits["requests"])
+    if bound == "requests" and (lags := slot_lags(accepted, limit, p.start, p.end)):
+        mean = statistics.mean(lags)
+        say(
+            f"    a request slot freed at the server is taken again {ms(mean)} later on "
+            f"average (p50 {ms(statistics.median(lags))}, p90 {ms(pct(lags, 0.9))}); pd "
+            f"counts each grant {ms(margin)} (its margin) beyond the window; "
+            f"window / (window + mean) = {WINDOW / (WINDOW + mean):.1%}"
+        )
+    received = [e["arrived"] - e["received"] for e in accepted if "received" in e]
+    say(f"    server: admission stamped after handle() began: {spread(received)}")
+    cores = os.cpu_count() or 1
+    samples = result.sampler.busy if result.sampler else []
+    busy = [b for t, b in samples if p.start <= t <= p.end]
+    machine = sum(b for _, b in samples) / 100 * cores * 0.25  # CPU seconds, every process
+    others = max(0.0, machine - result.cpu_pd - result.cpu_bench)
+    say(
+        f"    CPU: pd {result.cpu_pd:.1f} s (coordinator {result.sampler.coordinator:.1f} s), "
+        f"this process (server) {result.cpu_bench:.1f} s, other processes on the machine "
+        f"about {others:.1f} s; {machine / (cores * result.wall):.0%} of {cores} cores busy "
+        f"over the run" + (f", {statistics.mean(busy):.0f}% while saturated" if busy else "")
+    )
+    rows = [Row("429s caused by pd", f"{len(refused)}", "= 0", mark=mark(not refused))]
+    for bucket in BUCKETS:
+        fits = peak[bucket] <= limits[bucket]
+        rows.append(
+            Row(
+                f"max window: {bucket}",
+                f"{peak[bucket]:,}",
+                f"<= {limits[bucket]:,.0f}",
+                mark=mark(fits),
+            )
+        )
+    good = used[bound] >= BAR_UTILISATION
+    rows.append(
+        Row(
+            f"utilisation ({bound})",
+            f"{used[bound]:.1%}",
+            f">= {BAR_UTILISATION:.0%}",
+            mark=mark(good),
+        )
+    )
+    rows += rtt_rows(result, p, usage, idle, accepted)
+    if result.trace:
+        trace_report(result, p, margin)
+    if not ok:
+        rows.append(Row("run completed", "no", "every task merged", mark="MISS"))
+    return rows
+
+
+def rtt_rows(
+    result: RunResult,
+    p: Phases,
+    usage: list[dict[str, Any]],
+    idle: list[float],
+    accepted: list[dict[str, Any]],
+) -> list[Row]:
+    """Permit round trips against the bare Pipe: every call vs the idle Pipe; calls once
+    every worker is up vs the Pipe pinged during the run at the moments calls were made
+    (grants come in bursts, the load with them)."""
+    calls = [
+        (e["at"] - p.offset, e["permit_rtt"]) for e in usage if e.get("permit_rtt") is not None
+    ]
+    if not calls:
+        say("    permit round trip: no usage event carries permit_rtt")
+        return [Row("permit round trip p99", "n/a", f"< {ms(BAR_RTT_P99)}", mark="MISS")]
+    every = [rtt for _, rtt in calls]
+    up = [rtt for at, rtt in calls if at >= p.start]
+    arrivals = [e["arrived"] for e in accepted]
+
+    def near_a_call(at: float) -> bool:  # within 50 ms before to 10 ms after an arrival
+        i = bisect.bisect_left(arrivals, at - 0.01)
+        return i < len(arrivals) and arrivals[i] <= at + 0.05
+
+    saturated = [(at, s) for at, s in result.loaded if p.start <= at <= p.end]
+    near = [s for at, s in saturated if near_a_call(at)]
+    say(f"    permit round trip, every call:       {spread(every)}")
+    say(f"    permit round trip, all workers up:   {spread(up)}")
+    say(f"    bare Pipe, idle before the run:      {spread(idle)}")
+    say(f"    bare Pipe, saturated, every {ms(PING_EVERY)}: {spread([s for _, s in saturated])}")
+    say(f"    bare Pipe, saturated, near calls:    {spread(near)}")
+    rows = []
+    pairs = [("", every, idle, "idle Pipe")]
+    if up and near:
+        pairs.append((", all up", up, near, "Pipe near calls"))
+    for label, values, base, name in pairs:
+        p50, p99 = statistics.median(values), pct(values, 0.99)
+        b50, b99 = statistics.median(base), pct(base, 0.99)
+        rows.append(
+            Row(
+                f"permit round trip p50{label}",
+                ms(p50),
+                "",
+                f"{name} p50 {ms(b50)}",
+                f"{p50 / b50:,.1f}x",
+            )
+        )
+        rows.append(
+            Row(
+                f"permit round trip p99{label}",
+                ms(p99),
+                f"< {ms(BAR_RTT_P99)}",
+                f"{name} p99 {ms(b99)}",
+                f"{p99 / b99:,.1f}x",
+                mark(p99 < BAR_RTT_P99),
+            )
+        )
+    return rows
+
+
+def trace_report(result: RunResult, p: Phases, margin: float) -> None:
+    """Where a permit's time goes, and how late the server sees a granted call."""
+    key: Callable[[dict[str, Any]], tuple] = lambda r: (r["w"], r["r"])  # noqa: E731
+    acq = {key(r): r for r in result.trace if r["k"] == "acq"}
+    asked = {key(r): r for r in result.trace if r["k"] == "ask"}
+    granted = {key(r): r for r in result.trace if r["k"] == "grant"}
+    arrivals: dict[tuple, list[float]] = {}
+    for e in result.log:
+        if e["status"] in (200, 429) and "task" in e:
+            arrivals.setdefault((e["task"], e["n"]), []).append(e["arrived"])
+    legs: dict[str, dict[bool, list[float]]] = {}
+
+    def add(name: str, up: bool, value: float) -> None:
+        legs.setdefault(name, {False: [], True: []})[up].append(value)
+
+    for k, a in acq.items():
+        if k not in asked or k not in granted:
+            continue
+        ask, grant = asked[k]["now"], granted[k]["now"]
+        up = grant >= p.ready
+        add("worker sends -> coordinator takes the ask", up, ask - a["sent"])
+        add("coordinator grants -> worker has the grant", up, a["got"] - grant)
+        add("queued in the limiter", up, grant - ask)
+        seen = [t for t in arrivals.get((a["task"], a["n"]), []) if t >= grant]
+        if seen:
+            add("grant -> server admits the request", up, min(seen) - grant)
+    say(f"    trace (pd's margin covers grant -> admission: {ms(margin)}):")
+    for name, split in legs.items():
+        say(f"      {name:<44} starting: {spread(split[False])}")
+        say(f"      {'':<44} all up:   {spread(split[True])}")
+    if result.steps:
+        say("    coordinator loop (all up): step pieces, total and slowest")
+        for name, samples in result.steps.items():
+            values = [d for t, d in samples if p.start <= t <= p.end]
+            if values:
+                say(
+                    f"      {name:<15} {len(values):>5} calls, {sum(values):6.3f} s, p99 "
+                    f"{ms(pct(values, 0.99))}, max {ms(max(values))}"
+                )
+
+
+# ---- summary ------------------------------------------------------------------------
 
 
 def print_table(rows: list[Row]) -> None:
@@ -514,7 +869,7 @@ def print_table(rows: list[Row]) -> None:
     body = [(r.name, r.value, r.bar, r.baseline, r.ratio, r.mark) for r in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     say()
-    say("summary (bars from issue 3; informational, the script never fails on them)")
+    say("summary (bars from issue 3; informational: the script never fails on them)")
     for line in [header, *body]:
         cells = [
             c.ljust(w) if i in (0, 3, 5) else c.rjust(w)
@@ -523,63 +878,59 @@ def print_table(rows: list[Row]) -> None:
         say("  " + "  ".join(cells).rstrip())
 
 
-def mark(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer tasks (a ~10 s run)")
+    parser.add_argument("--quick", action="store_true", help="fewer tasks (~10 s saturated)")
+    parser.add_argument("--tasks", type=int, help="number of tasks (default 96; 48 with --quick)")
     parser.add_argument(
-        "--binding",
-        choices=BUCKETS,
-        default="requests",
-        help="which bucket the limits make binding (default: requests)",
+        "--binding", choices=BUCKETS, default="requests", help="the bucket made to bind"
     )
-    parser.add_argument("--tasks", type=int, help="number of tasks (default 30, full 60)")
+    parser.add_argument(
+        "--trace", action="store_true", help="time permit legs and coordinator loop steps"
+    )
     args = parser.parse_args(argv)
-    tasks = args.tasks or (30 if args.quick else 60)
+    tasks = args.tasks or (48 if args.quick else 96)
     began = time.perf_counter()
     say(
         f"pd limits bench ({'quick' if args.quick else 'full'}); python "
         f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f}"
     )
-    reports = pd_reports_permit_rtt()
-    if not reports:
+    shim = {}
+    if not pd_reports_permit_rtt():
+        shim["PD_BENCH_RTT"] = "1"
         say(
-            "note: pd leaves CallDone.permit_rtt unset (orchestrator/metered.py: "
-            "MeteredProvider.complete never passes PermitClient.last_rtt), so every usage "
-            "event has permit_rtt null; this run adds it with a sitecustomize shim"
+            "note: pd leaves CallDone.permit_rtt unset (orchestrator/metered.py, "
+            "MeteredProvider.complete never passes PermitClient.last_rtt), so its usage "
+            "events carry null; a sitecustomize shim passes last_rtt on in this run"
         )
+    if args.trace:
+        shim["PD_BENCH_TRACE"] = "1"
     pipes = Pipes()
     rows: list[Row] = []
     try:
         idle = pipes.idle(300 if args.quick else 2000)
         with tempfile.TemporaryDirectory(prefix="pd-bench-limits-") as raw:
             tmp = Path(raw)
-            say("[0] pilot: 2 tasks, 2 workers, no limits (per-call token sizes)")
-            pilot = pd_run(tmp, "pilot", plan_tasks(2), None, 2, shim=False)
+            say("[0] pilot: 2 tasks, 2 workers, no limits: what one call counts")
+            pilot = pd_run(tmp, "pilot", plan_tasks(2), None, 2, {})
             if not check_run(pilot, 2):
                 return 0
             sizes = per_call(pilot.log)
             say(
-                f"    {sizes['calls']} calls: counted input {sizes['input']:.0f} tokens, "
-                f"output {sizes['output']:.0f}, whole prompt {sizes['prompt_mean']:.0f} "
-                f"(max {sizes['prompt_max']}) per call; {pilot.wall:.1f} s"
+                f"    {sizes['calls']} calls in {pilot.wall:.1f} s: per call {sizes['input']:.0f} "
+                f"input tokens counted, {sizes['output']:.0f} output; prompts "
+                f"{sizes['prompt_mean']:.0f} tokens (max {sizes['prompt_max']}) with the cache"
             )
             limits = choose_limits(args.binding, sizes)
             writes = plan_tasks(tasks)
-            calls = sum(writes.values()) + len(writes)
             say(
-                f"[1] saturation: {tasks} tasks ({calls} calls), {WORKERS} workers; limits per "
-                f"{WINDOW:g} s window: {limits['requests']:.0f} requests, "
-                f"{limits['input_tokens']:.0f} input, {limits['output_tokens']:.0f} output "
-                f"tokens ({args.binding} meant to bind); margin {default_margin(WINDOW):.3f} s"
+                f"[1] saturation: {tasks} tasks ({sum(writes.values()) + tasks} calls), "
+                f"{WORKERS} workers; per {WINDOW:g} s window: {limits['requests']:.0f} "
+                f"requests, {limits['input_tokens']:.0f} input tokens, "
+                f"{limits['output_tokens']:.0f} output tokens"
             )
-            result = pd_run(
-                tmp, "main", writes, limits, WORKERS, shim=not reports, pipes=pipes
-            )
+            result = pd_run(tmp, "main", writes, limits, WORKERS, shim, pipes)
             ok = check_run(result, tasks)
         rows = analyse(result, limits, idle, args.binding, ok)
     finally:
@@ -587,128 +938,6 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows)
     say(f"\ntotal {time.perf_counter() - began:.1f} s")
     return 0
-
-
-def analyse(
-    result: RunResult, limits: dict[str, float], idle: list[float], binding: str, ok: bool
-) -> list[Row]:
-    log = result.log
-    accepted = sorted((e for e in log if e["status"] == 200), key=lambda e: e["arrived"])
-    refused = [e for e in log if e["status"] == 429 and e["fault"] is None]
-    other = [e for e in log if e["status"] not in (200, 429)]
-    usage = [e for e in result.events if e["kind"] == "usage"]
-    retries = [e for e in result.events if e["kind"] == "call_failed"]
-    say(
-        f"    run: {result.wall:.1f} s, exit {result.code}; server log {len(log)} requests: "
-        f"{len(accepted)} accepted, {len(refused)} refused (429, pd sent too much), "
-        f"{len(other)} other; {len(usage)} usage events, {len(retries)} failed calls"
-    )
-    if not accepted:
-        return []
-    peak = max_window_usage(log, WINDOW)
-    start, end = saturated_period(result, accepted)
-    k, whole, steady = utilisation(accepted, limits, start, end)
-    say(
-        f"    saturated: {end - start:.1f} s from the first accepted request to the first "
-        f"worker out of tasks; {k} whole windows of {WINDOW:g} s"
-    )
-    say("    bucket          limit   max window  of limit   utilisation   steady (w/o 1st)")
-    for bucket in BUCKETS:
-        say(
-            f"    {bucket:<14} {limits[bucket]:>6.0f} {peak[bucket]:>12,} "
-            f"{peak[bucket] / limits[bucket]:>9.1%} {whole[bucket]:>13.1%} "
-            f"{steady[bucket]:>18.1%}"
-        )
-    bound = max(BUCKETS, key=lambda b: whole[b])
-    say(f"    binding bucket: {bound} (meant: {binding})")
-    if bound == "requests":
-        lags = slot_lags(accepted, start, end)
-        if lags:
-            mean = statistics.mean(lags)
-            margin = default_margin(WINDOW)
-            say(
-                f"    request slot turnover: a freed slot is taken {ms(statistics.median(lags))}"
-                f" later (median; p90 {ms(pct(lags, 0.9))}, mean {ms(mean)}); pd's margin is "
-                f"{ms(margin)}; window/(window + mean) = {WINDOW / (WINDOW + mean):.1%}"
-            )
-    cpu_total = result.cpu_pd + result.cpu_server
-    cores = os.cpu_count() or 1
-    say(
-        f"    CPU: pd {result.cpu_pd:.1f} s (coordinator {result.cpu_coordinator:.1f} s), "
-        f"server {result.cpu_server:.1f} s; {cpu_total / (cores * result.wall):.0%} of "
-        f"{cores} cores over the run"
-    )
-    rtts = [e["permit_rtt"] for e in usage if e.get("permit_rtt") is not None]
-    loaded = result.extra.get("loaded_pipe") or []
-    base50, base99 = statistics.median(idle), pct(idle, 0.99)
-    say(
-        f"    bare Pipe round trip: idle p50 {ms(base50)}, p99 {ms(base99)} "
-        f"({len(idle)} trips)"
-        + (
-            f"; during the run p50 {ms(statistics.median(loaded))}, p99 "
-            f"{ms(pct(loaded, 0.99))} ({len(loaded)} trips, every 5 ms)"
-            if loaded
-            else ""
-        )
-    )
-    rows = [
-        Row("429s caused by pd", f"{len(refused)}", "= 0", mark=mark(not refused)),
-    ]
-    for bucket in BUCKETS:
-        rows.append(
-            Row(
-                f"max window: {bucket}",
-                f"{peak[bucket]:,}",
-                f"<= {limits[bucket]:,.0f}",
-                mark=mark(peak[bucket] <= limits[bucket]),
-            )
-        )
-    rows.append(
-        Row(
-            f"utilisation ({bound})",
-            f"{whole[bound]:.1%}",
-            f">= {BARS['utilisation']:.0%}",
-            mark=mark(whole[bound] >= BARS["utilisation"]),
-        )
-    )
-    if rtts:
-        say(
-            f"    permit round trip: p50 {ms(statistics.median(rtts))}, p90 "
-            f"{ms(pct(rtts, 0.9))}, p99 {ms(pct(rtts, 0.99))}, max {ms(max(rtts))} "
-            f"({len(rtts)} calls)"
-        )
-        p50, p99 = statistics.median(rtts), pct(rtts, 0.99)
-        rows.append(
-            Row("permit round trip p50", ms(p50), "", f"idle Pipe p50 {ms(base50)}",
-                f"{p50 / base50:.3g}x")
-        )
-        rows.append(
-            Row(
-                "permit round trip p99",
-                ms(p99),
-                f"< {ms(BARS['rtt_p99'])}",
-                f"idle Pipe p99 {ms(base99)}",
-                f"{p99 / base99:.3g}x",
-                mark(p99 < BARS["rtt_p99"]),
-            )
-        )
-        if loaded:
-            l99 = pct(loaded, 0.99)
-            rows.append(
-                Row(
-                    "permit round trip p99",
-                    ms(p99),
-                    "",
-                    f"loaded Pipe p99 {ms(l99)}",
-                    f"{p99 / l99:.3g}x",
-                )
-            )
-    else:
-        say("    permit round trip: no usage event carries permit_rtt")
-        rows.append(Row("permit round trip p99", "n/a", f"< {ms(BARS['rtt_p99'])}", mark="MISS"))
-    if not ok:
-        rows.append(Row("run completed", "no", "every task merged", mark="MISS"))
-    return rows
 
 
 if __name__ == "__main__":

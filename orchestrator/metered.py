@@ -158,6 +158,7 @@ class MeteredProvider:
                 "ok",
                 usage=response.usage.to_dict(),
                 headers=dict(getattr(response, "headers", {}) or {}),
+                permit_rtt=self.permits.last_rtt,
             )
             return response
         raise ProviderError(f"{self.name}: gave up after {self.max_retries} retries: {last}")

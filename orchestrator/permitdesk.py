@@ -87,7 +87,12 @@ class PermitDesk:
         return min(heads.values(), default=None)
 
     def done(self, msg: CallDone, now: float) -> dict[str, Any] | None:
-        """Settle a call; returns the usage event's data for a call that was made."""
+        """Settle a call; returns the usage event's data for a call that was made.
+
+        Settling refunds what the call did not use, so the queued calls get looked at
+        again at the next ``pump`` instead of at the wake time computed before.
+        """
+        self._recheck()
         call = self._granted.pop((msg.worker_id, msg.request_id), None)
         if call is None:
             self._withdraw(msg.worker_id, msg.request_id)
@@ -118,7 +123,8 @@ class PermitDesk:
         return None
 
     def worker_lost(self, worker_id: str, now: float) -> None:
-        """A dead worker's calls: cancel its permits (sent, to be safe), free its money."""
+        """A dead worker's calls: keep counting its permits, free its money."""
+        self._recheck()
         for (wid, request_id), call in list(self._granted.items()):
             if wid == worker_id and call.permit is not None:
                 del self._granted[(wid, request_id)]
@@ -152,6 +158,10 @@ class PermitDesk:
         }
 
     # ---- internals ---------------------------------------------------------------
+
+    def _recheck(self) -> None:
+        for call in self._waiting:
+            call.wake = 0.0
 
     def _try(self, call: _Call, now: float, queue: bool) -> Message | None:
         try:

@@ -114,6 +114,10 @@ def test_tasks_complete_and_the_ledger_matches_the_server(
     assert Decimal(report["spend"]["total"]["cost"]) == Decimal(spend["spent"])
     assert report["spend"]["total"]["calls"] == spend["run"]["calls"]
     assert f"spent ${spend['spent']}" in pd("status", cwd=home, env=env, check=True).stdout
+    run_dir = sorted((home / ".pd" / "runs").iterdir())[-1]
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    rtts = [e["permit_rtt"] for e in events if e["kind"] == "usage"]
+    assert rtts and all(isinstance(r, float) and 0 <= r < 5 for r in rtts)
 
 
 def test_budget_holds_and_the_run_stops_cleanly(project: Path, tmp_path: Path) -> None:

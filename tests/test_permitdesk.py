@@ -121,3 +121,32 @@ def test_rate_limit_headers_of_both_providers() -> None:
         {"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "6m0s"}, 0.0
     )
     assert remaining == {"requests": 3} and resets == {"requests": 360.0}
+
+
+def test_a_refund_lets_a_queued_call_go_at_once() -> None:
+    limits = {"anthropic": BucketLimits(output_tokens=1000, window=3.0)}
+    d = PermitDesk(RateLimiter(limits, margin=0.0), None)
+    big = AcquireTokens(
+        worker_id="w1",
+        request_id=1,
+        task_id="t",
+        provider="anthropic",
+        model=MODEL,
+        input_tokens=10,
+        max_output=600,
+    )
+    first = d.ask(big, "dev", now=0.0)
+    second = AcquireTokens(**{**big.__dict__, "request_id": 2, "worker_id": "w2"})
+    assert d.ask(second, "dev", now=0.001) is None  # 600 + 600 > 1000 until A settles
+    d.done(
+        CallDone(
+            worker_id="w1",
+            request_id=1,
+            permit_id=first.permit_id,
+            status="ok",
+            usage=Usage(input_tokens=10, output_tokens=100).to_dict(),
+        ),
+        now=0.01,
+    )
+    granted = d.pump(now=0.02)
+    assert [(w, a.request_id) for w, a in granted] == [("w2", 2)]
