@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
@@ -30,18 +30,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from _common import echo, pct, run_git, say
+
 from orchestrator.messages import Assign, Message, TaskDone
 from orchestrator.pool import WorkerPool, child_setup, serve
 from orchestrator.worktree import WorktreeManager
 
 START_METHOD = "spawn"  # pd's default; the executor gets the same, so the race is fair
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@localhost",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@localhost",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 
 
 @dataclass
@@ -57,32 +52,6 @@ class Row:
     @property
     def ratio(self) -> float:
         return self.pd / self.baseline if self.baseline else float("nan")
-
-
-def say(text: str = "") -> None:
-    """Progress goes out at once, so a slow step shows where the time goes."""
-    print(text, flush=True)
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile; enough for tens of samples and needs no numpy."""
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def run_git(cwd: Path, *args: str, stdin: bytes | None = None) -> str:
-    """Plain git, outside pd's helpers, so baselines carry none of pd's overhead."""
-    proc = subprocess.run(
-        ["git", "-C", str(cwd), *args],
-        input=stdin,
-        capture_output=True,
-        env={**os.environ, **GIT_ENV},
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} failed: {proc.stderr.decode(errors='replace')}")
-    return proc.stdout.decode().strip()
 
 
 # ---- 1. no-op task throughput ------------------------------------------------------
@@ -199,22 +168,11 @@ def bench_throughput(tasks: int, workers: int, repeats: int) -> Row:
 # ---- 2. ready-to-start latency ------------------------------------------------------
 
 
-def _echo(conn: Connection) -> None:
-    while True:
-        try:
-            data = conn.recv_bytes()
-        except EOFError:
-            return
-        if not data:
-            return
-        conn.send_bytes(data)
-
-
 def pipe_round_trip(trips: int) -> float:
     """Median seconds for one Assign-sized message there and back over a bare Pipe."""
     ctx = mp.get_context(START_METHOD)
     parent, child = ctx.Pipe(duplex=True)
-    proc = ctx.Process(target=_echo, args=(child,), daemon=True)
+    proc = ctx.Process(target=echo, args=(child,), daemon=True)
     proc.start()
     child.close()
     payload = _assign(0).to_bytes()

@@ -39,11 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from _common import GIT_ENV, echo, pct, run_git, say
 
 from orchestrator.apiserver import LocalAPIServer, Reply, max_window_usage
-from orchestrator.messages import AcquireTokens, CallDone, Grant, Message
-from orchestrator.metered import MeteredProvider, PermitClient
-from orchestrator.providers.base import ModelRequest, ModelResponse, Usage
+from orchestrator.messages import AcquireTokens
 from orchestrator.ratelimit import default_margin
 
 START_METHOD = "spawn"
@@ -57,39 +56,22 @@ BUCKETS = ("requests", "input_tokens", "output_tokens")
 BAR_UTILISATION = 0.95
 BAR_RTT_P99 = 0.002
 PING_EVERY = 0.005  # seconds between the background Pipe pings during the run
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@localhost",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@localhost",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 
-# A sitecustomize.py put on the PYTHONPATH of the pd run: every process of the run
-# (coordinator, spawned workers, merger) imports it at start-up. PD_BENCH_RTT: hand the
-# round trip PermitClient already measures (last_rtt) to the "ok" CallDone, which pd
-# leaves unset. PD_BENCH_TRACE=DIR: also stamp each permit's legs (time.monotonic, one
-# clock for every process on Linux) and time the coordinator loop's steps, into DIR.
+# A sitecustomize.py put on the PYTHONPATH of the pd run (--trace): every process of the
+# run (coordinator, spawned workers, merger) imports it at start-up. PD_BENCH_TRACE=DIR:
+# stamp each permit's legs (time.monotonic, one clock for every process on Linux) and
+# time the coordinator loop's steps, into DIR.
 SHIM = '''\
 """bench_limits shim (see bench/bench_limits.py); inert unless PD_BENCH_* is set."""
 import os as _os
 
-_RTT, _TRACE = _os.environ.get("PD_BENCH_RTT"), _os.environ.get("PD_BENCH_TRACE")
+_TRACE = _os.environ.get("PD_BENCH_TRACE")
 
 
 def _install():
     import json, threading, time
     from orchestrator import metered
 
-    if _RTT:
-        done = metered.PermitClient.done
-
-        def done_with_rtt(self, request_id, permit_id, status, **details):
-            if status == "ok" and details.get("permit_rtt") is None:
-                details["permit_rtt"] = self.last_rtt
-            return done(self, request_id, permit_id, status, **details)
-
-        metered.PermitClient.done = done_with_rtt
     if not _TRACE:
         return
     import atexit, collections
@@ -164,23 +146,12 @@ def _install():
     atexit.register(dump)
 
 
-if _RTT or _TRACE:
+if _TRACE:
     try:
         _install()
     except ImportError:  # not pd's interpreter
         pass
 '''
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def ms(seconds: float) -> str:
@@ -194,19 +165,6 @@ def spread(values: Sequence[float]) -> str:
         f"p50 {ms(statistics.median(values))}, p99 {ms(pct(values, 0.99))}, "
         f"max {ms(max(values))} ({len(values)})"
     )
-
-
-def run_git(cwd: Path, *args: str) -> str:
-    proc = subprocess.run(
-        ["git", "-C", str(cwd), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **GIT_ENV},
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} failed: {proc.stderr}")
-    return proc.stdout.strip()
 
 
 # ---- the workload: tasks that write a few files, then finish -------------------------
@@ -262,43 +220,7 @@ class StampedServer(LocalAPIServer):
 # ---- pd's own permit round trip figure -----------------------------------------------
 
 
-def pd_reports_permit_rtt() -> bool:
-    """Does a successful call's CallDone carry ``permit_rtt``? (One metered call in this
-    process against a coordinator stub that grants at once.)"""
-    sent: list[Message] = []
-
-    def send(message: Message) -> None:
-        sent.append(message)
-        if isinstance(message, AcquireTokens):
-            client.deliver(Grant(request_id=message.request_id, permit_id=1, queued=0.0))
-
-    class Inner:
-        name = "anthropic"
-
-        def complete(self, request: ModelRequest) -> ModelResponse:
-            return ModelResponse(
-                text="ok", tool_calls=[], stop_reason="end_turn", usage=Usage(1, 1)
-            )
-
-    client = PermitClient("w1", send)
-    provider = MeteredProvider(Inner(), client, lambda request: (1, 1))  # type: ignore[arg-type]
-    provider.complete(ModelRequest("", [{"role": "user", "content": "x"}], [], 8, MODEL, "t", 1))
-    done = [m for m in sent if isinstance(m, CallDone)]
-    return bool(done) and done[-1].permit_rtt is not None
-
-
 # ---- bare Pipe round trips, idle and while pd runs -----------------------------------
-
-
-def _echo(conn: Connection) -> None:
-    while True:
-        try:
-            data = conn.recv_bytes()
-        except EOFError:
-            return
-        if not data:
-            return
-        conn.send_bytes(data)
 
 
 def _payload() -> bytes:
@@ -346,7 +268,7 @@ class Pipes:
     def __init__(self) -> None:
         self.ctx = mp.get_context(START_METHOD)
         self.near, far = self.ctx.Pipe(duplex=True)
-        self.echo = self.ctx.Process(target=_echo, args=(far,), daemon=True)
+        self.echo = self.ctx.Process(target=echo, args=(far,), daemon=True)
         self.echo.start()
         far.close()
         self.pinger: Any = None
@@ -897,13 +819,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.getloadavg()[0]:.1f}"
     )
     shim = {}
-    if not pd_reports_permit_rtt():
-        shim["PD_BENCH_RTT"] = "1"
-        say(
-            "note: pd leaves CallDone.permit_rtt unset (orchestrator/metered.py, "
-            "MeteredProvider.complete never passes PermitClient.last_rtt), so its usage "
-            "events carry null; a sitecustomize shim passes last_rtt on in this run"
-        )
     if args.trace:
         shim["PD_BENCH_TRACE"] = "1"
     pipes = Pipes()
