@@ -192,6 +192,7 @@ class Grant(Message):
     request_id: int
     permit_id: int
     queued: float = 0.0  # seconds the request waited for room in the limiter
+    send_by: float = 0.0  # time.monotonic() after which the permit must not be used (0: any)
 
 
 @dataclass

@@ -47,6 +47,7 @@ class PermitClient:
         self._waiting: dict[int, _Waiting] = {}
         self._lock = threading.Lock()
         self.last_rtt: float | None = None
+        self.send_by = 0.0
 
     def deliver(self, answer: Grant | Deny) -> None:
         """Called from the reader thread."""
@@ -79,6 +80,7 @@ class PermitClient:
             raise ProviderError(answer.reason)
         assert isinstance(answer, Grant)
         self.last_rtt = time.perf_counter() - started - answer.queued
+        self.send_by = answer.send_by
         return request_id, answer.permit_id
 
     def done(self, request_id: int, permit_id: int, status: str, **details: object) -> None:
@@ -115,7 +117,8 @@ class MeteredProvider:
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         last: PdError | None = None
-        for retry in range(self.max_retries + 1):
+        retry = 0
+        while retry <= self.max_retries:
             likely, upper = self.estimate(request)
             ask = {
                 "task_id": request.task_id,
@@ -126,13 +129,18 @@ class MeteredProvider:
                 "worst_case_input": upper,
             }
             request_id, permit_id = self.permits.acquire(ask, self.should_stop)
+            if self.permits.send_by and time.monotonic() > self.permits.send_by:
+                # Too late to send on this permit (this process was starved of CPU): the
+                # limiter's windows only hold for calls sent within its margin. Ask again.
+                self.permits.done(request_id, permit_id, "expired")
+                continue
             try:
                 response = self.inner.complete(request)
             except RetryableError as exc:
-                last = exc
+                last, retry = exc, retry + 1
                 # Rate limited: the coordinator pauses everyone until retry-after (or a
                 # back-off of its own); other transient faults back off here only.
-                pause = exc.retry_after if exc.retry_after is not None else _backoff(retry)
+                pause = exc.retry_after if exc.retry_after is not None else _backoff(retry - 1)
                 limited = exc.status in RATE_LIMITED
                 self.permits.done(
                     request_id,

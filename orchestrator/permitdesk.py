@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     from orchestrator.preflight import RunPlan
 
 
+NOT_SENT = ("withdrawn", "expired")  # the call never reached the provider
+# A permit must be used within this share of the limiter's margin; the rest covers the
+# SDK building and sending the request after the worker's check.
+SEND_SHARE = 0.6
+
+
 @dataclass
 class _Call:
     ask: AcquireTokens
@@ -115,7 +121,7 @@ class PermitDesk:
             if cost is not None and call.reservation and cost > call.reservation.amount:
                 data["overrun"] = format(cost - call.reservation.amount, "f")
             return data
-        self.limiter.cancel(call.permit.id, now, sent=msg.status != "withdrawn")
+        self.limiter.cancel(call.permit.id, now, sent=msg.status not in NOT_SENT)
         if call.reservation is not None:
             self.ledger.release(call.reservation)  # type: ignore[union-attr]
         if msg.retry_after is not None:  # rate limited: everyone waits, not just this one
@@ -172,8 +178,12 @@ class PermitDesk:
         if isinstance(got, Permit):
             call.permit = got
             self._granted[(call.ask.worker_id, call.ask.request_id)] = call
+            within = self.limiter.send_within(call.key)
             return Grant(
-                request_id=call.ask.request_id, permit_id=got.id, queued=max(0.0, now - call.asked)
+                request_id=call.ask.request_id,
+                permit_id=got.id,
+                queued=max(0.0, now - call.asked),
+                send_by=0.0 if within is None else now + SEND_SHARE * within,
             )
         call.wake = got
         if queue:

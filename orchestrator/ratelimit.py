@@ -72,8 +72,10 @@ class Permit:
 
 
 def default_margin(window: float) -> float:
-    """How much longer than the window a grant counts: covers the grant-to-arrival delay."""
-    return 0.01 * window + 0.02
+    """How much longer than the window a grant counts: covers the grant-to-arrival delay
+    (a starved worker's first call measured up to ~80 ms; permits also expire unused
+    past part of this, see ``send_within``)."""
+    return 0.02 * window + 0.05
 
 
 class _Fenwick:
@@ -347,6 +349,12 @@ class RateLimiter:
             raise ValueError(f"permit {permit_id} is not in flight")
         for bucket, entry in grant.entries:
             bucket.set(entry, (requests, counted(bucket.limits), output))
+
+    def send_within(self, key: str) -> float | None:
+        """How soon after its grant a call must reach the provider for the sliding-window
+        promise to hold (the smallest margin of the key's buckets); None: no bucket."""
+        margins = [b.span - b.limits.window for b in self._scope_buckets(key)]
+        return min(margins) if margins else None
 
     def _scope_buckets(self, key: str) -> list[_Bucket]:
         return [self._buckets[n] for n in _scope(key) if n in self._buckets]

@@ -39,10 +39,13 @@ def test_grants_up_to_the_limit_then_names_the_time_a_slot_frees() -> None:
     assert limiter.acquire("p", 0, 0, now=10.6) == 11.5
 
 
-def test_default_margin_is_one_percent_of_the_window_plus_20_ms() -> None:
+def test_default_margin_is_two_percent_of_the_window_plus_50_ms() -> None:
+    """Measured (bench/bench_limits.py): 16 workers starting on 2 cores put a first call
+    on the wire up to ~80 ms after its grant; 1 % + 20 ms let the provider see a window
+    over the limit."""
     limiter = RateLimiter({"p": BucketLimits(requests=1, window=60.0)})
     grant(limiter, "p", 0, 0, now=0.0)
-    assert limiter.acquire("p", 0, 0, now=1.0) == pytest.approx(60.62)
+    assert limiter.acquire("p", 0, 0, now=1.0) == pytest.approx(61.25)
 
 
 def test_a_model_key_must_fit_its_provider_bucket_and_its_model_bucket() -> None:
