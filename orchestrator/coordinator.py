@@ -205,6 +205,9 @@ class Coordinator:
     def _teardown(self) -> None:
         """Stop every process and remove every worktree; safe to call twice."""
         self.pool.shutdown_all(grace=0.8)
+        for slot in self.slots.values():
+            if slot.state != "retired":
+                slot.state, slot.task = "stopped", None
         WorktreeManager(self.plan.repo, self.root).remove_all()
         self._drop_spent_branches()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from decimal import Decimal
 from typing import Any
@@ -53,6 +54,7 @@ def build_report(store: RunStore) -> dict[str, Any]:
                     "attempt": event["attempt"],
                     "reason": event["reason"],
                     "conflicts": event.get("conflicts", []),
+                    "detail": telling_line(event.get("log_tail", "")),
                 }
             )
         elif kind == "attempt_failed" and task is not None:
@@ -89,6 +91,16 @@ def build_report(store: RunStore) -> dict[str, Any]:
         "spend": spend.to_dict(),
         "budget": (state.get("permits") or {}).get("spend", {}).get("budget"),
     }
+
+
+def telling_line(log_tail: str) -> str:
+    """The line of a gate log most worth a glance: the last one naming a failure."""
+    lines = [line.strip() for line in log_tail.splitlines() if line.strip()]
+    for pattern in (r"^(FAILED|ERROR)\b|FAIL:", r"Error|error:|failed"):  # strongest first
+        for line in lines:
+            if re.search(pattern, line):
+                return line
+    return lines[-1] if lines else ""
 
 
 TOKENS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")

@@ -312,6 +312,10 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert tests.returncode == 0, tests.stdout
     report = json.loads(pd("report", "--json", cwd=demo, env=env, check=True).stdout)
     assert report["rejections"] == 1 and report["counts"]["merged"] == 6
+    rejected = next(t for t in report["tasks"] if t["rejections"])["rejections"][0]
+    assert rejected["detail"].startswith("FAILED tests/")  # the failing test, named
+    status = json.loads(pd("status", "--json", cwd=demo, env=env, check=True).stdout)
+    assert {w["state"] for w in status["workers"]} == {"stopped"}
     assert run_git(demo, "status", "--porcelain") == ""
     assert run_git(demo, "worktree", "list", "--porcelain").count("worktree ") == 1
 

@@ -22,7 +22,7 @@ def logs(
     ] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", help="Show the last N lines.")] = 200,
 ) -> int:
-    """Print a run's logs; ``--follow`` keeps going while the run lives."""
+    """Print a run's logs; --follow keeps going while the run lives."""
     store = RunStore.open(run)
     files = _files(store, worker)
     shown = _select(_read(files), task)

@@ -36,7 +36,11 @@ def print_report(data: dict[str, Any]) -> None:
     for column in ("task", "state", "attempts", "workers", "rejections / failures"):
         table.add_column(column)
     for task in data["tasks"]:
-        problems = [f"#{r['attempt']}: {_line(r['reason'])}" for r in task["rejections"]]
+        problems = [
+            f"#{r['attempt']}: {_line(r['reason'])}"
+            + (f"\n    {_line(r['detail'])}" if r.get("detail") else "")
+            for r in task["rejections"]
+        ]
         problems += [
             f"#{f['attempt']}: {_line(f['reason'])}"
             for f in task["failures"]
