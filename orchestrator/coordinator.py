@@ -90,6 +90,7 @@ class Coordinator:
         self._state_dirty = True
         self._state_written = 0.0
         self._signals = 0
+        self._log: Any = None
 
     # ---- lifecycle ---------------------------------------------------------------
 
@@ -114,6 +115,8 @@ class Coordinator:
             raise
         finally:
             self.store.close()
+            if self._log is not None:
+                self._log.close()
             lock.release()
 
     def _start(self) -> None:
@@ -304,6 +307,7 @@ class Coordinator:
                 attempt=message.attempt,
                 waited=round(max(waited, 0.0), 4),
                 dispatch=round(max(dispatch, 0.0), 4),
+                sync=False,  # informational: synced with the step's others
             )
         elif isinstance(message, Progress):
             self.on_event(
@@ -388,7 +392,8 @@ class Coordinator:
     def _next_merge(self) -> None:
         request = self.merges.take()
         if request is not None:
-            self.emit("merge_started", task=request.task_id, commit=request.commit)
+            # Informational (resume checks git itself): synced with the step's others.
+            self.emit("merge_started", task=request.task_id, commit=request.commit, sync=False)
             self.pool.send(MERGER, request)
 
     def _handle_merger(self, event: PoolEvent) -> None:
@@ -526,10 +531,11 @@ class Coordinator:
         self._state_dirty = True
         line = format_event(event)
         if line is not None:
-            with open(self.store.log_path("coordinator"), "a") as handle:
-                handle.write(
-                    f"{stamp(event['at'])} [coordinator] [{data.get('task') or '-'}] {line}\n"
-                )
+            if self._log is None:  # opened once: an open per event cost the loop time
+                self._log = open(self.store.log_path("coordinator"), "a", buffering=1)  # noqa: SIM115
+            self._log.write(
+                f"{stamp(event['at'])} [coordinator] [{data.get('task') or '-'}] {line}\n"
+            )
         self.on_event(event)
 
     def _write_state(self, force: bool = False, **final: Any) -> None:
