@@ -334,7 +334,7 @@ class Coordinator:
             self._retire(slot)
             return
         handle.ready = True
-        slot.state, slot.pid = "idle", message.pid
+        slot.state = "idle"
         self.emit("worker_ready", worker=slot.id, pid=message.pid)
 
     def _task_done(self, slot: Slot, message: TaskDone) -> None:

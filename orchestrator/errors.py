@@ -59,9 +59,3 @@ class AttemptEnded(PdError):
         self.reason = reason
         self.handoff = handoff
         super().__init__(reason)
-
-
-class Aborted(PdError):
-    """The run or a task was aborted by the user."""
-
-    exit_code = 130

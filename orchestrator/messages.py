@@ -63,7 +63,6 @@ class Assign(Message):
     feedback: list[str] = field(default_factory=list)
     handoff: str = ""
     dependencies: dict[str, str] = field(default_factory=dict)
-    sent_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass

@@ -75,9 +75,6 @@ class RunPlan:
     provider: ProviderPlan
     record: bool = False  # write every model exchange into a replayable cassette
 
-    def worker_roles(self) -> dict[str, str]:
-        return dict(self.workers)
-
 
 def build_plan(
     mission_path: Path,

@@ -24,7 +24,6 @@ class Slot:
     task: str | None = None
     attempt: int = 0
     crashes: int = 0
-    pid: int | None = None
 
 
 def run_snapshot(

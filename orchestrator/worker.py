@@ -46,6 +46,7 @@ from orchestrator.providers import Provider, make_provider
 from orchestrator.providers.command import run_command_agent
 from orchestrator.providers.command.registry import DEFAULT_KEYS
 from orchestrator.recorder import PARTS, RecordingProvider
+from orchestrator.store import RunStore
 from orchestrator.tools import Toolbox, scrub_env
 from orchestrator.worktree import WorktreeManager
 
@@ -100,8 +101,8 @@ class Worker:
         self.abort_task: str | None = None
         self.stopping = threading.Event()
         self.toolbox: Toolbox | None = None
-        run_dir = Path(config.run_dir)
-        self.log_file = run_dir / "logs" / f"{worker_id}.log"
+        self.store = RunStore(Path(config.run_dir))  # for paths only: events are the coordinator's
+        self.log_file = self.store.log_path(worker_id)
         self.env = {
             **scrub_env(os.environ),
             **config.env,
@@ -124,7 +125,7 @@ class Worker:
             return None
         provider: Provider = make_provider(**options)
         if self.config.record:
-            part = Path(self.config.run_dir) / PARTS / f"{self.id}.jsonl"
+            part = self.store.dir / PARTS / f"{self.id}.jsonl"
             provider = RecordingProvider(provider, part)
         if options["name"] == "scripted":
             return provider
@@ -188,10 +189,9 @@ class Worker:
             TaskStarted(worker_id=self.id, task_id=assign.task_id, attempt=assign.attempt)
         )
         self.log(assign.task_id, f"attempt {assign.attempt} starts on {assign.branch}")
-        transcript = Path(self.config.run_dir) / "transcripts" / assign.task_id
-        transcript.mkdir(parents=True, exist_ok=True)
+        transcript = self.store.transcript_path(assign.task_id, assign.attempt)
         try:
-            with open(transcript / f"{assign.attempt}.jsonl", "a") as record_file:
+            with open(transcript, "a") as record_file:
                 return self._run(assign, record_file)
         except PdError as exc:
             reason = str(exc)
