@@ -29,6 +29,10 @@ class AgentResult:
     usage: Usage = field(default_factory=Usage)
     reason: str = ""
     handoff: str = ""
+    # Tools offered by the end (discover_skills may add some) and tools called, in order
+    # of first call; ``finish`` is left out of both.
+    skills_offered: list[str] = field(default_factory=list)
+    skills_used: list[str] = field(default_factory=list)
 
 
 def run_agent(
@@ -54,14 +58,14 @@ def run_agent(
     on the next call; the next attempt starts fresh from that note.
     """
     messages: list[dict[str, Any]] = [_user([{"type": "text", "text": prompt}])]
-    usage, last_text, sent = Usage(), "", 0
-    tools = toolbox.specs()
+    usage, last_text, sent, shown = Usage(), "", 0, None
     for turn in range(1, max_turns + 1):
         if should_stop():
             return _ended("aborted", turn - 1, usage, toolbox, last_text, record)
+        tools = toolbox.specs()  # every turn: discover_skills may have added tools
         request = ModelRequest(system, list(messages), tools, max_tokens, model, task_id, attempt)
-        record(_request_record(request, turn, messages[sent:]))
-        sent = len(messages)
+        record(_request_record(request, turn, messages[sent:], tools != shown))
+        sent, shown = len(messages), tools
         response = provider.complete(request)
         record({"kind": "response", "turn": turn, **response.to_dict()})
         usage += response.usage
@@ -73,8 +77,12 @@ def run_agent(
         results, done = _run_tools(toolbox, response, turn, record, on_tool)
         messages.append(_user(results))
         if done is not None:
-            result = AgentResult(True, done.summary, turn, usage)
-            record({"kind": "end", "finished": True, "turns": turn, "usage": usage.to_dict()})
+            offered, used = skill_use(toolbox)
+            result = AgentResult(
+                True, done.summary, turn, usage, skills_offered=offered, skills_used=used
+            )
+            end = {"kind": "end", "finished": True, "turns": turn, "usage": usage.to_dict()}
+            record({**end, "skills_offered": offered, "skills_used": used})
             return result
         if context_limit and _prompt_size(response) > CONTEXT_SHARE * context_limit:
             reason = f"context window nearly full ({_prompt_size(response)} of {context_limit})"
@@ -128,7 +136,7 @@ def describe_call(call: ToolCall) -> str:
     args = call.input if isinstance(call.input, dict) else {}
     if call.name == "run_command":
         line = f"run_command: {args.get('command', '')}"
-    elif call.name == "search_files":
+    elif call.name in ("search_files", "search_code"):
         line = f"search_files {args.get('pattern', '')!r} in {args.get('path', '.')}"
     elif call.name == "finish":
         line = "finish"
@@ -162,6 +170,7 @@ def _ended(
     record: Callable[[dict[str, Any]], None],
 ) -> AgentResult:
     handoff = build_handoff(reason, turns, toolbox.touched, last_text)
+    offered, used = skill_use(toolbox)
     record(
         {
             "kind": "end",
@@ -170,13 +179,33 @@ def _ended(
             "turns": turns,
             "usage": usage.to_dict(),
             "handoff": handoff,
+            "skills_offered": offered,
+            "skills_used": used,
         }
     )
-    return AgentResult(False, "", turns, usage, reason=reason, handoff=handoff)
+    return AgentResult(
+        False,
+        "",
+        turns,
+        usage,
+        reason=reason,
+        handoff=handoff,
+        skills_offered=offered,
+        skills_used=used,
+    )
 
 
-def _request_record(request: ModelRequest, turn: int, new: list[dict[str, Any]]) -> dict[str, Any]:
-    """Only the messages added since the last request, so transcripts stay linear in size."""
+def skill_use(toolbox: Toolbox) -> tuple[list[str], list[str]]:
+    """(offered, used) tool names of an attempt, without ``finish``."""
+    offered = [s["name"] for s in toolbox.specs() if s["name"] != "finish"]
+    return offered, [name for name in toolbox.used if name != "finish"]
+
+
+def _request_record(
+    request: ModelRequest, turn: int, new: list[dict[str, Any]], tools_changed: bool
+) -> dict[str, Any]:
+    """Only the messages added since the last request, so transcripts stay linear in size;
+    the tools on the first turn and again whenever they change."""
     entry: dict[str, Any] = {
         "kind": "request",
         "turn": turn,
@@ -188,6 +217,7 @@ def _request_record(request: ModelRequest, turn: int, new: list[dict[str, Any]])
     }
     if turn == 1:
         entry["system"] = request.system
+    if tools_changed:
         entry["tools"] = request.tools
     return entry
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ToolError
-from orchestrator.procs import kill_all_running, run_shell
+from orchestrator.procs import ShellResult, kill_all_running, run_shell
 
 _SECRET_MARKERS = ("API_KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL")
 _SECRET_PREFIXES = ("ANTHROPIC_", "OPENAI_")
@@ -111,10 +111,16 @@ _SPECS = [
     for name, (description, props, required) in _TOOLS.items()
 ]
 _TYPES = {"string": (str,), "integer": (int,), "number": (int, float)}
+FINISH_SPEC = next(s for s in _SPECS if s["name"] == "finish")
 
 
 class Toolbox:
-    """The tools of one agent, bound to one worktree ``root``."""
+    """The tools of one agent, bound to one worktree ``root``.
+
+    Its methods are the confined primitives (``resolve``, ``walk``, ``run``) and the core
+    tools built on them; skills' handlers (``orchestrator.skills``) receive the toolbox
+    and reuse both, so confinement, caps and process-group kills live in one place.
+    """
 
     def __init__(
         self,
@@ -128,25 +134,35 @@ class Toolbox:
         self.command_timeout = command_timeout
         self.output_cap = output_cap
         self.touched: set[str] = set()
+        self.used: dict[str, int] = {}  # tool name -> calls, in order of first use
         self._aborted = False
 
     def specs(self) -> list[dict[str, Any]]:
+        """The tool definitions offered to the model; the agent asks again every turn."""
         return [dict(s) for s in _SPECS]
+
+    def _lookup(self, name: str) -> tuple[dict[str, Any], Callable[..., ToolResult]] | None:
+        spec = next((s for s in _SPECS if s["name"] == name), None)
+        return None if spec is None else (spec, getattr(self, name))
+
+    def _check(self, spec: dict[str, Any], given: Any) -> None:
+        _check_input(spec, given)
 
     def call(self, name: str, input: dict[str, Any]) -> ToolResult:
         """Run one tool; bad input comes back as an error the model can act on."""
-        handler: Callable[..., ToolResult] | None = getattr(self, f"_tool_{name}", None)
-        spec = next((s for s in _SPECS if s["name"] == name), None)
-        if handler is None or spec is None:
-            names = ", ".join(s["name"] for s in _SPECS)
+        found = self._lookup(name)
+        if found is None:
+            names = ", ".join(s["name"] for s in self.specs())
             return ToolResult(f"unknown tool {name!r}; available: {names}", is_error=True)
+        spec, handler = found
+        self.used[name] = self.used.get(name, 0) + 1
         if set(input) == {"_raw"}:  # the provider could not decode the model's arguments
             return ToolResult(
                 f"your arguments for {name} were not valid JSON: {str(input['_raw'])[:200]}",
                 is_error=True,
             )
         try:
-            _check_input(spec, input)
+            self._check(spec, input)
             return handler(**{k: v for k, v in input.items() if v is not None})
         except ToolError as exc:
             return ToolResult(str(exc), is_error=True)
@@ -175,10 +191,10 @@ class Toolbox:
             raise ToolError(f"refused: {path!r} is inside .git; use run_command with git instead")
         return real
 
-    def _rel(self, real: Path) -> str:
+    def rel(self, real: Path) -> str:
         return real.relative_to(self.root).as_posix() or "."
 
-    def _tool_read_file(self, path: str, offset: int = 1, limit: int = 2000) -> ToolResult:
+    def read_file(self, path: str, offset: int = 1, limit: int = 2000) -> ToolResult:
         real = self.resolve(path)
         if not real.is_file():
             raise ToolError(
@@ -198,22 +214,22 @@ class Toolbox:
                     chunk.append(line[: self.output_cap])
                     size += len(line)
         if total == 0:
-            return ToolResult(f"[{self._rel(real)}: empty file]")
+            return ToolResult(f"[{self.rel(real)}: empty file]")
         if offset > total:
             raise ToolError(f"offset {offset} is past the end ({path!r} has {total} lines)")
         end = offset + len(chunk) - 1
         more = f"; continue with offset={end + 1}" if end < total else ""
-        header = f"[{self._rel(real)}: lines {offset}-{end} of {total}{more}]\n"
+        header = f"[{self.rel(real)}: lines {offset}-{end} of {total}{more}]\n"
         return ToolResult(header + "".join(chunk))
 
-    def _tool_write_file(self, path: str, content: str) -> ToolResult:
+    def write_file(self, path: str, content: str) -> ToolResult:
         real = self.resolve(path)
         real.parent.mkdir(parents=True, exist_ok=True)
         real.write_text(content)
-        self.touched.add(self._rel(real))
-        return ToolResult(f"wrote {len(content)} characters to {self._rel(real)}")
+        self.touched.add(self.rel(real))
+        return ToolResult(f"wrote {len(content)} characters to {self.rel(real)}")
 
-    def _tool_edit_file(self, path: str, old: str, new: str) -> ToolResult:
+    def edit_file(self, path: str, old: str, new: str) -> ToolResult:
         real = self.resolve(path)
         if not real.is_file():
             raise ToolError(f"{path!r} is not a file; use write_file to create it")
@@ -225,10 +241,10 @@ class Toolbox:
             hint = "copy the exact text from read_file" if count == 0 else "add surrounding lines"
             raise ToolError(f"old text matches {count} times in {path!r}, need exactly 1: {hint}")
         real.write_text(text.replace(old, new, 1))
-        self.touched.add(self._rel(real))
-        return ToolResult(f"edited {self._rel(real)}")
+        self.touched.add(self.rel(real))
+        return ToolResult(f"edited {self.rel(real)}")
 
-    def _walk(self, path: str) -> Iterator[Path]:
+    def walk(self, path: str) -> Iterator[Path]:
         """Files under ``path`` in sorted order; never enters .git or symlinked folders."""
         real = self.resolve(path)
         if real.is_file():
@@ -242,9 +258,9 @@ class Toolbox:
                 if name.lower() != ".git":
                     yield Path(dirpath) / name
 
-    def _tool_list_files(self, path: str = ".", pattern: str | None = None) -> ToolResult:
+    def list_files(self, path: str = ".", pattern: str | None = None) -> ToolResult:
         found = []
-        for file in self._walk(path):
+        for file in self.walk(path):
             rel = file.relative_to(self.root).as_posix()
             if pattern is None or _glob(rel, pattern):
                 found.append(rel)
@@ -254,15 +270,13 @@ class Toolbox:
             found[MAX_LIST:] = [f"[... more than {MAX_LIST} files; narrow path or pattern]"]
         return ToolResult("\n".join(found) or "(no files)")
 
-    def _tool_search_files(
-        self, pattern: str, path: str = ".", glob: str | None = None
-    ) -> ToolResult:
+    def search_files(self, pattern: str, path: str = ".", glob: str | None = None) -> ToolResult:
         try:
             regex = re.compile(pattern)
         except re.error as exc:
             raise ToolError(f"bad regular expression {pattern!r}: {exc}") from exc
         hits: list[str] = []
-        for file in self._walk(path):
+        for file in self.walk(path):
             rel = file.relative_to(self.root).as_posix()
             if glob and not _glob(rel, glob):
                 continue
@@ -282,21 +296,28 @@ class Toolbox:
                         return ToolResult(cap_text("\n".join(hits), self.output_cap))
         return ToolResult(cap_text("\n".join(hits), self.output_cap) or "(no matches)")
 
-    def _tool_run_command(self, command: str, timeout: float | None = None) -> ToolResult:
+    def run(self, command: str, timeout: float | None = None) -> ShellResult:
+        """Run ``command`` in root: own process group, scrubbed env, output capped.
+
+        Timeout and abort are ToolErrors carrying the output so far.
+        """
         if timeout is not None and timeout <= 0:
             raise ToolError("timeout must be a positive number of seconds")
         limit = min(timeout or self.command_timeout, self.command_timeout)
         self._aborted = False
         res = run_shell(command, self.root, self.env, limit, output_cap=self.output_cap)
-        output = res.output  # run_shell already kept head and tail within output_cap
         if self._aborted:
-            return ToolResult(f"aborted after {res.seconds:.1f}s\n{output}", is_error=True)
+            raise ToolError(f"aborted after {res.seconds:.1f}s\n{res.output}")
         if res.timed_out:
             note = f"timed out after {limit:g}s; the process group was killed"
-            return ToolResult(f"{note}\n{output}", is_error=True)
-        return ToolResult(f"exit code: {res.returncode}\n{output}", is_error=res.returncode != 0)
+            raise ToolError(f"{note}\n{res.output}")
+        return res
 
-    def _tool_finish(self, summary: str) -> ToolResult:
+    def run_command(self, command: str, timeout: float | None = None) -> ToolResult:
+        res = self.run(command, timeout)  # output already within output_cap, head and tail
+        return ToolResult(f"exit code: {res.returncode}\n{res.output}", is_error=not res.ok)
+
+    def finish(self, summary: str) -> ToolResult:
         return ToolResult("finished", finished=True, summary=summary)
 
 
