@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from orchestrator import __version__
-from orchestrator.cli import abort, catalog, logs, report, run, status
+from orchestrator.cli import abort, catalog, logs, report, run, skills, status
 from orchestrator.cli.output import console, fail_line
 from orchestrator.errors import PdError
 from orchestrator.mission import resolve_mission_path
@@ -32,6 +32,7 @@ app.command()(abort.abort)
 app.command()(report.report)
 app.add_typer(catalog.roles_app, name="roles")
 app.add_typer(catalog.missions_app, name="missions")
+app.add_typer(skills.skills_app, name="skills")
 
 
 @app.command()
