@@ -40,7 +40,9 @@ def test_skill_schema_is_shipped_json() -> None:
 
 def test_broken_role_names_file_and_field(tmp_path: Path) -> None:
     path = tmp_path / "wizard.md"
-    path.write_text("---\nid: wizard\nname: Wizard\ndescription: x\ncapabilities: nope\n---\n")
+    path.write_text(
+        "---\nid: wizard\nname: Wizard\ndescription: x\ngroup: builder\ncapabilities: nope\n---\n"
+    )
     with pytest.raises(BadInput) as caught:
         parse_role(path)
     assert "wizard.md" in str(caught.value) and "capabilities" in str(caught.value)
@@ -48,9 +50,9 @@ def test_broken_role_names_file_and_field(tmp_path: Path) -> None:
 
 def test_workspace_roles_override_shipped_ones(tmp_path: Path) -> None:
     (tmp_path / "roles").mkdir()
+    shipped = (shipped_dir("roles") / "backend-dev.md").read_text()
     (tmp_path / "roles" / "backend-dev.md").write_text(
-        "---\nid: backend-dev\nname: Our Backend Dev\ndescription: ours\n"
-        "capabilities: [writes-code]\n---\nBody.\n"
+        shipped.replace("name: Backend Developer", "name: Our Backend Dev")
     )
     assert load_roles(tmp_path)["backend-dev"].name == "Our Backend Dev"
 
