@@ -12,8 +12,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from orchestrator.composition import default_budget
 from orchestrator.errors import BadInput
 
 TASK_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -44,6 +45,9 @@ class TaskSpec(Strict):
     files: list[str] = Field(default_factory=list, description="Paths the task expects to touch.")
     priority: int = Field(0, description="Tie-breaker after the critical path; higher first.")
     max_attempts: int | None = Field(None, ge=1, le=20)
+    critical: bool = Field(
+        False, description="Run every attempt on the top model tier (see composition.tier_for)."
+    )
 
 
 class ProviderConfig(Strict):
@@ -108,7 +112,9 @@ class Mission(Strict):
     provider: ProviderConfig = Field(default_factory=ProviderConfig)
     limits: Limits = Field(default_factory=Limits)
     worktrees: str | None = Field(None, description="Worktree folder; default workspace/worktrees.")
-    budget: Decimal | None = Field(None, ge=0, description="USD for the whole run.")
+    budget: Decimal | None = Field(
+        None, ge=0, description="USD for the whole run; default: scales with the team size."
+    )
     worker_budget: Decimal | None = Field(None, ge=0, description="USD for each worker.")
     rate_limits: dict[str, RateLimit] = Field(
         default_factory=dict, description='By provider ("anthropic") or model ("openai/gpt-5").'
@@ -117,6 +123,20 @@ class Mission(Strict):
     models: str | None = Field(None, description="Model tiers (haiku/sonnet/opus) to ids.")
     port_base: int = Field(20_000, ge=1024, le=60_000)
     port_stride: int = Field(100, ge=1, le=1000)
+    _budget_is_default: bool = PrivateAttr(False)
+
+    @model_validator(mode="after")
+    def _default_budget(self) -> Mission:
+        """A mission that names no budget gets one that scales with its team."""
+        if self.budget is None:
+            self.budget = default_budget(self.worker_count())
+            self._budget_is_default = True
+        return self
+
+    @property
+    def budget_is_default(self) -> bool:
+        """True when ``budget`` came from ``default_budget``, not from the file."""
+        return self._budget_is_default
 
     @property
     def gate_command(self) -> str | None:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.cli.output import console, print_json
+from orchestrator.composition import BUILDER, COORDINATION, check_composition, team_counts
 from orchestrator.errors import BadInput
-from orchestrator.mission import load_mission, shipped_dir
-from orchestrator.roles import load_roles
+from orchestrator.mission import load_mission, resolve_mission_path, shipped_dir
+from orchestrator.roles import Role, load_roles
 from orchestrator.store import workspace
 
 roles_app = typer.Typer(help="The roles agents can hold.", no_args_is_help=True)
@@ -19,79 +22,124 @@ missions_app = typer.Typer(help="The shipped mission templates.", no_args_is_hel
 JSON = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
+def _role_row(role: Role) -> dict[str, Any]:
+    return {
+        "id": role.id,
+        "name": role.name,
+        "group": role.group,
+        "tier": role.tier,
+        "description": role.description,
+        "capabilities": role.capabilities,
+        "owns": role.owns,
+        "skills": role.skills,
+        "path": str(role.path) if role.path else None,
+    }
+
+
 @roles_app.command("list")
 def roles_list(as_json: JSON = False) -> None:
-    """Every role, with its capabilities and model tier."""
-    roles = load_roles(workspace())
+    """Every role, builders first, with its group, model tier and capabilities."""
+    roles = sorted(load_roles(workspace()).values(), key=lambda r: (r.group != BUILDER, r.id))
     if as_json:
-        print_json(
-            [
-                {
-                    "id": r.id,
-                    "name": r.name,
-                    "description": r.description,
-                    "capabilities": r.capabilities,
-                    "tier": r.tier,
-                }
-                for r in roles.values()
-            ]
-        )
+        print_json([_role_row(r) for r in roles])
         return
-    table = Table("id", "name", "tier", "capabilities", "description")
-    for r in roles.values():
-        table.add_row(r.id, r.name, r.tier, ", ".join(r.capabilities), r.description)
+    table = Table("id", "group", "tier", "capabilities", "description")
+    for r in roles:
+        table.add_row(r.id, r.group, r.tier, ", ".join(r.capabilities), r.description)
     console.print(table)
 
 
 @roles_app.command("show")
-def roles_show(name: str) -> None:
-    """One role's front matter and prompt."""
+def roles_show(name: str, as_json: JSON = False) -> None:
+    """One role's front matter and the system prompt its agents get."""
     roles = load_roles(workspace())
     if name not in roles:
         raise BadInput(name, "no such role", f"use one of: {', '.join(sorted(roles))}")
     role = roles[name]
+    if as_json:
+        print_json({**_role_row(role), "system_prompt": role.system_prompt()})
+        return
     console.print(
         f"[bold]{role.name}[/] ({role.id}) — {role.description}\n"
-        f"capabilities: {', '.join(role.capabilities)}; tier: {role.tier}; "
-        f"owns: {', '.join(role.owns)}\n"
+        f"group: {role.group}; tier: {role.tier}\n"
+        f"capabilities: {', '.join(role.capabilities)}\n"
+        f"skills: {', '.join(role.skills)}\n"
+        f"owns: {', '.join(role.owns)}\n",
+        soft_wrap=True,
     )
     console.print(role.system_prompt(), markup=False)
 
 
-def _mission_files() -> list:
+def _mission_files() -> list[Path]:
     return sorted(
         p for p in shipped_dir("missions").glob("*.json") if not p.name.endswith(".cassette.json")
     )
 
 
+def _mission_row(path: Path, roles: dict[str, Role]) -> dict[str, Any]:
+    mission = load_mission(path)
+    counts = team_counts(mission, roles)
+    return {
+        "name": path.stem,
+        "description": mission.description,
+        "workers": mission.worker_count(),
+        "builders": counts[BUILDER],
+        "coordination": counts[COORDINATION],
+        "budget": str(mission.budget),
+        "budget_is_default": mission.budget_is_default,
+        "tasks": len(mission.tasks),
+        "goal": mission.goal,
+        "team": [{"role": m.role, "count": m.count} for m in mission.team],
+        "problems": check_composition(mission, roles),
+    }
+
+
+def _budget_text(row: dict[str, Any]) -> str:
+    return f"${row['budget']}" + (" (default)" if row["budget_is_default"] else "")
+
+
 @missions_app.command("list")
 def missions_list(as_json: JSON = False) -> None:
-    """Every shipped mission with its team size and task count."""
-    rows = []
-    for path in _mission_files():
-        mission = load_mission(path)
-        rows.append(
-            {
-                "name": path.stem,
-                "description": mission.description,
-                "workers": mission.worker_count(),
-                "tasks": len(mission.tasks),
-            }
-        )
+    """Every shipped mission: team size, builders:coordination, budget, tasks."""
+    roles = load_roles(workspace())
+    rows = [_mission_row(path, roles) for path in _mission_files()]
     if as_json:
         print_json(rows)
         return
-    table = Table("name", "workers", "tasks", "description")
+    table = Table(
+        "name",
+        "team",
+        "budget",
+        "tasks",
+        "description",
+        caption="team: workers (builders:coordination); tasks: planned from the goal at run time",
+    )
     for row in rows:
-        table.add_row(row["name"], str(row["workers"]), str(row["tasks"]), row["description"])
+        team = f"{row['workers']} ({row['builders']}:{row['coordination']})"
+        tasks = str(row["tasks"]) if row["tasks"] else "planned"
+        table.add_row(row["name"], team, _budget_text(row), tasks, row["description"])
     console.print(table)
 
 
 @missions_app.command("show")
-def missions_show(name: str) -> None:
-    """A shipped mission's file."""
-    path = shipped_dir("missions") / f"{name}.json"
-    if not path.is_file():
-        names = ", ".join(p.stem for p in _mission_files())
-        raise BadInput(name, "no such mission", f"use one of: {names}")
-    console.print_json(json.dumps(json.loads(path.read_text())))
+def missions_show(
+    name: Annotated[str, typer.Argument(help="A shipped mission's name, or a mission file.")],
+    as_json: JSON = False,
+) -> None:
+    """A mission's team and budget, the team rules it breaks, and its file."""
+    path = resolve_mission_path(name)
+    row = _mission_row(path, load_roles(workspace()))
+    raw = json.loads(path.read_text())
+    if as_json:
+        print_json({**row, "path": str(path), "mission": raw})
+        return
+    team = ", ".join(f"{m['count']} {m['role']}" for m in row["team"])
+    console.print(
+        f"[bold]{row['name']}[/] — {row['description']}\n"
+        f"team of {row['workers']} ({row['builders']} builders, {row['coordination']} "
+        f"coordination): {team}\nbudget: {_budget_text(row)}",
+        soft_wrap=True,
+    )
+    for problem in row["problems"]:
+        console.print(f"[yellow]team rule:[/] {escape(problem)}", soft_wrap=True)
+    console.print_json(json.dumps(raw))
