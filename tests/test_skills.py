@@ -660,3 +660,11 @@ def test_git_commit_refuses_a_detached_head(box: SkillToolbox, repo: Path) -> No
     res = box.call("git_commit", {"message": "m", "confirm": True})
     assert res.is_error and "detached" in res.content
     assert subprocess.run(["git", "-C", str(repo), "diff", "--quiet"]).returncode == 1
+
+
+def test_every_shipped_roles_core_skills_can_be_offered(registry: SkillRegistry) -> None:
+    from orchestrator.roles import load_roles
+
+    for role in load_roles().values():
+        ids = [s.id for s in select_skills(registry, role.skills, role.capabilities, role.name)]
+        assert 3 <= len(ids) <= 8 and set(role.skills) <= set(ids), role.id
