@@ -9,7 +9,9 @@ what happened to the run store before acting on it.
 from __future__ import annotations
 
 import os
+import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,9 +32,7 @@ from orchestrator.mergequeue import MergeQueue
 from orchestrator.merger import merger_main
 from orchestrator.messages import (
     AbortTask,
-    AcquireTokens,
     Assign,
-    CallDone,
     MergeRequest,
     MergeResult,
     Message,
@@ -44,6 +44,7 @@ from orchestrator.messages import (
     UsageReport,
 )
 from orchestrator.metering import Metering
+from orchestrator.permitloop import PermitLoop
 from orchestrator.pool import PoolEvent, WorkerPool, child_setup, create_time_of
 from orchestrator.preflight import RunPlan
 from orchestrator.scheduling import fits, match
@@ -55,6 +56,9 @@ from orchestrator.worktree import WorktreeManager, exclude_from_status
 
 MAX_CRASHES = 5  # per worker slot; past this the slot is retired (circuit breaker)
 TICK = 0.2
+# How long a thread may hold the GIL while another wants it (CPython's default: 5 ms).
+# The permit thread answers within this even while the main loop runs Python code.
+SWITCH_INTERVAL = 0.0005
 
 
 def _merger_entry(conn: Any, worker_id: str, config: dict[str, Any]) -> None:
@@ -81,7 +85,9 @@ class Coordinator:
         self.head = plan.start_head
         self.merges = MergeQueue()
         self.abort_reason: str | None = None
-        self.metering = Metering(plan, store.events(), self.emit, self.pool.send)
+        self.metering = Metering.for_plan(plan, store.events(), self._record_soon)
+        self.permits = PermitLoop(self.metering)
+        self._recorded: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self.ready_since: dict[str, float] = {}  # monotonic: ready -> started = waited
         self.assigned_at: dict[str, float] = {}  # Assign sent -> started = dispatch
         self.root = plan.worktree_root / store.run_id
@@ -106,6 +112,7 @@ class Coordinator:
             ) from None
         try:
             self._install_signals()
+            sys.setswitchinterval(SWITCH_INTERVAL)
             self._start()
             while not self._finished():
                 self._step()
@@ -130,13 +137,16 @@ class Coordinator:
             workers=dict(self.plan.workers),
             pid=os.getpid(),
         )
+        self.permits.start()
         self.pool.spawn(MERGER, _merger_entry, merger_config(self.plan, self.store, self.root))
         for slot in self.slots.values():
-            self.pool.spawn(
+            handle = self.pool.spawn(
                 slot.id,
                 worker_main,
                 worker_config(self.plan, self.store, self.root, slot.id, slot.role),
+                side_channel=True,
             )
+            self.permits.attach(slot.id, slot.role, handle.side)  # type: ignore[arg-type]
             self.emit("worker_spawned", worker=slot.id, role=slot.role)
 
     def _finished(self) -> bool:
@@ -160,19 +170,14 @@ class Coordinator:
 
     def _step(self) -> None:
         self._assign()
-        for event in self.pool.poll(self._timeout()):
+        for event in self.pool.poll(TICK):
             self._handle(event)
-        self.metering.pump()
+        self._present_recorded()
         for request in control.take_requests(self.store):
             self._control(request)
         self._check_health()
         self.store.sync()
         self._write_state()
-
-    def _timeout(self) -> float:
-        """Wake for the next queued permit on time, not at the next tick."""
-        wake = self.metering.next_wake()
-        return TICK if wake is None else max(0.0, min(TICK, wake - time.monotonic()))
 
     def _finish(self) -> int:
         if self.abort_reason:
@@ -208,6 +213,8 @@ class Coordinator:
     def _teardown(self) -> None:
         """Stop every process and remove every worktree; safe to call twice."""
         self.pool.shutdown_all(grace=0.8)
+        self.permits.stop()
+        self._present_recorded()
         for slot in self.slots.values():
             if slot.state != "retired":
                 slot.state, slot.task = "stopped", None
@@ -321,7 +328,7 @@ class Coordinator:
             )
         elif isinstance(message, TaskDone):
             self._task_done(slot, message)
-        elif isinstance(message, AcquireTokens | CallDone | UsageReport):
+        elif isinstance(message, UsageReport):  # permits have a pipe of their own
             self.metering.handle(slot.id, slot.role, message)
         elif isinstance(message, TaskFailed):
             self._release(slot, message.task_id)
@@ -449,7 +456,7 @@ class Coordinator:
         slot = self.slots[worker_id]
         task = slot.task
         slot.task, slot.crashes = None, slot.crashes + 1
-        self.metering.worker_lost(worker_id)
+        # Its calls are given up by the permit thread once it has read the dead pipe out.
         self.emit("worker_crashed", worker=worker_id, exitcode=exitcode, task=task)
         if task is not None:
             self._attempt_failed(
@@ -463,11 +470,11 @@ class Coordinator:
             self._retire(slot)
             return
         handle = self.pool.restart(worker_id)
+        self.permits.attach(worker_id, slot.role, handle.side)  # type: ignore[arg-type]
         slot.state = "booting"
         self.emit("worker_respawned", worker=worker_id, pid=handle.pid, restarts=handle.restarts)
 
     def _retire(self, slot: Slot) -> None:
-        self.metering.worker_lost(slot.id)
         if slot.id in self.pool.workers:
             self.pool.remove(slot.id)
         slot.state, slot.task = "retired", None
@@ -526,15 +533,29 @@ class Coordinator:
 
     def emit(self, kind: str, sync: bool = True, **data: Any) -> None:
         """Record first, then tell: the event log is the truth others rebuild from.
-        ``sync=False`` (per-call usage) is made durable once per loop step instead."""
-        event = self.store.append_event(kind, sync=sync, **data)
+        ``sync=False`` (informational) is made durable once per loop step instead."""
+        self._present(self.store.append_event(kind, sync=sync, **data))
+
+    def _record_soon(self, kind: str, **data: Any) -> None:
+        """``emit`` for the permit thread: recorded at once (the store is thread-safe),
+        durable by the end of the step, told by the main loop."""
+        self._recorded.put(self.store.append_event(kind, sync=False, **data))
+
+    def _present_recorded(self) -> None:
+        while True:
+            try:
+                self._present(self._recorded.get_nowait())
+            except queue.Empty:
+                return
+
+    def _present(self, event: dict[str, Any]) -> None:
         self._state_dirty = True
         line = format_event(event)
         if line is not None:
             if self._log is None:  # opened once: an open per event cost the loop time
                 self._log = open(self.store.log_path("coordinator"), "a", buffering=1)  # noqa: SIM115
             self._log.write(
-                f"{stamp(event['at'])} [coordinator] [{data.get('task') or '-'}] {line}\n"
+                f"{stamp(event['at'])} [coordinator] [{event.get('task') or '-'}] {line}\n"
             )
         self.on_event(event)
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 import itertools
 import json
 import random
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
 from orchestrator.errors import AttemptEnded, PdError, ProviderError
-from orchestrator.messages import AcquireTokens, CallDone, Deny, Grant, Message
+from orchestrator.messages import AcquireTokens, CallDone, Deny, Grant, Message, from_bytes
 from orchestrator.providers.base import ModelRequest, ModelResponse, Provider
 from orchestrator.providers.errors import FatalError, RetryableError
 from orchestrator.providers.estimate import estimate_input_tokens
@@ -31,60 +30,53 @@ class BudgetExhausted(AttemptEnded):
     """The ledger would not reserve this call: the run or worker budget is spent."""
 
 
-@dataclass
-class _Waiting:
-    event: threading.Event
-    answer: Grant | Deny | None = None
-
-
 class PermitClient:
-    """Asks for permits over the worker's pipe; the reader thread delivers the answers."""
+    """Asks for permits on the worker's permit pipe and waits there for the answer.
 
-    def __init__(self, worker_id: str, send: Callable[[Message], None]) -> None:
+    The pipe is the worker's side channel to the coordinator's permit thread (see
+    ``orchestrator/permitloop.py``): only the thread making model calls uses it, so the
+    answer is read by the thread that waits for it, with no hand-over in between.
+    """
+
+    def __init__(self, worker_id: str, conn: Connection) -> None:
         self.worker_id = worker_id
-        self.send = send
+        self.conn = conn
         self._ids = itertools.count(1)
-        self._waiting: dict[int, _Waiting] = {}
-        self._lock = threading.Lock()
         self.last_rtt: float | None = None
         self.send_by = 0.0
-
-    def deliver(self, answer: Grant | Deny) -> None:
-        """Called from the reader thread."""
-        with self._lock:
-            waiting = self._waiting.get(answer.request_id)
-        if waiting is not None:
-            waiting.answer = answer
-            waiting.event.set()
 
     def acquire(self, ask: dict, should_stop: Callable[[], bool]) -> tuple[int, int]:
         """Block until granted; returns (request id, permit id). Raises on denial or stop."""
         request_id = next(self._ids)
         started = time.perf_counter()
-        waiting = _Waiting(threading.Event())
-        with self._lock:
-            self._waiting[request_id] = waiting
-        try:
-            self.send(AcquireTokens(worker_id=self.worker_id, request_id=request_id, **ask))
-            while not waiting.event.wait(0.1):
-                if should_stop():
-                    self.done(request_id, -1, "withdrawn")
-                    raise AttemptEnded("aborted while waiting for a rate-limit permit")
-        finally:
-            with self._lock:
-                self._waiting.pop(request_id, None)
-        answer = waiting.answer
+        self._send(AcquireTokens(worker_id=self.worker_id, request_id=request_id, **ask))
+        answer = self._answer(request_id, should_stop)
         if isinstance(answer, Deny):
             if answer.budget:
                 raise BudgetExhausted(answer.reason)
             raise ProviderError(answer.reason)
-        assert isinstance(answer, Grant)
         self.last_rtt = time.perf_counter() - started - answer.queued
         self.send_by = answer.send_by
         return request_id, answer.permit_id
 
+    def _answer(self, request_id: int, should_stop: Callable[[], bool]) -> Grant | Deny:
+        try:
+            while True:
+                if not self.conn.poll(0.1):
+                    if should_stop():
+                        self.done(request_id, -1, "withdrawn")
+                        raise AttemptEnded("aborted while waiting for a rate-limit permit")
+                    continue
+                answer = from_bytes(self.conn.recv_bytes())
+                # An answer to an earlier request that was withdrawn: the coordinator
+                # already took that permit back when the withdrawal reached it.
+                if isinstance(answer, Grant | Deny) and answer.request_id == request_id:
+                    return answer
+        except (EOFError, OSError):
+            raise AttemptEnded("the coordinator is gone: no permit for model calls") from None
+
     def done(self, request_id: int, permit_id: int, status: str, **details: object) -> None:
-        self.send(
+        self._send(
             CallDone(
                 worker_id=self.worker_id,
                 request_id=request_id,
@@ -93,6 +85,12 @@ class PermitClient:
                 **details,  # type: ignore[arg-type]
             )
         )
+
+    def _send(self, message: Message) -> None:
+        try:
+            self.conn.send_bytes(message.to_bytes())
+        except OSError:
+            raise AttemptEnded("the coordinator is gone: no permit for model calls") from None
 
 
 class MeteredProvider:

@@ -3,78 +3,98 @@
 It answers the permit protocol through the run's one ``PermitDesk``, records usage as
 events, and knows when no new work may start: the budget is spent (reserved ahead for
 API calls, reported afterwards by agent CLIs), or the provider refused pd for good.
+
+Two threads use it: the permit thread (``PermitLoop``: asks, settlements, grants) and
+the coordinator's main loop (halting, the snapshot, agent CLIs' reports). One lock
+keeps the desk whole; ``record`` must be safe to call from either thread, and what it
+records is durable by the end of the main loop's step.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
 from orchestrator.messages import AcquireTokens, CallDone, Message, UsageReport
-from orchestrator.permitdesk import make_desk
+from orchestrator.permitdesk import PermitDesk, make_desk
 from orchestrator.preflight import RunPlan
 
-Emit = Callable[..., None]
-Send = Callable[[str, Message], Any]
+Record = Callable[..., None]
+Answers = list[tuple[str, Message]]  # (worker id, Grant or Deny) to send
 
 
 class Metering:
-    def __init__(
-        self, plan: RunPlan, events: Iterable[dict[str, Any]], emit: Emit, send: Send
-    ) -> None:
-        self.desk = make_desk(plan)
-        if self.desk is not None:
-            self.desk.replay(events)  # a resumed run keeps what it already spent
-        self.budget = plan.mission.budget
-        self.emit = emit
-        self.send = send
+    def __init__(self, desk: PermitDesk | None, budget: Decimal | None, record: Record) -> None:
+        self.desk = desk
+        self.budget = budget
+        self.emit = record
         self.halt_reason: str | None = None
         self.external_spent = Decimal(0)  # reported by command agents after their runs
+        self.lock = threading.Lock()
+
+    @classmethod
+    def for_plan(cls, plan: RunPlan, events: Iterable[dict[str, Any]], record: Record) -> Metering:
+        desk = make_desk(plan)
+        if desk is not None:
+            desk.replay(events)  # a resumed run keeps what it already spent
+        return cls(desk, plan.mission.budget, record)
 
     def halted(self) -> str | None:
         """Why no new work may start: the budget is spent, or the provider refused us."""
-        exhausted = self.desk.exhausted if self.desk is not None else None
-        return exhausted or self.halt_reason
+        with self.lock:
+            exhausted = self.desk.exhausted if self.desk is not None else None
+            return exhausted or self.halt_reason
 
-    def handle(self, worker_id: str, role: str, message: Message) -> None:
+    def handle(self, worker_id: str, role: str, message: Message) -> Answers:
+        """One message of the permit protocol (or an agent CLI's report); the answers."""
         now = time.monotonic()
-        if isinstance(message, UsageReport):
-            self._reported(worker_id, role, message)
-        elif self.desk is None:
-            return
-        elif isinstance(message, AcquireTokens):
-            was = self.desk.exhausted
-            answer = self.desk.ask(message, role, now)
-            if answer is not None:
-                self.send(worker_id, answer)
-            if self.desk.exhausted and not was:
-                self.emit("budget_exhausted", reason=self.desk.exhausted)
-        elif isinstance(message, CallDone):
-            self._done(worker_id, message, now)
+        with self.lock:
+            if isinstance(message, UsageReport):
+                self._reported(worker_id, role, message)
+            elif self.desk is None:
+                pass
+            elif isinstance(message, AcquireTokens):
+                was = self.desk.exhausted
+                answer = self.desk.ask(message, role, now)
+                if self.desk.exhausted and not was:
+                    self.emit("budget_exhausted", reason=self.desk.exhausted)
+                return [] if answer is None else [(worker_id, answer)]
+            elif isinstance(message, CallDone):
+                self._done(worker_id, message, now)
+            return []
 
-    def pump(self) -> None:
-        """Grant what the limiter now allows; called every loop step."""
-        if self.desk is not None:
-            for worker_id, answer in self.desk.pump(time.monotonic()):
-                self.send(worker_id, answer)
+    def pump(self) -> Answers:
+        """What the limiter now allows of the queued calls."""
+        if self.desk is None:
+            return []
+        with self.lock:
+            return self.desk.pump(time.monotonic())
 
     def next_wake(self) -> float | None:
-        return self.desk.next_wake() if self.desk is not None else None
+        if self.desk is None:
+            return None
+        with self.lock:
+            return self.desk.next_wake()
 
     def worker_lost(self, worker_id: str) -> None:
         if self.desk is not None:
-            self.desk.worker_lost(worker_id, time.monotonic())
+            with self.lock:
+                self.desk.worker_lost(worker_id, time.monotonic())
 
     def view(self) -> dict[str, Any] | None:
-        return self.desk.view() if self.desk is not None else None
+        if self.desk is None:
+            return None
+        with self.lock:
+            return self.desk.view()
 
     def _done(self, worker_id: str, message: CallDone, now: float) -> None:
         assert self.desk is not None
         usage = self.desk.done(message, now)
         if usage is not None:
-            self.emit("usage", **usage, sync=False)
+            self.emit("usage", **usage)
             if "overrun" in usage:
                 self.emit(
                     "budget_overrun", worker=worker_id, task=usage["task"], amount=usage["overrun"]
@@ -89,7 +109,6 @@ class Metering:
                 status=message.status,
                 error=message.error,
                 retry_after=message.retry_after,
-                sync=False,
             )
 
     def _reported(self, worker_id: str, role: str, report: UsageReport) -> None:
@@ -103,7 +122,6 @@ class Metering:
             model=report.model,
             usage=report.usage,
             cost=report.cost_usd,
-            sync=False,
         )
         if report.cost_usd is not None:
             self.external_spent += Decimal(report.cost_usd)

@@ -75,6 +75,9 @@ class RateLimit(Strict):
     input_tokens_per_minute: int | None = Field(None, ge=1)
     output_tokens_per_minute: int | None = Field(None, ge=1)
     window_seconds: float = Field(60.0, gt=0, description="The window the limits apply to.")
+    smooth: bool = Field(
+        True, description="Space calls at the request limit's pace instead of in bursts."
+    )
 
 
 class GateConfig(Strict):

@@ -228,6 +228,7 @@ def make_desk(plan: RunPlan) -> PermitDesk | None:
             output_tokens=config.output_tokens_per_minute,
             window=config.window_seconds,
             count_cache_reads=key.split("/")[0] == "openai",
+            smooth=config.smooth,
         )
         for key, config in mission.rate_limits.items()
     }

@@ -37,6 +37,9 @@ class WorkerHandle:
     restarts: int = 0
     ready: bool = False
     create_time: float | None = None  # with pid, identifies the process from outside
+    # A second pipe for one latency-critical conversation (model-call permits), read by
+    # whoever the parent hands it to, never by ``poll``; None unless asked for at spawn.
+    side: Connection | None = None
 
     @property
     def pid(self) -> int | None:
@@ -63,17 +66,33 @@ class WorkerPool:
         self._ctx = mp.get_context(start_method)
         self.workers: dict[str, WorkerHandle] = {}
 
-    def spawn(self, worker_id: str, target: Callable[..., None], *args: Any) -> WorkerHandle:
+    def spawn(
+        self,
+        worker_id: str,
+        target: Callable[..., None],
+        *args: Any,
+        side_channel: bool = False,
+    ) -> WorkerHandle:
+        """Start ``target(conn, worker_id, *args)``; with ``side_channel`` also pass it
+        ``side=`` the child's end of a second pipe (the parent's end is ``handle.side``,
+        new on every restart; it belongs to whoever reads it and ``poll`` leaves it be)."""
         if worker_id in self.workers:
             raise ValueError(f"worker {worker_id} already exists")
-        handle = self._start(worker_id, target, args)
+        handle = self._start(worker_id, target, args, side_channel)
         self.workers[worker_id] = handle
         return handle
 
-    def _start(self, worker_id: str, target: Callable[..., None], args: tuple) -> WorkerHandle:
+    def _start(
+        self, worker_id: str, target: Callable[..., None], args: tuple, side_channel: bool
+    ) -> WorkerHandle:
         parent, child = self._ctx.Pipe(duplex=True)
+        side, side_child = self._ctx.Pipe(duplex=True) if side_channel else (None, None)
         process = self._ctx.Process(
-            target=target, args=(child, worker_id, *args), name=f"pd-{worker_id}", daemon=True
+            target=target,
+            args=(child, worker_id, *args),
+            kwargs={"side": side_child} if side_child is not None else {},
+            name=f"pd-{worker_id}",
+            daemon=True,
         )
         # Children must not inherit our SIGINT handler's view: block it while they start,
         # so a Ctrl-C during spawn cannot kill a half-started child (dramatiq does this).
@@ -83,6 +102,8 @@ class WorkerPool:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         child.close()
+        if side_child is not None:
+            side_child.close()
         return WorkerHandle(
             id=worker_id,
             target=target,
@@ -90,6 +111,7 @@ class WorkerPool:
             process=process,
             conn=parent,
             create_time=create_time_of(process.pid),
+            side=side,
         )
 
     def send(self, worker_id: str, message: Message) -> bool:
@@ -154,7 +176,7 @@ class WorkerPool:
         old = self.workers[worker_id]
         self.kill(worker_id)
         old.conn.close()
-        handle = self._start(worker_id, old.target, old.args)
+        handle = self._start(worker_id, old.target, old.args, old.side is not None)
         handle.restarts = old.restarts + 1
         self.workers[worker_id] = handle
         return handle

@@ -26,6 +26,9 @@ from orchestrator.providers.base import Usage
 
 DIMENSIONS = ("requests", "input_tokens", "output_tokens")
 _COMPACT_AT = 4096  # drop expired log entries once this many pile up
+# Smoothing spaces grants a little closer than the window allows on average, so that it
+# only spreads bursts and never lowers the rate a saturated bucket sustains.
+SMOOTH_SHARE = 0.9
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,12 @@ class BucketLimits:
     ``count_cache_reads``: whether cache-read tokens count toward the input limit when a
     permit is settled from a ``Usage``. Anthropic counts input plus cache writes only;
     OpenAI counts every prompt token.
+
+    ``smooth``: space grants at least ``SMOOTH_SHARE * window / requests`` apart, so calls
+    go out at the limit's pace instead of in bursts whenever a window's worth of slots
+    frees at once. Providers that refill continuously (a 60-per-minute limit enforced as
+    one a second) expect that pace, and a burst of workers waking at the same instant
+    slows every one of them down on a small machine.
     """
 
     requests: int | None = None
@@ -42,6 +51,7 @@ class BucketLimits:
     output_tokens: int | None = None
     window: float = 60.0
     count_cache_reads: bool = False
+    smooth: bool = False
 
     def __post_init__(self) -> None:
         for name in DIMENSIONS:
@@ -134,6 +144,9 @@ class _Bucket:
         self.total = [0, 0, 0]
         self.expired = [0, 0, 0]  # sum of values[d][:head]
         self.holds = [(0, -math.inf)] * 3  # (amount, until) the provider says is used
+        smooth = limits.smooth and limits.requests
+        self.gap = SMOOTH_SHARE * limits.window / limits.requests if smooth else 0.0
+        self.last_grant = -math.inf
 
     def expire(self, now: float) -> None:
         expiries, head = self.expiries, self.head
@@ -160,6 +173,7 @@ class _Bucket:
         return amount if until > now else 0
 
     def add(self, now: float, amounts: tuple[int, int, int]) -> int:
+        self.last_grant = now
         self.expiries.append(now + self.span)
         for d, amount in enumerate(amounts):
             self.values[d].append(amount)
@@ -193,7 +207,7 @@ class _Bucket:
     def ready_at(self, need: tuple[int, int, int], now: float) -> float:
         """Earliest time at which ``need`` fits, if nothing else is granted meanwhile."""
         self.expire(now)
-        ready = now
+        ready = max(now, self.last_grant + self.gap)
         for d, amount in enumerate(need):
             limit = self.limits.limit(d)
             if limit is None:

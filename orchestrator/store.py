@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,7 +83,10 @@ class RunStore:
         self.run_id = run_dir.name
         self._events_handle: Any = None
         self._seq = 0
-        self._unsynced = False
+        self._synced = 0  # the last seq known to be on disk
+        # Appends may come from two threads of the coordinator (the permit thread records
+        # usage); the lock covers the write only, never an fsync.
+        self._lock = threading.Lock()
 
     # ---- finding runs ------------------------------------------------------------
 
@@ -129,25 +133,31 @@ class RunStore:
 
         Durable at once by default; ``sync=False`` leaves the fsync to the next ``sync()``
         (the coordinator calls it every loop step), for events that come by the hundred.
+        Safe to call from several threads.
         """
-        if self._events_handle is None:
-            self._open_for_append()
-        self._seq += 1
-        event = {**data, "seq": self._seq, "at": round(time.time(), 4), "kind": kind}
-        self._events_handle.write(json.dumps(event, separators=(",", ":")) + "\n")
-        self._events_handle.flush()
+        with self._lock:
+            if self._events_handle is None:
+                self._open_for_append()
+            self._seq += 1
+            event = {**data, "seq": self._seq, "at": round(time.time(), 4), "kind": kind}
+            self._events_handle.write(json.dumps(event, separators=(",", ":")) + "\n")
+            self._events_handle.flush()
         if sync:
-            os.fsync(self._events_handle.fileno())
-            self._unsynced = False
-        else:
-            self._unsynced = True
+            self._fsync(event["seq"])
         return event
 
     def sync(self) -> None:
         """Make events appended with ``sync=False`` durable."""
-        if self._unsynced and self._events_handle is not None:
-            os.fsync(self._events_handle.fileno())
-            self._unsynced = False
+        with self._lock:  # a seq counts as written only once its line is
+            seq = self._seq
+        self._fsync(seq)
+
+    def _fsync(self, seq: int) -> None:
+        handle = self._events_handle
+        if handle is None or seq <= self._synced:
+            return
+        os.fsync(handle.fileno())  # everything written before this call is on disk after
+        self._synced = max(self._synced, seq)
 
     def _open_for_append(self) -> None:
         """Cut whatever a crash left after the last good event (a torn line, or a line
@@ -164,7 +174,7 @@ class RunStore:
                 with open(path, "r+b") as handle:
                     handle.truncate(keep)
                     os.fsync(handle.fileno())
-            self._seq = count
+            self._seq = self._synced = count
         self._events_handle = open(path, "a")  # noqa: SIM115 - held for the run's life
 
     def events(self) -> Iterator[dict[str, Any]]:
@@ -180,9 +190,10 @@ class RunStore:
                 yield json.loads(line)
 
     def close(self) -> None:
-        if self._events_handle is not None:
-            self._events_handle.close()
-            self._events_handle = None
+        with self._lock:
+            if self._events_handle is not None:
+                self._events_handle.close()
+                self._events_handle = None
 
     # ---- snapshot and files ------------------------------------------------------
 

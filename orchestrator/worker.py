@@ -20,15 +20,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from orchestrator import procs
+from orchestrator import priority, procs
 from orchestrator.agent import AgentResult, run_agent
 from orchestrator.errors import PdError
 from orchestrator.gitutil import git, identity_env
 from orchestrator.messages import (
     AbortTask,
     Assign,
-    Deny,
-    Grant,
     Heartbeat,
     Message,
     Progress,
@@ -93,7 +91,13 @@ class Channel:
 class Worker:
     """One worker's state inside its own process."""
 
-    def __init__(self, worker_id: str, config: WorkerConfig, channel: Channel) -> None:
+    def __init__(
+        self,
+        worker_id: str,
+        config: WorkerConfig,
+        channel: Channel,
+        permits: Connection | None = None,
+    ) -> None:
         self.id = worker_id
         self.config = config
         self.channel = channel
@@ -114,7 +118,7 @@ class Worker:
             Path(config.repo), Path(config.worktree_root), setup=config.setup, env=self.env
         )
         self.current: str | None = None  # the task being attempted
-        self.permits = PermitClient(worker_id, channel.send)
+        self.permits = PermitClient(worker_id, permits) if permits is not None else None
         self.provider = self._provider()
 
     def _provider(self) -> Provider | None:
@@ -129,6 +133,8 @@ class Worker:
             provider = RecordingProvider(provider, part)
         if options["name"] == "scripted":
             return provider
+        if self.permits is None:
+            raise PdError("a worker making paid model calls needs a permit pipe")
         return MeteredProvider(provider, self.permits, estimate, self._stop_requested)
 
     def _stop_requested(self) -> bool:
@@ -145,9 +151,7 @@ class Worker:
                 message = from_bytes(self.channel.conn.recv_bytes())
             except (EOFError, OSError):
                 message = Shutdown(reason="coordinator gone")
-            if isinstance(message, Grant | Deny):
-                self.permits.deliver(message)
-            elif isinstance(message, AbortTask):
+            if isinstance(message, AbortTask):
                 self.abort_task = message.task_id
                 if self.toolbox is not None:
                     self.toolbox.abort()
@@ -368,13 +372,17 @@ def commit_work(
     return commit, changed
 
 
-def worker_main(conn: Connection, worker_id: str, config: dict[str, Any]) -> None:
-    """Process entry point. Always says Ready (with the error if boot failed)."""
+def worker_main(
+    conn: Connection, worker_id: str, config: dict[str, Any], side: Connection | None = None
+) -> None:
+    """Process entry point (``side``: the permit pipe). Always says Ready (with the error
+    if boot failed)."""
     child_setup()
+    priority.as_worker()
     signal.signal(signal.SIGTERM, _on_sigterm)
     channel = Channel(conn)
     try:
-        worker = Worker(worker_id, WorkerConfig(**config), channel)
+        worker = Worker(worker_id, WorkerConfig(**config), channel, side)
     except Exception as exc:
         channel.send(Ready(worker_id=worker_id, pid=os.getpid(), error=f"{exc}"))
         return

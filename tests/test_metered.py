@@ -1,30 +1,48 @@
-"""The worker side of the permit protocol, with the coordinator's answers given in-process."""
+"""The worker side of the permit protocol, over a real pipe, answered by a thread."""
 
 from __future__ import annotations
 
+import threading
 import time
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
 
-from orchestrator.messages import AcquireTokens, CallDone, Grant, Message
+import pytest
+
+from orchestrator.errors import AttemptEnded
+from orchestrator.messages import AcquireTokens, CallDone, Grant, Message, from_bytes
 from orchestrator.metered import MeteredProvider, PermitClient
 from orchestrator.providers.base import ModelRequest, ModelResponse, Usage
 
 
-class Recorder:
-    """Answers each AcquireTokens with a Grant; the first ones already past send_by."""
+class Desk:
+    """The coordinator's end: answers each AcquireTokens with a Grant, the first
+    ``late`` already past their send_by; ``silent`` asks get no answer at all."""
 
-    def __init__(self, late_grants: int) -> None:
-        self.late = late_grants
-        self.sent: list[Message] = []
-        self.client = PermitClient("w1", self.send)
+    def __init__(self, conn: Connection, late: int = 0, silent: int = 0) -> None:
+        self.conn, self.late, self.silent = conn, late, silent
+        self.got: list[Message] = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
 
-    def send(self, message: Message) -> None:
-        self.sent.append(message)
-        if isinstance(message, AcquireTokens):
-            deadline = time.monotonic() - 1 if self.late > 0 else time.monotonic() + 60
-            self.late -= 1
-            self.client.deliver(
-                Grant(request_id=message.request_id, permit_id=message.request_id, send_by=deadline)
-            )
+    def serve(self) -> None:
+        try:
+            while True:
+                message = from_bytes(self.conn.recv_bytes())
+                self.got.append(message)
+                if isinstance(message, AcquireTokens):
+                    if self.silent > 0:
+                        self.silent -= 1
+                        continue
+                    self.answer(message.request_id, late=self.late > 0)
+                    self.late -= 1
+        except (EOFError, OSError):
+            return
+
+    def answer(self, request_id: int, late: bool = False) -> None:
+        deadline = time.monotonic() - 1 if late else time.monotonic() + 60
+        grant = Grant(request_id=request_id, permit_id=request_id, send_by=deadline)
+        self.conn.send_bytes(grant.to_bytes())
 
 
 class Model:
@@ -42,11 +60,42 @@ def request() -> ModelRequest:
     return ModelRequest("", [{"role": "user", "content": "x"}], [], 8, "m", "t", 1)
 
 
+ASK = {"task_id": "t", "provider": "anthropic", "model": "m", "input_tokens": 1,
+       "max_output": 1, "worst_case_input": 1}  # fmt: skip
+
+
 def test_a_permit_past_its_send_by_is_returned_unused_and_asked_again() -> None:
-    coordinator, model = Recorder(late_grants=2), Model()
-    provider = MeteredProvider(model, coordinator.client, lambda r: (10, 100), max_retries=0)
+    ours, theirs = Pipe()
+    desk, model = Desk(theirs, late=2), Model()
+    provider = MeteredProvider(model, PermitClient("w1", ours), lambda r: (10, 100), max_retries=0)
     assert provider.complete(request()).text == "ok"
-    done = [m for m in coordinator.sent if isinstance(m, CallDone)]
+    ours.close()
+    desk.thread.join(2)
+    done = [m for m in desk.got if isinstance(m, CallDone)]
     assert [d.status for d in done] == ["expired", "expired", "ok"]
     assert model.calls == 1  # never sent on an expired permit
     assert done[-1].permit_rtt is not None and done[-1].usage["input_tokens"] == 10
+
+
+def test_a_stop_withdraws_the_ask_and_a_late_grant_for_it_is_skipped() -> None:
+    ours, theirs = Pipe()
+    desk = Desk(theirs, silent=1)
+    client = PermitClient("w1", ours)
+    stop = threading.Event()
+    threading.Timer(0.15, stop.set).start()
+    with pytest.raises(AttemptEnded, match="aborted while waiting"):
+        client.acquire(ASK, stop.is_set)
+    deadline = time.monotonic() + 5
+    while len(desk.got) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [type(m).__name__ for m in desk.got] == ["AcquireTokens", "CallDone"]
+    assert desk.got[1].status == "withdrawn"
+    desk.answer(1)  # the grant the withdrawal crossed on the way
+    assert client.acquire(ASK, lambda: False) == (2, 2)
+
+
+def test_a_coordinator_that_is_gone_ends_the_attempt() -> None:
+    ours, theirs = Pipe()
+    theirs.close()
+    with pytest.raises(AttemptEnded, match="coordinator is gone"):
+        PermitClient("w1", ours).acquire(ASK, lambda: False)

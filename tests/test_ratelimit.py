@@ -6,6 +6,7 @@ the limiter computes is exact and a boundary case cannot pass or fail by roundin
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from orchestrator.providers.base import Usage
-from orchestrator.ratelimit import DIMENSIONS, BucketLimits, Permit, RateLimiter
+from orchestrator.ratelimit import DIMENSIONS, SMOOTH_SHARE, BucketLimits, Permit, RateLimiter
 
 
 def grant(limiter: RateLimiter, key: str, inp: int, out: int, now: float) -> Permit:
@@ -228,12 +229,13 @@ def test_acquire_stays_cheap_with_thousands_of_calls_in_the_window() -> None:
     dim=st.sampled_from(DIMENSIONS),
     window=st.integers(2, 60),
     limit=st.integers(50, 150),
+    smooth=st.booleans(),
 )
 def test_a_saturating_stream_uses_at_least_95_percent_of_the_limit(
-    dim: str, window: int, limit: int
+    dim: str, window: int, limit: int, smooth: bool
 ) -> None:
     size = 1 if dim == "requests" else 37  # tokens: limit is 50-150 calls of 37
-    limits = BucketLimits(**{dim: limit * size}, window=float(window))
+    limits = BucketLimits(**{dim: limit * size}, window=float(window), smooth=smooth)
     limiter = RateLimiter({"p": limits})
     inp, out = (size, 0) if dim == "input_tokens" else (0, size)
     now, granted, horizon = 0.0, 0, 50 * window
@@ -277,7 +279,9 @@ class LimiterMachine(RuleBasedStateMachine):
         self.limits: dict[str, BucketLimits] = {}
         for name in data.draw(st.sets(st.sampled_from(KEYS), min_size=1)):
             window = data.draw(st.integers(5, 40))
-            self.limits[name] = BucketLimits(limit(1, 6), limit(40, 300), limit(40, 300), window)
+            self.limits[name] = BucketLimits(
+                limit(1, 6), limit(40, 300), limit(40, 300), window, smooth=data.draw(st.booleans())
+            )
         self.margin = data.draw(st.integers(0, 3))
         self.limiter = RateLimiter(self.limits, margin=float(self.margin))
         self.now = 0
@@ -308,13 +312,26 @@ class LimiterMachine(RuleBasedStateMachine):
             return
         result = self.limiter.acquire(key, inp, out, self.now)
         if isinstance(result, float):
-            assert result > self.now and result == int(result)
-            ready = int(result)
-            if ready - 1 > self.now:  # the time is the earliest, not just a safe one
+            smoothed = any(self.gap(n) for n in scope(key))
+            assert result > self.now and (smoothed or result == int(result))
+            ready = math.ceil(result)
+            if ready - 1 > self.now and ready == result:  # the earliest, not just a safe one
                 assert self.limiter.earliest(key, inp, out, ready - 1) == ready
             self.now = ready
             result = self.limiter.acquire(key, inp, out, self.now)
         self.record(result, data)
+
+    def gap(self, name: str) -> float:
+        limits = self.limits.get(name)
+        if limits is None or not limits.smooth or not limits.requests:
+            return 0.0
+        return SMOOTH_SHARE * limits.window / limits.requests
+
+    @invariant()
+    def smoothed_buckets_space_their_grants(self) -> None:
+        for name in self.limits:
+            times = sorted(s.permit.granted_at for s in self.sent if name in scope(s.permit.key))
+            assert all(b - a >= self.gap(name) - 1e-9 for a, b in itertools.pairwise(times))
 
     @rule(seconds=st.integers(0, 30))
     def advance(self, seconds: int) -> None:
@@ -387,3 +404,25 @@ LimiterMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestLimiter = LimiterMachine.TestCase
+
+
+def test_smoothing_spaces_grants_at_the_request_pace_and_the_window_still_holds() -> None:
+    window, limit = 10.0, 20
+    limiter = RateLimiter({"p": BucketLimits(requests=limit, window=window, smooth=True)}, 0)
+    now, grants = 0.0, []
+    while len(grants) < 100:
+        result = limiter.acquire("p", 0, 0, now)
+        if isinstance(result, Permit):
+            grants.append(now)
+        else:
+            now = result
+    gaps = [b - a for a, b in itertools.pairwise(grants)]
+    assert min(gaps) >= SMOOTH_SHARE * window / limit - 1e-9  # no bursts, from the start
+    assert all(sum(1 for g in grants if t - window + 1e-9 < g <= t) <= limit for t in grants)
+    rough = RateLimiter({"p": BucketLimits(requests=limit, window=window)}, 0)
+    assert all(isinstance(rough.acquire("p", 0, 0, 0.0), Permit) for _ in range(limit))
+
+
+def test_smoothing_without_a_request_limit_changes_nothing() -> None:
+    limiter = RateLimiter({"p": BucketLimits(input_tokens=100, window=10, smooth=True)}, 0)
+    assert all(isinstance(limiter.acquire("p", 10, 0, 0.0), Permit) for _ in range(10))

@@ -207,3 +207,33 @@ def read_states(conn: Connection, worker_id: str, run_dir: str, size: int) -> No
         else:
             versions.add(state["version"])
     tell(conn, worker_id, reads=reads, versions=sorted(versions), bad=bad[:5])
+
+
+def ask_permits(
+    conn: Connection, worker_id: str, asks: int, then_exit: bool, side: Connection | None = None
+) -> None:
+    """Ask for ``asks`` permits on the side pipe without waiting for answers, report the
+    answers that came within a second, then exit at once or wait for ``Shutdown``."""
+    assert side is not None
+    from orchestrator.messages import AcquireTokens
+
+    for request_id in range(1, asks + 1):
+        ask = AcquireTokens(
+            worker_id=worker_id,
+            request_id=request_id,
+            task_id="t",
+            provider="anthropic",
+            model="claude-haiku-4-5",
+            input_tokens=10,
+            max_output=10,
+            worst_case_input=10,
+        )
+        side.send_bytes(ask.to_bytes())
+    if then_exit:
+        os._exit(0)
+    answers = []
+    while side.poll(1.0):
+        answers.append(json.loads(side.recv_bytes()))
+    tell(conn, worker_id, answers=answers)
+    while not isinstance(from_bytes(conn.recv_bytes()), Shutdown):
+        pass
