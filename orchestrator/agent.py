@@ -33,6 +33,7 @@ class AgentResult:
     # of first call; ``finish`` is left out of both.
     skills_offered: list[str] = field(default_factory=list)
     skills_used: list[str] = field(default_factory=list)
+    final: dict[str, Any] | None = None  # the ending tool's input (a plan, a review)
 
 
 def run_agent(
@@ -79,7 +80,13 @@ def run_agent(
         if done is not None:
             offered, used = skill_use(toolbox)
             result = AgentResult(
-                True, done.summary, turn, usage, skills_offered=offered, skills_used=used
+                True,
+                done.summary,
+                turn,
+                usage,
+                skills_offered=offered,
+                skills_used=used,
+                final=done.final,
             )
             end = {"kind": "end", "finished": True, "turns": turn, "usage": usage.to_dict()}
             record({**end, "skills_offered": offered, "skills_used": used})
@@ -196,9 +203,10 @@ def _ended(
 
 
 def skill_use(toolbox: Toolbox) -> tuple[list[str], list[str]]:
-    """(offered, used) tool names of an attempt, without ``finish``."""
-    offered = [s["name"] for s in toolbox.specs() if s["name"] != "finish"]
-    return offered, [name for name in toolbox.used if name != "finish"]
+    """(offered, used) tool names of an attempt, without the ending tool."""
+    end = toolbox.ending.name
+    offered = [s["name"] for s in toolbox.specs() if s["name"] != end]
+    return offered, [name for name in toolbox.used if name != end]
 
 
 def _request_record(

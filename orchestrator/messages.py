@@ -63,6 +63,10 @@ class Assign(Message):
     feedback: list[str] = field(default_factory=list)
     handoff: str = ""
     dependencies: dict[str, str] = field(default_factory=dict)
+    # "task" (the default), "plan" (turn the mission's goal into a task graph) or
+    # "review" (judge another task's commit); what a kind needs beyond the fields above.
+    kind: str = "task"
+    payload: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

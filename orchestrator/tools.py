@@ -29,12 +29,14 @@ MAX_SEARCH_BYTES = 2_000_000
 
 @dataclass
 class ToolResult:
-    """What goes back to the model; ``finished`` marks the ``finish`` tool."""
+    """What goes back to the model; ``finished`` marks the tool that ends the attempt,
+    whose input is ``final``."""
 
     content: str
     is_error: bool = False
     finished: bool = False
     summary: str = ""
+    final: dict[str, Any] | None = None
 
 
 def scrub_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -110,8 +112,33 @@ _SPECS = [
     }
     for name, (description, props, required) in _TOOLS.items()
 ]
-_TYPES = {"string": (str,), "integer": (int,), "number": (int, float)}
+_TYPES = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "array": (list,),
+    "object": (dict,),
+    "boolean": (bool,),
+}
 FINISH_SPEC = next(s for s in _SPECS if s["name"] == "finish")
+
+
+@dataclass(frozen=True)
+class Ending:
+    """The tool that ends an attempt: ``finish`` for tasks; planning and review attempts
+    end with their own (``submit_plan``, ``submit_review``), whose input is their result.
+    ``check`` returns a problem, which goes back to the model while the attempt goes on,
+    or None to accept."""
+
+    spec: dict[str, Any]
+    check: Callable[[dict[str, Any]], str | None] | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["name"])
+
+
+FINISH = Ending(FINISH_SPEC)
 
 
 class Toolbox:
@@ -128,8 +155,10 @@ class Toolbox:
         env: Mapping[str, str] | None = None,
         command_timeout: float = 300,
         output_cap: int = 20_000,
+        ending: Ending = FINISH,
     ) -> None:
         self.root = Path(root).resolve()
+        self.ending = ending
         self.env = scrub_env(os.environ if env is None else env)
         self.command_timeout = command_timeout
         self.output_cap = output_cap
@@ -139,10 +168,12 @@ class Toolbox:
 
     def specs(self) -> list[dict[str, Any]]:
         """The tool definitions offered to the model; the agent asks again every turn."""
-        return [dict(s) for s in _SPECS]
+        return [*(dict(s) for s in _SPECS if s is not FINISH_SPEC), dict(self.ending.spec)]
 
     def _lookup(self, name: str) -> tuple[dict[str, Any], Callable[..., ToolResult]] | None:
-        spec = next((s for s in _SPECS if s["name"] == name), None)
+        if name == self.ending.name:
+            return self.ending.spec, self.end
+        spec = next((s for s in _SPECS if s["name"] == name and s is not FINISH_SPEC), None)
         return None if spec is None else (spec, getattr(self, name))
 
     def _check(self, spec: dict[str, Any], given: Any) -> None:
@@ -320,6 +351,16 @@ class Toolbox:
     def finish(self, summary: str) -> ToolResult:
         return ToolResult("finished", finished=True, summary=summary)
 
+    def end(self, **given: Any) -> ToolResult:
+        """The ending tool: accepted (the attempt is over) unless its check objects."""
+        problem = self.ending.check(given) if self.ending.check is not None else None
+        if problem:
+            return ToolResult(problem, is_error=True)
+        if self.ending is FINISH:
+            return self.finish(**given)
+        summary = str(given.get("summary", ""))
+        return ToolResult("accepted", finished=True, summary=summary, final=given)
+
 
 def _glob(rel: str, pattern: str) -> bool:
     """Match a glob against the relative path or just the file name ("*.py" works both ways)."""
@@ -340,5 +381,6 @@ def _check_input(spec: dict[str, Any], given: Any) -> None:
             raise ToolError(f"{spec['name']}: unknown argument {key!r}; known: {known}")
         if value is None and key not in schema["required"]:
             continue  # an explicit null means "use the default"
-        if isinstance(value, bool) or not isinstance(value, _TYPES[prop["type"]]):
-            raise ToolError(f"{spec['name']}: {key} must be a {prop['type']}")
+        kind = prop.get("type", "object")
+        if isinstance(value, bool) != (kind == "boolean") or not isinstance(value, _TYPES[kind]):
+            raise ToolError(f"{spec['name']}: {key} must be a {kind}")

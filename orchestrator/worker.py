@@ -210,6 +210,8 @@ class Worker:
         )
 
     def _run(self, assign: Assign, record_file: Any) -> Message:
+        if assign.kind != "task":
+            raise PdError(f"this worker cannot run {assign.kind!r} attempts")
         path = self.worktrees.prepare(self.id, base=assign.target_head, branch=assign.branch)
 
         def record(entry: dict[str, Any]) -> None:

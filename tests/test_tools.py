@@ -368,3 +368,27 @@ def test_undecodable_arguments_are_explained_to_the_model(tmp_path: Path) -> Non
     result = Toolbox(tmp_path).call("write_file", {"_raw": '{"path": "a.txt", "cont'})
     assert result.is_error and "not valid JSON" in result.content
     assert not (tmp_path / "a.txt").exists()
+
+
+def test_a_custom_ending_is_offered_instead_of_finish_and_its_check_can_send_it_back(
+    tmp_path: Path,
+) -> None:
+    from orchestrator.tools import Ending
+
+    spec = {
+        "name": "submit_plan",
+        "description": "Hand in the plan.",
+        "input_schema": {
+            "type": "object",
+            "properties": {"tasks": {"type": "array"}},
+            "required": ["tasks"],
+        },
+    }
+    box = Toolbox(tmp_path, ending=Ending(spec, lambda given: None if given["tasks"] else "empty"))
+    names = [s["name"] for s in box.specs()]
+    assert "submit_plan" in names and "finish" not in names
+    refused = box.call("submit_plan", {"tasks": []})
+    assert refused.is_error and not refused.finished and refused.content == "empty"
+    accepted = box.call("submit_plan", {"tasks": [{"id": "a"}]})
+    assert accepted.finished and accepted.final == {"tasks": [{"id": "a"}]}
+    assert box.call("finish", {"summary": "x"}).is_error  # not on offer

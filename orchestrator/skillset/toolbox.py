@@ -17,7 +17,7 @@ from jsonschema.exceptions import best_match
 
 from orchestrator.errors import ToolError
 from orchestrator.skillset.registry import ALIASES, Skill, SkillRegistry
-from orchestrator.tools import FINISH_SPEC, Toolbox, ToolResult
+from orchestrator.tools import FINISH, Ending, Toolbox, ToolResult
 
 MAX_OFFERED = 12  # selected skills plus discovered ones; finish and discover not counted
 DISCOVER_PER_CALL = 3
@@ -53,8 +53,9 @@ class SkillToolbox(Toolbox):
         env: Mapping[str, str] | None = None,
         command_timeout: float = 300,
         output_cap: int = 20_000,
+        ending: Ending = FINISH,
     ) -> None:
-        super().__init__(root, env, command_timeout, output_cap)
+        super().__init__(root, env, command_timeout, output_cap, ending)
         self.catalog = catalog
         self.test_command = test_command
         self.offered: dict[str, Skill] = {}
@@ -64,12 +65,12 @@ class SkillToolbox(Toolbox):
     def specs(self) -> list[dict[str, Any]]:
         specs = [_spec(s) for s in self.offered.values()]
         extra = [_DISCOVER] if self.catalog is not None else []
-        return [*specs, *(dict(s) for s in extra), dict(FINISH_SPEC)]
+        return [*specs, *(dict(s) for s in extra), dict(self.ending.spec)]
 
     def _lookup(self, name: str) -> tuple[dict[str, Any], Callable[..., ToolResult]] | None:
         name = name if name in self.offered else ALIASES.get(name, name)
-        if name == "finish":
-            return FINISH_SPEC, self.finish
+        if name == self.ending.name:
+            return self.ending.spec, self.end
         if name == "discover_skills" and self.catalog is not None:
             return _DISCOVER, self.discover_skills
         skill = self.offered.get(name)
