@@ -67,6 +67,9 @@ class Assign(Message):
     # "review" (judge another task's commit); what a kind needs beyond the fields above.
     kind: str = "task"
     payload: dict[str, Any] = field(default_factory=dict)
+    # Start from this commit (earlier work of the task: a reviewed version to fix, or the
+    # work in progress a handoff committed) instead of ``target_head``.
+    start_from: str = ""
 
 
 @dataclass

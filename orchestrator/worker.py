@@ -212,7 +212,8 @@ class Worker:
     def _run(self, assign: Assign, record_file: Any) -> Message:
         if assign.kind != "task":
             raise PdError(f"this worker cannot run {assign.kind!r} attempts")
-        path = self.worktrees.prepare(self.id, base=assign.target_head, branch=assign.branch)
+        base = assign.start_from or assign.target_head
+        path = self.worktrees.prepare(self.id, base=base, branch=assign.branch)
 
         def record(entry: dict[str, Any]) -> None:
             record_file.write(json.dumps(entry, default=str) + "\n")
