@@ -34,6 +34,7 @@ GROUPS = (BUILDER, COORDINATION)
 
 TIERS = ("haiku", "sonnet", "opus")  # cheap, balanced, top
 TOP_TIER = "opus"
+CHEAP_TIER = "haiku"
 DEFAULT_TIER = {BUILDER: "sonnet", COORDINATION: "haiku"}
 
 REQUIRED_ROLES = {

@@ -35,6 +35,13 @@ def worker_config(
         setup=mission.setup,
         port_base=mission.port_base + index * mission.port_stride,
         context_limit=plan.provider.context_limit(model),
+        escalation_model=plan.provider.escalation,
+        escalation_context_limit=plan.provider.context_limit(plan.provider.escalation),
+        ranking_model=plan.provider.cheap,
+        workspace=str(plan.workspace),
+        test_command=plan.gate_command,
+        role_skills=list(plan.roles[role].skills),
+        role_capabilities=list(plan.roles[role].capabilities),
         record=plan.record,
     ).to_dict()
 

@@ -20,6 +20,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from orchestrator import control, recorder
+from orchestrator.composition import TOP_TIER, tier_for
 from orchestrator.configs import (
     MERGER,
     merger_config,
@@ -266,6 +267,7 @@ class Coordinator:
     def _start_task(self, slot: Slot, task: Any) -> None:
         attempt = self.graph.start(task.id, slot.id)
         branch = f"pd/{self.store.run_id}/{task.id}"
+        escalate = tier_for("", task.critical, attempt) == TOP_TIER
         deps = {d: self.graph.get(d).summary for d in task.deps}
         message = Assign(
             task_id=task.id,
@@ -278,6 +280,7 @@ class Coordinator:
             feedback=list(task.feedback),
             handoff=task.handoff,
             dependencies=deps,
+            escalate=escalate,
         )
         slot.state, slot.task, slot.attempt = "busy", task.id, attempt
         self.emit(
@@ -287,6 +290,7 @@ class Coordinator:
             attempt=attempt,
             branch=branch,
             base=self.head,
+            **({"escalated": True} if escalate and self.plan.provider.escalation else {}),
         )
         self.assigned_at[task.id] = time.monotonic()
         self.pool.send(slot.id, message)
@@ -331,6 +335,7 @@ class Coordinator:
         elif isinstance(message, UsageReport):  # permits have a pipe of their own
             self.metering.handle(slot.id, slot.role, message)
         elif isinstance(message, TaskFailed):
+            self._skills_used(slot, message, "task")
             self._release(slot, message.task_id)
             self._attempt_failed(message.task_id, message.reason, message.handoff, worker=slot.id)
 
@@ -344,7 +349,22 @@ class Coordinator:
         slot.state = "idle"
         self.emit("worker_ready", worker=slot.id, pid=message.pid)
 
+    def _skills_used(self, slot: Slot, message: TaskDone | TaskFailed, kind: str) -> None:
+        if message.skills:
+            self.emit(
+                "skills_used",
+                task=message.task_id,
+                worker=slot.id,
+                role=slot.role,
+                attempt=message.attempt,
+                attempt_kind=kind,
+                offered=message.skills.get("offered", []),
+                used=message.skills.get("used", []),
+                sync=False,
+            )
+
     def _task_done(self, slot: Slot, message: TaskDone) -> None:
+        self._skills_used(slot, message, "task")
         self._release(slot, message.task_id)
         if self.graph.get(message.task_id).state is not TaskState.RUNNING:
             return  # aborted meanwhile: its branch stays, it is not merged

@@ -70,6 +70,7 @@ class Assign(Message):
     # Start from this commit (earlier work of the task: a reviewed version to fix, or the
     # work in progress a handoff committed) instead of ``target_head``.
     start_from: str = ""
+    escalate: bool = False  # use the run's top-tier model (critical task, repeated failure)
 
 
 @dataclass
@@ -135,6 +136,7 @@ class TaskDone(Message):
     commit: str
     summary: str
     changed_files: list[str] = field(default_factory=list)
+    skills: dict[str, list[str]] = field(default_factory=dict)  # offered, used
 
 
 @dataclass
@@ -146,6 +148,7 @@ class TaskFailed(Message):
     attempt: int
     reason: str
     handoff: str = ""
+    skills: dict[str, list[str]] = field(default_factory=dict)  # offered, used
 
 
 # ---- coordinator <-> merger ------------------------------------------------------

@@ -12,6 +12,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.composition import CHEAP_TIER, TOP_TIER
 from orchestrator.errors import BadInput
 from orchestrator.ledger import PriceTable
 from orchestrator.mission import Mission
@@ -32,6 +33,10 @@ class ProviderPlan:
 
     name: str
     models: dict[str, str] = field(default_factory=dict)
+    # The top tier's model: for critical tasks and repeated failures (see
+    # ``composition.tier_for``); empty when the mission pins one model for everyone.
+    escalation: str = ""
+    cheap: str = ""  # the cheap tier's model: for small jobs such as ranking skills
     prices: PriceTable | None = None
     cassette: Path | None = None
     base_url: str | None = None
@@ -66,10 +71,13 @@ def check_provider(
             key,
         )
     prices = PriceTable.load(_relative(mission.prices, mission_path))
-    models = _models(mission, roles, config.name, _relative(mission.models, mission_path))
-    for model in sorted(set(models.values())):
+    tiers = _relative(mission.models, mission_path)
+    models = _models(mission, roles, config.name, tiers)
+    top = "" if config.model else resolve_model(config.name, TOP_TIER, tiers)
+    cheap = config.model or resolve_model(config.name, CHEAP_TIER, tiers)
+    for model in sorted({*models.values(), top, cheap} - {""}):
         prices.price(model)  # UnknownModel: exit 2, no call is ever made to it
-    return ProviderPlan(config.name, models, prices, base_url=base)
+    return ProviderPlan(config.name, models, top, cheap, prices, base_url=base)
 
 
 def _models(

@@ -27,7 +27,7 @@ def build_report(store: RunStore) -> dict[str, Any]:
             "summary": task.get("summary", ""),
         }
     crashes, respawns, waits = [], [], []
-    spend = Spend()
+    spend, skills = Spend(), SkillUse()
     started = finished = None
     info: dict[str, Any] = defaultdict(lambda: None)
     for event in store.events():
@@ -73,6 +73,8 @@ def build_report(store: RunStore) -> dict[str, Any]:
             respawns.append(event["worker"])
         elif kind == "usage":
             spend.add(event)
+        elif kind == "skills_used":
+            skills.add(event)
         elif kind in ("budget_exhausted", "run_stopped", "run_halting"):
             info["stop_reason"] = info["stop_reason"] or event.get("reason")
     ordered = sorted(waits)
@@ -89,6 +91,7 @@ def build_report(store: RunStore) -> dict[str, Any]:
         "median_wait": ordered[len(ordered) // 2] if ordered else None,
         "critical_path": state.get("critical_path", []),
         "spend": spend.to_dict(),
+        "skills": skills.rows(),
         "budget": (state.get("permits") or {}).get("spend", {}).get("budget"),
     }
 
@@ -101,6 +104,29 @@ def telling_line(log_tail: str) -> str:
             if re.search(pattern, line):
                 return line
     return lines[-1] if lines else ""
+
+
+class SkillUse:
+    """Which skills were offered and which used, per role and kind of attempt."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+
+    def add(self, event: dict[str, Any]) -> None:
+        role, kind = event.get("role") or "?", event.get("attempt_kind") or "task"
+        used = set(event.get("used", []))
+        for skill in event.get("offered", []):
+            row = self.counts[(role, kind, skill)]
+            row[0] += 1
+            row[1] += skill in used
+        for skill in used - set(event.get("offered", [])):  # offered by name only (aliases)
+            self.counts[(role, kind, skill)][1] += 1
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {"role": role, "kind": kind, "skill": skill, "offered": row[0], "used": row[1]}
+            for (role, kind, skill), row in sorted(self.counts.items())
+        ]
 
 
 TOKENS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")

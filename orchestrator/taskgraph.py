@@ -52,6 +52,7 @@ class TaskNode:
     deps: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     priority: int = 0
+    critical: bool = False  # its attempts use the top model tier
     max_attempts: int = 3
     index: int = 0  # position in the mission: the "age" tie-breaker, earlier goes first
     state: TaskState = TaskState.PENDING
@@ -111,6 +112,7 @@ class TaskGraph:
             deps=list(dict.fromkeys(_read(item, "deps", []))),
             files=list(_read(item, "files", [])),
             priority=_read(item, "priority", 0),
+            critical=bool(_read(item, "critical", False)),
             max_attempts=max_attempts,
             index=index,
         )

@@ -22,7 +22,7 @@ from typing import Any
 
 from orchestrator import priority, procs
 from orchestrator.agent import AgentResult, run_agent
-from orchestrator.errors import PdError
+from orchestrator.errors import PdError, ProviderError
 from orchestrator.gitutil import git, identity_env
 from orchestrator.messages import (
     AbortTask,
@@ -44,6 +44,7 @@ from orchestrator.providers import Provider, make_provider
 from orchestrator.providers.command import run_command_agent
 from orchestrator.providers.command.registry import DEFAULT_KEYS
 from orchestrator.recorder import PARTS, RecordingProvider
+from orchestrator.skillset import Skill, SkillToolbox, choose_skills, load_registry, model_ranker
 from orchestrator.store import RunStore
 from orchestrator.tools import Toolbox, scrub_env
 from orchestrator.worktree import WorktreeManager
@@ -69,6 +70,13 @@ class WorkerConfig:
     port_base: int
     setup: str | None = None
     context_limit: int | None = None
+    escalation_model: str = ""  # for attempts the coordinator escalates
+    escalation_context_limit: int | None = None
+    ranking_model: str = ""  # the cheap tier, for ranking skills
+    workspace: str = ""  # where a workspace skills/ folder may override shipped skills
+    test_command: str | None = None
+    role_skills: list[str] = field(default_factory=list)
+    role_capabilities: list[str] = field(default_factory=list)
     record: bool = False
     env: dict[str, str] = field(default_factory=dict)
 
@@ -120,6 +128,7 @@ class Worker:
         self.current: str | None = None  # the task being attempted
         self.permits = PermitClient(worker_id, permits) if permits is not None else None
         self.provider = self._provider()
+        self.skills = load_registry(Path(config.workspace) if config.workspace else None)
 
     def _provider(self) -> Provider | None:
         """The model provider, wrapped: recorded if asked, and metered when calls cost
@@ -229,6 +238,7 @@ class Worker:
             result = self._command_attempt(assign, path, record, on_line, should_stop)
         else:
             result = self._model_attempt(assign, path, record, on_line, should_stop)
+        skills = {"offered": result.skills_offered, "used": result.skills_used}
         if not result.finished:
             self.log(assign.task_id, f"ended without finish: {result.reason}")
             return TaskFailed(
@@ -237,6 +247,7 @@ class Worker:
                 attempt=assign.attempt,
                 reason=result.reason,
                 handoff=result.handoff,
+                skills=skills,
             )
         commit, changed = commit_work(
             path,
@@ -255,6 +266,7 @@ class Worker:
             commit=commit,
             summary=result.summary,
             changed_files=changed,
+            skills=skills,
         )
 
     def _model_attempt(
@@ -262,8 +274,19 @@ class Worker:
     ) -> AgentResult:
         """pd's own agent loop: the model asks, pd's confined tools act."""
         limits = self.config.limits
-        self.toolbox = Toolbox(
+        model, context_limit = self.config.model, self.config.context_limit
+        if assign.escalate and self.config.escalation_model:
+            model, context_limit = (
+                self.config.escalation_model,
+                self.config.escalation_context_limit,
+            )
+            self.log(assign.task_id, f"escalated to {model}")
+        chosen = self._choose_skills(assign, model, record)
+        self.toolbox = SkillToolbox(
             path,
+            chosen,
+            catalog=self.skills,
+            test_command=self.config.test_command,
             env=self.env,
             command_timeout=limits["command_timeout"],
             output_cap=limits["output_cap"],
@@ -273,7 +296,7 @@ class Worker:
             self.toolbox,
             system=self.config.system_prompt,
             prompt=task_prompt(assign),
-            model=self.config.model,
+            model=model,
             max_tokens=self.config.max_tokens,
             max_turns=limits["max_turns"],
             task_id=assign.task_id,
@@ -281,8 +304,34 @@ class Worker:
             record=record,
             on_tool=on_line,
             should_stop=should_stop,
-            context_limit=self.config.context_limit,
+            context_limit=context_limit,
         )
+
+    def _choose_skills(self, assign: Assign, model: str, record: Any) -> list[Skill]:
+        """3-8 skills for this task; a ranking call to the cheap model when many fit.
+        A ranking that fails (not the budget) leaves the filter's order."""
+        config = self.config
+        rank = None
+        if self.provider is not None and config.provider["name"] != "scripted":
+            rank = model_ranker(
+                self.provider,
+                config.ranking_model or model,
+                task_id=assign.task_id,
+                attempt=assign.attempt,
+                record=record,
+            )
+        text = "\n".join([assign.title, assign.description, *assign.files])
+        try:
+            selection = choose_skills(
+                self.skills, config.role_skills, config.role_capabilities, text, rank
+            )
+        except ProviderError as exc:
+            self.log(assign.task_id, f"skill ranking failed, using the filter's order: {exc}")
+            selection = choose_skills(
+                self.skills, config.role_skills, config.role_capabilities, text
+            )
+        record({"kind": "skills", **selection.to_dict()})
+        return selection.skills
 
     def _command_attempt(
         self, assign: Assign, path: Path, record: Any, on_line: Any, should_stop: Any

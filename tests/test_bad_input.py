@@ -154,6 +154,9 @@ def test_valid_mission_validates(project: Path, tmp_path: Path) -> None:
     mission = write_mission(tmp_path / "m", TASKS, CASSETTE)
     result = pd("validate", str(mission), "--repo", str(project), cwd=tmp_path, check=True)
     assert "2 tasks" in result.stdout and "a → b" in result.stdout
+    # a team of builders only runs, but validate says what the team rules would want
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert any("producer" in line for line in warnings), result.stdout
     assert json.loads((tmp_path / "m" / "mission.json").read_text())["tasks"] == TASKS
 
 

@@ -312,3 +312,24 @@ def test_command_agents_stop_getting_work_once_their_reported_cost_reaches_the_b
     assert final_state(home)["status"] == "budget exhausted"
     states = {t["id"]: t["state"] for t in final_state(home)["tasks"]}
     assert states == {"a": "merged", "b": "aborted"}  # finished work still merged
+
+
+def test_each_attempt_is_offered_its_chosen_skills_and_the_report_counts_their_use(
+    project: Path, tmp_path: Path
+) -> None:
+    from orchestrator.roles import load_roles
+
+    with LocalAPIServer(writer()) as server:
+        result, home = run(tmp_path, project, server, ["a", "b"], "anthropic")
+    assert result.returncode == 0, result.stdout + result.stderr
+    core = set(load_roles()["backend-dev"].skills)
+    builtin = {"finish", "discover_skills"}
+    for entry in server.requests:
+        names = {tool["name"] for tool in entry["body"]["tools"]}
+        assert core | builtin <= names and 3 <= len(names - builtin) <= 8
+    report = json.loads(pd("report", "--json", cwd=home, env={"PD_HOME": str(home)}).stdout)
+    rows = {(r["role"], r["kind"], r["skill"]): r for r in report["skills"]}
+    assert rows[("backend-dev", "task", "write_file")] == {
+        "role": "backend-dev", "kind": "task", "skill": "write_file", "offered": 2, "used": 2,
+    }  # fmt: skip
+    assert rows[("backend-dev", "task", "read_file")]["used"] == 0

@@ -11,6 +11,7 @@ import typer
 from orchestrator import __version__
 from orchestrator.cli import abort, catalog, logs, report, run, skills, status
 from orchestrator.cli.output import console, fail_line
+from orchestrator.composition import check_composition
 from orchestrator.errors import PdError
 from orchestrator.mission import resolve_mission_path
 from orchestrator.preflight import build_plan
@@ -49,6 +50,8 @@ def validate(
         soft_wrap=True,
     )
     console.print("critical path: " + " → ".join(plan.graph.critical_path()), soft_wrap=True)
+    for problem in check_composition(plan.mission, plan.roles):
+        console.print(f"warning: {path}: {problem}", soft_wrap=True)
     return 0
 
 

@@ -62,6 +62,7 @@ def print_report(data: dict[str, Any]) -> None:
         f"{len(data['crashes'])} worker crashes, {data['respawns']} respawns"
     )
     print_spend(data)
+    print_skills(data)
     if data.get("stop_reason"):
         console.print(f"stopped early: {data['stop_reason']}", soft_wrap=True)
     if data.get("head"):
@@ -99,4 +100,19 @@ def print_spend(data: dict[str, Any]) -> None:
                 f"{row['output_tokens']:,}",
                 row["cost"],
             )
+    console.print(table)
+
+
+def print_skills(data: dict[str, Any]) -> None:
+    """Per role and kind of attempt: each skill offered, and how often it was used."""
+    rows = data.get("skills") or []
+    if not rows:
+        return
+    table = Table("role", "attempts", "skills used / offered")
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        cell = f"{row['skill']} {row['used']}/{row['offered']}"
+        grouped.setdefault((row["role"], row["kind"]), []).append(cell)
+    for (role, kind), cells in grouped.items():
+        table.add_row(role, kind, ", ".join(cells))
     console.print(table)
