@@ -333,3 +333,28 @@ def test_each_attempt_is_offered_its_chosen_skills_and_the_report_counts_their_u
         "role": "backend-dev", "kind": "task", "skill": "write_file", "offered": 2, "used": 2,
     }  # fmt: skip
     assert rows[("backend-dev", "task", "read_file")]["used"] == 0
+
+
+def test_a_critical_task_runs_on_the_top_tier_and_the_others_on_their_roles_tier(
+    project: Path, tmp_path: Path
+) -> None:
+    from orchestrator.models import resolve_model
+
+    with LocalAPIServer(writer()) as server:
+        url = server.url
+        mission = write_mission(
+            tmp_path / "m",
+            [{"id": "a", "title": "a", "critical": True}, {"id": "b", "title": "b"}],
+            {},
+            provider={"name": "anthropic", "max_tokens": 1000, "base_url": url},
+        )
+        home = tmp_path / "home"
+        home.mkdir()
+        env = {"PD_HOME": str(home), "ANTHROPIC_API_KEY": "test-key"}
+        result = pd("run", str(mission), "--repo", str(project), cwd=home, env=env, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    models = {(task_of(e["body"]), e["body"]["model"]) for e in server.requests}
+    assert models == {
+        ("a", resolve_model("anthropic", "opus")),
+        ("b", resolve_model("anthropic", "sonnet")),  # backend-dev's tier
+    }
