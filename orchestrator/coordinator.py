@@ -34,6 +34,7 @@ from orchestrator.merger import merger_main
 from orchestrator.messages import (
     AbortTask,
     Assign,
+    HandOff,
     MergeRequest,
     MergeResult,
     Message,
@@ -55,6 +56,7 @@ from orchestrator.taskgraph import TaskState
 from orchestrator.worker import worker_main
 from orchestrator.worktree import WorktreeManager, exclude_from_status
 
+SESSION_LINES = 40  # of the session log, in each assignment
 MAX_CRASHES = 5  # per worker slot; past this the slot is retired (circuit breaker)
 TICK = 0.2
 # How long a thread may hold the GIL while another wants it (CPython's default: 5 ms).
@@ -98,6 +100,8 @@ class Coordinator:
         self._state_written = 0.0
         self._signals = 0
         self._log: Any = None
+        path = store.session_log_path  # a resumed run goes on with the lines it had
+        self.session = path.read_text().splitlines() if path.exists() else []
 
     # ---- lifecycle ---------------------------------------------------------------
 
@@ -281,6 +285,9 @@ class Coordinator:
             handoff=task.handoff,
             dependencies=deps,
             escalate=escalate,
+            start_from=task.start_from,
+            context_files=list(self.plan.mission.context_files),
+            session=self.session[-SESSION_LINES:],
         )
         slot.state, slot.task, slot.attempt = "busy", task.id, attempt
         self.emit(
@@ -337,7 +344,12 @@ class Coordinator:
         elif isinstance(message, TaskFailed):
             self._skills_used(slot, message, "task")
             self._release(slot, message.task_id)
-            self._attempt_failed(message.task_id, message.reason, message.handoff, worker=slot.id)
+            if message.handed_off:
+                self._handed_off(slot, message)
+            else:
+                self._attempt_failed(
+                    message.task_id, message.reason, message.handoff, worker=slot.id
+                )
 
     def _worker_ready(self, slot: Slot, message: Ready) -> None:
         handle = self.pool.workers[slot.id]
@@ -406,6 +418,7 @@ class Coordinator:
             attempt=task.attempts,
             reason=reason,
             state=str(state),
+            handoff=handoff,
             **extra,
         )
         if state is TaskState.FAILED:
@@ -458,6 +471,7 @@ class Coordinator:
                 head=result.head,
                 seconds=round(result.seconds, 3),
             )
+            self._log_session(task)
             return
         detail = result.log_tail or "\n".join(result.conflicts)
         self.emit(
@@ -482,6 +496,7 @@ class Coordinator:
             self._attempt_failed(
                 task,
                 f"worker {worker_id} died (exit code {exitcode}) during the attempt",
+                self._running_note(task),
                 worker=worker_id,
             )
         if self.abort_reason:
@@ -511,6 +526,9 @@ class Coordinator:
 
     def _control(self, request: control.ControlRequest) -> None:
         self.emit("control", action=request.action, task=request.task, worker=request.worker)
+        if request.action == "handoff":
+            self._hand_off_worker(request.worker)
+            return
         if request.action != "abort":
             return
         if request.task:
@@ -546,8 +564,55 @@ class Coordinator:
         self._retire(slot)
         if task is not None:
             self._attempt_failed(
-                task, f"worker {worker_id} was stopped by the user", worker=worker_id
+                task,
+                f"worker {worker_id} was stopped by the user",
+                self._running_note(task),
+                worker=worker_id,
             )
+
+    def _log_session(self, task: Any) -> None:
+        summary = " ".join((task.summary or "").split())[:300]
+        line = f"{task.id}: {task.title}" + (f" — {summary}" if summary else "")
+        self.session.append(line)
+        with open(self.store.session_log_path, "a") as handle:
+            handle.write(line + "\n")
+
+    def _running_note(self, task_id: str) -> str:
+        """The note the worker kept current during the attempt it could not finish."""
+        try:
+            path = self.store.handoff_path(task_id, self.graph.get(task_id).attempts)
+            return path.read_text()
+        except (OSError, KeyError):
+            return ""
+
+    def _hand_off_worker(self, worker_id: str | None) -> None:
+        """``pd handoff``: the worker commits its work in progress and stops the attempt;
+        see ``_handed_off`` for the fresh start."""
+        slot = self.slots.get(worker_id or "")
+        if slot is None or slot.task is None or slot.state != "busy":
+            self.emit("handoff_refused", worker=worker_id, reason="the worker has no task")
+            return
+        self.emit("handoff_requested", worker=slot.id, task=slot.task)
+        self.pool.send(slot.id, HandOff(task_id=slot.task))
+
+    def _handed_off(self, slot: Slot, message: TaskFailed) -> None:
+        task = self.graph.get(message.task_id)
+        if task.state is not TaskState.RUNNING:
+            return
+        self.emit(
+            "attempt_handed_off",
+            task=task.id,
+            worker=slot.id,
+            attempt=message.attempt,
+            commit=message.start_from,
+            handoff=message.handoff,
+        )
+        self.graph.hand_off(task.id, message.handoff, message.start_from)
+        if slot.state != "retired" and not self.abort_reason:  # a fresh process, same slot
+            handle = self.pool.restart(slot.id)
+            self.permits.attach(slot.id, slot.role, handle.side)  # type: ignore[arg-type]
+            slot.state = "booting"
+            self.emit("worker_respawned", worker=slot.id, pid=handle.pid, restarts=handle.restarts)
 
     # ---- the record --------------------------------------------------------------
 

@@ -45,6 +45,12 @@ FORMATS: dict[str, Any] = {
         + (f"; blocked: {', '.join(e['blocked'])}" if e.get("blocked") else "")
     ),
     "task_aborted": lambda e: f"{e['task']} aborted",
+    "handoff_requested": lambda e: f"{e['worker']} asked to hand off {e['task']}",
+    "handoff_refused": lambda e: f"no handoff for {e['worker']}: {e['reason']}",
+    "attempt_handed_off": lambda e: (
+        f"{e['task']} attempt {e['attempt']} handed off by {e['worker']}: work in progress at "
+        f"{_short(e['commit'])}; a fresh start goes on from it"
+    ),
     "merger_crashed": lambda e: f"merger died (exit code {e['exitcode']}): restarting",
     "control": lambda e: (
         f"request: {e['action']}"

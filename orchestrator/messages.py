@@ -71,6 +71,16 @@ class Assign(Message):
     # work in progress a handoff committed) instead of ``target_head``.
     start_from: str = ""
     escalate: bool = False  # use the run's top-tier model (critical task, repeated failure)
+    context_files: list[str] = field(default_factory=list)  # read from the worktree
+    session: list[str] = field(default_factory=list)  # the run's session log so far
+
+
+@dataclass
+class HandOff(Message):
+    """Stop the attempt of ``task_id`` at the next safe point, commit what it has, and
+    report a handoff note for a fresh start."""
+
+    task_id: str
 
 
 @dataclass
@@ -149,6 +159,10 @@ class TaskFailed(Message):
     reason: str
     handoff: str = ""
     skills: dict[str, list[str]] = field(default_factory=dict)  # offered, used
+    # Handed off on request (``pd handoff``): not a failure; the work in progress is
+    # committed at ``start_from`` and the next attempt goes on from there.
+    handed_off: bool = False
+    start_from: str = ""
 
 
 # ---- coordinator <-> merger ------------------------------------------------------

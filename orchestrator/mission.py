@@ -108,6 +108,10 @@ class Mission(Strict):
     test_command: str | None = Field(None, description="The project's tests, run by the gate.")
     gate: GateConfig = Field(default_factory=GateConfig)
     setup: str | None = Field(None, description="Run once in each fresh worktree.")
+    context_files: list[str] = Field(
+        default_factory=list,
+        description="Files of the repository every agent reads first (overview, briefing).",
+    )
     team: list[TeamMember] = Field(min_length=1)
     tasks: list[TaskSpec] = Field(default_factory=list)
     goal: str | None = None

@@ -17,6 +17,7 @@ from orchestrator.gitutil import (
     checked_out_branches,
     current_branch,
     git,
+    git_full,
     is_dirty,
     is_git_repo,
     rev_parse,
@@ -106,6 +107,7 @@ def build_plan(
     _check_assignable(mission, roles, team, where)
     repo = _check_repo(mission, mission_path, workspace, repo_arg)
     branch, head = _check_branch(mission, repo, where)
+    _check_context_files(mission, repo, branch, head, where)
     gate = _check_gate(mission, repo, where)
     provider_plan = check_provider(mission, mission_path, roles, base_url)
     root = Path(worktrees or mission.worktrees or workspace / "worktrees").expanduser()
@@ -124,6 +126,20 @@ def build_plan(
         graph=graph,
         provider=provider_plan,
     )
+
+
+def _check_context_files(mission: Mission, repo: Path, branch: str, head: str, where: str) -> None:
+    """Every agent reads these from its worktree: they must be in the target branch."""
+    for i, name in enumerate(mission.context_files):
+        path = Path(name)
+        inside = not path.is_absolute() and ".." not in path.parts
+        if not inside or git_full(repo, "cat-file", "-e", f"{head}:{path.as_posix()}")[0]:
+            raise BadInput(
+                where,
+                f"context file '{name}' is not in {branch} of {repo}",
+                "commit it first, or give its path relative to the repository root",
+                f"context_files[{i}]",
+            )
 
 
 def _check_roles(mission: Mission, roles: dict[str, Role], where: str) -> None:

@@ -23,6 +23,8 @@ def rebuild(graph: TaskGraph, events: Iterable[dict[str, Any]], repo: Path, head
             "attempts": 0,
             "feedback": [],
             "handoff": "",
+            "start_from": "",
+            "handed_off": 0,
             "commit": None,
             "submitted": None,
         }
@@ -40,9 +42,13 @@ def rebuild(graph: TaskGraph, events: Iterable[dict[str, Any]], repo: Path, head
         elif kind == "attempt_failed":
             entry["attempts"] = event["attempt"]
             entry["feedback"].append(event["reason"])
-            entry["submitted"] = None
+            entry.update(submitted=None, handoff=event.get("handoff", ""), start_from="")
             if event["state"] == TaskState.FAILED:
                 entry["state"] = TaskState.FAILED
+        elif kind == "attempt_handed_off":
+            entry["attempts"] = event["attempt"]
+            entry["handed_off"] += 1
+            entry.update(handoff=event["handoff"], start_from=event["commit"])
         elif kind == "task_aborted":
             entry["state"] = TaskState.ABORTED
     for task_id, entry in record.items():
@@ -59,6 +65,8 @@ def rebuild(graph: TaskGraph, events: Iterable[dict[str, Any]], repo: Path, head
             commit=entry["commit"],
             feedback=entry["feedback"],
             handoff=entry["handoff"],
+            start_from=entry["start_from"],
+            handed_off=entry["handed_off"],
         )
     graph.settle()
     return sum(1 for e in record.values() if e["state"] is TaskState.MERGED)

@@ -224,6 +224,18 @@ class RunStore:
         return folder / f"{attempt}.jsonl"
 
     @property
+    def session_log_path(self) -> Path:
+        """One line per merged task, in order: what later tasks learn the team did."""
+        return self.dir / "session.log"
+
+    def handoff_path(self, task_id: str, attempt: int) -> Path:
+        """The running handoff note of an attempt, kept current by its worker, so a
+        crash or a kill still leaves the next attempt a note."""
+        folder = self.dir / "handoffs" / task_id
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{attempt}.md"
+
+    @property
     def lock_path(self) -> Path:
         return self.dir / "coordinator.lock"
 

@@ -60,6 +60,7 @@ class TaskNode:
     # One reason per failed attempt, shown to the next attempt so it does not repeat it.
     feedback: list[str] = field(default_factory=list)
     handoff: str = ""
+    start_from: str = ""  # earlier work of this task the next attempt continues
     worker: str | None = None  # current or last successful worker; cleared on requeue
     branch: str | None = None
     commit: str | None = None  # submitted commit, then the merged head
@@ -245,6 +246,14 @@ class TaskGraph:
             self.settle()
         return node.state
 
+    def hand_off(self, task_id: str, handoff: str, start_from: str) -> None:
+        """The running attempt was handed off on request: back to the queue with its note
+        and its work in progress, and the attempt does not count against max_attempts."""
+        node = self._expect(task_id, "hand off", TaskState.RUNNING)
+        node.state, node.worker = TaskState.PENDING, None
+        node.handoff, node.start_from = handoff, start_from
+        node.max_attempts += 1
+
     def abort(self, task_id: str) -> list[str]:
         """Stop a task for good; returns the ids that changed: it, then blocked dependents."""
         self._expect(task_id, "abort", *ACTIVE).state = TaskState.ABORTED
@@ -265,12 +274,16 @@ class TaskGraph:
         commit: str | None = None,
         feedback: list[str] | None = None,
         handoff: str = "",
+        start_from: str = "",
+        handed_off: int = 0,
     ) -> None:
         """Set a task as the event log recorded it, with no transition checks; call
         ``settle()`` once every task is restored."""
         node = self.get(task_id)
         node.state, node.attempts, node.commit = TaskState(state), attempts, commit
         node.feedback, node.handoff = list(feedback or []), handoff
+        node.start_from = start_from
+        node.max_attempts += handed_off
 
     def settle(self) -> list[str]:
         """Re-derive BLOCKED: a pending or blocked task is blocked exactly when a dependency

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import priority, procs
-from orchestrator.agent import AgentResult, run_agent
+from orchestrator.agent import AgentResult, build_handoff, run_agent
 from orchestrator.errors import PdError, ProviderError
 from orchestrator.gitutil import git, identity_env
 from orchestrator.messages import (
     AbortTask,
     Assign,
+    HandOff,
     Heartbeat,
     Message,
     Progress,
@@ -45,7 +46,7 @@ from orchestrator.providers.command import run_command_agent
 from orchestrator.providers.command.registry import DEFAULT_KEYS
 from orchestrator.recorder import PARTS, RecordingProvider
 from orchestrator.skillset import Skill, SkillToolbox, choose_skills, load_registry, model_ranker
-from orchestrator.store import RunStore
+from orchestrator.store import RunStore, write_atomic
 from orchestrator.tools import Toolbox, scrub_env
 from orchestrator.worktree import WorktreeManager
 
@@ -111,6 +112,7 @@ class Worker:
         self.channel = channel
         self.inbox: queue.Queue[Message | None] = queue.Queue()
         self.abort_task: str | None = None
+        self.handoff_task: str | None = None
         self.stopping = threading.Event()
         self.toolbox: Toolbox | None = None
         self.store = RunStore(Path(config.run_dir))  # for paths only: events are the coordinator's
@@ -148,7 +150,7 @@ class Worker:
 
     def _stop_requested(self) -> bool:
         return self.stopping.is_set() or (
-            self.current is not None and self.abort_task == self.current
+            self.current is not None and self.current in (self.abort_task, self.handoff_task)
         )
 
     # ---- threads -----------------------------------------------------------------
@@ -160,8 +162,11 @@ class Worker:
                 message = from_bytes(self.channel.conn.recv_bytes())
             except (EOFError, OSError):
                 message = Shutdown(reason="coordinator gone")
-            if isinstance(message, AbortTask):
-                self.abort_task = message.task_id
+            if isinstance(message, AbortTask | HandOff):
+                if isinstance(message, HandOff):
+                    self.handoff_task = message.task_id
+                else:
+                    self.abort_task = message.task_id
                 if self.toolbox is not None:
                     self.toolbox.abort()
             elif isinstance(message, Shutdown):
@@ -197,7 +202,7 @@ class Worker:
 
     def attempt(self, assign: Assign) -> Message:
         """One attempt of one task, from a fresh branch to a commit, never raising."""
-        self.abort_task, self.current = None, assign.task_id
+        self.abort_task, self.handoff_task, self.current = None, None, assign.task_id
         self.channel.send(
             TaskStarted(worker_id=self.id, task_id=assign.task_id, attempt=assign.attempt)
         )
@@ -224,9 +229,12 @@ class Worker:
         base = assign.start_from or assign.target_head
         path = self.worktrees.prepare(self.id, base=base, branch=assign.branch)
 
+        note = RunningNote(self.store.handoff_path(assign.task_id, assign.attempt))
+
         def record(entry: dict[str, Any]) -> None:
             record_file.write(json.dumps(entry, default=str) + "\n")
             record_file.flush()
+            note.update(entry, self.toolbox)
 
         def on_line(line: str) -> None:
             self.log(assign.task_id, line)
@@ -239,6 +247,8 @@ class Worker:
         else:
             result = self._model_attempt(assign, path, record, on_line, should_stop)
         skills = {"offered": result.skills_offered, "used": result.skills_used}
+        if not result.finished and self.handoff_task == assign.task_id:
+            return self._hand_off(assign, path, result, skills)
         if not result.finished:
             self.log(assign.task_id, f"ended without finish: {result.reason}")
             return TaskFailed(
@@ -295,7 +305,7 @@ class Worker:
             self.provider,
             self.toolbox,
             system=self.config.system_prompt,
-            prompt=task_prompt(assign),
+            prompt=task_prompt(assign, context_block(path, assign.context_files)),
             model=model,
             max_tokens=self.config.max_tokens,
             max_turns=limits["max_turns"],
@@ -305,6 +315,33 @@ class Worker:
             on_tool=on_line,
             should_stop=should_stop,
             context_limit=context_limit,
+        )
+
+    def _hand_off(
+        self, assign: Assign, path: Path, result: AgentResult, skills: dict[str, list[str]]
+    ) -> Message:
+        """``pd handoff``: commit the work in progress on the task branch, brief the next
+        attempt, which starts from that commit."""
+        commit, changed = commit_work(
+            path,
+            assign,
+            "work in progress, handed off",
+            self.id,
+            self.config.role_id,
+            [*self.worktrees.setup_files(path), *AGENT_ARTIFACTS],
+        )
+        where = f"committed on the task branch at {commit[:10]} ({len(changed)} files)"
+        note = result.handoff.replace("stopped (aborted)", "was handed off on request")
+        self.log(assign.task_id, f"handed off: work in progress {where}")
+        return TaskFailed(
+            worker_id=self.id,
+            task_id=assign.task_id,
+            attempt=assign.attempt,
+            reason="handed off on request",
+            handoff=f"{note}\nIts work in progress is {where}; you start from there.",
+            skills=skills,
+            handed_off=True,
+            start_from=commit,
         )
 
     def _choose_skills(self, assign: Assign, model: str, record: Any) -> list[Skill]:
@@ -340,7 +377,8 @@ class Worker:
         options = self.config.provider
         keys = options.get("pass_env") or DEFAULT_KEYS.get(options["agent"], [])
         env = {**self.env, **{k: os.environ[k] for k in keys if k in os.environ}}
-        prompt = f"{self.config.system_prompt}\n\n{task_prompt(assign)}"
+        context = context_block(path, assign.context_files)
+        prompt = f"{self.config.system_prompt}\n\n{task_prompt(assign, context)}"
         ran = run_command_agent(
             options["agent"],
             prompt,
@@ -374,9 +412,49 @@ class Worker:
         )
 
 
-def task_prompt(assign: Assign) -> str:
+class RunningNote:
+    """The attempt's handoff note, rewritten as the attempt goes (after each model reply
+    and tool call), so that a worker that crashes or is killed still leaves one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.turns = 0
+        self.last_text = ""
+
+    def update(self, entry: dict[str, Any], toolbox: Toolbox | None) -> None:
+        if entry.get("kind") not in ("response", "tool"):
+            return
+        self.turns = max(self.turns, int(entry.get("turn") or 0))
+        self.last_text = entry.get("text") or self.last_text
+        touched = toolbox.touched if toolbox is not None else ()
+        reason = "the worker stopped in the middle of it"
+        write_atomic(self.path, build_handoff(reason, self.turns, touched, self.last_text), False)
+
+
+CONTEXT_CAP = 8000  # characters of each context file in the prompt
+
+
+def context_block(root: Path, paths: Sequence[str]) -> str:
+    """The mission's context files as the worktree has them now, each capped."""
+    parts = []
+    for name in paths:
+        try:
+            text = (root / name).read_text(errors="replace")
+        except OSError:
+            continue  # removed by a merged task since the run began: nothing to read
+        if len(text) > CONTEXT_CAP:
+            text = text[:CONTEXT_CAP] + f"\n[... cut at {CONTEXT_CAP} characters; read the file]"
+        parts.append(f"### {name}\n{text.strip()}")
+    return "## Project context\n" + "\n\n".join(parts) if parts else ""
+
+
+def task_prompt(assign: Assign, context: str = "") -> str:
     """What the agent is asked to do, with what earlier attempts and dependencies left."""
-    parts = [f"# Task {assign.task_id}: {assign.title}", assign.description or ""]
+    parts = [context] if context else []
+    if assign.session:
+        done = "\n".join(f"- {line}" for line in assign.session)
+        parts.append(f"## What the team has merged so far in this run\n{done}")
+    parts += [f"# Task {assign.task_id}: {assign.title}", assign.description or ""]
     if assign.files:
         parts.append("Files you are expected to touch: " + ", ".join(assign.files))
     if assign.dependencies:

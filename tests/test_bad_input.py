@@ -97,6 +97,10 @@ CASES: dict[str, tuple[Callable[[Path, Path], tuple[Path, str]], list[str]]] = {
         ["provider.cassette", "gone.json"],
     ),
     "dirty checkout": (_dirty, ["target_branch", "uncommitted changes"]),
+    "missing context file": (
+        mission_with(context_files=["README.md", "docs/brief.md"]),
+        ["context_files[1]", "docs/brief.md", "not in main"],
+    ),
     "no worker fits": (
         mission_with(tasks=[{"id": "a", "title": "A", "role": "qa-engineer"}]),
         ["tasks[0].role", "no worker"],

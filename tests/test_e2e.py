@@ -46,8 +46,10 @@ def state(home: Path) -> dict:
         return {}
 
 
-def start_run(mission: Path, repo: Path, home: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, **IDENTITY, "PD_HOME": str(home)}
+def start_run(
+    mission: Path, repo: Path, home: Path, *extra: str, env: dict | None = None
+) -> subprocess.Popen:
+    env = {**os.environ, **IDENTITY, "PD_HOME": str(home), **(env or {})}
     return subprocess.Popen(
         [
             sys.executable,
@@ -531,3 +533,25 @@ def test_worktrees_folder_from_the_command_line(project: Path, tmp_path: Path) -
     assert where.resolve().is_relative_to(elsewhere.resolve())
     assert not elsewhere.exists() or not any(elsewhere.iterdir())
     assert not (home / "worktrees").exists()
+
+
+def test_context_files_and_the_session_log_reach_later_tasks(project: Path, tmp_path: Path) -> None:
+    (project / "BRIEF.md").write_text("Our style: tabs, never spaces.\n")
+    run_git(project, "add", "BRIEF.md")
+    run_git(project, "commit", "-q", "-m", "brief")
+    mission = write_mission(
+        tmp_path / "m", chain_tasks(2), file_cassette(["t1", "t2"]), context_files=["BRIEF.md"]
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    result = pd("run", str(mission), "--repo", str(project), cwd=home, env={"PD_HOME": str(home)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    prompts = {}
+    for task in ("t1", "t2"):
+        lines = (run_dir(home) / "transcripts" / task / "1.jsonl").read_text().splitlines()
+        first = next(e for e in map(json.loads, lines) if e["kind"] == "request")
+        prompts[task] = json.dumps(first["new_messages"])
+    assert all("Our style: tabs, never spaces." in p for p in prompts.values())
+    assert "merged so far" not in prompts["t1"]
+    assert "t1: " in prompts["t2"] and "merged so far" in prompts["t2"]  # t1's line
+    assert (run_dir(home) / "session.log").read_text().splitlines()[0].startswith("t1: ")

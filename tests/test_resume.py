@@ -66,3 +66,26 @@ def test_submitted_but_not_landed_runs_again(git_repo: Path) -> None:
     events = [{"kind": "task_submitted", "task": "a", "commit": pending}]
     assert rebuild(graph, events, git_repo, run_git(git_repo, "rev-parse", "main")) == 0
     assert graph.get("a").state is TaskState.PENDING
+
+
+def test_rebuild_keeps_handoff_notes_and_a_handed_off_attempt_does_not_count(
+    git_repo: Path,
+) -> None:
+    wip = commit_on_branch(git_repo, "pd/r/a", "wip.txt")
+    graph = TaskGraph(TASKS, default_max_attempts=1)
+    events = [
+        {"kind": "attempt_handed_off", "task": "a", "attempt": 1, "commit": wip, "handoff": "n1"},
+        {
+            "kind": "attempt_failed",
+            "task": "c",
+            "attempt": 1,
+            "reason": "died",
+            "state": "failed",
+            "handoff": "c's note",
+        },
+    ]
+    rebuild(graph, events, git_repo, run_git(git_repo, "rev-parse", "main"))
+    a = graph.get("a")
+    assert a.state is TaskState.PENDING and a.start_from == wip and a.handoff == "n1"
+    assert a.max_attempts == 2  # one attempt used, one left: the handoff was not a failure
+    assert graph.get("c").handoff == "c's note"

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from orchestrator import __version__
-from orchestrator.cli import abort, catalog, logs, report, run, skills, status
+from orchestrator.cli import abort, catalog, handoff, logs, report, run, skills, status
 from orchestrator.cli.output import console, fail_line
 from orchestrator.composition import check_composition
 from orchestrator.errors import PdError
@@ -30,6 +30,7 @@ app.command()(run.demo)
 app.command()(status.status)
 app.command()(logs.logs)
 app.command()(abort.abort)
+app.command()(handoff.handoff)
 app.command()(report.report)
 app.add_typer(catalog.roles_app, name="roles")
 app.add_typer(catalog.missions_app, name="missions")

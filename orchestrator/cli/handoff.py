@@ -1,0 +1,32 @@
+"""``pd handoff``: commit a worker's work in progress and restart it from a handoff note."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from orchestrator.cli.output import console
+from orchestrator.control import ControlRequest, coordinator_alive, send_request
+from orchestrator.errors import BadInput
+from orchestrator.store import RunStore
+
+
+def handoff(
+    run: Annotated[str | None, typer.Argument(help="Run id (default: the newest run).")] = None,
+    worker: Annotated[str, typer.Option(help="The worker to hand off, e.g. w2.")] = "",
+) -> int:
+    """The worker commits its work in progress to the task branch and stops; a fresh
+    process takes the task on from that commit and the worker's handoff note."""
+    if not worker:
+        raise BadInput("pd handoff", "no worker given", "name one with --worker, e.g. --worker w1")
+    store = RunStore.open(run)
+    if not coordinator_alive(store):
+        raise BadInput(store.run_id, "the run is not running", "resume it with `pd resume` first")
+    workers = {w["id"]: w for w in (store.read_state() or {}).get("workers", [])}
+    if workers and worker not in workers:
+        raise BadInput("--worker", f"no worker {worker!r} in run {store.run_id}",
+                       f"use one of: {', '.join(workers)}")  # fmt: skip
+    send_request(store, ControlRequest("handoff", worker=worker))
+    console.print(f"asked run {store.run_id} to hand off {worker}")
+    return 0
