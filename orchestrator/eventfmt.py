@@ -45,6 +45,14 @@ FORMATS: dict[str, Any] = {
         + (f"; blocked: {', '.join(e['blocked'])}" if e.get("blocked") else "")
     ),
     "task_aborted": lambda e: f"{e['task']} aborted",
+    "plan_assigned": lambda e: f"{e['worker']} ▶ planning the goal (attempt {e['attempt']})",
+    "plan_accepted": lambda e: (
+        f"{e['worker']} ✓ plan accepted: {len(e['tasks'])} tasks; critical path "
+        + " → ".join(e.get("critical_path", []))
+    ),
+    "plan_attempt_failed": lambda e: (
+        f"planning attempt {e['attempt']} failed: {_first_line(e['reason'])} → {e['state']}"
+    ),
     "merger_crashed": lambda e: f"merger died (exit code {e['exitcode']}): restarting",
     "control": lambda e: (
         f"request: {e['action']}"

@@ -55,6 +55,8 @@ def print_report(data: dict[str, Any]) -> None:
             "\n".join(problems),
         )
     console.print(table)
+    if data.get("planning"):
+        print_planning(data["planning"])
     counts = ", ".join(f"{n} {state}" for state, n in sorted(data.get("counts", {}).items()) if n)
     seconds = f" in {data['seconds']}s" if data.get("seconds") is not None else ""
     console.print(
@@ -100,3 +102,18 @@ def print_spend(data: dict[str, Any]) -> None:
                 row["cost"],
             )
     console.print(table)
+
+
+def print_planning(step: dict[str, Any]) -> None:
+    """How the goal became the graph: the planner, its attempts, its failures."""
+    who = ",".join(step["workers"]) or "-"
+    if step["state"] == "accepted":
+        console.print(
+            f"planned by {who} in {step['attempts']} attempt(s): {len(step['tasks'])} tasks; "
+            f"critical path {' → '.join(step['critical_path'])}",
+            soft_wrap=True,
+        )
+    else:
+        console.print(f"planning not accepted after {step['attempts']} attempt(s) by {who}")
+    for failure in step["failures"]:
+        console.print(f"  planning #{failure['attempt']}: {_line(failure['reason'])}")
