@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,8 +77,19 @@ def plan_locally(plan: RunPlan, on_tool: Callable[[str], None] = lambda s: None)
             except (AttemptEnded, ProviderError) as exc:
                 feedback.append(str(exc))
                 continue
-            return LocalPlan(planned.tasks, planned.summary, attempt, metering.view())
+            return LocalPlan(planned.tasks, planned.summary, attempt, _settled(metering))
     raise PdError(f"planning failed after {len(feedback)} attempts: {feedback[-1]}")
+
+
+def _settled(metering: Metering, timeout: float = 5.0) -> dict[str, Any] | None:
+    """The desk's view once the last call's report has reached it (the permit thread
+    reads it a moment after the call returned)."""
+    deadline = time.monotonic() + timeout
+    view = metering.view()
+    while view is not None and view["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+        view = metering.view()
+    return view
 
 
 @contextmanager
