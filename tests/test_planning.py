@@ -24,6 +24,8 @@ from orchestrator.planning import (
     TeamRole,
     check_plan,
     parse_plan,
+    plan_payload,
+    plan_prompt,
     restore,
 )
 from orchestrator.preflight import build_plan
@@ -204,6 +206,25 @@ def test_restore_takes_the_recorded_plan_and_never_plans_again(
     assert not restore(again, events[:2])
     assert again.planning is not None and again.planning.open
     assert again.planning.attempts == 1 and again.planning.feedback == ["no plan"]
+
+
+def test_given_tasks_with_plan_true_are_a_draft_for_the_planner(
+    project: Path, tmp_path: Path
+) -> None:
+    mission = write_mission(
+        tmp_path / "m", FIXED, {"*": [[finish_turn()]]}, goal="Refine.", plan=True, team=GOAL_TEAM
+    )
+    plan = build_plan(mission, tmp_path, repo_arg=str(project))
+    assert plan.planning is not None and len(plan.graph) == 0
+    payload = plan_payload(plan, ["read_file"])
+    assert [t["id"] for t in payload["draft"]] == ["a", "b"]
+    assert [r["id"] for r in payload["team"]] == ["producer", "backend-dev"]
+    prompt = plan_prompt(payload)
+    assert "Draft tasks" in prompt and '"deps": [' in prompt and "Refine." in prompt
+    as_written = write_mission(
+        tmp_path / "w", FIXED, {"*": [[finish_turn()]]}, goal="Context only.", team=GOAL_TEAM
+    )
+    assert build_plan(as_written, tmp_path, repo_arg=str(project)).planning is None
 
 
 # ---- pd plan -----------------------------------------------------------------------------
