@@ -26,6 +26,7 @@ from orchestrator.configs import (
     merger_config,
     worker_config,
 )
+from orchestrator.coordinator_planning import PlanningSteps
 from orchestrator.errors import BadInput
 from orchestrator.eventfmt import format_event, stamp
 from orchestrator.gitutil import git, is_ancestor
@@ -38,6 +39,7 @@ from orchestrator.messages import (
     MergeRequest,
     MergeResult,
     Message,
+    PlanDone,
     Progress,
     Ready,
     TaskDone,
@@ -47,6 +49,7 @@ from orchestrator.messages import (
 )
 from orchestrator.metering import Metering
 from orchestrator.permitloop import PermitLoop
+from orchestrator.planning import PLAN_ID
 from orchestrator.pool import PoolEvent, WorkerPool, child_setup, create_time_of
 from orchestrator.preflight import RunPlan
 from orchestrator.scheduling import fits, match
@@ -69,7 +72,7 @@ def _merger_entry(conn: Any, worker_id: str, config: dict[str, Any]) -> None:
     merger_main(conn, config)
 
 
-class Coordinator:
+class Coordinator(PlanningSteps):
     """Runs one plan to the end; ``run()`` returns the exit code."""
 
     def __init__(
@@ -82,6 +85,8 @@ class Coordinator:
         self.plan = plan
         self.store = store
         self.graph = plan.graph
+        self.planning = plan.planning  # a goal mission: the graph comes from the producer
+        self._plan_payload: dict[str, Any] | None = None
         self.on_event = on_event or (lambda event: None)
         self.pool = WorkerPool(start_method)
         self.slots = {wid: Slot(wid, role) for wid, role in plan.workers}
@@ -157,6 +162,8 @@ class Coordinator:
     def _finished(self) -> bool:
         if self.abort_reason:
             return True
+        if self._planning_open():
+            return self._planning_over() is not None
         if self._halted():  # no new work; what is running and merging finishes
             running = any(t.state is TaskState.RUNNING for t in self.graph)
             return not running and self.merges.idle
@@ -198,6 +205,8 @@ class Coordinator:
             stopped = [t.id for t in self.graph if t.state is TaskState.PENDING]
             self.graph.abort_all()
             self.emit("run_stopped", reason=halted, tasks=stopped)
+        elif self._planning_open():
+            self.emit("run_stalled", reason=self._planning_over())
         elif self._stalled():
             self.emit("run_stalled", reason="no live worker can take the remaining tasks")
             self.graph.abort_all()
@@ -205,12 +214,14 @@ class Coordinator:
         if self.plan.record and (cassette := recorder.assemble(self.store.dir)):
             self.emit("cassette_recorded", path=str(cassette))
         counts = self.graph.counts()
-        merged_all = counts.get("merged", 0) == len(self.graph)
+        merged_all = counts.get("merged", 0) == len(self.graph) and not self._unplanned()
         code = 130 if self.abort_reason else (0 if merged_all else 1)
         status = "aborted" if self.abort_reason else ("finished" if merged_all else "failed")
         if self._halted() and not self.abort_reason and not merged_all:
             budget = "budget exhausted" in (self._halted() or "")
             status = "budget exhausted" if budget else "stopped"
+        elif self._unplanned() and not self.abort_reason:
+            status = "planning failed"
         self.emit("run_finished", status=status, exit_code=code, head=self.head, counts=counts)
         self._write_state(force=True, status=status, exit_code=code)
         return code
@@ -255,6 +266,9 @@ class Coordinator:
 
     def _assign(self) -> None:
         if self._halted():
+            return
+        if self._planning_open():
+            self._assign_plan()
             return
         ready = self.graph.ready()
         now = time.monotonic()
@@ -339,6 +353,8 @@ class Coordinator:
             )
         elif isinstance(message, TaskDone):
             self._task_done(slot, message)
+        elif isinstance(message, PlanDone):
+            self._plan_done(slot, message)
         elif isinstance(message, UsageReport):  # permits have a pipe of their own
             self.metering.handle(slot.id, slot.role, message)
         elif isinstance(message, TaskFailed):
@@ -407,6 +423,9 @@ class Coordinator:
             slot.task, slot.state = None, "idle"
 
     def _attempt_failed(self, task_id: str, reason: str, handoff: str = "", **extra: Any) -> None:
+        if task_id == PLAN_ID and self._planning_open():
+            self._plan_failed(reason, **extra)
+            return
         task = self.graph.get(task_id)
         if task.state not in (TaskState.RUNNING, TaskState.MERGING):
             return

@@ -59,3 +59,7 @@ class AttemptEnded(PdError):
         self.reason = reason
         self.handoff = handoff
         super().__init__(reason)
+
+
+class PlanRejected(AttemptEnded):
+    """A planning attempt's plans were refused too often; ``reason`` has the last problem."""

@@ -51,6 +51,14 @@ FORMATS: dict[str, Any] = {
         f"{e['task']} attempt {e['attempt']} handed off by {e['worker']}: work in progress at "
         f"{_short(e['commit'])}; a fresh start goes on from it"
     ),
+    "plan_assigned": lambda e: f"{e['worker']} ▶ planning the goal (attempt {e['attempt']})",
+    "plan_accepted": lambda e: (
+        f"{e['worker']} ✓ plan accepted: {len(e['tasks'])} tasks; critical path "
+        + " → ".join(e.get("critical_path", []))
+    ),
+    "plan_attempt_failed": lambda e: (
+        f"planning attempt {e['attempt']} failed: {_first_line(e['reason'])} → {e['state']}"
+    ),
     "merger_crashed": lambda e: f"merger died (exit code {e['exitcode']}): restarting",
     "control": lambda e: (
         f"request: {e['action']}"

@@ -165,6 +165,17 @@ class TaskFailed(Message):
     start_from: str = ""
 
 
+@dataclass
+class PlanDone(Message):
+    """A planning attempt's accepted plan: ``tasks`` as mission task dicts."""
+
+    worker_id: str
+    task_id: str
+    attempt: int
+    tasks: list[dict[str, Any]]
+    summary: str = ""
+
+
 # ---- coordinator <-> merger ------------------------------------------------------
 
 

@@ -114,7 +114,14 @@ class Mission(Strict):
     )
     team: list[TeamMember] = Field(min_length=1)
     tasks: list[TaskSpec] = Field(default_factory=list)
-    goal: str | None = None
+    goal: str | None = Field(
+        None, description="What to build; the producer role plans it into tasks at run time."
+    )
+    plan: bool | None = Field(
+        None,
+        description="Plan the goal into tasks at run time (default: when there are no tasks); "
+        "tasks given too are a draft the planner refines.",
+    )
     max_attempts: int = Field(3, ge=1, le=20)
     provider: ProviderConfig = Field(default_factory=ProviderConfig)
     limits: Limits = Field(default_factory=Limits)
@@ -151,6 +158,11 @@ class Mission(Strict):
 
     def worker_count(self) -> int:
         return sum(member.count for member in self.team)
+
+    @property
+    def planned(self) -> bool:
+        """Whether the producer plans the tasks at run time (``plan``, else goal, no tasks)."""
+        return self.plan if self.plan is not None else bool(self.goal and not self.tasks)
 
 
 def shipped_dir(name: str) -> Path:
@@ -206,15 +218,21 @@ def load_mission(path: Path) -> Mission:
 
 def _as_bad_input(path: Path, exc: ValidationError) -> BadInput:
     """The first pydantic error, as file + field + fix."""
-    error = exc.errors()[0]
+    field, problem, fix = field_problem(exc.errors()[0])
+    return BadInput(str(path), problem, fix, field)
+
+
+def field_problem(error: Any, model: type[BaseModel] | None = None) -> tuple[str, str, str]:
+    """One pydantic error as (field, problem, fix); ``loc`` is read from ``model``
+    (default: the mission), so a planned task's error reads like a mission's."""
     field = _field_path(error["loc"])
     kind = error["type"]
     if kind == "extra_forbidden":
-        allowed = _allowed_fields(error["loc"][:-1])
-        return BadInput(str(path), "unknown field", f"remove it or use one of: {allowed}", field)
+        allowed = _allowed_fields(error["loc"][:-1], model or Mission)
+        return field, "unknown field", f"remove it or use one of: {allowed}"
     if kind == "missing":
-        return BadInput(str(path), "required field is missing", "add it", field)
-    return BadInput(str(path), error["msg"].rstrip("."), _fix_for(kind, error), field)
+        return field, "required field is missing", "add it"
+    return field, error["msg"].rstrip("."), _fix_for(kind, error)
 
 
 def _fix_for(kind: str, error: Any) -> str:
@@ -232,8 +250,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def _allowed_fields(loc: tuple[Any, ...]) -> str:
-    model: type[BaseModel] = Mission
+def _allowed_fields(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
     for part in loc:
         if isinstance(part, int):
             continue

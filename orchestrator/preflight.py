@@ -23,6 +23,7 @@ from orchestrator.gitutil import (
     rev_parse,
 )
 from orchestrator.mission import Mission, load_mission
+from orchestrator.planning import PLAN_ID, PLANNER_ROLE, PlanningStep
 from orchestrator.providerplan import ProviderPlan, check_provider
 from orchestrator.roles import Role, load_roles
 from orchestrator.scheduling import fits
@@ -75,6 +76,8 @@ class RunPlan:
     graph: TaskGraph
     provider: ProviderPlan
     record: bool = False  # write every model exchange into a replayable cassette
+    # A goal mission's planning step: the graph is empty until the producer's plan is in.
+    planning: PlanningStep | None = None
 
 
 def build_plan(
@@ -105,6 +108,7 @@ def build_plan(
     graph = _check_graph(mission, where)
     team = _team(mission, workers)
     _check_assignable(mission, roles, team, where)
+    planning = _check_planning(mission, team, workers, where)
     repo = _check_repo(mission, mission_path, workspace, repo_arg)
     branch, head = _check_branch(mission, repo, where)
     _check_context_files(mission, repo, branch, head, where)
@@ -125,6 +129,7 @@ def build_plan(
         workers=team,
         graph=graph,
         provider=provider_plan,
+        planning=planning,
     )
 
 
@@ -157,20 +162,51 @@ def _check_roles(mission: Mission, roles: dict[str, Role], where: str) -> None:
 
 
 def _check_graph(mission: Mission, where: str) -> TaskGraph:
-    if not mission.tasks:
-        if mission.goal:
-            raise BadInput(
-                where,
-                "planning a goal into tasks needs a model provider, which "
-                "this build does not have yet",
-                "list the tasks in the mission",
-                "goal",
-            )
-        raise BadInput(where, "the mission has no tasks", "add a tasks list", "tasks")
+    """The mission's graph; empty for a planned mission (its tasks, if any, are a draft,
+    checked all the same)."""
+    if mission.planned and not (mission.goal or "").strip():
+        raise BadInput(where, "planning needs a goal", "add a goal, or set plan to false", "goal")
+    if not mission.tasks and not mission.planned:
+        fix = "add a tasks list, or a goal for the producer to plan"
+        raise BadInput(where, "the mission has no tasks", fix, "tasks")
     try:
-        return TaskGraph(mission.tasks, default_max_attempts=mission.max_attempts)
+        graph = TaskGraph(mission.tasks, default_max_attempts=mission.max_attempts)
     except GraphError as exc:
         raise BadInput(where, exc.problem, exc.fix, exc.field) from None
+    if any(t.id == PLAN_ID for t in mission.tasks) and mission.planned:
+        index = next(i for i, t in enumerate(mission.tasks) if t.id == PLAN_ID)
+        fix = "choose another id"
+        raise BadInput(where, f"{PLAN_ID!r} is the planning step's id", fix, f"tasks[{index}].id")
+    return TaskGraph([]) if mission.planned else graph
+
+
+def _check_planning(
+    mission: Mission, team: list[tuple[str, str]], workers: int | None, where: str
+) -> PlanningStep | None:
+    """A planned mission needs a producer worker and a provider that can take a tool."""
+    if not mission.planned:
+        return None
+    if PLANNER_ROLE not in {role for _, role in team}:
+        if workers is not None and any(m.role == PLANNER_ROLE for m in mission.team):
+            raise BadInput(
+                "--workers",
+                f"the first {workers} workers leave out the {PLANNER_ROLE}, who plans the goal",
+                f"raise --workers or list the {PLANNER_ROLE} first in team",
+            )
+        raise BadInput(
+            where,
+            f"the goal is planned by the {PLANNER_ROLE} role, and the team has none",
+            f'add {{"role": "{PLANNER_ROLE}"}} to team, or list the tasks',
+            "team",
+        )
+    if mission.provider.name == "command":
+        raise BadInput(
+            where,
+            "a coding-agent CLI cannot plan a goal (planning needs the submit_plan tool)",
+            "list the tasks, or plan with `pd plan` and another provider",
+            "provider.name",
+        )
+    return PlanningStep(PLANNER_ROLE, mission.max_attempts)
 
 
 def _team(mission: Mission, workers: int | None) -> list[tuple[str, str]]:

@@ -30,8 +30,10 @@ def build_report(store: RunStore) -> dict[str, Any]:
     spend, skills = Spend(), SkillUse()
     started = finished = None
     info: dict[str, Any] = defaultdict(lambda: None)
+    planning = Planning()
     for event in store.events():
         kind = event["kind"]
+        planning.add(event)
         task = tasks.get(event.get("task") or "")
         if kind == "run_started":
             started = event["at"]
@@ -93,7 +95,40 @@ def build_report(store: RunStore) -> dict[str, Any]:
         "spend": spend.to_dict(),
         "skills": skills.rows(),
         "budget": (state.get("permits") or {}).get("spend", {}).get("budget"),
+        **({"planning": planning.to_dict()} if planning.attempts else {}),
     }
+
+
+class Planning:
+    """A goal mission's planning step: who planned, how often it failed, what it made."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.workers: list[str] = []
+        self.failures: list[dict[str, Any]] = []
+        self.accepted: dict[str, Any] | None = None
+
+    def add(self, event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        if kind == "plan_assigned":
+            self.attempts = max(self.attempts, event["attempt"])
+            self.workers.append(event["worker"])
+        elif kind == "plan_attempt_failed":
+            self.failures.append({"attempt": event["attempt"], "reason": event["reason"]})
+        elif kind == "plan_accepted":
+            self.accepted = event
+
+    def to_dict(self) -> dict[str, Any]:
+        done = self.accepted or {}
+        return {
+            "state": "accepted" if self.accepted else "not accepted",
+            "attempts": self.attempts,
+            "workers": list(dict.fromkeys(self.workers)),
+            "failures": self.failures,
+            "tasks": [t["id"] for t in done.get("tasks", [])],
+            "critical_path": done.get("critical_path", []),
+            "summary": done.get("summary", ""),
+        }
 
 
 def telling_line(log_tail: str) -> str:

@@ -54,6 +54,7 @@ def run_snapshot(
         "counts": run.graph.counts(),
         "critical_path": run.graph.critical_path(),
         **({"permits": view} if (view := run.metering.view()) is not None else {}),
+        **({"planning": run.planning.view()} if run.planning is not None else {}),
     }
 
 

@@ -30,6 +30,7 @@ from orchestrator.messages import (
     HandOff,
     Heartbeat,
     Message,
+    PlanDone,
     Progress,
     Ready,
     Shutdown,
@@ -40,6 +41,7 @@ from orchestrator.messages import (
     from_bytes,
 )
 from orchestrator.metered import MeteredProvider, PermitClient, estimate
+from orchestrator.planner import planner_toolbox, run_planner
 from orchestrator.pool import child_setup
 from orchestrator.providers import Provider, make_provider
 from orchestrator.providers.command import run_command_agent
@@ -224,6 +226,8 @@ class Worker:
         )
 
     def _run(self, assign: Assign, record_file: Any) -> Message:
+        if assign.kind == "plan":
+            return self._plan(assign, record_file)
         if assign.kind != "task":
             raise PdError(f"this worker cannot run {assign.kind!r} attempts")
         base = assign.start_from or assign.target_head
@@ -277,6 +281,45 @@ class Worker:
             summary=result.summary,
             changed_files=changed,
             skills=skills,
+        )
+
+    def _plan(self, assign: Assign, record_file: Any) -> Message:
+        """A planning attempt: read the repository at the target head, submit a plan."""
+        if self.provider is None:
+            raise PdError("planning needs a model provider (scripted, anthropic or openai)")
+        path = self.worktrees.prepare(self.id, base=assign.target_head, branch=assign.branch)
+        limits = self.config.limits
+        toolbox = planner_toolbox(
+            path, assign.payload, self.env, limits["command_timeout"], limits["output_cap"]
+        )
+        self.toolbox = toolbox
+
+        def on_line(line: str) -> None:
+            self.log(assign.task_id, line)
+            self.channel.send(Progress(worker_id=self.id, task_id=assign.task_id, text=line))
+
+        planned = run_planner(
+            self.provider,
+            toolbox,
+            assign.payload,
+            system=self.config.system_prompt,
+            model=self.config.model,
+            max_tokens=self.config.max_tokens,
+            max_turns=limits["max_turns"],
+            attempt=assign.attempt,
+            feedback=assign.feedback,
+            record=lambda entry: _write_record(record_file, entry),
+            on_tool=on_line,
+            should_stop=self._stop_requested,
+            context_limit=self.config.context_limit,
+        )
+        self.log(assign.task_id, f"plan accepted: {len(planned.tasks)} tasks")
+        return PlanDone(
+            worker_id=self.id,
+            task_id=assign.task_id,
+            attempt=assign.attempt,
+            tasks=planned.tasks,
+            summary=planned.summary,
         )
 
     def _model_attempt(
@@ -446,6 +489,11 @@ def context_block(root: Path, paths: Sequence[str]) -> str:
             text = text[:CONTEXT_CAP] + f"\n[... cut at {CONTEXT_CAP} characters; read the file]"
         parts.append(f"### {name}\n{text.strip()}")
     return "## Project context\n" + "\n\n".join(parts) if parts else ""
+
+
+def _write_record(record_file: Any, entry: dict[str, Any]) -> None:
+    record_file.write(json.dumps(entry, default=str) + "\n")
+    record_file.flush()
 
 
 def task_prompt(assign: Assign, context: str = "") -> str:

@@ -105,15 +105,23 @@ CASES: dict[str, tuple[Callable[[Path, Path], tuple[Path, str]], list[str]]] = {
         mission_with(tasks=[{"id": "a", "title": "A", "role": "qa-engineer"}]),
         ["tasks[0].role", "no worker"],
     ),
+    "goal without producer": (
+        mission_with(tasks=[], goal="Build the thing."),
+        ["mission.json: team", "producer"],
+    ),
+    "plan without goal": (mission_with(plan=True), ["mission.json: goal", "planning needs a goal"]),
 }
 
 
 VALIDATE_TOO = ["malformed json", "cycle", "gate not found", "dirty checkout"]
+PLAN_TOO = ["cycle", "goal without producer", "plan without goal"]
 
 
 @pytest.mark.parametrize(
     ("case", "command"),
-    [(case, "run") for case in CASES] + [(case, "validate") for case in VALIDATE_TOO],
+    [(case, "run") for case in CASES]
+    + [(case, "validate") for case in VALIDATE_TOO]
+    + [(case, "plan") for case in PLAN_TOO],
 )
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(
     case: str, command: str, project: Path, tmp_path: Path

@@ -358,3 +358,112 @@ def test_a_critical_task_runs_on_the_top_tier_and_the_others_on_their_roles_tier
         ("a", resolve_model("anthropic", "opus")),
         ("b", resolve_model("anthropic", "sonnet")),  # backend-dev's tier
     }
+
+
+# ---- planning ------------------------------------------------------------------------
+
+CYCLIC_PLAN = [
+    {"id": "a", "title": "Write a", "role": "backend-dev", "deps": ["b"], "files": ["a.txt"]},
+    {"id": "b", "title": "Write b", "role": "backend-dev", "deps": ["a"], "files": ["b.txt"]},
+    {"id": "c", "title": "Write c", "role": "backend-dev", "files": ["c.txt"]},
+]
+FIXED_PLAN = [
+    {"id": "a", "title": "Write a", "role": "backend-dev", "files": ["a.txt"]},
+    {"id": "b", "title": "Write b", "role": "backend-dev", "deps": ["a"], "files": ["b.txt"]},
+    {"id": "c", "title": "Write c", "role": "backend-dev", "files": ["c.txt"]},
+]
+
+
+def is_planner(body: dict[str, Any]) -> bool:
+    return any(tool.get("name") == "submit_plan" for tool in body.get("tools", []))
+
+
+def planner_then_writer(planner_bodies: list[dict[str, Any]]) -> Any:
+    """The producer looks around, submits a cyclic plan, then (told why) a fixed one;
+    builders write their task's file."""
+    build = writer()
+
+    def reply(api: str, body: dict[str, Any]) -> Reply:
+        if not is_planner(body):
+            return build(api, body)
+        planner_bodies.append(body)
+        turn = sum(1 for m in body["messages"] if m["role"] == "assistant")
+        if turn == 0:
+            return Reply(tool_calls=[("list_files", {"path": "."})])
+        plan = CYCLIC_PLAN if turn == 1 else FIXED_PLAN
+        return Reply(tool_calls=[("submit_plan", {"tasks": plan, "summary": "three files"})])
+
+    return reply
+
+
+def goal_mission(tmp_path: Path, server: LocalAPIServer, **fields: Any) -> Path:
+    return write_mission(
+        tmp_path / "m",
+        [],
+        {},
+        goal="Write a.txt, b.txt (after a) and c.txt.",
+        team=[{"role": "producer"}, {"role": "backend-dev", "count": 2}],
+        provider={"name": "anthropic", "model": MODEL, "max_tokens": 1000, "base_url": server.url},
+        **fields,
+    )
+
+
+def test_a_planned_mission_corrects_its_cyclic_plan_and_completes(
+    project: Path, tmp_path: Path
+) -> None:
+    planner_bodies: list[dict[str, Any]] = []
+    with LocalAPIServer(planner_then_writer(planner_bodies)) as server:
+        mission = goal_mission(tmp_path, server)
+        home = tmp_path / "home"
+        home.mkdir()
+        env = {"PD_HOME": str(home), "ANTHROPIC_API_KEY": "test-key"}
+        result = pd("run", str(mission), "--repo", str(project), cwd=home, env=env, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The cyclic plan went back to the model with the cycle and the edge to remove.
+    assert len(planner_bodies) == 3
+    told = json.dumps(planner_bodies[2]["messages"][-1])
+    assert "cycle a -> b -> a" in told and "remove 'a' from the deps of 'b'" in told
+    assert "cycle" not in json.dumps(planner_bodies[1]["messages"])
+    # The corrected plan became the graph, recorded before any task was assigned.
+    run_dir = sorted((home / ".pd" / "runs").iterdir())[-1]
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    kinds = [e["kind"] for e in events]
+    accepted = next(e for e in events if e["kind"] == "plan_accepted")
+    assert [t["id"] for t in accepted["tasks"]] == ["a", "b", "c"]
+    assert accepted["tasks"][1]["deps"] == ["a"] and accepted["critical_path"] == ["a", "b"]
+    assert kinds.index("plan_accepted") < kinds.index("task_assigned")
+    assigned = {e["task"]: e["worker"] for e in events if e["kind"] == "task_assigned"}
+    assert set(assigned) == {"a", "b", "c"} and "w1" not in assigned.values()  # builders built
+    merged = [e["task"] for e in events if e["kind"] == "task_merged"]
+    assert sorted(merged) == ["a", "b", "c"] and merged.index("a") < merged.index("b")
+    tree = run_git(project, "ls-tree", "--name-only", "main").split()
+    assert {"a.txt", "b.txt", "c.txt"} <= set(tree)
+    # Planning was metered and billed like any task.
+    state = final_state(home)
+    assert state["planning"]["state"] == "accepted" and state["planning"]["tasks"] == 3
+    spend = state["permits"]["spend"]
+    assert "plan" in spend["task"] and Decimal(spend["spent"]) == server_cost(server, MODEL)
+    report = pd("report", cwd=home, env=env, check=True).stdout
+    assert "planned by w1 in 1 attempt(s): 3 tasks" in report
+
+
+def test_pd_plan_against_the_api_is_metered_and_holds_the_budget(
+    project: Path, tmp_path: Path
+) -> None:
+    with LocalAPIServer(planner_then_writer([])) as server:
+        mission = goal_mission(tmp_path, server)
+        env = {"PD_HOME": str(tmp_path / "home"), "ANTHROPIC_API_KEY": "test-key"}
+        args = ("plan", str(mission), "--repo", str(project), "--json")
+        result = pd(*args, cwd=tmp_path, env=env, check=True)
+        data = json.loads(result.stdout)
+        assert [t["id"] for t in data["tasks"]] == ["a", "b", "c"]
+        assert data["critical_path"] == ["a", "b"]
+        assert Decimal(data["spend"]["spent"]) == server_cost(server, MODEL) > 0
+        assert data["spend"]["run"]["calls"] == len(server.requests) == 3
+        calls = len(server.requests)
+        broke = pd(*args, "--budget", "0.004", cwd=tmp_path, env=env)
+    assert broke.returncode == 1, broke.stdout + broke.stderr
+    lines = broke.stderr.strip().splitlines()
+    assert len(lines) == 1 and "budget exhausted" in lines[0]
+    spent = server_cost(server, MODEL) - Decimal(data["spend"]["spent"])
+    assert spent <= Decimal("0.004") and len(server.requests) - calls < 3

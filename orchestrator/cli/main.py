@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from orchestrator import __version__
-from orchestrator.cli import abort, catalog, handoff, logs, report, run, skills, status
+from orchestrator.cli import abort, catalog, handoff, logs, plan, report, run, skills, status
 from orchestrator.cli.output import console, fail_line
 from orchestrator.composition import check_composition
 from orchestrator.errors import PdError
@@ -32,6 +32,7 @@ app.command()(logs.logs)
 app.command()(abort.abort)
 app.command()(handoff.handoff)
 app.command()(report.report)
+app.command()(plan.plan)
 app.add_typer(catalog.roles_app, name="roles")
 app.add_typer(catalog.missions_app, name="missions")
 app.add_typer(skills.skills_app, name="skills")
@@ -45,12 +46,14 @@ def validate(
     """Check a mission without running it: fields, roles, graph, repository, gate."""
     path = resolve_mission_path(mission)
     plan = build_plan(path, workspace(), repo_arg=repo)
+    tasks = "tasks planned from the goal" if plan.planning else f"{len(plan.graph)} tasks"
     console.print(
-        f"ok: {path}: {len(plan.graph)} tasks, {len(plan.workers)} workers, "
+        f"ok: {path}: {tasks}, {len(plan.workers)} workers, "
         f"gate `{plan.gate_command}` on {plan.target_branch} of {plan.repo}",
         soft_wrap=True,
     )
-    console.print("critical path: " + " → ".join(plan.graph.critical_path()), soft_wrap=True)
+    if not plan.planning:
+        console.print("critical path: " + " → ".join(plan.graph.critical_path()), soft_wrap=True)
     for problem in check_composition(plan.mission, plan.roles):
         console.print(f"warning: {path}: {problem}", soft_wrap=True)
     return 0

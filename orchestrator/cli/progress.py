@@ -13,6 +13,8 @@ STYLES = {
     "task_rejected": "yellow",
     "attempt_failed": "yellow",
     "task_failed": "bold red",
+    "plan_accepted": "green",
+    "plan_attempt_failed": "yellow",
     "worker_crashed": "red",
     "run_finished": "bold",
     "run_aborted": "bold red",

@@ -55,6 +55,8 @@ def print_report(data: dict[str, Any]) -> None:
             "\n".join(problems),
         )
     console.print(table)
+    if data.get("planning"):
+        print_planning(data["planning"])
     counts = ", ".join(f"{n} {state}" for state, n in sorted(data.get("counts", {}).items()) if n)
     seconds = f" in {data['seconds']}s" if data.get("seconds") is not None else ""
     console.print(
@@ -116,3 +118,18 @@ def print_skills(data: dict[str, Any]) -> None:
     for (role, kind), cells in grouped.items():
         table.add_row(role, kind, ", ".join(cells))
     console.print(table)
+
+
+def print_planning(step: dict[str, Any]) -> None:
+    """How the goal became the graph: the planner, its attempts, its failures."""
+    who = ",".join(step["workers"]) or "-"
+    if step["state"] == "accepted":
+        console.print(
+            f"planned by {who} in {step['attempts']} attempt(s): {len(step['tasks'])} tasks; "
+            f"critical path {' → '.join(step['critical_path'])}",
+            soft_wrap=True,
+        )
+    else:
+        console.print(f"planning not accepted after {step['attempts']} attempt(s) by {who}")
+    for failure in step["failures"]:
+        console.print(f"  planning #{failure['attempt']}: {_line(failure['reason'])}")

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from orchestrator import planning
 from orchestrator.cli.output import console
 from orchestrator.cli.progress import ProgressPrinter
 from orchestrator.cli.report import print_report
@@ -120,9 +121,10 @@ def execute(plan: RunPlan, store: RunStore, verbose: bool = False, quiet: bool =
         },
     )
     if not quiet:
+        tasks = "tasks planned by the producer" if plan.planning else f"{len(plan.graph)} tasks"
         console.print(
             f"run [bold]{store.run_id}[/]: {plan.mission.name}, "
-            f"{len(plan.graph)} tasks, {len(plan.workers)} workers, "
+            f"{tasks}, {len(plan.workers)} workers, "
             f"repo {plan.repo} ({plan.target_branch})",
             soft_wrap=True,
         )
@@ -191,11 +193,18 @@ def resume(
         cassette=info.get("cassette"),
     )
     plan.record = bool(info.get("record"))
+    planning.restore(plan, store.events())  # a recorded plan is the graph: never plan twice
+    if plan.planning is not None and plan.planning.state == "failed":
+        console.print(f"run {store.run_id} has nothing to resume: its planning failed")
+        return 1
     merged = rebuild(plan.graph, store.events(), plan.repo, plan.start_head)
-    if plan.graph.done():
+    if plan.planning is not None and plan.planning.open:
+        console.print(f"resuming run {store.run_id}: planning the goal again")
+    elif plan.graph.done():
         console.print(f"run {store.run_id} has nothing left to do ({merged} tasks merged)")
         return 0
-    console.print(f"resuming run {store.run_id}: {merged} of {len(plan.graph)} tasks merged")
+    else:
+        console.print(f"resuming run {store.run_id}: {merged} of {len(plan.graph)} tasks merged")
     code = Coordinator(plan, store, on_event=ProgressPrinter(verbose)).run()
     print_report(build_report(store))
     return code

@@ -79,6 +79,8 @@ def render(state: dict[str, Any]) -> Group:
         )
     merger = state.get("merger") or {}
     lines = [workers, tasks]
+    if state.get("planning"):
+        lines.append(planning_line(state["planning"]))
     if merger.get("task") or merger.get("queue"):
         lines.append(
             f"merging: {merger.get('task') or '-'}; queued: "
@@ -97,3 +99,17 @@ def render(state: dict[str, Any]) -> Group:
     if state.get("hint"):
         lines.append(state["hint"])
     return Group(*lines)
+
+
+def planning_line(step: dict[str, Any]) -> str:
+    """The planning step of a goal mission, in one line."""
+    tries = f"{step['attempts']} of {step['max_attempts']} attempts"
+    if step["state"] == "accepted":
+        return f"planned by the {step['role']}: {step['tasks']} tasks ({tries})"
+    if step["state"] == "running":
+        return f"planning: {step['worker']} is planning the goal ({tries})"
+    last = (step.get("last_failure") or "").strip().splitlines()
+    why = f"; last failure: {last[0][:120]}" if last else ""
+    if step["state"] == "failed":
+        return f"planning failed after {step['attempts']} attempts{why}"
+    return f"planning: waiting for an idle {step['role']} worker ({tries} used){why}"
