@@ -147,6 +147,8 @@ def describe_call(call: ToolCall) -> str:
         line = f"search_files {args.get('pattern', '')!r} in {args.get('path', '.')}"
     elif call.name == "finish":
         line = "finish"
+    elif call.name == "submit_review":
+        line = f"submit_review: {args.get('verdict', '')}"
     else:
         line = f"{call.name} {args.get('path', '.')}"
     line = " ".join(line.split())

@@ -33,7 +33,6 @@ from orchestrator.merger import merger_main
 from orchestrator.messages import (
     AbortTask,
     Assign,
-    MergeRequest,
     MergeResult,
     Message,
     Progress,
@@ -47,6 +46,7 @@ from orchestrator.metering import Metering
 from orchestrator.permitloop import PermitLoop
 from orchestrator.pool import PoolEvent, WorkerPool, child_setup, create_time_of
 from orchestrator.preflight import RunPlan
+from orchestrator.reviewflow import ReviewFlow
 from orchestrator.scheduling import fits, match
 from orchestrator.snapshot import Slot, run_snapshot
 from orchestrator.store import RunStore
@@ -66,7 +66,7 @@ def _merger_entry(conn: Any, worker_id: str, config: dict[str, Any]) -> None:
     merger_main(conn, config)
 
 
-class Coordinator:
+class Coordinator(ReviewFlow):
     """Runs one plan to the end; ``run()`` returns the exit code."""
 
     def __init__(
@@ -90,6 +90,7 @@ class Coordinator:
         self._recorded: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self.ready_since: dict[str, float] = {}  # monotonic: ready -> started = waited
         self.assigned_at: dict[str, float] = {}  # Assign sent -> started = dispatch
+        self.review_tried: dict[str, set[str]] = {}
         self.root = plan.worktree_root / store.run_id
         self.started_at = time.time()
         self.create_time = create_time_of(os.getpid())
@@ -148,13 +149,14 @@ class Coordinator:
             )
             self.permits.attach(slot.id, slot.role, handle.side)  # type: ignore[arg-type]
             self.emit("worker_spawned", worker=slot.id, role=slot.role)
+        self._requeue_approved()
 
     def _finished(self) -> bool:
         if self.abort_reason:
             return True
         if self._halted():  # no new work; what is running and merging finishes
             running = any(t.state is TaskState.RUNNING for t in self.graph)
-            return not running and self.merges.idle
+            return not running and not self._reviews_in_flight() and self.merges.idle
         return (self.graph.done() and self.merges.idle) or self._stalled()
 
     def _halted(self) -> str | None:
@@ -164,7 +166,10 @@ class Coordinator:
         """No live worker can take any task that is still waiting: the run cannot go on."""
         live = [s for s in self.slots.values() if s.state != "retired"]
         waiting = [t for t in self.graph if t.state in (TaskState.PENDING, TaskState.RUNNING)]
-        if not waiting or not self.merges.idle:
+        reviewing = any(t.state is TaskState.REVIEWING for t in self.graph)
+        if not (waiting or reviewing) or not self.merges.idle:
+            return False
+        if self._reviewable(live):
             return False
         return not any(fits(t, self.plan.roles[s.role]) for t in waiting for s in live)
 
@@ -251,6 +256,7 @@ class Coordinator:
     def _assign(self) -> None:
         if self._halted():
             return
+        self._assign_reviews()  # first: a verdict lets finished work merge
         ready = self.graph.ready()
         now = time.monotonic()
         for task in ready:  # stamped even when every worker is busy: queueing counts
@@ -278,6 +284,7 @@ class Coordinator:
             feedback=list(task.feedback),
             handoff=task.handoff,
             dependencies=deps,
+            start_from=task.start_from or "",
         )
         slot.state, slot.task, slot.attempt = "busy", task.id, attempt
         self.emit(
@@ -302,6 +309,8 @@ class Coordinator:
             self._handle_worker(self.slots[event.worker_id], event.message)
 
     def _handle_worker(self, slot: Slot, message: Message | None) -> None:
+        if self._review_message(slot, message):
+            return
         if isinstance(message, Ready):
             self._worker_ready(slot, message)
         elif isinstance(message, TaskStarted):
@@ -348,7 +357,9 @@ class Coordinator:
         self._release(slot, message.task_id)
         if self.graph.get(message.task_id).state is not TaskState.RUNNING:
             return  # aborted meanwhile: its branch stays, it is not merged
-        self.graph.submitted(message.task_id, message.branch, message.commit, message.summary)
+        state = self.graph.submitted(
+            message.task_id, message.branch, message.commit, message.summary
+        )
         self.emit(
             "task_submitted",
             task=message.task_id,
@@ -357,18 +368,10 @@ class Coordinator:
             commit=message.commit,
             files=message.changed_files,
             summary=message.summary,
+            branch=message.branch,
+            state=str(state),
         )
-        task = self.graph.get(message.task_id)
-        self.merges.add(
-            MergeRequest(
-                task_id=task.id,
-                attempt=message.attempt,
-                branch=message.branch,
-                commit=message.commit,
-                title=task.title,
-            )
-        )
-        self._next_merge()
+        self._after_submit(self.graph.get(message.task_id), state)
 
     def _release(self, slot: Slot, task_id: str) -> None:
         if slot.task == task_id:
@@ -454,6 +457,7 @@ class Coordinator:
 
     def _worker_died(self, worker_id: str, exitcode: int | None) -> None:
         slot = self.slots[worker_id]
+        self._review_interrupted(slot, f"worker {worker_id} died (exit code {exitcode})")
         task = slot.task
         slot.task, slot.crashes = None, slot.crashes + 1
         # Its calls are given up by the permit thread once it has read the dead pipe out.
@@ -522,6 +526,7 @@ class Coordinator:
         slot = self.slots.get(worker_id)
         if slot is None or slot.state == "retired":
             return
+        self._review_interrupted(slot, f"worker {worker_id} was stopped by the user")
         task = slot.task
         self._retire(slot)
         if task is not None:
