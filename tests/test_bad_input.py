@@ -97,6 +97,15 @@ CASES: dict[str, tuple[Callable[[Path, Path], tuple[Path, str]], list[str]]] = {
         ["provider.cassette", "gone.json"],
     ),
     "dirty checkout": (_dirty, ["target_branch", "uncommitted changes"]),
+    "review without a reviewer": (
+        mission_with(review=True),
+        ["mission.json", "review", "reviews-code", "tech-lead"],
+    ),
+    "task review without a reviewer": (
+        mission_with(tasks=[TASKS[0], {**TASKS[1], "review": True}]),
+        ["mission.json", "tasks[1].review", "reviews-code"],
+    ),
+    "no review rounds": (mission_with(max_review_rounds=0), ["max_review_rounds"]),
     "no worker fits": (
         mission_with(tasks=[{"id": "a", "title": "A", "role": "qa-engineer"}]),
         ["tasks[0].role", "no worker"],
@@ -104,7 +113,13 @@ CASES: dict[str, tuple[Callable[[Path, Path], tuple[Path, str]], list[str]]] = {
 }
 
 
-VALIDATE_TOO = ["malformed json", "cycle", "gate not found", "dirty checkout"]
+VALIDATE_TOO = [
+    "malformed json",
+    "cycle",
+    "gate not found",
+    "dirty checkout",
+    "review without a reviewer",
+]
 
 
 @pytest.mark.parametrize(
