@@ -15,7 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from orchestrator.agent import AgentResult
 from orchestrator.gitutil import git
+from orchestrator.messages import Message, ReviewDone, TaskFailed
 from orchestrator.skillset import SkillToolbox, load_registry
 from orchestrator.tools import Ending, cap_text
 
@@ -157,7 +159,20 @@ def last_review_comments(feedback: list[str]) -> str:
     return ""
 
 
-def verdict_summary(approved: bool, comments: str) -> str:
+def verdict_message(worker_id: str, task_id: str, round_: int, result: AgentResult) -> Message:
+    """What a review attempt answers: its verdict, or why there is none."""
+    if not result.finished or result.final is None:
+        reason = f"the review ended without a verdict: {result.reason}"
+        return TaskFailed(worker_id=worker_id, task_id=task_id, attempt=round_, reason=reason)
+    approved = result.final["verdict"] == APPROVE
+    comments = str(result.final.get("comments", ""))
     first = comments.strip().splitlines()[0] if comments.strip() else ""
     verdict = "approved" if approved else "changes requested"
-    return f"{verdict}: {first}" if first else verdict
+    return ReviewDone(
+        worker_id=worker_id,
+        task_id=task_id,
+        attempt=round_,
+        approved=approved,
+        comments=comments,
+        summary=f"{verdict}: {first}" if first else verdict,
+    )

@@ -31,7 +31,6 @@ from orchestrator.messages import (
     Message,
     Progress,
     Ready,
-    ReviewDone,
     Shutdown,
     TaskDone,
     TaskFailed,
@@ -45,13 +44,7 @@ from orchestrator.providers import Provider, make_provider
 from orchestrator.providers.command import run_command_agent
 from orchestrator.providers.command.registry import DEFAULT_KEYS
 from orchestrator.recorder import PARTS, RecordingProvider
-from orchestrator.review import (
-    APPROVE,
-    review_diff,
-    review_prompt,
-    review_toolbox,
-    verdict_summary,
-)
+from orchestrator.review import review_diff, review_prompt, review_toolbox, verdict_message
 from orchestrator.store import RunStore
 from orchestrator.tools import Toolbox, scrub_env
 from orchestrator.worktree import WorktreeManager
@@ -308,24 +301,9 @@ class Worker:
             should_stop=self._stop_requested,
             context_limit=self.config.context_limit,
         )
-        if not result.finished or result.final is None:
-            return TaskFailed(
-                worker_id=self.id,
-                task_id=assign.task_id,
-                attempt=assign.attempt,
-                reason=f"the review ended without a verdict: {result.reason}",
-            )
-        approved = result.final["verdict"] == APPROVE
-        comments = str(result.final.get("comments", ""))
-        self.log(assign.task_id, f"review round {assign.attempt}: {result.final['verdict']}")
-        return ReviewDone(
-            worker_id=self.id,
-            task_id=assign.task_id,
-            attempt=assign.attempt,
-            approved=approved,
-            comments=comments,
-            summary=verdict_summary(approved, comments),
-        )
+        verdict = (result.final or {}).get("verdict") or f"no verdict ({result.reason})"
+        self.log(assign.task_id, f"review round {assign.attempt}: {verdict}")
+        return verdict_message(self.id, assign.task_id, assign.attempt, result)
 
     def _model_attempt(
         self, assign: Assign, path: Path, record: Any, on_line: Any, should_stop: Any
@@ -446,7 +424,9 @@ def commit_work(
             env=env,
         )
     commit = git(path, "rev-parse", "HEAD")
-    changed = git(path, "diff", "--name-only", assign.target_head, commit).splitlines()
+    # From the merge base: an attempt that started from earlier work (start_from) must not
+    # list what other tasks merged into the target meanwhile.
+    changed = git(path, "diff", "--name-only", f"{assign.target_head}...{commit}").splitlines()
     return commit, changed
 
 
