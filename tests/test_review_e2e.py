@@ -80,10 +80,17 @@ def review_mission(tmp_path: Path, server: LocalAPIServer, **fields: Any) -> Pat
         tmp_path / "m",
         [{"id": "feat", "title": "Add the feature function", "role": "backend-dev"}],
         {},
-        team=[{"role": "backend-dev"}, {"role": "tech-lead"}],
-        review=True,
-        provider={"name": "anthropic", "model": MODEL, "max_tokens": 1000, "base_url": server.url},
-        **fields,
+        **{
+            "team": [{"role": "backend-dev"}, {"role": "tech-lead"}],
+            "review": True,
+            "provider": {
+                "name": "anthropic",
+                "model": MODEL,
+                "max_tokens": 1000,
+                "base_url": server.url,
+            },
+            **fields,
+        },
     )
 
 
@@ -184,3 +191,34 @@ def test_a_run_killed_mid_review_resumes_and_reviews_again(project: Path, tmp_pa
     assert done == [(1, "request_changes")]
     assert any(e["kind"] == "review_rounds_exhausted" for e in log)
     assert run_git(project, "show", "main:feat.py") == "def hello():\n    return 1"
+
+
+def test_a_review_without_a_verdict_goes_to_another_reviewer(project: Path, tmp_path: Path) -> None:
+    def reply(api: str, body: dict[str, Any]) -> Reply:
+        if not is_review(body):
+            return Team()(api, body)
+        if "Tech Lead" in json.dumps(body.get("system")):
+            return Reply(text="Let me think about it.")  # never a verdict: the turn limit
+        return Reply(tool_calls=[("submit_review", {"verdict": "approve", "comments": "ok"})])
+
+    home = tmp_path / "home"
+    home.mkdir()
+    with LocalAPIServer(reply) as server:
+        mission = review_mission(
+            tmp_path,
+            server,
+            team=[{"role": "backend-dev"}, {"role": "tech-lead"}, {"role": "code-reviewer"}],
+            limits={"max_turns": 3},
+        )
+        result = pd("run", str(mission), "--repo", str(project), cwd=home, env=env_for(home))
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = events(home)
+    failed = [e for e in log if e["kind"] == "review_failed"]
+    assert [(e["worker"], e["round"], e["state"]) for e in failed] == [("w2", 1, "reviewing")]
+    assert "turn limit" in failed[0]["reason"]
+    started = [(e["worker"], e["round"]) for e in log if e["kind"] == "review_started"]
+    assert started == [("w2", 1), ("w3", 1)]  # the same round, by the other reviewer
+    done = [(e["worker"], e["verdict"]) for e in log if e["kind"] == "review_done"]
+    assert done == [("w3", "approve")]
+    assert len(builder_first_requests(server)) == 1  # a lost review is not a failed attempt
+    assert "feat.py" in run_git(project, "ls-tree", "--name-only", "main").split()
