@@ -149,6 +149,8 @@ def describe_call(call: ToolCall) -> str:
         line = "finish"
     elif call.name == "submit_plan":
         line = f"submit_plan: {len(args.get('tasks') or [])} tasks"
+    elif call.name == "submit_review":
+        line = f"submit_review: {args.get('verdict', '')}"
     else:
         line = f"{call.name} {args.get('path', '.')}"
     line = " ".join(line.split())

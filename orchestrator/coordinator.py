@@ -36,7 +36,6 @@ from orchestrator.messages import (
     AbortTask,
     Assign,
     HandOff,
-    MergeRequest,
     MergeResult,
     Message,
     PlanDone,
@@ -52,6 +51,7 @@ from orchestrator.permitloop import PermitLoop
 from orchestrator.planning import PLAN_ID
 from orchestrator.pool import PoolEvent, WorkerPool, child_setup, create_time_of
 from orchestrator.preflight import RunPlan
+from orchestrator.reviewflow import ReviewFlow
 from orchestrator.scheduling import fits, match
 from orchestrator.snapshot import Slot, run_snapshot
 from orchestrator.store import RunStore
@@ -72,7 +72,7 @@ def _merger_entry(conn: Any, worker_id: str, config: dict[str, Any]) -> None:
     merger_main(conn, config)
 
 
-class Coordinator(PlanningSteps):
+class Coordinator(PlanningSteps, ReviewFlow):
     """Runs one plan to the end; ``run()`` returns the exit code."""
 
     def __init__(
@@ -98,6 +98,7 @@ class Coordinator(PlanningSteps):
         self._recorded: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self.ready_since: dict[str, float] = {}  # monotonic: ready -> started = waited
         self.assigned_at: dict[str, float] = {}  # Assign sent -> started = dispatch
+        self.review_tried: dict[str, set[str]] = {}
         self.root = plan.worktree_root / store.run_id
         self.started_at = time.time()
         self.create_time = create_time_of(os.getpid())
@@ -158,6 +159,7 @@ class Coordinator(PlanningSteps):
             )
             self.permits.attach(slot.id, slot.role, handle.side)  # type: ignore[arg-type]
             self.emit("worker_spawned", worker=slot.id, role=slot.role)
+        self._requeue_approved()
 
     def _finished(self) -> bool:
         if self.abort_reason:
@@ -166,7 +168,7 @@ class Coordinator(PlanningSteps):
             return self._planning_over() is not None
         if self._halted():  # no new work; what is running and merging finishes
             running = any(t.state is TaskState.RUNNING for t in self.graph)
-            return not running and self.merges.idle
+            return not running and not self._reviews_in_flight() and self.merges.idle
         return (self.graph.done() and self.merges.idle) or self._stalled()
 
     def _halted(self) -> str | None:
@@ -176,7 +178,10 @@ class Coordinator(PlanningSteps):
         """No live worker can take any task that is still waiting: the run cannot go on."""
         live = [s for s in self.slots.values() if s.state != "retired"]
         waiting = [t for t in self.graph if t.state in (TaskState.PENDING, TaskState.RUNNING)]
-        if not waiting or not self.merges.idle:
+        reviewing = any(t.state is TaskState.REVIEWING for t in self.graph)
+        if not (waiting or reviewing) or not self.merges.idle:
+            return False
+        if self._reviewable(live):
             return False
         return not any(fits(t, self.plan.roles[s.role]) for t in waiting for s in live)
 
@@ -270,6 +275,7 @@ class Coordinator(PlanningSteps):
         if self._planning_open():
             self._assign_plan()
             return
+        self._assign_reviews()  # first: a verdict lets finished work merge
         ready = self.graph.ready()
         now = time.monotonic()
         for task in ready:  # stamped even when every worker is busy: queueing counts
@@ -299,7 +305,7 @@ class Coordinator(PlanningSteps):
             handoff=task.handoff,
             dependencies=deps,
             escalate=escalate,
-            start_from=task.start_from,
+            start_from=task.start_from or "",
             context_files=list(self.plan.mission.context_files),
             session=self.session[-SESSION_LINES:],
         )
@@ -327,6 +333,8 @@ class Coordinator(PlanningSteps):
             self._handle_worker(self.slots[event.worker_id], event.message)
 
     def _handle_worker(self, slot: Slot, message: Message | None) -> None:
+        if self._review_message(slot, message):
+            return
         if isinstance(message, Ready):
             self._worker_ready(slot, message)
         elif isinstance(message, TaskStarted):
@@ -396,7 +404,9 @@ class Coordinator(PlanningSteps):
         self._release(slot, message.task_id)
         if self.graph.get(message.task_id).state is not TaskState.RUNNING:
             return  # aborted meanwhile: its branch stays, it is not merged
-        self.graph.submitted(message.task_id, message.branch, message.commit, message.summary)
+        state = self.graph.submitted(
+            message.task_id, message.branch, message.commit, message.summary
+        )
         self.emit(
             "task_submitted",
             task=message.task_id,
@@ -405,18 +415,10 @@ class Coordinator(PlanningSteps):
             commit=message.commit,
             files=message.changed_files,
             summary=message.summary,
+            branch=message.branch,
+            state=str(state),
         )
-        task = self.graph.get(message.task_id)
-        self.merges.add(
-            MergeRequest(
-                task_id=task.id,
-                attempt=message.attempt,
-                branch=message.branch,
-                commit=message.commit,
-                title=task.title,
-            )
-        )
-        self._next_merge()
+        self._after_submit(self.graph.get(message.task_id), state)
 
     def _release(self, slot: Slot, task_id: str) -> None:
         if slot.task == task_id:
@@ -507,6 +509,7 @@ class Coordinator(PlanningSteps):
 
     def _worker_died(self, worker_id: str, exitcode: int | None) -> None:
         slot = self.slots[worker_id]
+        self._review_interrupted(slot, f"worker {worker_id} died (exit code {exitcode})")
         task = slot.task
         slot.task, slot.crashes = None, slot.crashes + 1
         # Its calls are given up by the permit thread once it has read the dead pipe out.
@@ -579,6 +582,7 @@ class Coordinator(PlanningSteps):
         slot = self.slots.get(worker_id)
         if slot is None or slot.state == "retired":
             return
+        self._review_interrupted(slot, f"worker {worker_id} was stopped by the user")
         task = slot.task
         self._retire(slot)
         if task is not None:

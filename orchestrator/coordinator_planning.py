@@ -20,6 +20,7 @@ from orchestrator.planning import (
     team_of,
 )
 from orchestrator.skillset import load_registry
+from orchestrator.taskgraph import TaskGraph
 
 if TYPE_CHECKING:
     from orchestrator.coordinator import Coordinator
@@ -88,7 +89,7 @@ class PlanningSteps:
             critical_path=graph.critical_path(),
         )
         step.accepted(len(graph), message.summary)
-        self.graph = self.plan.graph = graph
+        self.graph = self.plan.graph = TaskGraph.for_mission(self.plan.mission, specs)
 
     def _plan_failed(self: Coordinator, reason: str, **extra: Any) -> None:
         step = self.planning

@@ -59,6 +59,22 @@ FORMATS: dict[str, Any] = {
     "plan_attempt_failed": lambda e: (
         f"planning attempt {e['attempt']} failed: {_first_line(e['reason'])} → {e['state']}"
     ),
+    "review_started": lambda e: (
+        f"{e['worker']} ▶ review of {e['task']} (round {e['round']}) at {_short(e['commit'])}"
+    ),
+    "review_done": lambda e: (
+        f"{e['worker']} review of {e['task']} round {e['round']}: "
+        + ("approved" if e["verdict"] == "approve" else "changes requested")
+        + (f": {_first_line(e['comments'])}" if e.get("comments") else "")
+    ),
+    "review_failed": lambda e: (
+        f"review of {e['task']} round {e['round']} failed ({e['failures']}): "
+        f"{_first_line(e['reason'])} → {e['state']}"
+    ),
+    "review_rounds_exhausted": lambda e: (
+        f"{e['task']}: {e['rounds']} review rounds asked for changes; this version goes "
+        "to the merge queue unreviewed (the gate still decides)"
+    ),
     "merger_crashed": lambda e: f"merger died (exit code {e['exitcode']}): restarting",
     "control": lambda e: (
         f"request: {e['action']}"

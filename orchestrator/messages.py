@@ -176,6 +176,19 @@ class PlanDone(Message):
     summary: str = ""
 
 
+@dataclass
+class ReviewDone(Message):
+    """A review attempt's verdict on ``task_id``'s submitted commit; ``attempt`` is the
+    review round. ``comments`` go back to the implementer when changes are requested."""
+
+    worker_id: str
+    task_id: str
+    attempt: int
+    approved: bool
+    comments: str
+    summary: str = ""
+
+
 # ---- coordinator <-> merger ------------------------------------------------------
 
 

@@ -48,6 +48,9 @@ class TaskSpec(Strict):
     critical: bool = Field(
         False, description="Run every attempt on the top model tier (see composition.tier_for)."
     )
+    review: bool | None = Field(
+        None, description="Review this task before it merges; default: the mission's review."
+    )
 
 
 class ProviderConfig(Strict):
@@ -123,6 +126,12 @@ class Mission(Strict):
         "tasks given too are a draft the planner refines.",
     )
     max_attempts: int = Field(3, ge=1, le=20)
+    review: bool = Field(
+        False, description="A reviewer role (reviews-code) judges each finished task first."
+    )
+    max_review_rounds: int = Field(
+        2, ge=1, le=10, description="Reviews that may ask for changes; the next version merges."
+    )
     provider: ProviderConfig = Field(default_factory=ProviderConfig)
     limits: Limits = Field(default_factory=Limits)
     worktrees: str | None = Field(None, description="Worktree folder; default workspace/worktrees.")

@@ -299,7 +299,8 @@ def restore(plan: RunPlan, events: Iterable[dict[str, Any]]) -> bool:
         return False
     team = team_of(plan.workers, plan.roles)
     try:
-        _, plan.graph = parse_plan(accepted["tasks"], team, plan.mission.max_attempts)
+        specs, _ = parse_plan(accepted["tasks"], team, plan.mission.max_attempts)
+        plan.graph = TaskGraph.for_mission(plan.mission, specs)
     except PlanProblem as exc:
         raise BadInput(
             str(plan.mission_path),

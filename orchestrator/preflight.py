@@ -25,6 +25,7 @@ from orchestrator.gitutil import (
 from orchestrator.mission import Mission, load_mission
 from orchestrator.planning import PLAN_ID, PLANNER_ROLE, PlanningStep
 from orchestrator.providerplan import ProviderPlan, check_provider
+from orchestrator.review import REVIEWS
 from orchestrator.roles import Role, load_roles
 from orchestrator.scheduling import fits
 from orchestrator.taskgraph import GraphError, TaskGraph
@@ -109,6 +110,7 @@ def build_plan(
     team = _team(mission, workers)
     _check_assignable(mission, roles, team, where)
     planning = _check_planning(mission, team, workers, where)
+    _check_reviewers(mission, [roles[role] for _, role in team], where)
     repo = _check_repo(mission, mission_path, workspace, repo_arg)
     branch, head = _check_branch(mission, repo, where)
     _check_context_files(mission, repo, branch, head, where)
@@ -170,7 +172,7 @@ def _check_graph(mission: Mission, where: str) -> TaskGraph:
         fix = "add a tasks list, or a goal for the producer to plan"
         raise BadInput(where, "the mission has no tasks", fix, "tasks")
     try:
-        graph = TaskGraph(mission.tasks, default_max_attempts=mission.max_attempts)
+        graph = TaskGraph.for_mission(mission, mission.tasks)
     except GraphError as exc:
         raise BadInput(where, exc.problem, exc.fix, exc.field) from None
     if any(t.id == PLAN_ID for t in mission.tasks) and mission.planned:
@@ -232,6 +234,31 @@ def _check_assignable(
                 "add a fitting role to team (or raise --workers)",
                 f"tasks[{i}].role" if task.role else f"tasks[{i}].capabilities",
             )
+
+
+def _check_reviewers(mission: Mission, team: list[Role], where: str) -> None:
+    """Review needs a worker whose role reviews code, and a model that can submit a
+    verdict (a coding-agent CLI cannot call submit_review)."""
+    reviewed = [
+        i for i, t in enumerate(mission.tasks) if (mission.review if t.review is None else t.review)
+    ]
+    if not reviewed:
+        return
+    field = "review" if mission.review else f"tasks[{reviewed[0]}].review"
+    if mission.provider.name == "command":
+        raise BadInput(
+            where,
+            "review needs pd's own agent loop; the command provider cannot review",
+            "turn review off or use a model provider",
+            field,
+        )
+    if not any(REVIEWS in role.capabilities for role in team):
+        raise BadInput(
+            where,
+            f"review is on but no role in the team has the {REVIEWS} capability",
+            "add a reviewer to team, e.g. tech-lead or code-reviewer, or turn review off",
+            field,
+        )
 
 
 def _check_repo(

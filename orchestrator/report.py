@@ -25,6 +25,8 @@ def build_report(store: RunStore) -> dict[str, Any]:
             "failures": [],
             "merged_at": None,
             "summary": task.get("summary", ""),
+            "review": bool(task.get("review")),
+            "reviews": [],
         }
     crashes, respawns, waits = [], [], []
     spend, skills = Spend(), SkillUse()
@@ -61,6 +63,8 @@ def build_report(store: RunStore) -> dict[str, Any]:
             )
         elif kind == "attempt_failed" and task is not None:
             task["failures"].append({"attempt": event["attempt"], "reason": event["reason"]})
+        elif kind in REVIEW_EVENTS and task is not None:
+            task["reviews"].append(review_entry(event))
         elif kind == "task_merged" and task is not None:
             task["merged_at"] = event["head"]
         elif kind == "worker_crashed":
@@ -129,6 +133,25 @@ class Planning:
             "critical_path": done.get("critical_path", []),
             "summary": done.get("summary", ""),
         }
+
+
+REVIEW_EVENTS = ("review_done", "review_failed", "review_rounds_exhausted")
+
+
+def review_entry(event: dict[str, Any]) -> dict[str, Any]:
+    """One review outcome of a task: a verdict, a failed job, or rounds used up."""
+    if event["kind"] == "review_rounds_exhausted":
+        return {"round": None, "worker": None, "verdict": "rounds exhausted", "comments": ""}
+    if event["kind"] == "review_failed":
+        verdict, comments = "no verdict", event.get("reason", "")
+    else:
+        verdict, comments = event["verdict"], event.get("comments", "")
+    return {
+        "round": event["round"],
+        "worker": event["worker"],
+        "verdict": verdict,
+        "comments": comments,
+    }
 
 
 def telling_line(log_tail: str) -> str:

@@ -8,6 +8,7 @@ merger moving the branch and the event being written).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,57 +17,109 @@ from orchestrator.taskgraph import TaskGraph, TaskState
 
 
 def rebuild(graph: TaskGraph, events: Iterable[dict[str, Any]], repo: Path, head: str) -> int:
-    """Restore every task's state from ``events``; returns how many tasks were merged."""
-    record: dict[str, dict[str, Any]] = {
-        t.id: {
-            "state": TaskState.PENDING,
-            "attempts": 0,
-            "feedback": [],
-            "handoff": "",
-            "start_from": "",
-            "handed_off": 0,
-            "commit": None,
-            "submitted": None,
-        }
-        for t in graph
-    }
+    """Restore every task's state from ``events``; returns how many tasks were merged.
+
+    Review: a version that was in review is reviewed again (the job is lost with the
+    coordinator); one whose approval was recorded goes to the merge queue; requested
+    changes, rounds and the reviewed commit to build on are kept.
+    """
+    record = {t.id: _Entry() for t in graph}
     for event in events:
         entry = record.get(event.get("task") or "")
-        kind = event["kind"]
-        if entry is None:
-            continue
-        if kind == "task_submitted":
-            entry["submitted"] = event["commit"]
-        elif kind == "task_merged":
-            entry.update(state=TaskState.MERGED, commit=event["head"])
-        elif kind == "attempt_failed":
-            entry["attempts"] = event["attempt"]
-            entry["feedback"].append(event["reason"])
-            entry.update(submitted=None, handoff=event.get("handoff", ""), start_from="")
-            if event["state"] == TaskState.FAILED:
-                entry["state"] = TaskState.FAILED
-        elif kind == "attempt_handed_off":
-            entry["attempts"] = event["attempt"]
-            entry["handed_off"] += 1
-            entry.update(handoff=event["handoff"], start_from=event["commit"])
-        elif kind == "task_aborted":
-            entry["state"] = TaskState.ABORTED
+        if entry is not None:
+            entry.apply(event)
     for task_id, entry in record.items():
         if (
-            entry["state"] is TaskState.PENDING
-            and entry["submitted"]
-            and is_ancestor(repo, entry["submitted"], head)
+            entry.state in (TaskState.PENDING, TaskState.REVIEWING, TaskState.MERGING)
+            and entry.submitted
+            and is_ancestor(repo, entry.submitted, head)
         ):
-            entry.update(state=TaskState.MERGED, commit=entry["submitted"])
+            entry.state, entry.commit = TaskState.MERGED, entry.submitted
         graph.restore(
             task_id,
-            entry["state"],
-            entry["attempts"],
-            commit=entry["commit"],
-            feedback=entry["feedback"],
-            handoff=entry["handoff"],
-            start_from=entry["start_from"],
-            handed_off=entry["handed_off"],
+            entry.state,
+            entry.attempts,
+            commit=entry.commit,
+            feedback=entry.feedback,
+            handoff=entry.handoff,
+            **entry.review_fields(),
         )
     graph.settle()
-    return sum(1 for e in record.values() if e["state"] is TaskState.MERGED)
+    return sum(1 for e in record.values() if e.state is TaskState.MERGED)
+
+
+@dataclass
+class _Entry:
+    """One task as its events left it."""
+
+    state: TaskState = TaskState.PENDING
+    attempts: int = 0
+    feedback: list[str] = field(default_factory=list)
+    handoff: str = ""
+    commit: str | None = None
+    submitted: str | None = None  # the latest submitted commit not yet sent back
+    version: dict[str, Any] = field(default_factory=dict)  # that submission's event
+    reviews: int = 0
+    review_rounds: int = 0
+    verdict: str = ""
+    start_from: str | None = None
+    handoffs: int = 0  # attempts handed off on request: not failures
+
+    def apply(self, event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        if kind == "task_submitted":
+            self.submitted, self.version = event["commit"], event
+            if event.get("state") == TaskState.REVIEWING:
+                self._in_version(TaskState.REVIEWING)
+        elif kind == "review_done":
+            self.reviews, self.verdict = event["round"], event["verdict"]
+            if event["state"] == TaskState.MERGING:
+                self._in_version(TaskState.MERGING)
+            else:
+                self.state, self.submitted = TaskState.PENDING, None
+                self.attempts = max(self.attempts, self.version.get("attempt", 0))
+                self.review_rounds += 1
+                self.feedback.append(event["feedback"])
+                self.start_from = event["commit"]
+        elif kind == "review_rounds_exhausted":
+            self._in_version(TaskState.MERGING)
+        elif kind == "review_failed" and event["state"] == TaskState.FAILED:
+            self.state = TaskState.FAILED
+            self.feedback.append(event["reason"])
+        elif kind == "task_merged":
+            self.state, self.commit = TaskState.MERGED, event["head"]
+        elif kind == "task_rejected":
+            self.start_from = None  # the next attempt starts over from the target
+        elif kind == "attempt_handed_off":
+            self.attempts, self.handoffs = event["attempt"], self.handoffs + 1
+            self.handoff, self.start_from = event["handoff"], event["commit"]
+        elif kind == "attempt_failed":
+            self.attempts = event["attempt"]
+            self.feedback.append(event["reason"])
+            self.handoff = event.get("handoff", "")
+            self.submitted = None
+            failed = event["state"] == TaskState.FAILED
+            self.state = TaskState.FAILED if failed else TaskState.PENDING
+        elif kind == "task_aborted":
+            self.state = TaskState.ABORTED
+
+    def _in_version(self, state: TaskState) -> None:
+        """The latest submitted version is in review or waits for the merger."""
+        self.state, self.commit = state, self.submitted
+        self.attempts = max(self.attempts, self.version.get("attempt", 0))
+
+    def review_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "reviews": self.reviews,
+            "review_rounds": self.review_rounds,
+            "verdict": self.verdict,
+            "start_from": self.start_from,
+            "handoffs": self.handoffs,
+        }
+        if self.state in (TaskState.REVIEWING, TaskState.MERGING):
+            fields.update(
+                branch=self.version.get("branch"),
+                summary=self.version.get("summary", ""),
+                worker=self.version.get("worker"),  # the implementer never reviews it
+            )
+        return fields

@@ -22,8 +22,9 @@ class Slot:
     role: str
     state: str = "booting"  # booting | idle | busy | retired
     task: str | None = None
-    attempt: int = 0
+    attempt: int = 0  # of its task; of the review round when ``job`` is "review"
     crashes: int = 0
+    job: str = "task"  # task | review
 
 
 def run_snapshot(
@@ -65,6 +66,7 @@ def slot_view(slot: Slot, handle: WorkerHandle | None) -> dict[str, Any]:
         "state": slot.state,
         "task": slot.task,
         "attempt": slot.attempt if slot.task else None,
+        "job": slot.job if slot.task else None,
         "pid": handle.pid if handle else None,
         "create_time": handle.create_time if handle else None,
         "crashes": slot.crashes,

@@ -218,7 +218,7 @@ class RunStore:
     def log_path(self, name: str) -> Path:
         return self.dir / "logs" / f"{name}.log"
 
-    def transcript_path(self, task_id: str, attempt: int) -> Path:
+    def transcript_path(self, task_id: str, attempt: int | str) -> Path:
         folder = self.dir / "transcripts" / task_id
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{attempt}.jsonl"

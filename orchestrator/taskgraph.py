@@ -18,6 +18,7 @@ from typing import Any
 class TaskState(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    REVIEWING = "reviewing"  # submitted; a reviewer role judges it before the merge queue
     MERGING = "merging"
     MERGED = "merged"
     FAILED = "failed"
@@ -26,9 +27,23 @@ class TaskState(StrEnum):
 
 
 # States a task can still leave; the run is done when no task is in one.
-ACTIVE = frozenset({TaskState.PENDING, TaskState.RUNNING, TaskState.MERGING})
+ACTIVE = frozenset({TaskState.PENDING, TaskState.RUNNING, TaskState.REVIEWING, TaskState.MERGING})
 # States that never lead to MERGED, so tasks below them can never be ready.
 DEAD_ENDS = frozenset({TaskState.FAILED, TaskState.ABORTED, TaskState.BLOCKED})
+
+
+_RESTORABLE = frozenset(
+    {
+        "branch",
+        "summary",
+        "worker",
+        "reviews",
+        "review_rounds",
+        "verdict",
+        "start_from",
+        "handoffs",
+    }
+)
 
 
 class GraphError(Exception):
@@ -60,12 +75,24 @@ class TaskNode:
     # One reason per failed attempt, shown to the next attempt so it does not repeat it.
     feedback: list[str] = field(default_factory=list)
     handoff: str = ""
-    start_from: str = ""  # earlier work of this task the next attempt continues
+    handoffs: int = 0  # attempts handed off on request (``pd handoff``): not failures
     worker: str | None = None  # current or last successful worker; cleared on requeue
     branch: str | None = None
     commit: str | None = None  # submitted commit, then the merged head
     summary: str = ""
     critical_path: int = 1  # tasks in the longest chain from here to a sink, itself included
+    # Review (see review.py): each submitted version goes to a reviewer first while fewer
+    # than ``max_review_rounds`` reviews have asked for changes.
+    review: bool = False
+    max_review_rounds: int = 2
+    reviews: int = 0  # verdicts given, so the next review is round reviews + 1
+    review_rounds: int = 0  # verdicts that asked for changes; not failed attempts
+    review_failures: int = 0  # review jobs of the current version that ended without one
+    verdict: str = ""  # the last one: "approve" or "request_changes"
+    reviewer: str | None = None  # the worker reviewing it now
+    # Earlier work the next attempt builds on: the reviewed commit, or the work in
+    # progress a handoff committed.
+    start_from: str | None = None
 
 
 def _read(item: Mapping[str, Any] | object, name: str, default: Any = None) -> Any:
@@ -78,11 +105,17 @@ class TaskGraph:
     """Every task of a run, validated as a DAG, with the legal state transitions."""
 
     def __init__(
-        self, tasks: Iterable[Mapping[str, Any] | object], default_max_attempts: int = 3
+        self,
+        tasks: Iterable[Mapping[str, Any] | object],
+        default_max_attempts: int = 3,
+        review: bool = False,
+        max_review_rounds: int = 2,
     ) -> None:
         self._nodes: dict[str, TaskNode] = {}
         for index, item in enumerate(tasks):
-            self._add(index, item, default_max_attempts)
+            node = self._add(index, item, default_max_attempts)
+            node.review = bool(_read(item, "review", review))
+            node.max_review_rounds = max_review_rounds
         self._children: dict[str, list[str]] = {tid: [] for tid in self._nodes}
         for node in self:
             for dep in node.deps:
@@ -93,7 +126,17 @@ class TaskGraph:
             below = [self._nodes[c].critical_path for c in self._children[tid]]
             self._nodes[tid].critical_path = 1 + max(below, default=0)
 
-    def _add(self, index: int, item: Mapping[str, Any] | object, default_attempts: int) -> None:
+    @classmethod
+    def for_mission(cls, mission: Any, tasks: Iterable[Mapping[str, Any] | object]) -> TaskGraph:
+        """``tasks`` (the mission's own, or a plan's) with the mission's defaults."""
+        return cls(
+            tasks,
+            default_max_attempts=mission.max_attempts,
+            review=mission.review,
+            max_review_rounds=mission.max_review_rounds,
+        )
+
+    def _add(self, index: int, item: Mapping[str, Any] | object, default_attempts: int) -> TaskNode:
         tid, where = _read(item, "id"), f"tasks[{index}]"
         if not isinstance(tid, str) or not tid:
             raise GraphError(f"{where}.id", "missing or empty id", "give the task an id")
@@ -117,6 +160,7 @@ class TaskGraph:
             max_attempts=max_attempts,
             index=index,
         )
+        return self._nodes[tid]
 
     def _check_dep(self, node: TaskNode, dep: str) -> None:
         if dep in self._nodes:
@@ -219,11 +263,60 @@ class TaskGraph:
         node.attempts += 1
         return node.attempts
 
-    def submitted(self, task_id: str, branch: str, commit: str, summary: str) -> None:
-        """The worker finished; its branch now waits for the merger."""
+    def submitted(self, task_id: str, branch: str, commit: str, summary: str) -> TaskState:
+        """The worker finished; its branch now waits for a reviewer (review on, rounds
+        left) or for the merger. Returns which."""
         node = self._expect(task_id, "submit", TaskState.RUNNING)
-        node.state = TaskState.MERGING
+        reviewed = node.review and node.review_rounds < node.max_review_rounds
+        node.state = TaskState.REVIEWING if reviewed else TaskState.MERGING
         node.branch, node.commit, node.summary = branch, commit, summary
+        node.review_failures = 0
+        return node.state
+
+    def needs_reviewer(self) -> list[TaskNode]:
+        """Tasks in review that no reviewer holds, longest chain first, then age."""
+        waiting = [n for n in self if n.state is TaskState.REVIEWING and n.reviewer is None]
+        return sorted(waiting, key=lambda n: (-n.critical_path, -n.priority, n.index))
+
+    def start_review(self, task_id: str, reviewer: str) -> int:
+        """Hand the submitted version to ``reviewer`` (never its implementer); returns the
+        round (1 for the first review)."""
+        node = self._expect(task_id, "review", TaskState.REVIEWING)
+        if node.reviewer is not None or reviewer == node.worker:
+            why = "it has a reviewer" if node.reviewer else "its implementer cannot review it"
+            raise ValueError(f"cannot hand task {task_id!r} to {reviewer}: {why}")
+        node.reviewer = reviewer
+        return node.reviews + 1
+
+    def reviewed(self, task_id: str, approved: bool, feedback: str = "") -> TaskState:
+        """A verdict. Approved: on to the merger. Changes requested: back to the queue with
+        ``feedback``, the next attempt building on the reviewed commit; not a failed
+        attempt. Once ``max_review_rounds`` verdicts asked for changes, the next version
+        skips review (``submitted`` sends it to the merger; the gate still decides)."""
+        node = self._expect(task_id, "record a review of", TaskState.REVIEWING)
+        node.reviewer, node.review_failures = None, 0
+        node.reviews += 1
+        node.verdict = "approve" if approved else "request_changes"
+        if approved:
+            node.state = TaskState.MERGING
+            return node.state
+        node.review_rounds += 1
+        node.feedback.append(feedback)
+        node.state, node.worker, node.start_from = TaskState.PENDING, None, node.commit
+        return node.state
+
+    def review_failed(self, task_id: str, reason: str, max_failures: int) -> TaskState:
+        """A review job ended without a verdict (crash, turn limit, error). The version
+        waits for another reviewer until ``max_failures`` jobs failed; then the task fails
+        (it never merges unreviewed because reviewers broke) and dependents are blocked."""
+        node = self._expect(task_id, "fail a review of", TaskState.REVIEWING)
+        node.reviewer = None
+        node.review_failures += 1
+        if node.review_failures >= max_failures:
+            node.feedback.append(reason)
+            node.state = TaskState.FAILED
+            self.settle()
+        return node.state
 
     def merged(self, task_id: str, commit: str) -> None:
         """The merger moved the target to ``commit``; dependents may now become ready."""
@@ -237,9 +330,11 @@ class TaskGraph:
         ``max_attempts``; then it fails and its dependents are blocked, as they can never run.
         """
         node = self._expect(task_id, "fail an attempt of", TaskState.RUNNING, TaskState.MERGING)
+        if node.state is TaskState.MERGING:  # the version clashes with the target: start over
+            node.start_from = None
         node.feedback.append(reason)
         node.handoff, node.worker = handoff, None
-        if node.attempts < node.max_attempts:
+        if self.failed_attempts(node) < node.max_attempts:
             node.state = TaskState.PENDING
         else:
             node.state = TaskState.FAILED
@@ -252,7 +347,14 @@ class TaskGraph:
         node = self._expect(task_id, "hand off", TaskState.RUNNING)
         node.state, node.worker = TaskState.PENDING, None
         node.handoff, node.start_from = handoff, start_from
-        node.max_attempts += 1
+        node.handoffs += 1
+
+    @staticmethod
+    def failed_attempts(node: TaskNode) -> int:
+        """Attempts that count against ``max_attempts``: every attempt started, less those
+        a review sent back (each request for changes starts exactly one more) and those
+        handed off on request."""
+        return node.attempts - node.review_rounds - node.handoffs
 
     def abort(self, task_id: str) -> list[str]:
         """Stop a task for good; returns the ids that changed: it, then blocked dependents."""
@@ -274,16 +376,18 @@ class TaskGraph:
         commit: str | None = None,
         feedback: list[str] | None = None,
         handoff: str = "",
-        start_from: str = "",
-        handed_off: int = 0,
+        **review: Any,
     ) -> None:
         """Set a task as the event log recorded it, with no transition checks; call
-        ``settle()`` once every task is restored."""
+        ``settle()`` once every task is restored. ``review`` sets the fields of a reviewed
+        task (branch, summary, worker, reviews, review_rounds, verdict, start_from)."""
         node = self.get(task_id)
         node.state, node.attempts, node.commit = TaskState(state), attempts, commit
         node.feedback, node.handoff = list(feedback or []), handoff
-        node.start_from = start_from
-        node.max_attempts += handed_off
+        for name, value in review.items():
+            if name not in _RESTORABLE:
+                raise TypeError(f"restore() cannot set {name!r}")
+            setattr(node, name, value)
 
     def settle(self) -> list[str]:
         """Re-derive BLOCKED: a pending or blocked task is blocked exactly when a dependency

@@ -47,6 +47,7 @@ from orchestrator.providers import Provider, make_provider
 from orchestrator.providers.command import run_command_agent
 from orchestrator.providers.command.registry import DEFAULT_KEYS
 from orchestrator.recorder import PARTS, RecordingProvider
+from orchestrator.review import review_diff, review_prompt, review_toolbox, verdict_message
 from orchestrator.skillset import Skill, SkillToolbox, choose_skills, load_registry, model_ranker
 from orchestrator.store import RunStore, write_atomic
 from orchestrator.tools import Toolbox, scrub_env
@@ -209,7 +210,10 @@ class Worker:
             TaskStarted(worker_id=self.id, task_id=assign.task_id, attempt=assign.attempt)
         )
         self.log(assign.task_id, f"attempt {assign.attempt} starts on {assign.branch}")
-        transcript = self.store.transcript_path(assign.task_id, assign.attempt)
+        transcript = self.store.transcript_path(
+            assign.task_id,
+            assign.attempt if assign.kind == "task" else f"{assign.kind}-{assign.attempt}",
+        )
         try:
             with open(transcript, "a") as record_file:
                 return self._run(assign, record_file)
@@ -228,6 +232,8 @@ class Worker:
     def _run(self, assign: Assign, record_file: Any) -> Message:
         if assign.kind == "plan":
             return self._plan(assign, record_file)
+        if assign.kind == "review":
+            return self._review(assign, record_file)
         if assign.kind != "task":
             raise PdError(f"this worker cannot run {assign.kind!r} attempts")
         base = assign.start_from or assign.target_head
@@ -321,6 +327,48 @@ class Worker:
             tasks=planned.tasks,
             summary=planned.summary,
         )
+
+    def _review(self, assign: Assign, record_file: Any) -> Message:
+        """Judge another task's commit, checked out detached; nothing here is committed."""
+        if self.provider is None:
+            raise PdError("a review needs pd's own agent loop; the command provider cannot")
+        payload = assign.payload
+        path = self.worktrees.prepare(self.id, base=payload["commit"], branch=None)
+        stat, diff = review_diff(path, payload["base"], payload["commit"])
+        self.toolbox = review_toolbox(
+            path,
+            payload.get("skills", []),
+            payload.get("test_command"),
+            self.env,
+            self.config.limits,
+        )
+
+        def record(entry: dict[str, Any]) -> None:
+            record_file.write(json.dumps(entry, default=str) + "\n")
+            record_file.flush()
+
+        def on_line(line: str) -> None:
+            self.log(assign.task_id, f"review: {line}")
+            self.channel.send(Progress(worker_id=self.id, task_id=assign.task_id, text=line))
+
+        result = run_agent(
+            self.provider,
+            self.toolbox,
+            system=self.config.system_prompt,
+            prompt=review_prompt(assign.task_id, payload, stat, diff),
+            model=self.config.model,
+            max_tokens=self.config.max_tokens,
+            max_turns=self.config.limits["max_turns"],
+            task_id=f"{assign.task_id}:review",  # its own cassette entry and spend line
+            attempt=assign.attempt,
+            record=record,
+            on_tool=on_line,
+            should_stop=self._stop_requested,
+            context_limit=self.config.context_limit,
+        )
+        verdict = (result.final or {}).get("verdict") or f"no verdict ({result.reason})"
+        self.log(assign.task_id, f"review round {assign.attempt}: {verdict}")
+        return verdict_message(self.id, assign.task_id, assign.attempt, result)
 
     def _model_attempt(
         self, assign: Assign, path: Path, record: Any, on_line: Any, should_stop: Any
@@ -515,6 +563,11 @@ def task_prompt(assign: Assign, context: str = "") -> str:
         parts.append(f"Earlier attempts of this task failed. Fix what they got wrong.\n\n{notes}")
     if assign.handoff:
         parts.append(f"Handoff note from the previous attempt:\n{assign.handoff}")
+    if assign.start_from:
+        parts.append(
+            f"Your worktree starts from the reviewed version ({assign.start_from[:12]}): "
+            "change it as the review asks; do not start over."
+        )
     parts.append("When the work is complete and the tests pass, call `finish` with a summary.")
     return "\n\n".join(p for p in parts if p)
 
@@ -546,7 +599,9 @@ def commit_work(
             env=env,
         )
     commit = git(path, "rev-parse", "HEAD")
-    changed = git(path, "diff", "--name-only", assign.target_head, commit).splitlines()
+    # From the merge base: an attempt that started from earlier work (start_from) must not
+    # list what other tasks merged into the target meanwhile.
+    changed = git(path, "diff", "--name-only", f"{assign.target_head}...{commit}").splitlines()
     return commit, changed
 
 

@@ -101,6 +101,15 @@ CASES: dict[str, tuple[Callable[[Path, Path], tuple[Path, str]], list[str]]] = {
         mission_with(context_files=["README.md", "docs/brief.md"]),
         ["context_files[1]", "docs/brief.md", "not in main"],
     ),
+    "review without a reviewer": (
+        mission_with(review=True),
+        ["mission.json", "review", "reviews-code", "tech-lead"],
+    ),
+    "task review without a reviewer": (
+        mission_with(tasks=[TASKS[0], {**TASKS[1], "review": True}]),
+        ["mission.json", "tasks[1].review", "reviews-code"],
+    ),
+    "no review rounds": (mission_with(max_review_rounds=0), ["max_review_rounds"]),
     "no worker fits": (
         mission_with(tasks=[{"id": "a", "title": "A", "role": "qa-engineer"}]),
         ["tasks[0].role", "no worker"],
@@ -113,7 +122,13 @@ CASES: dict[str, tuple[Callable[[Path, Path], tuple[Path, str]], list[str]]] = {
 }
 
 
-VALIDATE_TOO = ["malformed json", "cycle", "gate not found", "dirty checkout"]
+VALIDATE_TOO = [
+    "malformed json",
+    "cycle",
+    "gate not found",
+    "dirty checkout",
+    "review without a reviewer",
+]
 PLAN_TOO = ["cycle", "goal without producer", "plan without goal"]
 
 

@@ -284,8 +284,10 @@ WRITERS = {
 
 
 def events_of(home: Path) -> list[dict[str, Any]]:
-    run_dir = sorted((home / ".pd" / "runs").iterdir())[-1]
-    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    """The newest run's complete events (none yet while the run is being created)."""
+    path = sorted((home / ".pd" / "runs").iterdir())[-1] / "events.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines if line.endswith("}")]
 
 
 def test_a_run_whose_planning_fails_ends_cleanly_with_the_reason(

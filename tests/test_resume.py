@@ -87,5 +87,5 @@ def test_rebuild_keeps_handoff_notes_and_a_handed_off_attempt_does_not_count(
     rebuild(graph, events, git_repo, run_git(git_repo, "rev-parse", "main"))
     a = graph.get("a")
     assert a.state is TaskState.PENDING and a.start_from == wip and a.handoff == "n1"
-    assert a.max_attempts == 2  # one attempt used, one left: the handoff was not a failure
+    assert a.handoffs == 1 and graph.failed_attempts(a) == 0  # the handoff was no failure
     assert graph.get("c").handoff == "c's note"

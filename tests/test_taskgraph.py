@@ -217,6 +217,7 @@ def test_abort_blocks_dependents_and_reports_changes() -> None:
     assert graph.counts() == {
         "pending": 0,
         "running": 0,
+        "reviewing": 0,
         "merging": 0,
         "merged": 1,
         "failed": 0,

@@ -33,8 +33,11 @@ def print_report(data: dict[str, Any]) -> None:
         f"{data.get('status') or 'unknown'}",
         title_justify="left",
     )
+    reviewed = any(t.get("review") for t in data["tasks"])
     for column in ("task", "state", "attempts", "workers", "rejections / failures"):
         table.add_column(column)
+    if reviewed:
+        table.add_column("reviews")
     for task in data["tasks"]:
         problems = [
             f"#{r['attempt']}: {_line(r['reason'])}"
@@ -53,6 +56,7 @@ def print_report(data: dict[str, Any]) -> None:
             str(task["attempts"]),
             ",".join(dict.fromkeys(task["workers"])),
             "\n".join(problems),
+            *([_reviews(task)] if reviewed else []),
         )
     console.print(table)
     if data.get("planning"):
@@ -72,6 +76,21 @@ def print_report(data: dict[str, Any]) -> None:
             f"{data.get('target_branch')} is now at {data['head'][:10]} "
             f"(was {(data.get('start_head') or '')[:10]})"
         )
+
+
+VERDICTS = {"approve": "approved", "request_changes": "changes requested"}
+
+
+def _reviews(task: dict[str, Any]) -> str:
+    """One line per review: round, verdict, reviewer and the first line of the comments."""
+    if not task.get("review"):
+        return "off"
+    lines = []
+    for r in task.get("reviews", []):
+        verdict = VERDICTS.get(r["verdict"], r["verdict"])
+        head = f"r{r['round']} {verdict} ({r['worker']})" if r["round"] else verdict
+        lines.append(head + (f": {_line(r['comments'])}" if r.get("comments") else ""))
+    return "\n".join(lines) or "none yet"
 
 
 def _line(text: str) -> str:

@@ -63,20 +63,26 @@ def render(state: dict[str, Any]) -> Group:
         workers.add_column(column)
     for w in state.get("workers", []):
         task = f"{w['task']} #{w['attempt']}" if w.get("task") else ""
+        if task and w.get("job") == "review":
+            task = f"review {task}"
         workers.add_row(
             w["id"], w["role"], w["state"], task, str(w.get("pid") or ""), str(w.get("crashes", 0))
         )
     tasks = Table()
+    reviewed = any(t.get("review") for t in state.get("tasks", []))
     for column in ("task", "state", "attempts", "worker", "critical path"):
         tasks.add_column(column)
+    if reviewed:
+        tasks.add_column("review")
     for t in state.get("tasks", []):
-        tasks.add_row(
+        row = [
             t["id"],
             t["state"],
             str(t.get("attempts", 0)),
             t.get("worker") or "",
             str(t.get("critical_path", "")),
-        )
+        ]
+        tasks.add_row(*row, *([review_cell(t)] if reviewed else []))
     merger = state.get("merger") or {}
     lines = [workers, tasks]
     if state.get("planning"):
@@ -113,3 +119,16 @@ def planning_line(step: dict[str, Any]) -> str:
     if step["state"] == "failed":
         return f"planning failed after {step['attempts']} attempts{why}"
     return f"planning: waiting for an idle {step['role']} worker ({tries} used){why}"
+
+
+def review_cell(task: dict[str, Any]) -> str:
+    """A task's review so far: rounds, the last verdict, who reviews it now."""
+    if not task.get("review"):
+        return "off"
+    verdict = {"approve": "approved", "request_changes": "changes requested"}
+    parts = [f"{task.get('reviews', 0)} rounds"]
+    if task.get("verdict"):
+        parts.append(f"last: {verdict.get(task['verdict'], task['verdict'])}")
+    if task.get("reviewer") and task.get("state") == "reviewing":
+        parts.append(f"by {task['reviewer']} now")
+    return ", ".join(parts)
