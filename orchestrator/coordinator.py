@@ -41,6 +41,7 @@ from orchestrator.messages import (
     PlanDone,
     Progress,
     Ready,
+    ReviewDone,
     TaskDone,
     TaskFailed,
     TaskStarted,
@@ -385,7 +386,9 @@ class Coordinator(PlanningSteps, ReviewFlow):
         slot.state = "idle"
         self.emit("worker_ready", worker=slot.id, pid=message.pid)
 
-    def _skills_used(self, slot: Slot, message: TaskDone | TaskFailed, kind: str) -> None:
+    def _skills_used(
+        self, slot: Slot, message: TaskDone | TaskFailed | PlanDone | ReviewDone, kind: str
+    ) -> None:
         if message.skills:
             self.emit(
                 "skills_used",

@@ -68,6 +68,7 @@ class PlanningSteps:
         self.pool.send(slot.id, message)
 
     def _plan_done(self: Coordinator, slot: Slot, message: PlanDone) -> None:
+        self._skills_used(slot, message, "plan")
         """Check the plan again (the worker's check is not trusted), record it, adopt it."""
         self._release(slot, message.task_id)
         step = self.planning

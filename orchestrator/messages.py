@@ -174,6 +174,7 @@ class PlanDone(Message):
     attempt: int
     tasks: list[dict[str, Any]]
     summary: str = ""
+    skills: dict[str, list[str]] = field(default_factory=dict)  # offered, used
 
 
 @dataclass
@@ -187,6 +188,7 @@ class ReviewDone(Message):
     approved: bool
     comments: str
     summary: str = ""
+    skills: dict[str, list[str]] = field(default_factory=dict)  # offered, used
 
 
 # ---- coordinator <-> merger ------------------------------------------------------

@@ -130,6 +130,7 @@ class ReviewFlow:
         self._review_lost(slot.id, task_id, round_, reason)
 
     def _review_done(self, slot: Slot, message: ReviewDone) -> None:
+        self._skills_used(slot, message, "review")  # type: ignore[attr-defined]
         task = self.graph.get(message.task_id)
         if task.state is not TaskState.REVIEWING or task.reviewer != slot.id:
             return  # aborted meanwhile

@@ -326,6 +326,7 @@ class Worker:
             attempt=assign.attempt,
             tasks=planned.tasks,
             summary=planned.summary,
+            skills={"offered": planned.agent.skills_offered, "used": planned.agent.skills_used},
         )
 
     def _review(self, assign: Assign, record_file: Any) -> Message:

@@ -445,6 +445,11 @@ def test_a_planned_mission_corrects_its_cyclic_plan_and_completes(
     assert "plan" in spend["task"] and Decimal(spend["spent"]) == server_cost(server, MODEL)
     report = pd("report", cwd=home, env=env, check=True).stdout
     assert "planned by w1 in 1 attempt(s): 3 tasks" in report
+    data = json.loads(pd("report", "--json", cwd=home, env=env, check=True).stdout)
+    planning = {r["skill"]: r for r in data["skills"] if r["kind"] == "plan"}
+    assert planning["list_files"] == {
+        "role": "producer", "kind": "plan", "skill": "list_files", "offered": 1, "used": 1,
+    }  # fmt: skip
 
 
 def test_pd_plan_against_the_api_is_metered_and_holds_the_budget(

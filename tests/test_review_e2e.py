@@ -145,6 +145,8 @@ def test_requested_changes_reach_the_implementer_and_the_fix_merges(
     task = report["tasks"][0]
     assert [r["verdict"] for r in task["reviews"]] == ["request_changes", "approve"]
     assert task["attempts"] == 2 and task["state"] == "merged"
+    reviewing = {r["skill"]: r for r in report["skills"] if r["kind"] == "review"}
+    assert reviewing["git_diff"]["offered"] == 2 and "write_file" not in reviewing
     assert "changes requested" in pd("report", cwd=home, env=env, check=True).stdout
     logs = pd("logs", cwd=home, env=env, check=True).stdout
     assert "review of feat round 1: changes requested" in logs
