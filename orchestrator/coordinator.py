@@ -529,10 +529,14 @@ class Coordinator(PlanningSteps, ReviewFlow):
         if slot.crashes > MAX_CRASHES:
             self._retire(slot)
             return
-        handle = self.pool.restart(worker_id)
-        self.permits.attach(worker_id, slot.role, handle.side)  # type: ignore[arg-type]
+        self._respawn(slot)
+
+    def _respawn(self, slot: Slot) -> None:
+        """A fresh process in the slot, with a permit pipe of its own."""
+        handle = self.pool.restart(slot.id)
+        self.permits.attach(slot.id, slot.role, handle.side)  # type: ignore[arg-type]
         slot.state = "booting"
-        self.emit("worker_respawned", worker=worker_id, pid=handle.pid, restarts=handle.restarts)
+        self.emit("worker_respawned", worker=slot.id, pid=handle.pid, restarts=handle.restarts)
 
     def _retire(self, slot: Slot) -> None:
         if slot.id in self.pool.workers:
@@ -635,10 +639,7 @@ class Coordinator(PlanningSteps, ReviewFlow):
         )
         self.graph.hand_off(task.id, message.handoff, message.start_from)
         if slot.state != "retired" and not self.abort_reason:  # a fresh process, same slot
-            handle = self.pool.restart(slot.id)
-            self.permits.attach(slot.id, slot.role, handle.side)  # type: ignore[arg-type]
-            slot.state = "booting"
-            self.emit("worker_respawned", worker=slot.id, pid=handle.pid, restarts=handle.restarts)
+            self._respawn(slot)
 
     # ---- the record --------------------------------------------------------------
 

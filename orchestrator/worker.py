@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -246,10 +246,7 @@ class Worker:
             record_file.flush()
             note.update(entry, self.toolbox)
 
-        def on_line(line: str) -> None:
-            self.log(assign.task_id, line)
-            self.channel.send(Progress(worker_id=self.id, task_id=assign.task_id, text=line))
-
+        on_line = self._progress(assign.task_id)
         should_stop = self._stop_requested
 
         if self.config.provider["name"] == "command":
@@ -289,6 +286,15 @@ class Worker:
             skills=skills,
         )
 
+    def _progress(self, task_id: str, prefix: str = "") -> Callable[[str], None]:
+        """What a tool call prints: a line of the worker log and a live progress line."""
+
+        def on_line(line: str) -> None:
+            self.log(task_id, prefix + line)
+            self.channel.send(Progress(worker_id=self.id, task_id=task_id, text=line))
+
+        return on_line
+
     def _plan(self, assign: Assign, record_file: Any) -> Message:
         """A planning attempt: read the repository at the target head, submit a plan."""
         if self.provider is None:
@@ -300,10 +306,7 @@ class Worker:
         )
         self.toolbox = toolbox
 
-        def on_line(line: str) -> None:
-            self.log(assign.task_id, line)
-            self.channel.send(Progress(worker_id=self.id, task_id=assign.task_id, text=line))
-
+        on_line = self._progress(assign.task_id)
         planned = run_planner(
             self.provider,
             toolbox,
@@ -348,10 +351,7 @@ class Worker:
             record_file.write(json.dumps(entry, default=str) + "\n")
             record_file.flush()
 
-        def on_line(line: str) -> None:
-            self.log(assign.task_id, f"review: {line}")
-            self.channel.send(Progress(worker_id=self.id, task_id=assign.task_id, text=line))
-
+        on_line = self._progress(assign.task_id, "review: ")
         result = run_agent(
             self.provider,
             self.toolbox,

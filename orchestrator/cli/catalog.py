@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.cli.output import console, print_json
+from orchestrator.cli.output import JSON, console, print_json
 from orchestrator.composition import BUILDER, COORDINATION, check_composition, team_counts
 from orchestrator.errors import BadInput
 from orchestrator.mission import load_mission, resolve_mission_path, shipped_dir
@@ -19,7 +19,6 @@ from orchestrator.store import workspace
 
 roles_app = typer.Typer(help="The roles agents can hold.", no_args_is_help=True)
 missions_app = typer.Typer(help="The shipped mission templates.", no_args_is_help=True)
-JSON = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _role_row(role: Role) -> dict[str, Any]:

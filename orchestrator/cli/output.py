@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+JSON = Annotated[bool, typer.Option("--json", help="Print JSON.")]  # every table has it
 
 
 def print_json(data: Any) -> None:

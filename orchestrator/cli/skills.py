@@ -7,12 +7,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from orchestrator.cli.output import console, print_json
+from orchestrator.cli.output import JSON, console, print_json
 from orchestrator.skillset.registry import Skill, load_registry
 from orchestrator.store import workspace
 
 skills_app = typer.Typer(help="The skills (tools) agents can be given.", no_args_is_help=True)
-JSON = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _row(skill: Skill) -> dict[str, object]:
