@@ -26,6 +26,7 @@ from orchestrator.configs import (
     merger_config,
     worker_config,
 )
+from orchestrator.coordinator_control import ControlSteps
 from orchestrator.coordinator_planning import PlanningSteps
 from orchestrator.errors import BadInput
 from orchestrator.eventfmt import format_event, stamp
@@ -33,9 +34,7 @@ from orchestrator.gitutil import git, is_ancestor
 from orchestrator.mergequeue import MergeQueue
 from orchestrator.merger import merger_main
 from orchestrator.messages import (
-    AbortTask,
     Assign,
-    HandOff,
     MergeResult,
     Message,
     PlanDone,
@@ -73,7 +72,7 @@ def _merger_entry(conn: Any, worker_id: str, config: dict[str, Any]) -> None:
     merger_main(conn, config)
 
 
-class Coordinator(PlanningSteps, ReviewFlow):
+class Coordinator(PlanningSteps, ReviewFlow, ControlSteps):
     """Runs one plan to the end; ``run()`` returns the exit code."""
 
     def __init__(
@@ -553,93 +552,12 @@ class Coordinator(PlanningSteps, ReviewFlow):
             self.emit("heartbeat_missed", worker=worker_id, seconds=silence)
             self.pool.kill(worker_id)  # its death arrives through poll() like a crash
 
-    def _control(self, request: control.ControlRequest) -> None:
-        self.emit("control", action=request.action, task=request.task, worker=request.worker)
-        if request.action == "handoff":
-            self._hand_off_worker(request.worker)
-            return
-        if request.action != "abort":
-            return
-        if request.task:
-            self._abort_task(request.task)
-        elif request.worker:
-            self._abort_worker(request.worker)
-        else:
-            self.abort_reason = "aborted by user"
-
-    def _abort_task(self, task_id: str) -> None:
-        try:
-            task = self.graph.get(task_id)
-        except KeyError:
-            return
-        for slot in self.slots.values():
-            if slot.task == task_id:
-                self.pool.send(slot.id, AbortTask(task_id=task_id))
-        self.merges.drop(task_id)
-        if task.state not in (
-            TaskState.MERGED,
-            TaskState.FAILED,
-            TaskState.BLOCKED,
-            TaskState.ABORTED,
-        ):
-            changed = self.graph.abort(task_id)
-            self.emit("task_aborted", task=task_id, changed=changed)
-
-    def _abort_worker(self, worker_id: str) -> None:
-        slot = self.slots.get(worker_id)
-        if slot is None or slot.state == "retired":
-            return
-        self._review_interrupted(slot, f"worker {worker_id} was stopped by the user")
-        task = slot.task
-        self._retire(slot)
-        if task is not None:
-            self._attempt_failed(
-                task,
-                f"worker {worker_id} was stopped by the user",
-                self._running_note(task),
-                worker=worker_id,
-            )
-
     def _log_session(self, task: Any) -> None:
         summary = " ".join((task.summary or "").split())[:300]
         line = f"{task.id}: {task.title}" + (f" — {summary}" if summary else "")
         self.session.append(line)
         with open(self.store.session_log_path, "a") as handle:
             handle.write(line + "\n")
-
-    def _running_note(self, task_id: str) -> str:
-        """The note the worker kept current during the attempt it could not finish."""
-        try:
-            path = self.store.handoff_path(task_id, self.graph.get(task_id).attempts)
-            return path.read_text()
-        except (OSError, KeyError):
-            return ""
-
-    def _hand_off_worker(self, worker_id: str | None) -> None:
-        """``pd handoff``: the worker commits its work in progress and stops the attempt;
-        see ``_handed_off`` for the fresh start."""
-        slot = self.slots.get(worker_id or "")
-        if slot is None or slot.task is None or slot.state != "busy":
-            self.emit("handoff_refused", worker=worker_id, reason="the worker has no task")
-            return
-        self.emit("handoff_requested", worker=slot.id, task=slot.task)
-        self.pool.send(slot.id, HandOff(task_id=slot.task))
-
-    def _handed_off(self, slot: Slot, message: TaskFailed) -> None:
-        task = self.graph.get(message.task_id)
-        if task.state is not TaskState.RUNNING:
-            return
-        self.emit(
-            "attempt_handed_off",
-            task=task.id,
-            worker=slot.id,
-            attempt=message.attempt,
-            commit=message.start_from,
-            handoff=message.handoff,
-        )
-        self.graph.hand_off(task.id, message.handoff, message.start_from)
-        if slot.state != "retired" and not self.abort_reason:  # a fresh process, same slot
-            self._respawn(slot)
 
     # ---- the record --------------------------------------------------------------
 
