@@ -217,7 +217,7 @@ def demo(
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> int:
-    """Offline demo: a sample repo, 6 tasks, 3 workers, a rejection and a retry."""
+    """Offline demo: a sample repo, 6 tasks, a team of 8, a rejection and a retry."""
     target = fresh_dir(Path(directory or "pd-demo").resolve(), explicit=directory is not None)
     create_sample_repo(target)
     # The sample's gate runs `python -m pytest`: use this interpreter, which has pytest.
