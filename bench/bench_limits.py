@@ -535,8 +535,8 @@ def utilisation(
     over every t (10 ms apart) whose window lies in [start, end]; with the span in windows.
 
     That is the accepted amount per window over the limit. It does not depend on where
-    the period starts, though grants come in bursts (a window's worth at a time, as the
-    first burst's slots free up again), and no client can get above 100 %."""
+    the period starts, though grants may come in bursts (unsmoothed: a window's worth at a
+    time, as the first burst's slots free up again), and no client can get above 100 %."""
     arrivals = [e["arrived"] for e in accepted]
     steps = int((end - start - WINDOW) / 0.01) + 1
     if end - start < WINDOW:
@@ -691,7 +691,7 @@ def rtt_rows(
 ) -> list[Row]:
     """Permit round trips against the bare Pipe: every call vs the idle Pipe; calls once
     every worker is up vs the Pipe pinged during the run at the moments calls were made
-    (grants come in bursts, the load with them)."""
+    (the load comes with the grants)."""
     calls = [
         (e["at"] - p.offset, e["permit_rtt"]) for e in usage if e.get("permit_rtt") is not None
     ]
