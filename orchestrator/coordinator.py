@@ -27,6 +27,7 @@ from orchestrator.configs import (
     worker_config,
 )
 from orchestrator.coordinator_control import ControlSteps
+from orchestrator.coordinator_merging import MergeSteps
 from orchestrator.coordinator_planning import PlanningSteps
 from orchestrator.errors import BadInput
 from orchestrator.eventfmt import format_event, stamp
@@ -35,7 +36,6 @@ from orchestrator.mergequeue import MergeQueue
 from orchestrator.merger import merger_main
 from orchestrator.messages import (
     Assign,
-    MergeResult,
     Message,
     PlanDone,
     Progress,
@@ -72,7 +72,7 @@ def _merger_entry(conn: Any, worker_id: str, config: dict[str, Any]) -> None:
     merger_main(conn, config)
 
 
-class Coordinator(PlanningSteps, ReviewFlow, ControlSteps):
+class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
     """Runs one plan to the end; ``run()`` returns the exit code."""
 
     def __init__(
@@ -450,63 +450,6 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps):
             ]
             self.emit("task_failed", task=task_id, attempts=task.attempts, blocked=blocked)
 
-    # ---- merging -----------------------------------------------------------------
-
-    def _next_merge(self) -> None:
-        request = self.merges.take()
-        if request is not None:
-            # Informational (resume checks git itself): synced with the step's others.
-            self.emit("merge_started", task=request.task_id, commit=request.commit, sync=False)
-            self.pool.send(MERGER, request)
-
-    def _handle_merger(self, event: PoolEvent) -> None:
-        if event.died:
-            lost = self.merges.merger_lost()
-            self.emit("merger_crashed", exitcode=event.exitcode, task=lost)
-            if not self.abort_reason:
-                self.pool.restart(MERGER)
-            return
-        message = event.message
-        if isinstance(message, Ready):
-            self.merges.merger_ready = not message.error
-            if message.error:
-                self.emit("merger_failed_to_start", error=message.error)
-                self.abort_reason = f"merger failed to start: {message.error}"
-            self.pool.workers[MERGER].ready = True
-        elif isinstance(message, MergeResult):
-            self._merge_result(message)
-        self._next_merge()
-
-    def _merge_result(self, result: MergeResult) -> None:
-        self.merges.finished()
-        task = self.graph.get(result.task_id)
-        if result.merged:
-            self.head = result.head
-            if task.state is TaskState.MERGING:
-                self.graph.merged(result.task_id, result.head)
-            else:  # aborted while the merger had it: it landed all the same; say so
-                self.graph.restore(task.id, TaskState.MERGED, task.attempts, commit=result.head)
-                self.graph.settle()
-            self.emit(
-                "task_merged",
-                task=result.task_id,
-                attempt=result.attempt,
-                head=result.head,
-                seconds=round(result.seconds, 3),
-            )
-            self._log_session(task)
-            return
-        detail = result.log_tail or "\n".join(result.conflicts)
-        self.emit(
-            "task_rejected",
-            task=result.task_id,
-            attempt=result.attempt,
-            reason=result.reason,
-            conflicts=result.conflicts,
-            log_tail=result.log_tail,
-        )
-        self._attempt_failed(result.task_id, f"{result.reason}\n{detail}".strip())
-
     # ---- health and control ------------------------------------------------------
 
     def _worker_died(self, worker_id: str, exitcode: int | None) -> None:
@@ -551,13 +494,6 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps):
                 continue  # the merger runs long gates without heartbeats; gates time out
             self.emit("heartbeat_missed", worker=worker_id, seconds=silence)
             self.pool.kill(worker_id)  # its death arrives through poll() like a crash
-
-    def _log_session(self, task: Any) -> None:
-        summary = " ".join((task.summary or "").split())[:300]
-        line = f"{task.id}: {task.title}" + (f" — {summary}" if summary else "")
-        self.session.append(line)
-        with open(self.store.session_log_path, "a") as handle:
-            handle.write(line + "\n")
 
     # ---- the record --------------------------------------------------------------
 
