@@ -9,7 +9,6 @@ from rich.table import Table
 
 from orchestrator.cli.output import console, print_json
 from orchestrator.cli.run import ADVANCED, _dollars
-from orchestrator.localplan import plan_locally
 from orchestrator.mission import resolve_mission_path
 from orchestrator.planning import parse_plan, team_of
 from orchestrator.preflight import build_plan
@@ -53,6 +52,8 @@ def plan(
         def on_tool(line: str) -> None:
             if verbose and not as_json:
                 console.print(f"  {line}", markup=False, soft_wrap=True)
+
+        from orchestrator.localplan import plan_locally  # a goal mission only
 
         local = plan_locally(run_plan, on_tool=on_tool)
         tasks = local.tasks

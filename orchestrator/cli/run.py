@@ -16,7 +16,6 @@ from orchestrator.cli.output import console
 from orchestrator.cli.progress import ProgressPrinter
 from orchestrator.cli.report import print_report
 from orchestrator.control import coordinator_alive, kill_recorded
-from orchestrator.coordinator import Coordinator
 from orchestrator.demo import create_sample_repo, fresh_dir
 from orchestrator.errors import BadInput
 from orchestrator.mission import resolve_mission_path, shipped_dir
@@ -128,6 +127,8 @@ def execute(plan: RunPlan, store: RunStore, verbose: bool = False, quiet: bool =
             f"repo {plan.repo} ({plan.target_branch})",
             soft_wrap=True,
         )
+    from orchestrator.coordinator import Coordinator  # only the commands that run one
+
     code = Coordinator(plan, store, on_event=ProgressPrinter(verbose, quiet)).run()
     if not quiet:
         print_report(build_report(store))
@@ -205,6 +206,8 @@ def resume(
         return 0
     else:
         console.print(f"resuming run {store.run_id}: {merged} of {len(plan.graph)} tasks merged")
+    from orchestrator.coordinator import Coordinator
+
     code = Coordinator(plan, store, on_event=ProgressPrinter(verbose)).run()
     print_report(build_report(store))
     return code
