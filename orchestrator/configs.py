@@ -34,6 +34,7 @@ def worker_config(
         limits=mission.limits.model_dump(),
         setup=mission.setup,
         port_base=mission.port_base + index * mission.port_stride,
+        port_stride=mission.port_stride,
         context_limit=plan.provider.context_limit(model),
         escalation_model=plan.provider.escalation,
         escalation_context_limit=plan.provider.context_limit(plan.provider.escalation),

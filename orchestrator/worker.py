@@ -72,6 +72,7 @@ class WorkerConfig:
     max_tokens: int
     limits: dict[str, Any]
     port_base: int
+    port_stride: int = 100  # this worker owns [port_base, port_base + port_stride)
     setup: str | None = None
     context_limit: int | None = None
     escalation_model: str = ""  # for attempts the coordinator escalates
@@ -125,6 +126,7 @@ class Worker:
             **config.env,
             "PD_WORKER_ID": worker_id,
             "PD_PORT_BASE": str(config.port_base),
+            "PD_PORT_STRIDE": str(config.port_stride),
             "PD_RUN_ID": config.run_id,
         }
         self.worktrees = WorktreeManager(

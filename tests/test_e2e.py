@@ -344,7 +344,8 @@ def test_setup_runs_once_per_worktree_and_its_files_stay_out_of_commits(
         ]
         for t in ids
     }
-    setup = f'cp "{env_file}" .env && echo "$PD_WORKER_ID $PD_PORT_BASE" > worker-env.txt'
+    ports = "$PD_WORKER_ID $PD_PORT_BASE $PD_PORT_STRIDE"
+    setup = f'cp "{env_file}" .env && echo "{ports}" > worker-env.txt'
     mission = write_mission(
         tmp_path / "m",
         [{"id": t, "title": t} for t in ids],
@@ -362,7 +363,7 @@ def test_setup_runs_once_per_worktree_and_its_files_stay_out_of_commits(
     seen = {t: run_git(project, "show", f"main:seen-{t}.txt") for t in ids}
     assert all(text.startswith("API_URL=http://localhost") for text in seen.values())
     workers = {text.splitlines()[1] for text in seen.values()}
-    assert workers <= {"w1 30010", "w2 30020"} and len(workers) == 2
+    assert workers <= {"w1 30010 10", "w2 30020 10"} and len(workers) == 2
     per_worker = [e["worker"] for e in events(home) if e["kind"] == "task_assigned"]
     assert max(per_worker.count(w) for w in set(per_worker)) >= 2  # a worktree was reused
 
