@@ -52,15 +52,20 @@ class ReviewFlow:
                 self._start_review(slot, task)
 
     def _reviewer_for(self, task: TaskNode) -> Slot | None:
-        """An idle worker whose role reviews code, not the implementer's; one that has not
-        failed this version yet comes first."""
-        idle = [
+        """An idle worker whose role reviews code, not the implementer's. One that has not
+        failed this version yet comes first; while such a one is still booting, the version
+        waits for it rather than going back to one that already failed."""
+        able = [
             s
             for s in self.slots.values()
-            if s.state == "idle" and s.id != task.worker and reviews_code(self.plan.roles[s.role])
+            if s.state in ("idle", "booting")
+            and s.id != task.worker
+            and reviews_code(self.plan.roles[s.role])
         ]
         tried = self.review_tried.get(task.id, set())
-        return min(idle, key=lambda s: (s.id in tried, int(s.id.lstrip("w") or 0)), default=None)
+        fresh = [s for s in able if s.id not in tried]
+        pick = [s for s in (fresh or able) if s.state == "idle"]
+        return min(pick, key=lambda s: int(s.id.lstrip("w") or 0), default=None)
 
     def _start_review(self, slot: Slot, task: TaskNode) -> None:
         round_ = self.graph.start_review(task.id, slot.id)

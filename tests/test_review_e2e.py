@@ -219,15 +219,13 @@ def test_a_review_without_a_verdict_goes_to_another_reviewer(project: Path, tmp_
     assert result.returncode == 0, result.stdout + result.stderr
     log = events(home)
     failed = [e for e in log if e["kind"] == "review_failed"]
-    # The reviewer asked first never gives a verdict (it may be asked again while the
-    # other one is still booting); the other one then reviews the same round.
-    assert failed and {(e["worker"], e["round"], e["state"]) for e in failed} == {
-        (failed[0]["worker"], 1, "reviewing")
-    }
+    # The reviewer asked first never gives a verdict; the other one (waited for, if it was
+    # still booting) then reviews the same round.
+    assert [(e["round"], e["state"]) for e in failed] == [(1, "reviewing")]
     assert "turn limit" in failed[0]["reason"]
     started = [(e["worker"], e["round"]) for e in log if e["kind"] == "review_started"]
     other = ({"w2", "w3"} - {failed[0]["worker"]}).pop()
-    assert started == [(failed[0]["worker"], 1)] * len(failed) + [(other, 1)]
+    assert started == [(failed[0]["worker"], 1), (other, 1)]
     done = [(e["worker"], e["verdict"]) for e in log if e["kind"] == "review_done"]
     assert done == [(other, "approve")]
     assert len(builder_first_requests(server)) == 1  # a lost review is not a failed attempt
