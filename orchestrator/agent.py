@@ -35,6 +35,10 @@ class AgentResult:
     skills_used: list[str] = field(default_factory=list)
     final: dict[str, Any] | None = None  # the ending tool's input (a plan, a review)
 
+    def skill_use(self) -> dict[str, list[str]]:
+        """What the attempt's message reports for ``pd report``."""
+        return {"offered": self.skills_offered, "used": self.skills_used}
+
 
 def run_agent(
     provider: Provider,

@@ -175,5 +175,5 @@ def verdict_message(worker_id: str, task_id: str, round_: int, result: AgentResu
         approved=approved,
         comments=comments,
         summary=f"{verdict}: {first}" if first else verdict,
-        skills={"offered": result.skills_offered, "used": result.skills_used},
+        skills=result.skill_use(),
     )

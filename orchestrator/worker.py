@@ -244,8 +244,7 @@ class Worker:
         note = RunningNote(self.store.handoff_path(assign.task_id, assign.attempt))
 
         def record(entry: dict[str, Any]) -> None:
-            record_file.write(json.dumps(entry, default=str) + "\n")
-            record_file.flush()
+            _write_record(record_file, entry)
             note.update(entry, self.toolbox)
 
         on_line = self._progress(assign.task_id)
@@ -255,7 +254,7 @@ class Worker:
             result = self._command_attempt(assign, path, record, on_line, should_stop)
         else:
             result = self._model_attempt(assign, path, record, on_line, should_stop)
-        skills = {"offered": result.skills_offered, "used": result.skills_used}
+        skills = result.skill_use()
         if not result.finished and self.handoff_task == assign.task_id:
             return self._hand_off(assign, path, result, skills)
         if not result.finished:
@@ -331,7 +330,7 @@ class Worker:
             attempt=assign.attempt,
             tasks=planned.tasks,
             summary=planned.summary,
-            skills={"offered": planned.agent.skills_offered, "used": planned.agent.skills_used},
+            skills=planned.agent.skill_use(),
         )
 
     def _review(self, assign: Assign, record_file: Any) -> Message:
