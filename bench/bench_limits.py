@@ -84,16 +84,22 @@ def _install():
     def log(**record):
         out.write(json.dumps(record) + "\\n")
 
-    acquire = metered.PermitClient.acquire
+    acquire, answer = metered.PermitClient.acquire, metered.PermitClient._answer
+
+    def traced_answer(self, request_id, should_stop):
+        got = answer(self, request_id, should_stop)
+        local.got = time.monotonic()
+        return got
 
     def traced_acquire(self, ask, should_stop):
         sent = time.monotonic()
         request_id, permit_id = acquire(self, ask, should_stop)
-        log(k="acq", w=self.worker_id, r=request_id, sent=sent, got=time.monotonic(),
-            task=ask.get("task_id"), n=getattr(local, "n", None))
+        log(k="acq", w=self.worker_id, r=request_id, sent=sent, got=local.got,
+            go=time.monotonic(), task=ask.get("task_id"), n=getattr(local, "n", None))
         return request_id, permit_id
 
     metered.PermitClient.acquire = traced_acquire
+    metered.PermitClient._answer = traced_answer
     complete = metered.MeteredProvider.complete
 
     def traced_complete(self, request):
@@ -113,7 +119,8 @@ def _install():
     def traced_try(self, call, now, queue):
         answer = try_(self, call, now, queue)
         if isinstance(answer, Grant):
-            log(k="grant", w=call.ask.worker_id, r=call.ask.request_id, now=now)
+            log(k="grant", w=call.ask.worker_id, r=call.ask.request_id, now=now,
+                real=time.monotonic())
         return answer
 
     permitdesk.PermitDesk._try = traced_try
@@ -760,15 +767,18 @@ def trace_report(result: RunResult, p: Phases, margin: float) -> None:
     for k, a in acq.items():
         if k not in asked or k not in granted:
             continue
-        ask, grant = asked[k]["now"], granted[k]["now"]
+        # ``grant``: when the call may start; the desk sends it up to GRANT_AHEAD sooner.
+        ask, grant, sent = asked[k]["now"], granted[k]["now"], granted[k]["real"]
         up = grant >= p.ready
         add("worker sends -> coordinator takes the ask", up, ask - a["sent"])
-        add("coordinator grants -> worker has the grant", up, a["got"] - grant)
-        add("queued in the limiter", up, grant - ask)
+        add("coordinator sends grant -> worker has it", up, a["got"] - sent)
+        add("start -> worker has it (< 0: ahead)", up, a["got"] - grant)
+        add("queued in the limiter (until start)", up, grant - ask)
+        add("start -> worker sends the call", up, a["go"] - grant)
         seen = [t for t in arrivals.get((a["task"], a["n"]), []) if t >= grant]
         if seen:
-            add("grant -> server admits the request", up, min(seen) - grant)
-    say(f"    trace (pd's margin covers grant -> admission: {ms(margin)}):")
+            add("start -> server admits the request", up, min(seen) - grant)
+    say(f"    trace (pd's margin covers start -> admission: {ms(margin)}):")
     for name, split in legs.items():
         say(f"      {name:<44} starting: {spread(split[False])}")
         say(f"      {'':<44} all up:   {spread(split[True])}")

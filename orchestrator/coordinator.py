@@ -19,7 +19,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from orchestrator import control, recorder
+from orchestrator import control, priority, recorder
 from orchestrator.composition import TOP_TIER, tier_for
 from orchestrator.configs import (
     MERGER,
@@ -64,7 +64,7 @@ MAX_CRASHES = 5  # per worker slot; past this the slot is retired (circuit break
 TICK = 0.2
 # How long a thread may hold the GIL while another wants it (CPython's default: 5 ms).
 # The permit thread answers within this even while the main loop runs Python code.
-SWITCH_INTERVAL = 0.0005
+SWITCH_INTERVAL = 0.00005
 
 
 def _merger_entry(conn: Any, worker_id: str, config: dict[str, Any]) -> None:
@@ -124,6 +124,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         try:
             self._install_signals()
             sys.setswitchinterval(SWITCH_INTERVAL)
+            priority.name_thread("pd-coordinator")
             self._start()
             while not self._finished():
                 self._step()

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from orchestrator import gitutil
+from orchestrator import gitutil, priority
 from orchestrator.errors import BadInput, GitError
 from orchestrator.messages import MergeRequest, MergeResult, Ready
 from orchestrator.pool import serve
@@ -254,6 +254,7 @@ def merger_main(conn: Any, config: dict[str, Any]) -> None:
     # process group, and a merger that died on it would abandon a half-run gate.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    priority.name_thread("pd-merger")
     merger: Merger | None = None
     error = "merger boot interrupted"
     try:

@@ -13,6 +13,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 _REGISTRY: dict[str, type[Message]] = {}
+_NAMES: dict[type, tuple[str, ...]] = {}  # a message class's field names, looked up once
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
 
 
 @dataclass
@@ -29,7 +37,7 @@ class Message:
     def to_dict(self) -> dict[str, Any]:
         # Shallow on purpose: fields are JSON values already, and asdict's deep copy was
         # the largest per-message cost on the coordinator's side.
-        return {"type": self.type_name, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        return {"type": self.type_name, **{n: getattr(self, n) for n in _names(type(self))}}
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":")).encode()
@@ -38,8 +46,7 @@ class Message:
 def from_dict(data: dict[str, Any]) -> Message:
     """Rebuild a message from its dict form; unknown keys are dropped (newer peer)."""
     cls = _REGISTRY[data["type"]]
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+    return cls(**{n: data[n] for n in _names(cls) if n in data})
 
 
 def from_bytes(raw: bytes) -> Message:
@@ -238,10 +245,14 @@ class AcquireTokens(Message):
 
 @dataclass
 class Grant(Message):
+    """A rate-limit permit, and the budget reserved for the call. It may arrive up to
+    ``GRANT_AHEAD`` early: the call must not go out before ``not_before``."""
+
     request_id: int
     permit_id: int
     queued: float = 0.0  # seconds the request waited for room in the limiter
     send_by: float = 0.0  # time.monotonic() after which the permit must not be used (0: any)
+    not_before: float = 0.0  # time.monotonic() from which the call may be sent (0: at once)
 
 
 @dataclass

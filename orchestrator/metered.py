@@ -11,10 +11,12 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import select
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
+from orchestrator import priority
 from orchestrator.errors import AttemptEnded, PdError, ProviderError
 from orchestrator.messages import AcquireTokens, CallDone, Deny, Grant, Message, from_bytes
 from orchestrator.providers.base import ModelRequest, ModelResponse, Provider
@@ -24,6 +26,7 @@ from orchestrator.providers.estimate import estimate_input_tokens
 RATE_LIMITED = {429, 529}
 HALTING = {401, 403}  # the key is wrong or lacks access: every other call would fail too
 PROVIDER_OVERHEAD = 1024  # tokens a provider may add to a prompt on its own
+STOP_CHECK_MS = 100  # how often a wait for a permit looks whether the attempt was stopped
 
 
 class BudgetExhausted(AttemptEnded):
@@ -44,25 +47,35 @@ class PermitClient:
         self._ids = itertools.count(1)
         self.last_rtt: float | None = None
         self.send_by = 0.0
+        # One poll object for the client's life: ``Connection.poll`` builds a selector on
+        # every call, which cost more than the rest of reading the answer.
+        self._poller = select.poll()
+        self._poller.register(conn.fileno(), select.POLLIN)
 
     def acquire(self, ask: dict, should_stop: Callable[[], bool]) -> tuple[int, int]:
         """Block until granted; returns (request id, permit id). Raises on denial or stop."""
         request_id = next(self._ids)
-        started = time.perf_counter()
+        sent = time.monotonic()
         self._send(AcquireTokens(worker_id=self.worker_id, request_id=request_id, **ask))
-        answer = self._answer(request_id, should_stop)
+        with priority.urgent():
+            answer = self._answer(request_id, should_stop)
+            got = time.monotonic()
         if isinstance(answer, Deny):
             if answer.budget:
                 raise BudgetExhausted(answer.reason)
             raise ProviderError(answer.reason)
-        self.last_rtt = time.perf_counter() - started - answer.queued
+        # The round trip: until the grant was here and usable, less the limiter's wait.
+        self.last_rtt = max(got, answer.not_before) - sent - answer.queued
         self.send_by = answer.send_by
+        early = answer.not_before - time.monotonic()
+        if early > 0:  # granted ahead of its time (GRANT_AHEAD): hold the call until then
+            time.sleep(early)
         return request_id, answer.permit_id
 
     def _answer(self, request_id: int, should_stop: Callable[[], bool]) -> Grant | Deny:
         try:
             while True:
-                if not self.conn.poll(0.1):
+                if not self._poller.poll(STOP_CHECK_MS):
                     if should_stop():
                         self.done(request_id, -1, "withdrawn")
                         raise AttemptEnded("aborted while waiting for a rate-limit permit")

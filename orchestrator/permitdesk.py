@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +27,12 @@ if TYPE_CHECKING:
 
 
 NOT_SENT = ("withdrawn", "expired")  # the call never reached the provider
+# Queued calls are granted up to this long before their time, the grant saying when the
+# call may go: the grant reaches the worker while the limiter's wait runs out, so the
+# coordinator-to-worker hop is off the call's path. The limiter books the permit at its
+# start time, so its windows hold as for any grant; a refund arriving inside this lead
+# cannot pull the call earlier, which costs at most this much of the wait.
+GRANT_AHEAD = 0.005
 # A permit must be used within this share of the limiter's margin; the rest covers the
 # SDK building and sending the request after the worker's check.
 SEND_SHARE = 0.6
@@ -39,10 +46,10 @@ class _Call:
     permit: Permit | None = None
     wake: float = 0.0
     asked: float = 0.0
+    key: str = ""  # the limiter key, "provider/model"
 
-    @property
-    def key(self) -> str:
-        return f"{self.ask.provider}/{self.ask.model}"
+    def __post_init__(self) -> None:
+        self.key = f"{self.ask.provider}/{self.ask.model}"
 
 
 @dataclass
@@ -50,7 +57,8 @@ class PermitDesk:
     limiter: RateLimiter
     ledger: CostLedger | None
     exhausted: str | None = None  # why the budget stopped the run, once it has
-    _waiting: deque[_Call] = field(default_factory=deque)
+    # Queued calls, one FIFO per limiter key: only each queue's head is ever looked at.
+    _waiting: dict[str, deque[_Call]] = field(default_factory=dict)
     _granted: dict[tuple[str, int], _Call] = field(default_factory=dict)
 
     def ask(self, ask: AcquireTokens, role: str, now: float) -> Message | None:
@@ -64,33 +72,31 @@ class PermitDesk:
                 self.exhausted = self.exhausted or self._budget_text(amount)
                 return Deny(request_id=ask.request_id, reason=self.exhausted, budget=True)
         call = _Call(ask, role, reservation, asked=now)
-        if any(w.key == call.key for w in self._waiting):
-            self._waiting.append(call)  # behind earlier requests of the same key
+        queue = self._waiting.get(call.key)
+        if queue:
+            queue.append(call)  # behind earlier requests of the same key
             return None
         return self._try(call, now, queue=True)
 
     def pump(self, now: float) -> list[tuple[str, Message]]:
-        """Grant what has become grantable, oldest first within each key."""
-        out, blocked = [], set()
-        for call in list(self._waiting):
-            if call.key in blocked or call.wake > now:
-                blocked.add(call.key)
-                continue
-            answer = self._try(call, now, queue=False)
-            if answer is None:
-                blocked.add(call.key)
-                continue
-            self._waiting.remove(call)
-            out.append((call.ask.worker_id, answer))
+        """Grant what is grantable within ``GRANT_AHEAD`` of ``now``, oldest first within
+        each key; each grant starts at the time the limiter allows it."""
+        out: list[tuple[str, Message]] = []
+        for key, queue in list(self._waiting.items()):
+            while queue and queue[0].wake <= now + GRANT_AHEAD:
+                answer = self._try(queue[0], max(now, queue[0].wake), queue=False)
+                if answer is None:
+                    break
+                out.append((queue.popleft().ask.worker_id, answer))
+            if not queue:
+                del self._waiting[key]
         return out
 
     def next_wake(self) -> float | None:
-        """When the loop must look again: the earliest head of a key's queue (the calls
-        behind a head wait for it, whatever their own sizes)."""
-        heads: dict[str, float] = {}
-        for call in self._waiting:
-            heads.setdefault(call.key, call.wake)
-        return min(heads.values(), default=None)
+        """When the loop must look again: ``GRANT_AHEAD`` before the earliest head of a
+        key's queue may go (the calls behind a head wait for it, whatever their sizes)."""
+        heads = [queue[0].wake for queue in self._waiting.values()]
+        return min(heads) - GRANT_AHEAD if heads else None
 
     def done(self, msg: CallDone, now: float) -> dict[str, Any] | None:
         """Settle a call; returns the usage event's data for a call that was made.
@@ -138,9 +144,7 @@ class PermitDesk:
                 # used, so no window overshoots because a worker died mid-call.
                 self.limiter.settle(call.permit.id, call.ask.input_tokens, call.ask.max_output, now)
                 self._release(call)
-        for call in [c for c in self._waiting if c.ask.worker_id == worker_id]:
-            self._waiting.remove(call)
-            self._release(call)
+        self._unqueue(lambda call: call.ask.worker_id == worker_id)
 
     def replay(self, events: Any) -> None:
         """Spend recorded before a restart (``pd resume``) still counts against the budget."""
@@ -157,7 +161,7 @@ class PermitDesk:
     def view(self) -> dict[str, Any]:
         spend = self.ledger.totals() if self.ledger is not None else {}
         return {
-            "waiting": len(self._waiting),
+            "waiting": sum(map(len, self._waiting.values())),
             "in_flight": len(self._granted),
             "exhausted": self.exhausted,
             **({"spend": spend} if spend else {}),
@@ -166,8 +170,8 @@ class PermitDesk:
     # ---- internals ---------------------------------------------------------------
 
     def _recheck(self) -> None:
-        for call in self._waiting:
-            call.wake = 0.0
+        for queue in self._waiting.values():
+            queue[0].wake = 0.0  # only heads are looked at
 
     def _try(self, call: _Call, now: float, queue: bool) -> Message | None:
         try:
@@ -179,25 +183,33 @@ class PermitDesk:
             call.permit = got
             self._granted[(call.ask.worker_id, call.ask.request_id)] = call
             within = self.limiter.send_within(call.key)
+            start = got.granted_at  # the limiter's clock: ``now``, or later if granted ahead
             return Grant(
                 request_id=call.ask.request_id,
                 permit_id=got.id,
-                queued=max(0.0, now - call.asked),
-                send_by=0.0 if within is None else now + SEND_SHARE * within,
+                queued=max(0.0, start - call.asked),
+                send_by=0.0 if within is None else start + SEND_SHARE * within,
+                not_before=start,
             )
         call.wake = got
         if queue:
-            self._waiting.append(call)
+            self._waiting.setdefault(call.key, deque()).append(call)
         return None
 
     def _withdraw(self, worker_id: str, request_id: int) -> None:
-        for call in [
-            c
-            for c in self._waiting
-            if (c.ask.worker_id, c.ask.request_id) == (worker_id, request_id)
-        ]:
-            self._waiting.remove(call)
-            self._release(call)
+        ids = (worker_id, request_id)
+        self._unqueue(lambda call: (call.ask.worker_id, call.ask.request_id) == ids)
+
+    def _unqueue(self, which: Callable[[_Call], bool]) -> None:
+        """Take the calls ``which`` picks out of the queues and free their money."""
+        for key, queue in list(self._waiting.items()):
+            for call in [c for c in queue if which(c)]:
+                queue.remove(call)
+                self._release(call)
+            if queue:
+                queue[0].wake = 0.0  # a new head: look at it afresh
+            else:
+                del self._waiting[key]
 
     def _release(self, call: _Call) -> None:
         if call.reservation is not None and self.ledger is not None:

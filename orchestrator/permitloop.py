@@ -77,7 +77,8 @@ class PermitLoop:
             os.write(self._wake_w, b"!")
 
     def _run(self) -> None:
-        priority.short_slice()
+        priority.quick()
+        priority.name_thread("pd-permits")
         while not self._stopping:
             self._take_pending()
             wake = self.metering.next_wake()
@@ -86,7 +87,7 @@ class PermitLoop:
                 if key.data is None:
                     os.read(self._wake_r, 4096)
                 elif key.data in self._conns:
-                    self._drain(key.data)
+                    self._read(key.data)
             self._send_all(self.metering.pump())
 
     def _take_pending(self) -> None:
@@ -95,23 +96,34 @@ class PermitLoop:
         for worker_id, role, conn in pending:
             old = self._current.get(worker_id)
             if old is not None and old in self._conns:
-                self._drain(old, until_end=True)  # the old process is dead: finish it first
+                self._drain(old)  # the old process is dead: finish it first
             self._conns[conn] = (worker_id, role)
             self._current[worker_id] = conn
             self._selector.register(conn, selectors.EVENT_READ, conn)
 
-    def _drain(self, conn: Connection, until_end: bool = False) -> None:
-        """Answer what ``conn`` holds; at its end (or, ``until_end``, once it stays
-        silent for a second: a dead process's pipe ends at once) give up its calls."""
+    def _read(self, conn: Connection) -> None:
+        """Answer the one message the selector found on ``conn`` (the next select finds
+        any more), or give up the worker's calls at the pipe's end."""
         worker_id, role = self._conns[conn]
         try:
-            while conn.poll(1.0 if until_end else 0):
+            message = from_bytes(conn.recv_bytes())
+        except (EOFError, OSError):
+            self._end(conn)
+            return
+        self._send_all(self.metering.handle(worker_id, role, message))
+
+    def _drain(self, conn: Connection) -> None:
+        """Answer what a dead process's pipe still holds (it ends at once; one that stays
+        silent for a second counts as ended), then give up its calls."""
+        worker_id, role = self._conns[conn]
+        with suppress(EOFError, OSError):
+            while conn.poll(1.0):
                 message = from_bytes(conn.recv_bytes())
                 self._send_all(self.metering.handle(worker_id, role, message))
-            if not until_end:
-                return
-        except (EOFError, OSError):
-            pass
+        self._end(conn)
+
+    def _end(self, conn: Connection) -> None:
+        worker_id, _ = self._conns[conn]
         del self._conns[conn]
         if self._current.get(worker_id) is conn:
             del self._current[worker_id]
@@ -124,5 +136,5 @@ class PermitLoop:
             conn = self._current.get(worker_id)
             if conn is None:
                 continue
-            with suppress(OSError):  # it died: the pipe's end comes through _drain
+            with suppress(OSError):  # it died: the pipe's end comes through _read
                 conn.send_bytes(answer.to_bytes())

@@ -516,7 +516,7 @@ def worker_main(
     """Process entry point (``side``: the permit pipe). Always says Ready (with the error
     if boot failed)."""
     child_setup()
-    priority.as_worker()
+    priority.as_worker(worker_id)
     signal.signal(signal.SIGTERM, _on_sigterm)
     channel = Channel(conn)
     try:

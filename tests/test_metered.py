@@ -19,9 +19,12 @@ class Desk:
     """The coordinator's end: answers each AcquireTokens with a Grant, the first
     ``late`` already past their send_by; ``silent`` asks get no answer at all."""
 
-    def __init__(self, conn: Connection, late: int = 0, silent: int = 0) -> None:
-        self.conn, self.late, self.silent = conn, late, silent
+    def __init__(
+        self, conn: Connection, late: int = 0, silent: int = 0, ahead: float = 0.0
+    ) -> None:
+        self.conn, self.late, self.silent, self.ahead = conn, late, silent, ahead
         self.got: list[Message] = []
+        self.starts: list[float] = []
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
 
@@ -41,7 +44,10 @@ class Desk:
 
     def answer(self, request_id: int, late: bool = False) -> None:
         deadline = time.monotonic() - 1 if late else time.monotonic() + 60
-        grant = Grant(request_id=request_id, permit_id=request_id, send_by=deadline)
+        start = time.monotonic() + self.ahead if self.ahead else 0.0
+        # As the desk does: a grant made ahead counts its wait up to its start as queued.
+        grant = Grant(request_id, request_id, self.ahead, send_by=deadline, not_before=start)
+        self.starts.append(start)
         self.conn.send_bytes(grant.to_bytes())
 
 
@@ -50,9 +56,11 @@ class Model:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.sent_at: list[float] = []
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         self.calls += 1
+        self.sent_at.append(time.monotonic())
         return ModelResponse("ok", [], "end_turn", Usage(10, 2))
 
 
@@ -75,6 +83,18 @@ def test_a_permit_past_its_send_by_is_returned_unused_and_asked_again() -> None:
     assert [d.status for d in done] == ["expired", "expired", "ok"]
     assert model.calls == 1  # never sent on an expired permit
     assert done[-1].permit_rtt is not None and done[-1].usage["input_tokens"] == 10
+
+
+def test_a_grant_that_came_ahead_of_its_start_holds_the_call_until_then() -> None:
+    ours, theirs = Pipe()
+    desk, model = Desk(theirs, ahead=0.2), Model()
+    provider = MeteredProvider(model, PermitClient("w1", ours), lambda r: (10, 100))
+    asked = time.monotonic()
+    provider.complete(request())
+    assert model.sent_at[0] >= desk.starts[0] > asked
+    # The round trip ends when the grant is usable: the hold until its start is queueing.
+    rtt = provider.permits.last_rtt
+    assert rtt is not None and 0 <= rtt < 0.1
 
 
 def test_a_stop_withdraws_the_ask_and_a_late_grant_for_it_is_skipped() -> None:

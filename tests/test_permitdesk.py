@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from orchestrator.ledger import CostLedger, PriceTable, cost
 from orchestrator.messages import AcquireTokens, CallDone, Deny, Grant
-from orchestrator.permitdesk import PermitDesk, parse_ratelimit_headers
+from orchestrator.permitdesk import GRANT_AHEAD, PermitDesk, parse_ratelimit_headers
 from orchestrator.providers.base import Usage
 from orchestrator.ratelimit import BucketLimits, RateLimiter
 
@@ -37,10 +39,29 @@ def test_requests_of_one_key_are_granted_in_arrival_order() -> None:
     assert isinstance(d.ask(ask(1), "dev", now=0.0), Grant)
     assert d.ask(ask(2, tokens=10), "dev", now=0.1) is None
     assert d.ask(ask(3, tokens=1), "dev", now=0.2) is None  # smaller, still waits its turn
-    assert d.next_wake() is not None and d.next_wake() >= 10.0
+    assert d.next_wake() is not None and d.next_wake() >= 10.0 - GRANT_AHEAD
     granted = d.pump(now=10.5)
     assert [(w, a.request_id) for w, a in granted] == [("w1", 2)]
     assert isinstance(granted[0][1], Grant) and granted[0][1].queued > 10.0
+
+
+def test_a_queued_call_is_granted_ahead_to_start_when_the_limiter_allows() -> None:
+    d = desk(requests=1)
+    first = d.ask(ask(1), "dev", now=0.0)
+    assert isinstance(first, Grant) and first.not_before == 0.0 and first.queued == 0.0
+    assert d.ask(ask(2), "dev", now=1.0) is None
+    wake = d.next_wake()
+    assert wake is not None
+    assert d.pump(now=wake - 0.001) == []  # not yet within the lead
+    [(worker, grant)] = d.pump(now=wake + GRANT_AHEAD / 2)
+    # It starts when the window lets it (the first grant's window ends at 10 s), not at
+    # the pump's time, and its wait in the queue runs to that start.
+    assert worker == "w1" and isinstance(grant, Grant)
+    assert grant.not_before == pytest.approx(10.0) and grant.queued == pytest.approx(9.0)
+    assert grant.not_before > wake + GRANT_AHEAD / 2
+    # Booked at its start: an ask a moment later (before that start) waits a whole window.
+    assert d.ask(ask(3), "dev", now=wake + GRANT_AHEAD / 2) is None
+    assert d.next_wake() == pytest.approx(20.0 - GRANT_AHEAD)
 
 
 def test_budget_denies_before_any_call_and_says_why() -> None:
