@@ -314,13 +314,20 @@ class Pipes:
 
 
 class Sampler(threading.Thread):
-    """Every 0.25 s: the machine's CPU busy share, and the coordinator's CPU time (it
-    exits with the run, so the last sample is kept)."""
+    """Every 0.25 s: the machine's CPU busy share, the coordinator's CPU time (it exits
+    with the run, so the last sample is kept), and that of the coordinator's forkserver
+    and its children (workers, merger): nobody this process waits for reaps them, so
+    ``RUSAGE_CHILDREN`` never sees their time."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid, self.coordinator, self.done = pid, 0.0, threading.Event()
         self.busy: list[tuple[float, float]] = []  # (monotonic, % of all cores)
+        self.forked: dict[int, float] = {}  # pid -> CPU seconds at its last sample
+
+    @property
+    def forked_cpu(self) -> float:
+        return sum(self.forked.values())
 
     def run(self) -> None:
         psutil.cpu_percent(None)
@@ -330,8 +337,22 @@ class Sampler(threading.Thread):
                 self.busy.append((time.monotonic(), psutil.cpu_percent(None)))
                 times = proc.cpu_times()
                 self.coordinator = times.user + times.system
+                self._sample_forked(proc)
         except psutil.Error:
             return
+
+    def _sample_forked(self, proc: psutil.Process) -> None:
+        for server in proc.children():
+            try:
+                if "forkserver" not in " ".join(server.cmdline()):
+                    continue
+                times = server.cpu_times()
+                self.forked[server.pid] = times.user + times.system  # its reaped ones below
+                for child in server.children():
+                    t = child.cpu_times()  # with the commands it ran and reaped
+                    self.forked[child.pid] = t.user + t.system + t.children_user + t.children_system
+            except psutil.Error:
+                continue
 
 
 @dataclass
@@ -431,6 +452,7 @@ def pd_run(
         wall = time.perf_counter() - start
         sampler.done.set()
         cpu_pd = _cpu(resource.getrusage(resource.RUSAGE_CHILDREN)) - _cpu(children)
+        cpu_pd += sampler.forked_cpu
         cpu_bench = _cpu(resource.getrusage(0)) - _cpu(own)
         loaded = pipes.stop_background() if pipes is not None else []
         log = list(server.requests)

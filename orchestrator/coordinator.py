@@ -80,7 +80,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         plan: RunPlan,
         store: RunStore,
         on_event: Callable[[dict[str, Any]], None] | None = None,
-        start_method: str = "spawn",
+        start_method: str | None = None,
     ) -> None:
         self.plan = plan
         self.store = store
@@ -88,7 +88,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         self.planning = plan.planning  # a goal mission: the graph comes from the producer
         self._plan_payload: dict[str, Any] | None = None
         self.on_event = on_event or (lambda event: None)
-        self.pool = WorkerPool(start_method)
+        self.pool = WorkerPool(start_method, preload=worker_modules(plan.provider.name))
         self.slots = {wid: Slot(wid, role) for wid, role in plan.workers}
         self.head = plan.start_head
         self.merges = MergeQueue()
@@ -532,3 +532,9 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             return
         self.store.write_state(run_snapshot(self, **final))
         self._state_dirty, self._state_written = False, now
+
+
+def worker_modules(provider: str) -> list[str]:
+    """What every worker of a run imports, for the forkserver to import once for all."""
+    sdk = {"anthropic": ["anthropic"], "openai": ["openai"]}.get(provider, [])
+    return ["orchestrator.worker", "orchestrator.merger", *sdk]
