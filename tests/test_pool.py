@@ -17,9 +17,10 @@ from orchestrator.pool import PoolEvent, WorkerPool
 from tests import workers_for_tests as targets
 
 
-@pytest.fixture
-def pool() -> Iterator[WorkerPool]:
-    pool = WorkerPool("spawn")
+@pytest.fixture(params=["spawn", "forkserver"])
+def pool(request: pytest.FixtureRequest) -> Iterator[WorkerPool]:
+    """Both ways pd starts workers: a forkserver's children have it as their parent."""
+    pool = WorkerPool(request.param, preload=["tests.workers_for_tests"])
     try:
         yield pool
     finally:
