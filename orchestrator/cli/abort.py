@@ -12,7 +12,6 @@ from orchestrator.cli.output import console
 from orchestrator.control import ControlRequest, coordinator_alive, kill_recorded, send_request
 from orchestrator.errors import BadInput
 from orchestrator.store import RunStore
-from orchestrator.worktree import WorktreeManager
 
 
 def abort(
@@ -49,6 +48,8 @@ def abort(
 
 def _clean_dead_run(store: RunStore) -> None:
     """No coordinator: kill what it left (same PID and start time only), drop worktrees."""
+    from orchestrator.worktree import WorktreeManager
+
     state = store.read_state() or {}
     killed = kill_recorded(state)
     if state.get("repo"):

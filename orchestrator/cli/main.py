@@ -11,10 +11,7 @@ import typer
 from orchestrator import __version__
 from orchestrator.cli import abort, catalog, handoff, logs, plan, report, run, skills, status
 from orchestrator.cli.output import console, fail_line
-from orchestrator.composition import check_composition
 from orchestrator.errors import PdError
-from orchestrator.mission import resolve_mission_path
-from orchestrator.preflight import build_plan
 from orchestrator.store import workspace
 
 app = typer.Typer(
@@ -44,6 +41,10 @@ def validate(
     repo: Annotated[str | None, typer.Option(help="Check against this repository.")] = None,
 ) -> int:
     """Check a mission without running it: fields, roles, graph, repository, gate."""
+    from orchestrator.composition import check_composition
+    from orchestrator.mission import resolve_mission_path
+    from orchestrator.preflight import build_plan
+
     path = resolve_mission_path(mission)
     plan = build_plan(path, workspace(), repo_arg=repo)
     tasks = "tasks planned from the goal" if plan.planning else f"{len(plan.graph)} tasks"

@@ -9,9 +9,6 @@ from rich.table import Table
 
 from orchestrator.cli.output import console, print_json
 from orchestrator.cli.run import ADVANCED, _dollars
-from orchestrator.mission import resolve_mission_path
-from orchestrator.planning import parse_plan, team_of
-from orchestrator.preflight import build_plan
 from orchestrator.store import workspace
 
 
@@ -35,6 +32,10 @@ def plan(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every tool call.")] = False,
 ) -> int:
     """Print the task graph and its critical path; a goal mission is planned here first."""
+    from orchestrator.mission import resolve_mission_path
+    from orchestrator.planning import parse_plan, team_of
+    from orchestrator.preflight import build_plan
+
     path = resolve_mission_path(mission)
     run_plan = build_plan(
         path,

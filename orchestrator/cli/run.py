@@ -7,22 +7,17 @@ import subprocess
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator import planning
 from orchestrator.cli.output import console
-from orchestrator.cli.progress import ProgressPrinter
-from orchestrator.cli.report import print_report
 from orchestrator.control import coordinator_alive, kill_recorded
-from orchestrator.demo import create_sample_repo, fresh_dir
 from orchestrator.errors import BadInput
-from orchestrator.mission import resolve_mission_path, shipped_dir
-from orchestrator.preflight import RunPlan, build_plan
-from orchestrator.report import build_report
-from orchestrator.resume import rebuild
 from orchestrator.store import RunStore, new_run_id, workspace
+
+if TYPE_CHECKING:
+    from orchestrator.preflight import RunPlan
 
 ADVANCED = "Advanced"
 
@@ -72,6 +67,9 @@ def run(
     run_id: Annotated[str | None, typer.Option(hidden=True)] = None,
 ) -> int:
     """Run a mission on a repository until every task is merged, failed or aborted."""
+    from orchestrator.mission import resolve_mission_path
+    from orchestrator.preflight import build_plan
+
     home = workspace()
     path = resolve_mission_path(mission)
     options = {
@@ -102,6 +100,10 @@ def run(
 
 def execute(plan: RunPlan, store: RunStore, verbose: bool = False, quiet: bool = False) -> int:
     """Run a checked plan in this process and print the outcome."""
+    from orchestrator.cli.progress import ProgressPrinter
+    from orchestrator.cli.report import print_report
+    from orchestrator.report import build_report
+
     store.write_json("mission.json", plan.mission.model_dump(mode="json"))
     store.write_json(
         "plan.json",
@@ -177,6 +179,13 @@ def resume(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> int:
     """Go on with a run whose coordinator stopped: merged work is kept, the rest reruns."""
+    from orchestrator import planning
+    from orchestrator.cli.progress import ProgressPrinter
+    from orchestrator.cli.report import print_report
+    from orchestrator.preflight import build_plan
+    from orchestrator.report import build_report
+    from orchestrator.resume import rebuild
+
     store = RunStore.open(run_id)
     if coordinator_alive(store):
         raise BadInput(store.run_id, "the run is still running", "follow it with `pd status`")
@@ -221,6 +230,10 @@ def demo(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> int:
     """Offline demo: a sample repo, 6 tasks, a team of 8, a rejection and a retry."""
+    from orchestrator.demo import create_sample_repo, fresh_dir
+    from orchestrator.mission import shipped_dir
+    from orchestrator.preflight import build_plan
+
     target = fresh_dir(Path(directory or "pd-demo").resolve(), explicit=directory is not None)
     create_sample_repo(target)
     # The sample's gate runs `python -m pytest`: use this interpreter, which has pytest.

@@ -1,0 +1,43 @@
+"""The CLI's start-up: every ``pd`` command pays for what the CLI imports before it runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+# What only the commands that need them import: missions and plans (pydantic, GitPython,
+# JSON Schema), the coordinator, the worker side, the SDKs.
+HEAVY = [
+    "orchestrator.mission",
+    "orchestrator.preflight",
+    "orchestrator.coordinator",
+    "orchestrator.worker",
+    "orchestrator.worktree",
+    "orchestrator.skillset.registry",
+    "git",
+    "pydantic",
+    "jsonschema",
+    "anthropic",
+    "openai",
+]
+
+
+def test_building_the_cli_imports_none_of_the_run_time_modules() -> None:
+    probe = (
+        "import json, sys; import orchestrator.cli.main; "
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_help_still_lists_every_command() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    for command in ["run", "resume", "demo", "status", "logs", "abort", "handoff", "report"]:
+        assert command in out.stdout
+    for command in ["plan", "validate", "roles", "missions", "skills"]:
+        assert command in out.stdout
