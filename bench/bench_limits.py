@@ -94,6 +94,7 @@ def _install():
     def traced_acquire(self, ask, should_stop):
         sent = time.monotonic()
         request_id, permit_id = acquire(self, ask, should_stop)
+        local.w, local.r = self.worker_id, request_id
         log(k="acq", w=self.worker_id, r=request_id, sent=sent, got=local.got,
             go=time.monotonic(), task=ask.get("task_id"), n=getattr(local, "n", None))
         return request_id, permit_id
@@ -107,6 +108,16 @@ def _install():
         return complete(self, request)
 
     metered.MeteredProvider.complete = traced_complete
+    from orchestrator.providers import sdkgate
+
+    gate = sdkgate.SendGate.__call__
+
+    def traced_gate(self, request):
+        log(k="gate", w=getattr(local, "w", None), r=getattr(local, "r", None),
+            now=time.monotonic())
+        return gate(self, request)
+
+    sdkgate.SendGate.__call__ = traced_gate
     ask = permitdesk.PermitDesk.ask
 
     def traced_ask(self, message, role, now):
@@ -324,6 +335,7 @@ class Sampler(threading.Thread):
         self.pid, self.coordinator, self.done = pid, 0.0, threading.Event()
         self.busy: list[tuple[float, float]] = []  # (monotonic, % of all cores)
         self.forked: dict[int, float] = {}  # pid -> CPU seconds at its last sample
+        self.steal = 0.0  # CPU seconds the hypervisor gave other guests (0 off a VM)
 
     @property
     def forked_cpu(self) -> float:
@@ -331,10 +343,12 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         psutil.cpu_percent(None)
+        stolen = getattr(psutil.cpu_times(), "steal", 0.0)
         try:
             proc = psutil.Process(self.pid)
             while not self.done.wait(0.25):
                 self.busy.append((time.monotonic(), psutil.cpu_percent(None)))
+                self.steal = getattr(psutil.cpu_times(), "steal", 0.0) - stolen
                 times = proc.cpu_times()
                 self.coordinator = times.user + times.system
                 self._sample_forked(proc)
@@ -683,6 +697,8 @@ def analyse(
         f"about {others:.1f} s; {machine / (cores * result.wall):.0%} of {cores} cores busy "
         f"over the run" + (f", {statistics.mean(busy):.0f}% while saturated" if busy else "")
     )
+    if result.sampler and result.sampler.steal:  # a VM's host busy elsewhere: noisy figures
+        say(f"    steal: the host ran other guests for {result.sampler.steal:.2f} s of CPU")
     rows = [Row("429s caused by pd", f"{len(refused)}", "= 0", mark=mark(not refused))]
     for bucket in BUCKETS:
         fits = peak[bucket] <= limits[bucket]
@@ -777,6 +793,7 @@ def trace_report(result: RunResult, p: Phases, margin: float) -> None:
     acq = {key(r): r for r in result.trace if r["k"] == "acq"}
     asked = {key(r): r for r in result.trace if r["k"] == "ask"}
     granted = {key(r): r for r in result.trace if r["k"] == "grant"}
+    gated = {key(r): r for r in result.trace if r["k"] == "gate" and r["w"]}
     arrivals: dict[tuple, list[float]] = {}
     for e in result.log:
         if e["status"] in (200, 429) and "task" in e:
@@ -797,9 +814,13 @@ def trace_report(result: RunResult, p: Phases, margin: float) -> None:
         add("start -> worker has it (< 0: ahead)", up, a["got"] - grant)
         add("queued in the limiter (until start)", up, grant - ask)
         add("start -> worker sends the call", up, a["go"] - grant)
+        if k in gated:
+            add("worker sends -> the SDK's request hook", up, gated[k]["now"] - a["go"])
         seen = [t for t in arrivals.get((a["task"], a["n"]), []) if t >= grant]
         if seen:
             add("start -> server admits the request", up, min(seen) - grant)
+            if k in gated:
+                add("request hook -> server admits", up, min(seen) - gated[k]["now"])
     say(f"    trace (pd's margin covers start -> admission: {ms(margin)}):")
     for name, split in legs.items():
         say(f"      {name:<44} starting: {spread(split[False])}")

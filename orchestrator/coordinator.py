@@ -537,4 +537,5 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
 def worker_modules(provider: str) -> list[str]:
     """What every worker of a run imports, for the forkserver to import once for all."""
     sdk = {"anthropic": ["anthropic"], "openai": ["openai"]}.get(provider, [])
-    return ["orchestrator.worker", "orchestrator.merger", *sdk]
+    warm = ["orchestrator.providers.prewarm"] if sdk else []
+    return ["orchestrator.worker", "orchestrator.merger", *sdk, *warm]

@@ -14,13 +14,14 @@ import random
 import select
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from multiprocessing.connection import Connection
 
 from orchestrator import priority
 from orchestrator.errors import AttemptEnded, PdError, ProviderError
 from orchestrator.messages import AcquireTokens, CallDone, Deny, Grant, Message, from_bytes
 from orchestrator.providers.base import ModelRequest, ModelResponse, Provider
-from orchestrator.providers.errors import FatalError, RetryableError
+from orchestrator.providers.errors import FatalError, PermitExpired, RetryableError
 from orchestrator.providers.estimate import estimate_input_tokens
 
 RATE_LIMITED = {429, 529}
@@ -146,7 +147,10 @@ class MeteredProvider:
                 self.permits.done(request_id, permit_id, "expired")
                 continue
             try:
-                response = self.inner.complete(request)
+                response = self.inner.complete(replace(request, send_by=self.permits.send_by))
+            except PermitExpired:  # found so just before sending, by the provider's SendGate
+                self.permits.done(request_id, permit_id, "expired")
+                continue
             except RetryableError as exc:
                 last, retry = exc, retry + 1
                 # Rate limited: the coordinator pauses everyone until retry-after (or a

@@ -144,6 +144,9 @@ class Worker:
         if options["name"] == "command":
             return None
         provider: Provider = make_provider(**options)
+        warm = getattr(provider, "warm", None)
+        if warm is not None:  # the SDKs: their first-use work done now, not on a permit's clock
+            warm()
         if self.config.record:
             part = self.store.dir / PARTS / f"{self.id}.jsonl"
             provider = RecordingProvider(provider, part)

@@ -13,6 +13,7 @@ from orchestrator.errors import AttemptEnded
 from orchestrator.messages import AcquireTokens, CallDone, Grant, Message, from_bytes
 from orchestrator.metered import MeteredProvider, PermitClient
 from orchestrator.providers.base import ModelRequest, ModelResponse, Usage
+from orchestrator.providers.errors import PermitExpired
 
 
 class Desk:
@@ -83,6 +84,29 @@ def test_a_permit_past_its_send_by_is_returned_unused_and_asked_again() -> None:
     assert [d.status for d in done] == ["expired", "expired", "ok"]
     assert model.calls == 1  # never sent on an expired permit
     assert done[-1].permit_rtt is not None and done[-1].usage["input_tokens"] == 10
+
+
+class LateOnce(Model):
+    """Its first request finds the permit run out at the last moment (a starved SDK)."""
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        if self.calls == 0 and not self.sent_at:
+            self.sent_at.append(-1.0)
+            raise PermitExpired("the rate-limit permit ran out before the request was sent")
+        return super().complete(request)
+
+
+def test_a_request_stopped_at_the_last_moment_is_returned_unused_and_asked_again() -> None:
+    ours, theirs = Pipe()
+    desk, model = Desk(theirs), LateOnce()
+    provider = MeteredProvider(model, PermitClient("w1", ours), lambda r: (10, 100), max_retries=0)
+    assert provider.complete(request()).text == "ok"
+    ours.close()
+    desk.thread.join(2)
+    done = [m for m in desk.got if isinstance(m, CallDone)]
+    asks = [m for m in desk.got if isinstance(m, AcquireTokens)]
+    assert [d.status for d in done] == ["expired", "ok"] and len(asks) == 2
+    assert model.calls == 1
 
 
 def test_a_grant_that_came_ahead_of_its_start_holds_the_call_until_then() -> None:

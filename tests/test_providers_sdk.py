@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from orchestrator.errors import ProviderError
 from orchestrator.providers import make_provider
 from orchestrator.providers.anthropic import AnthropicProvider
 from orchestrator.providers.base import ModelRequest, Usage
-from orchestrator.providers.errors import FatalError, RetryableError
+from orchestrator.providers.errors import FatalError, PermitExpired, RetryableError
 from orchestrator.providers.estimate import estimate_input_tokens
 from orchestrator.providers.openai import OpenAIProvider, is_official, to_openai_messages
 from orchestrator.tools import Toolbox
@@ -251,6 +253,26 @@ def test_a_timeout_and_a_dead_server_are_retryable(kind: str) -> None:
         dead = provider(kind, server)
     with pytest.raises(RetryableError, match="connection failed"):
         dead.complete(request())
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_a_request_whose_permit_ran_out_is_stopped_before_it_is_sent(kind: str) -> None:
+    with LocalAPIServer(["late", "in time"], api_key=KEY) as server:
+        model = provider(kind, server)
+        with pytest.raises(PermitExpired):
+            model.complete(replace(request(), send_by=time.monotonic() - 0.001))
+        assert server.requests == []  # it never reached the server
+        fresh = model.complete(replace(request(), send_by=time.monotonic() + 60))
+    assert fresh.text == "late" and len(server.requests) == 1
+
+
+@pytest.mark.parametrize("kind", PROVIDERS)
+def test_warming_up_goes_down_the_sdks_path_but_sends_nothing(kind: str) -> None:
+    with LocalAPIServer(["first"], api_key=KEY) as server:
+        model = provider(kind, server)
+        model.warm()
+        assert server.requests == []
+        assert model.complete(request()).text == "first"  # the gate lets real calls by
 
 
 @pytest.mark.parametrize("kind", PROVIDERS)

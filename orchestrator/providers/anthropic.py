@@ -7,6 +7,7 @@ which together form the prefix every turn of every task of a role repeats.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -22,6 +23,7 @@ from orchestrator.providers.errors import (
     says_spend_limit,
     status_error,
 )
+from orchestrator.providers.sdkgate import SendGate, warm_up
 
 _EPHEMERAL = {"type": "ephemeral"}
 
@@ -40,14 +42,28 @@ class AnthropicProvider:
         self.base_url = base_url
         self.timeout = timeout
         self._secret = api_key
+        self.gate = SendGate()
         self._client = anthropic.Anthropic(
-            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=0,
+            http_client=anthropic.DefaultHttpxClient(event_hooks={"request": [self.gate]}),
         )
 
     def __repr__(self) -> str:
         return f"AnthropicProvider(model={self.model!r}, base_url={self.base_url!r})"
 
+    def warm(self) -> None:
+        """The SDK's first-use work, done ahead: its request path (stopped at the gate:
+        nothing is sent) and its response models (built from a sample answer)."""
+        warm_up(self.complete, self.model)
+        # Best effort: a newer SDK whose models differ only misses the head start.
+        with contextlib.suppress(Exception):
+            _response(anthropic.types.Message.construct(**_sample(self.model)), {})
+
     def complete(self, request: ModelRequest) -> ModelResponse:
+        self.gate.send_by = request.send_by
         return call_sdk(  # type: ignore[no-any-return]
             "anthropic",
             lambda: self._client.messages.with_raw_response.create(**self.params(request)),
@@ -132,3 +148,25 @@ def _response(message: Any, headers: dict[str, str]) -> ModelResponse:
         model=str(message.model),
         headers=headers,
     )
+
+
+def _sample(model: str) -> dict[str, Any]:
+    """An answer as the API sends it, for ``warm``."""
+    return {
+        "id": "msg_warm",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [
+            {"type": "text", "text": "-"},
+            {"type": "tool_use", "id": "toolu_warm", "name": "finish", "input": {}},
+        ],
+        "stop_reason": "tool_use",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 1,
+            "output_tokens": 1,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
+    }

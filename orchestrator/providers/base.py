@@ -58,6 +58,7 @@ class ModelRequest:
     model: str
     task_id: str
     attempt: int
+    send_by: float = 0.0  # time.monotonic() after which the request must not go out (0: any)
 
 
 @dataclass

@@ -48,6 +48,10 @@ class FatalError(ProviderError):
         self.spend_limit = spend_limit
 
 
+class PermitExpired(ProviderError):
+    """The call's permit ran out before its request went out; it was not sent."""
+
+
 def status_error(
     provider: str,
     status: int,
@@ -118,7 +122,9 @@ def call_sdk(
     try:
         raw = create()
     except sdk_error as exc:
-        problem = failure(exc)
+        # The SDK wraps what a request hook raised as a connection error.
+        cause = exc.__cause__
+        problem = cause if isinstance(cause, PermitExpired) else failure(exc)
     else:
         headers = limit_headers(raw.headers)
         try:

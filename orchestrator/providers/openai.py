@@ -8,6 +8,7 @@ assistant ``tool_use`` blocks become ``tool_calls``, user ``tool_result`` blocks
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -23,6 +24,7 @@ from orchestrator.providers.errors import (
     says_spend_limit,
     status_error,
 )
+from orchestrator.providers.sdkgate import SendGate, warm_up
 
 _STOP = {"tool_calls": "tool_use", "stop": "end_turn", "length": "max_tokens"}
 
@@ -46,15 +48,29 @@ class OpenAIProvider:
         self.base_url = base_url
         self.timeout = timeout
         self._secret = api_key
+        self.gate = SendGate()
         self._client = openai.OpenAI(
-            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=0,
+            http_client=openai.DefaultHttpxClient(event_hooks={"request": [self.gate]}),
         )
         self.official = is_official(self._client.base_url.host)
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(model={self.model!r}, base_url={self.base_url!r})"
 
+    def warm(self) -> None:
+        """The SDK's first-use work, done ahead: its request path (stopped at the gate:
+        nothing is sent) and its response models (built from a sample answer)."""
+        warm_up(self.complete, self.model)
+        # Best effort: a newer SDK whose models differ only misses the head start.
+        with contextlib.suppress(Exception):
+            _response(openai.types.chat.ChatCompletion.construct(**_sample(self.model)), {})
+
     def complete(self, request: ModelRequest) -> ModelResponse:
+        self.gate.send_by = request.send_by
         return call_sdk(  # type: ignore[no-any-return]
             "openai",
             lambda: self._client.chat.completions.with_raw_response.create(**self.params(request)),
@@ -213,3 +229,36 @@ def _response(completion: Any, headers: dict[str, str]) -> ModelResponse:
         model=str(completion.model),
         headers=headers,
     )
+
+
+def _sample(model: str) -> dict[str, Any]:
+    """An answer as the API sends it, for ``warm``."""
+    return {
+        "id": "chatcmpl-warm",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls",
+                "message": {
+                    "role": "assistant",
+                    "content": "-",
+                    "tool_calls": [
+                        {
+                            "id": "call_warm",
+                            "type": "function",
+                            "function": {"name": "finish", "arguments": "{}"},
+                        }
+                    ],
+                },
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 1,
+            "completion_tokens": 1,
+            "total_tokens": 2,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        },
+    }
