@@ -10,7 +10,12 @@ as the mission's ``rate_limits``). Printed, never asserted:
 - the most any sliding window held, per bucket, from the server's own log, vs the limit;
 - utilisation of the binding limit while all 16 workers are up and have work;
 - the permit round trip (``permit_rtt`` of the ``usage`` events) vs a bare
-  ``multiprocessing.Pipe`` round trip measured in the same run, idle and under load.
+  ``multiprocessing.Pipe`` round trip measured in the same run, idle and under load. It
+  is the time from the ask until the grant is in the worker's hands and usable, less
+  the limiter's own wait. A queued call's grant is sent up to ``GRANT_AHEAD`` before its
+  start, so for those it is the ask's way to the coordinator plus any lateness of the
+  grant past its start; ``--trace`` shows the grant's own way back as a leg of its own.
+  The header says how the permit threads are scheduled here (real-time where allowed).
 
 ``--trace`` also times each permit's legs, the grant-to-arrival delay the limiter's
 margin must cover, and the coordinator loop's steps (a shim in every pd process).
@@ -41,6 +46,7 @@ from typing import Any
 import psutil
 from _common import GIT_ENV, echo, pct, run_git, say
 
+from orchestrator import priority
 from orchestrator.apiserver import LocalAPIServer, Reply, max_window_usage
 from orchestrator.messages import AcquireTokens
 from orchestrator.ratelimit import default_margin
@@ -170,6 +176,17 @@ if _TRACE:
     except ImportError:  # not pd's interpreter
         pass
 '''
+
+
+def permit_scheduling() -> str:
+    """What pd's permit threads get here (``orchestrator.priority``), asked in a thread
+    of our own that ends at once."""
+    got: list[str] = []
+    probe = threading.Thread(target=lambda: got.append(priority.quick()))
+    probe.start()
+    probe.join()
+    off = " (PD_REALTIME=0)" if os.environ.get(priority.REALTIME_ENV) == "0" else ""
+    return f"{got[0]}{off}"
 
 
 def ms(seconds: float) -> str:
@@ -869,7 +886,7 @@ def main(argv: list[str] | None = None) -> int:
     say(
         f"pd limits bench ({'quick' if args.quick else 'full'}); python "
         f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.1f}"
+        f"{os.getloadavg()[0]:.1f}; permit waits: {permit_scheduling()}"
     )
     shim = {}
     if args.trace:
