@@ -51,6 +51,7 @@ from orchestrator.permitloop import PermitLoop
 from orchestrator.planning import PLAN_ID
 from orchestrator.pool import PoolEvent, WorkerPool, child_setup, create_time_of
 from orchestrator.preflight import RunPlan
+from orchestrator.providers import preload_modules
 from orchestrator.reviewflow import ReviewFlow
 from orchestrator.scheduling import fits, match
 from orchestrator.snapshot import Slot, run_snapshot
@@ -65,6 +66,8 @@ TICK = 0.2
 # How long a thread may hold the GIL while another wants it (CPython's default: 5 ms).
 # The permit thread answers within this even while the main loop runs Python code.
 SWITCH_INTERVAL = 0.00005
+# What every child imports, for the forkserver to import once for all of them.
+CHILD_MODULES = ("orchestrator.worker", "orchestrator.merger")
 
 
 def _merger_entry(conn: Any, worker_id: str, config: dict[str, Any]) -> None:
@@ -88,7 +91,8 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         self.planning = plan.planning  # a goal mission: the graph comes from the producer
         self._plan_payload: dict[str, Any] | None = None
         self.on_event = on_event or (lambda event: None)
-        self.pool = WorkerPool(start_method, preload=worker_modules(plan.provider.name))
+        preload = [*CHILD_MODULES, *preload_modules(plan.provider.name)]
+        self.pool = WorkerPool(start_method, preload=preload)
         self.slots = {wid: Slot(wid, role) for wid, role in plan.workers}
         self.head = plan.start_head
         self.merges = MergeQueue()
@@ -532,10 +536,3 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             return
         self.store.write_state(run_snapshot(self, **final))
         self._state_dirty, self._state_written = False, now
-
-
-def worker_modules(provider: str) -> list[str]:
-    """What every worker of a run imports, for the forkserver to import once for all."""
-    sdk = {"anthropic": ["anthropic"], "openai": ["openai"]}.get(provider, [])
-    warm = ["orchestrator.providers.prewarm"] if sdk else []
-    return ["orchestrator.worker", "orchestrator.merger", *sdk, *warm]

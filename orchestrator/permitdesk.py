@@ -46,7 +46,7 @@ class _Call:
     permit: Permit | None = None
     wake: float = 0.0
     asked: float = 0.0
-    key: str = ""  # the limiter key, "provider/model"
+    key: str = field(init=False)  # the limiter key, "provider/model"
 
     def __post_init__(self) -> None:
         self.key = f"{self.ask.provider}/{self.ask.model}"

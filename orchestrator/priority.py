@@ -29,7 +29,12 @@ WORKER_NICE = 3
 SHORT_SLICE_NS = 100_000  # the shortest custom slice Linux accepts
 REALTIME_PRIORITY = 1  # the lowest: above every normal task, below the kernel's own threads
 REALTIME_ENV = "PD_REALTIME"  # "0": never ask for real-time scheduling
-_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}
+# sched_setattr's syscall number here; None where there is none (not Linux, other CPUs).
+_SCHED_SETATTR = (
+    {"x86_64": 314, "aarch64": 274}.get(platform.machine())
+    if platform.system() == "Linux"
+    else None
+)
 _RESET_ON_FORK = 0x01
 _PR_SET_NAME = 15
 _refused = False  # the OS said no once: do not ask again in this process
@@ -56,8 +61,7 @@ def _libc() -> ctypes.CDLL:
 def short_slice() -> bool:
     """Normal scheduling with a short time slice for the calling thread; False where
     not possible."""
-    number = _SCHED_SETATTR.get(platform.machine())
-    if os.name != "posix" or platform.system() != "Linux" or number is None:
+    if _SCHED_SETATTR is None:
         return False
     try:
         libc = _libc()
@@ -65,7 +69,7 @@ def short_slice() -> bool:
         attr = _SchedAttr(
             ctypes.sizeof(_SchedAttr), 0, _RESET_ON_FORK, nice, 0, SHORT_SLICE_NS, 0, 0
         )
-        return libc.syscall(number, 0, ctypes.byref(attr), 0) == 0
+        return libc.syscall(_SCHED_SETATTR, 0, ctypes.byref(attr), 0) == 0
     except (OSError, AttributeError, ValueError):
         return False
 

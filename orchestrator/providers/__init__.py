@@ -24,6 +24,7 @@ __all__ = [
     "ToolCall",
     "Usage",
     "make_provider",
+    "preload_modules",
 ]
 
 
@@ -42,6 +43,14 @@ def make_provider(name: str, **options: Any) -> Provider:
 
 
 _KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+
+
+def preload_modules(name: str) -> list[str]:
+    """For provider ``name``: its SDK, then the module that warms it (``prewarm``), for the
+    workers' forkserver to import once for all of them; nothing for the others."""
+    return [name, "orchestrator.providers.prewarm"] if name in _KEY_VARIABLES else []
+
+
 _API_OPTIONS = {"model", "api_key", "base_url", "timeout"}
 
 

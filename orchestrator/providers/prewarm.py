@@ -1,4 +1,4 @@
-"""Imported last by the workers' forkserver (see ``coordinator.worker_modules``).
+"""Imported last by the workers' forkserver (see ``providers.preload_modules``).
 
 It makes one call through each SDK the forkserver imported before it, to a local API
 server on loopback (``orchestrator.apiserver``; nothing leaves the machine, nothing is

@@ -38,6 +38,7 @@ def warm_up(complete: Callable[[ModelRequest], ModelResponse], model: str) -> No
     """Go down the SDK's whole request path once, stopped at the gate, so that a worker's
     first real call does not pay for first-use work while its permit's clock runs. Nothing
     is sent: the gate sees a deadline long past."""
-    request = ModelRequest("", [{"role": "user", "content": "-"}], [], 1, model, "", 0, 1e-9)
+    prompt = [{"role": "user", "content": "-"}]
+    request = ModelRequest("", prompt, [], 1, model, "", 0, send_by=1e-9)
     with contextlib.suppress(ProviderError):
         complete(request)
