@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.agent import build_handoff
-from orchestrator.gitutil import git, identity_env
+from orchestrator.gitutil import git, git_full, identity_env
 from orchestrator.messages import Assign
 from orchestrator.store import write_atomic
 from orchestrator.tools import Toolbox
@@ -109,3 +109,24 @@ def commit_work(
     # list what other tasks merged into the target meanwhile.
     changed = git(path, "diff", "--name-only", f"{assign.target_head}...{commit}").splitlines()
     return commit, changed
+
+
+NOTHING_CHANGED = (
+    "the attempt finished without changing any file, so there is nothing to merge. Make "
+    "the change the task asks for (check that your edits applied: the target branch may "
+    "have moved since an earlier attempt); if the target branch already holds it, call "
+    "finish with already_in_target naming the commit that does."
+)
+
+
+def commit_in_target(path: Path, claim: str, target_head: str) -> str | None:
+    """The commit ``claim`` names, if the target (at ``target_head``) contains it.
+
+    An attempt that changed nothing may say its work is already in the target; pd takes
+    that only for a real commit of the target's history, never for a branch of its own.
+    """
+    sha = git(path, "rev-parse", "-q", "--verify", f"{claim}^{{commit}}", check=False)
+    if not sha:
+        return None
+    code = git_full(path, "merge-base", "--is-ancestor", sha, target_head)[0]
+    return sha if code == 0 else None

@@ -56,7 +56,7 @@ from orchestrator.reviewflow import ReviewFlow
 from orchestrator.scheduling import fits, match
 from orchestrator.snapshot import Slot, run_snapshot
 from orchestrator.store import RunStore
-from orchestrator.taskgraph import TaskState
+from orchestrator.taskgraph import LANDED, TaskState
 from orchestrator.worker import worker_main
 from orchestrator.worktree import WorktreeManager, exclude_from_status
 
@@ -206,8 +206,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             changed = [
                 t.id
                 for t in self.graph
-                if t.state
-                not in (TaskState.MERGED, TaskState.FAILED, TaskState.BLOCKED, TaskState.ABORTED)
+                if t.state not in (*LANDED, TaskState.FAILED, TaskState.BLOCKED, TaskState.ABORTED)
             ]
             self.graph.abort_all()
             self.emit("run_aborted", reason=self.abort_reason, tasks=changed)
@@ -224,7 +223,8 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         if self.plan.record and (cassette := recorder.assemble(self.store.dir)):
             self.emit("cassette_recorded", path=str(cassette))
         counts = self.graph.counts()
-        merged_all = counts.get("merged", 0) == len(self.graph) and not self._unplanned()
+        landed = sum(counts.get(str(state), 0) for state in LANDED)
+        merged_all = landed == len(self.graph) and not self._unplanned()
         code = 130 if self.abort_reason else (0 if merged_all else 1)
         status = "aborted" if self.abort_reason else ("finished" if merged_all else "failed")
         if self._halted() and not self.abort_reason and not merged_all:
@@ -411,6 +411,9 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         self._release(slot, message.task_id)
         if self.graph.get(message.task_id).state is not TaskState.RUNNING:
             return  # aborted meanwhile: its branch stays, it is not merged
+        if message.already_merged:
+            self._already_merged(message.task_id, message.attempt, message.commit)
+            return
         state = self.graph.submitted(
             message.task_id, message.branch, message.commit, message.summary
         )

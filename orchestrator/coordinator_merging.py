@@ -49,6 +49,9 @@ class MergeSteps:
     def _merge_result(self: Coordinator, result: MergeResult) -> None:
         self.merges.finished()
         task = self.graph.get(result.task_id)
+        if result.already_merged and task.state is TaskState.MERGING:
+            self._already_merged(task.id, result.attempt, result.head)
+            return
         if result.merged:
             self.head = result.head
             if task.state is TaskState.MERGING:
@@ -75,6 +78,13 @@ class MergeSteps:
             log_tail=result.log_tail,
         )
         self._attempt_failed(result.task_id, f"{result.reason}\n{detail}".strip())
+
+    def _already_merged(self: Coordinator, task_id: str, attempt: int, commit: str) -> None:
+        """The task's change is in the target already (at ``commit``): recorded as its
+        own outcome, never as a merge, and dependents may start."""
+        self.graph.already_merged(task_id, commit)
+        self.emit("task_already_merged", task=task_id, attempt=attempt, commit=commit)
+        self._log_session(self.graph.get(task_id))
 
     def _log_session(self: Coordinator, task: Any) -> None:
         summary = " ".join((task.summary or "").split())[:300]

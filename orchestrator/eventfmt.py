@@ -37,6 +37,9 @@ FORMATS: dict[str, Any] = {
     "merge_started": lambda e: f"merge ⇢ {e['task']}",
     "task_merged": lambda e: f"merge ✓ {e['task']} → {_short(e['head'])} ({e['seconds']}s)",
     "task_rejected": lambda e: f"merge ✗ {e['task']}: {e['reason']}",
+    "task_already_merged": lambda e: (
+        f"{e['task']} changed nothing: already in the target at {_short(e['commit'])}"
+    ),
     "attempt_failed": lambda e: (
         f"{e['task']} attempt {e['attempt']} failed: {_first_line(e['reason'])} → {e['state']}"
     ),

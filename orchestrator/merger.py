@@ -91,7 +91,7 @@ class Merger:
                 reason = f"conflict with {self.config.target_branch} in: {', '.join(conflicts)}"
                 return self._rejected(req, reason, conflicts=conflicts)
             if self._tree(candidate) == self._tree(old):
-                return self._merged(req, old, "no-op: merge changes nothing")
+                return self._already(req, old)
             rejection = self._gate(req, candidate, round_)
             if rejection is not None:
                 return rejection
@@ -193,6 +193,14 @@ class Merger:
     def _merged(self, req: MergeRequest, head: str, reason: str = "") -> MergeResult:
         self._log(f"{req.task_id}#{req.attempt}: merged, head {head[:12]} {reason}".rstrip())
         return MergeResult(req.task_id, req.attempt, merged=True, head=head, reason=reason)
+
+    def _already(self, req: MergeRequest, head: str) -> MergeResult:
+        """The target already holds the same tree: nothing of the branch lands."""
+        self._log(f"{req.task_id}#{req.attempt}: already in {self.config.target_branch}")
+        reason = f"{self.config.target_branch} already holds these changes"
+        return MergeResult(
+            req.task_id, req.attempt, merged=False, head=head, reason=reason, already_merged=True
+        )
 
     def _rejected(
         self, req: MergeRequest, reason: str, conflicts: list[str] | None = None, tail: str = ""

@@ -154,6 +154,9 @@ class TaskDone(Message):
     summary: str
     changed_files: list[str] = field(default_factory=list)
     skills: dict[str, list[str]] = field(default_factory=dict)  # offered, used
+    # No change of its own: the agent named ``commit``, already in the target, as the one
+    # holding the work (checked by the worker).
+    already_merged: bool = False
 
 
 @dataclass
@@ -224,6 +227,9 @@ class MergeResult(Message):
     conflicts: list[str] = field(default_factory=list)
     log_tail: str = ""
     seconds: float = 0.0
+    # The merge would change nothing: the target already holds the same tree. Not merged
+    # (nothing of the branch lands), but its work is there.
+    already_merged: bool = False
 
 
 # ---- permits: worker <-> coordinator, around every model call ---------------------

@@ -67,6 +67,8 @@ def build_report(store: RunStore) -> dict[str, Any]:
             task["reviews"].append(review_entry(event))
         elif kind == "task_merged" and task is not None:
             task["merged_at"] = event["head"]
+        elif kind == "task_already_merged" and task is not None:
+            task["already_in"] = event["commit"]
         elif kind == "worker_crashed":
             crashes.append(
                 {

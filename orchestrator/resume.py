@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.gitutil import is_ancestor
-from orchestrator.taskgraph import TaskGraph, TaskState
+from orchestrator.taskgraph import LANDED, TaskGraph, TaskState
 
 
 def rebuild(graph: TaskGraph, events: Iterable[dict[str, Any]], repo: Path, head: str) -> int:
@@ -45,7 +45,7 @@ def rebuild(graph: TaskGraph, events: Iterable[dict[str, Any]], repo: Path, head
             **entry.review_fields(),
         )
     graph.settle()
-    return sum(1 for e in record.values() if e.state is TaskState.MERGED)
+    return sum(1 for e in record.values() if e.state in LANDED)
 
 
 @dataclass
@@ -88,6 +88,8 @@ class _Entry:
             self.feedback.append(event["reason"])
         elif kind == "task_merged":
             self.state, self.commit = TaskState.MERGED, event["head"]
+        elif kind == "task_already_merged":
+            self.state, self.commit = TaskState.ALREADY_MERGED, event["commit"]
         elif kind == "task_rejected":
             self.start_from = None  # the next attempt starts over from the target
         elif kind == "attempt_handed_off":

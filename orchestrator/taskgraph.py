@@ -21,6 +21,9 @@ class TaskState(StrEnum):
     REVIEWING = "reviewing"  # submitted; a reviewer role judges it before the merge queue
     MERGING = "merging"
     MERGED = "merged"
+    # The attempt changed nothing because its change was already in the target (another
+    # task or commit made it): done, but nothing of this task's was merged.
+    ALREADY_MERGED = "already-merged"
     FAILED = "failed"
     BLOCKED = "blocked"
     ABORTED = "aborted"
@@ -28,6 +31,8 @@ class TaskState(StrEnum):
 
 # States a task can still leave; the run is done when no task is in one.
 ACTIVE = frozenset({TaskState.PENDING, TaskState.RUNNING, TaskState.REVIEWING, TaskState.MERGING})
+# States whose work is in the target: dependents may start.
+LANDED = frozenset({TaskState.MERGED, TaskState.ALREADY_MERGED})
 # States that never lead to MERGED, so tasks below them can never be ready.
 DEAD_ENDS = frozenset({TaskState.FAILED, TaskState.ABORTED, TaskState.BLOCKED})
 
@@ -210,7 +215,7 @@ class TaskGraph:
         return len(self._nodes)
 
     def _waiting_on(self, node: TaskNode) -> list[str]:
-        return [d for d in node.deps if self._nodes[d].state is not TaskState.MERGED]
+        return [d for d in node.deps if self._nodes[d].state not in LANDED]
 
     def ready(self) -> list[TaskNode]:
         """Pending tasks whose dependencies are all merged (so they start from code holding
@@ -322,6 +327,12 @@ class TaskGraph:
         """The merger moved the target to ``commit``; dependents may now become ready."""
         node = self._expect(task_id, "merge", TaskState.MERGING)
         node.state, node.commit = TaskState.MERGED, commit
+
+    def already_merged(self, task_id: str, commit: str) -> None:
+        """The attempt's change was already in the target at ``commit``: nothing to merge,
+        and dependents may start as if it had merged."""
+        node = self._expect(task_id, "mark already merged", TaskState.RUNNING, TaskState.MERGING)
+        node.state, node.commit = TaskState.ALREADY_MERGED, commit
 
     def attempt_failed(self, task_id: str, reason: str, handoff: str = "") -> TaskState:
         """An attempt ended without a merge (gate, conflict, agent error or crash alike).

@@ -94,8 +94,10 @@ _TOOLS: dict[str, tuple[str, dict[str, Any], list[str]]] = {
         ["command"],
     ),
     "finish": (
-        "Call when the task is done, with a short summary of what you changed.",
-        {"summary": _STR},
+        "Call when the task is done, with a short summary of what you changed. Finishing "
+        "with no changed files is refused, unless the change is already in the target "
+        "branch: then name the commit that holds it in already_in_target.",
+        {"summary": _STR, "already_in_target": _STR},
         ["summary"],
     ),
 }
@@ -348,8 +350,9 @@ class Toolbox:
         res = self.run(command, timeout)  # output already within output_cap, head and tail
         return ToolResult(f"exit code: {res.returncode}\n{res.output}", is_error=not res.ok)
 
-    def finish(self, summary: str) -> ToolResult:
-        return ToolResult("finished", finished=True, summary=summary)
+    def finish(self, summary: str, already_in_target: str | None = None) -> ToolResult:
+        final = {"already_in_target": already_in_target} if already_in_target else None
+        return ToolResult("finished", finished=True, summary=summary, final=final)
 
     def end(self, **given: Any) -> ToolResult:
         """The ending tool: accepted (the attempt is over) unless its check objects."""

@@ -22,7 +22,14 @@ from typing import Any
 
 from orchestrator import priority, procs
 from orchestrator.agent import AgentResult, run_agent
-from orchestrator.attempt import RunningNote, commit_work, context_block, task_prompt
+from orchestrator.attempt import (
+    NOTHING_CHANGED,
+    RunningNote,
+    commit_in_target,
+    commit_work,
+    context_block,
+    task_prompt,
+)
 from orchestrator.errors import PdError, ProviderError
 from orchestrator.messages import (
     AbortTask,
@@ -278,6 +285,8 @@ class Worker:
             self.config.role_id,
             [*self.worktrees.setup_files(path), *AGENT_ARTIFACTS],
         )
+        if not changed:
+            return self._nothing_changed(assign, path, result, skills)
         self.log(assign.task_id, f"done at {commit[:10]}: {len(changed)} files changed")
         return TaskDone(
             worker_id=self.id,
@@ -287,6 +296,40 @@ class Worker:
             commit=commit,
             summary=result.summary,
             changed_files=changed,
+            skills=skills,
+        )
+
+    def _nothing_changed(
+        self, assign: Assign, path: Path, result: AgentResult, skills: dict[str, list[str]]
+    ) -> Message:
+        """A finish with no change is not work to merge: a failed attempt, unless the
+        agent names a commit of the target that already holds the change."""
+        claim = str((result.final or {}).get("already_in_target") or "")
+        holder = commit_in_target(path, claim, assign.target_head) if claim else None
+        if holder is not None:
+            self.log(assign.task_id, f"no changes: already in the target at {holder[:10]}")
+            return TaskDone(
+                worker_id=self.id,
+                task_id=assign.task_id,
+                attempt=assign.attempt,
+                branch=assign.branch,
+                commit=holder,
+                summary=result.summary,
+                skills=skills,
+                already_merged=True,
+            )
+        reason = NOTHING_CHANGED
+        if claim:
+            reason = (
+                f"the attempt changed no file and named {claim!r} as already holding the "
+                f"work, but that is not a commit of the target branch. {NOTHING_CHANGED}"
+            )
+        self.log(assign.task_id, f"attempt {assign.attempt} failed: {reason}")
+        return TaskFailed(
+            worker_id=self.id,
+            task_id=assign.task_id,
+            attempt=assign.attempt,
+            reason=reason,
             skills=skills,
         )
 

@@ -183,13 +183,15 @@ def test_already_merged_is_a_no_op_without_gate(repo: Path, tmp_path: Path) -> N
     assert not marker.exists()
 
 
-def test_merge_that_changes_nothing_is_a_no_op_without_gate(repo: Path, tmp_path: Path) -> None:
+def test_merge_that_changes_nothing_is_already_merged_not_merged(
+    repo: Path, tmp_path: Path
+) -> None:
     feat = commit_files(repo, "pd/r/t1", {"b.py": "b = 2\n"})
     old = user_commit(repo, "b.py", "b = 2\n")
     marker = tmp_path / "gate-ran"
     result = Merger(config_for(repo, gate=f"touch {marker}")).merge(request(feat))
-    assert result.merged and result.head == old
-    assert result.reason.startswith("no-op")
+    assert not result.merged and result.already_merged and result.head == old
+    assert "already holds" in result.reason
     assert gitutil.rev_parse(repo, "main") == old
     assert not marker.exists()
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from orchestrator.taskgraph import GraphError, TaskGraph, TaskState
+from orchestrator.taskgraph import LANDED, GraphError, TaskGraph, TaskState
 
 
 def task(tid: str, *deps: str, **extra: object) -> dict[str, object]:
@@ -220,6 +220,7 @@ def test_abort_blocks_dependents_and_reports_changes() -> None:
         "reviewing": 0,
         "merging": 0,
         "merged": 1,
+        "already-merged": 0,
         "failed": 0,
         "blocked": 2,
         "aborted": 3,
@@ -348,6 +349,12 @@ class GraphMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.in_state(TaskState.RUNNING, TaskState.MERGING))
     @rule(data=st.data())
+    def already_merged(self, data: st.DataObject) -> None:
+        tid = data.draw(st.sampled_from(self.in_state(TaskState.RUNNING, TaskState.MERGING)))
+        self.graph.already_merged(tid, "def")
+
+    @precondition(lambda self: self.in_state(TaskState.RUNNING, TaskState.MERGING))
+    @rule(data=st.data())
     def fail(self, data: st.DataObject) -> None:
         tid = data.draw(st.sampled_from(self.in_state(TaskState.RUNNING, TaskState.MERGING)))
         node = self.graph.get(tid)
@@ -365,8 +372,8 @@ class GraphMachine(RuleBasedStateMachine):
     @invariant()
     def started_tasks_have_merged_deps(self) -> None:
         for node in self.graph:
-            if node.state in (TaskState.RUNNING, TaskState.MERGING, TaskState.MERGED):
-                assert all(self.graph.get(d).state is TaskState.MERGED for d in node.deps)
+            if node.state in (TaskState.RUNNING, TaskState.MERGING, *LANDED):
+                assert all(self.graph.get(d).state in LANDED for d in node.deps)
 
     @invariant()
     def attempts_are_bounded(self) -> None:
@@ -390,7 +397,7 @@ class GraphMachine(RuleBasedStateMachine):
             n.id
             for n in self.graph
             if n.state is TaskState.PENDING
-            and all(self.graph.get(d).state is TaskState.MERGED for d in n.deps)
+            and all(self.graph.get(d).state in LANDED for d in n.deps)
         }
         assert len(ready) == len(expected) and {n.id for n in ready} == expected
         keys = [(-n.critical_path, -n.priority, n.index) for n in ready]

@@ -10,6 +10,7 @@ from orchestrator.eventfmt import format_event
 
 STYLES = {
     "task_merged": "green",
+    "task_already_merged": "green",
     "task_rejected": "yellow",
     "attempt_failed": "yellow",
     "task_failed": "bold red",

@@ -11,7 +11,13 @@ from orchestrator.cli.output import console, print_json
 from orchestrator.report import build_report
 from orchestrator.store import RunStore
 
-STATE_STYLE = {"merged": "green", "failed": "red", "blocked": "red", "aborted": "yellow"}
+STATE_STYLE = {
+    "merged": "green",
+    "already-merged": "green",
+    "failed": "red",
+    "blocked": "red",
+    "aborted": "yellow",
+}
 
 
 def report(
