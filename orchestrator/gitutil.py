@@ -8,8 +8,11 @@ command in the wrong repository is the one mistake pd must never make.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -161,3 +164,44 @@ def git_dir(path: Path | str) -> Path:
 def toplevel(path: Path | str) -> Path:
     """Root of the working tree containing ``path``."""
     return Path(git(path, "rev-parse", "--show-toplevel"))
+
+
+_neutral_dirs: dict[str, Path] = {}
+
+
+def neutral_env(repo: Path | str) -> dict[str, str]:
+    """An environment in which git sees only ``repo``'s objects: no config, attributes,
+    hooks or merge drivers of the repository, the user or the system.
+
+    For plumbing on object ids (``merge-tree``): git's own text merge decides, so a
+    ``merge=union`` attribute cannot hide a conflict and no configured driver command
+    runs. The git dir is an empty one of pd's own; objects are read and written in the
+    repository's object store.
+    """
+    objects = str(common_dir(repo) / "objects")
+    empty = _neutral_dirs.get(objects)
+    if empty is None:
+        empty = Path(tempfile.mkdtemp(prefix="pd-neutral-git-"))
+        (empty / "refs").mkdir()
+        (empty / "HEAD").write_text("ref: refs/heads/main\n")
+        # Bare: no working tree, so no .gitattributes of a checkout is read either.
+        (empty / "config").write_text("[core]\n\tbare = true\n")
+        _neutral_dirs[objects] = empty
+        atexit.register(shutil.rmtree, empty, True)
+    return {
+        "GIT_DIR": str(empty),
+        "GIT_OBJECT_DIRECTORY": objects,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_ATTR_NOSYSTEM": "1",
+    }
+
+
+def merge_tree(repo: Path | str, ours: str, theirs: str) -> tuple[int, str, str]:
+    """``git merge-tree --write-tree`` of two commits with git's text merge only:
+    (exit code, NUL-separated tree and conflicting paths, stderr)."""
+    args = ("merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", ours, theirs)
+    env = neutral_env(repo)
+    # Run from the empty git dir: from inside a checkout, git reads that checkout's
+    # .gitattributes even for a bare GIT_DIR.
+    return git_full(env["GIT_DIR"], *args, env=env)

@@ -119,10 +119,9 @@ class Merger:
         """
         if gitutil.is_ancestor(self.repo, old, commit):
             return commit, []
-        args = ("merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", old, commit)
-        code, out, err = gitutil.git_full(self.repo, *args)
+        code, out, err = gitutil.merge_tree(self.repo, old, commit)
         if code not in (0, 1):
-            raise GitError(["git", *args], err, code)
+            raise GitError(["git", "merge-tree", "--write-tree", old, commit], err, code)
         tree, *paths = out.split("\0")
         if code == 1:
             return None, list(dict.fromkeys(p for p in paths if p))
