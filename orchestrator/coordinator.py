@@ -62,6 +62,7 @@ from orchestrator.worktree import WorktreeManager, exclude_from_status
 
 SESSION_LINES = 40  # of the session log, in each assignment
 MAX_CRASHES = 5  # per worker slot; past this the slot is retired (circuit breaker)
+MAX_INFRA_FAILURES = 5  # per task: git or disk failures retried before the task fails
 TICK = 0.2
 # How long a thread may hold the GIL while another wants it (CPython's default: 5 ms).
 # The permit thread answers within this even while the main loop runs Python code.
@@ -375,6 +376,8 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             self._release(slot, message.task_id)
             if message.handed_off:
                 self._handed_off(slot, message)
+            elif message.infrastructure and message.task_id != PLAN_ID:
+                self._infra_failed(message.task_id, message.reason, worker=slot.id)
             else:
                 self._attempt_failed(
                     message.task_id, message.reason, message.handoff, worker=slot.id
@@ -452,11 +455,33 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             handoff=handoff,
             **extra,
         )
+        self._failed_for_good(task, state, before)
+
+    def _failed_for_good(self, task: Any, state: TaskState, blocked_before: set[str]) -> None:
         if state is TaskState.FAILED:
             blocked = [
-                t.id for t in self.graph if t.state is TaskState.BLOCKED and t.id not in before
+                t.id
+                for t in self.graph
+                if t.state is TaskState.BLOCKED and t.id not in blocked_before
             ]
-            self.emit("task_failed", task=task_id, attempts=task.attempts, blocked=blocked)
+            self.emit("task_failed", task=task.id, attempts=task.attempts, blocked=blocked)
+
+    def _infra_failed(self, task_id: str, reason: str, **extra: Any) -> None:
+        """Retried as if it never ran: the agent is not charged and never sees it."""
+        task = self.graph.get(task_id)
+        if task.state is not TaskState.RUNNING:
+            return
+        before = {t.id for t in self.graph if t.state is TaskState.BLOCKED}
+        state = self.graph.infra_failed(task_id, reason, MAX_INFRA_FAILURES)
+        self.emit(
+            "attempt_infra_failed",
+            task=task_id,
+            attempt=task.attempts,
+            reason=reason,
+            state=str(state),
+            **extra,
+        )
+        self._failed_for_good(task, state, before)
 
     # ---- health and control ------------------------------------------------------
 

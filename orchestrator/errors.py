@@ -44,6 +44,11 @@ class GitError(PdError):
         super().__init__(f"git failed ({returncode}): {shown}: {stderr.strip()[:500]}")
 
 
+class InfraError(PdError):
+    """pd's own machinery failed (git, the disk), not the agent: the attempt is retried,
+    never counted against the task's attempts and never shown to the model."""
+
+
 class ToolError(PdError):
     """An agent's tool call was refused or failed; the message goes back to the model."""
 

@@ -43,6 +43,10 @@ FORMATS: dict[str, Any] = {
     "attempt_failed": lambda e: (
         f"{e['task']} attempt {e['attempt']} failed: {_first_line(e['reason'])} → {e['state']}"
     ),
+    "attempt_infra_failed": lambda e: (
+        f"{e['task']} attempt {e['attempt']} broke on pd's side, retried without charge: "
+        f"{_first_line(e['reason'])} → {e['state']}"
+    ),
     "task_failed": lambda e: (
         f"{e['task']} failed after {e['attempts']} attempts"
         + (f"; blocked: {', '.join(e['blocked'])}" if e.get("blocked") else "")

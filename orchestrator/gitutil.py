@@ -9,11 +9,14 @@ command in the wrong repository is the one mistake pd must never make.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import git as gitpython
@@ -118,6 +121,50 @@ def current_branch(repo: Path | str) -> str | None:
     return git(repo, "symbolic-ref", "-q", "--short", "HEAD", check=False) or None
 
 
+_held = threading.local()
+
+
+@contextmanager
+def worktrees_locked(repo: Path | str) -> Iterator[None]:
+    """Hold the repository's worktree list still: one adder, remover or reader at a time.
+
+    git fails now and then ("failed to read .git/worktrees/…/commondir") when it lists
+    worktrees while another process is adding one, and every checkout, add and list does
+    that. The lock is ``flock`` on the shared git dir itself, across pd's processes, so
+    nothing is left in the user's repository; it is re-entrant within a thread.
+    """
+    key = _lock_key(repo)
+    depth: dict[str, int] = _held.__dict__.setdefault("depth", {})
+    if depth.get(key):
+        depth[key] += 1
+        try:
+            yield
+        finally:
+            depth[key] -= 1
+        return
+    fd = os.open(key, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        depth[key] = 1
+        try:
+            yield
+        finally:
+            depth[key] = 0
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+_lock_keys: dict[str, str] = {}
+
+
+def _lock_key(repo: Path | str) -> str:
+    """The shared git dir of ``repo``, asked of git once per path."""
+    key = _lock_keys.get(str(repo))
+    if key is None:
+        key = _lock_keys[str(repo)] = str(common_dir(repo))
+    return key
+
+
 def worktree_entries(repo: Path | str) -> list[dict[str, str]]:
     """``git worktree list --porcelain`` as dicts (keys: worktree, HEAD, branch, ...).
 
@@ -125,7 +172,9 @@ def worktree_entries(repo: Path | str) -> list[dict[str, str]]:
     """
     entries: list[dict[str, str]] = []
     current: dict[str, str] = {}
-    for line in [*git(repo, "worktree", "list", "--porcelain").splitlines(), ""]:
+    with worktrees_locked(repo):
+        listing = git(repo, "worktree", "list", "--porcelain")
+    for line in [*listing.splitlines(), ""]:
         if not line:
             if current:
                 entries.append(current)

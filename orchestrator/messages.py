@@ -173,6 +173,8 @@ class TaskFailed(Message):
     # committed at ``start_from`` and the next attempt goes on from there.
     handed_off: bool = False
     start_from: str = ""
+    # pd's machinery failed (InfraError), not the agent: retried, not an attempt.
+    infrastructure: bool = False
 
 
 @dataclass

@@ -63,6 +63,9 @@ def build_report(store: RunStore) -> dict[str, Any]:
             )
         elif kind == "attempt_failed" and task is not None:
             task["failures"].append({"attempt": event["attempt"], "reason": event["reason"]})
+        elif kind == "attempt_infra_failed" and task is not None:
+            reason = f"infrastructure (not charged to the agent): {event['reason']}"
+            task["failures"].append({"attempt": event["attempt"], "reason": reason})
         elif kind in REVIEW_EVENTS and task is not None:
             task["reviews"].append(review_entry(event))
         elif kind == "task_merged" and task is not None:

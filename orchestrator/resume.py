@@ -64,6 +64,7 @@ class _Entry:
     verdict: str = ""
     start_from: str | None = None
     handoffs: int = 0  # attempts handed off on request: not failures
+    infra_failures: int = 0  # attempts pd's machinery broke: not failures
 
     def apply(self, event: dict[str, Any]) -> None:
         kind = event["kind"]
@@ -95,6 +96,12 @@ class _Entry:
         elif kind == "attempt_handed_off":
             self.attempts, self.handoffs = event["attempt"], self.handoffs + 1
             self.handoff, self.start_from = event["handoff"], event["commit"]
+        elif kind == "attempt_infra_failed":
+            self.attempts, self.infra_failures = event["attempt"], self.infra_failures + 1
+            failed = event["state"] == TaskState.FAILED
+            self.state = TaskState.FAILED if failed else TaskState.PENDING
+            if failed:
+                self.feedback.append(event["reason"])
         elif kind == "attempt_failed":
             self.attempts = event["attempt"]
             self.feedback.append(event["reason"])
@@ -117,6 +124,7 @@ class _Entry:
             "verdict": self.verdict,
             "start_from": self.start_from,
             "handoffs": self.handoffs,
+            "infra_failures": self.infra_failures,
         }
         if self.state in (TaskState.REVIEWING, TaskState.MERGING):
             fields.update(

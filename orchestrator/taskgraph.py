@@ -47,6 +47,7 @@ _RESTORABLE = frozenset(
         "verdict",
         "start_from",
         "handoffs",
+        "infra_failures",
     }
 )
 
@@ -81,6 +82,7 @@ class TaskNode:
     feedback: list[str] = field(default_factory=list)
     handoff: str = ""
     handoffs: int = 0  # attempts handed off on request (``pd handoff``): not failures
+    infra_failures: int = 0  # attempts pd's own machinery broke (git, disk): not failures
     worker: str | None = None  # current or last successful worker; cleared on requeue
     branch: str | None = None
     commit: str | None = None  # submitted commit, then the merged head
@@ -360,12 +362,27 @@ class TaskGraph:
         node.handoff, node.start_from = handoff, start_from
         node.handoffs += 1
 
+    def infra_failed(self, task_id: str, reason: str, max_failures: int) -> TaskState:
+        """pd's machinery broke the running attempt (a git or disk failure): back to the
+        queue as it was, not counted against ``max_attempts`` and no feedback for the
+        agent, until ``max_failures`` such breaks; then the task fails with ``reason``."""
+        node = self._expect(task_id, "retry", TaskState.RUNNING)
+        node.infra_failures += 1
+        node.worker = None
+        if node.infra_failures < max_failures:
+            node.state = TaskState.PENDING
+        else:
+            node.feedback.append(reason)
+            node.state = TaskState.FAILED
+            self.settle()
+        return node.state
+
     @staticmethod
     def failed_attempts(node: TaskNode) -> int:
         """Attempts that count against ``max_attempts``: every attempt started, less those
-        a review sent back (each request for changes starts exactly one more) and those
-        handed off on request."""
-        return node.attempts - node.review_rounds - node.handoffs
+        a review sent back (each request for changes starts exactly one more), those
+        handed off on request and those pd's own machinery broke."""
+        return node.attempts - node.review_rounds - node.handoffs - node.infra_failures
 
     def abort(self, task_id: str) -> list[str]:
         """Stop a task for good; returns the ids that changed: it, then blocked dependents."""

@@ -14,7 +14,8 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -30,7 +31,7 @@ from orchestrator.attempt import (
     context_block,
     task_prompt,
 )
-from orchestrator.errors import PdError, ProviderError
+from orchestrator.errors import GitError, InfraError, PdError, ProviderError
 from orchestrator.messages import (
     AbortTask,
     Assign,
@@ -229,6 +230,15 @@ class Worker:
         try:
             with open(transcript, "a") as record_file:
                 return self._run(assign, record_file)
+        except InfraError as exc:
+            self.log(assign.task_id, f"attempt {assign.attempt} hit an infrastructure error: {exc}")
+            return TaskFailed(
+                worker_id=self.id,
+                task_id=assign.task_id,
+                attempt=assign.attempt,
+                reason=str(exc),
+                infrastructure=True,
+            )
         except PdError as exc:
             reason = str(exc)
         except Exception as exc:  # the attempt fails, the worker lives on
@@ -249,7 +259,7 @@ class Worker:
         if assign.kind != "task":
             raise PdError(f"this worker cannot run {assign.kind!r} attempts")
         base = assign.start_from or assign.target_head
-        path = self.worktrees.prepare(self.id, base=base, branch=assign.branch)
+        path = self._prepare(base, assign.branch)
 
         note = RunningNote(self.store.handoff_path(assign.task_id, assign.attempt))
 
@@ -277,14 +287,15 @@ class Worker:
                 handoff=result.handoff,
                 skills=skills,
             )
-        commit, changed = commit_work(
-            path,
-            assign,
-            result.summary,
-            self.id,
-            self.config.role_id,
-            [*self.worktrees.setup_files(path), *AGENT_ARTIFACTS],
-        )
+        with _infrastructure("committing the attempt's work"):
+            commit, changed = commit_work(
+                path,
+                assign,
+                result.summary,
+                self.id,
+                self.config.role_id,
+                [*self.worktrees.setup_files(path), *AGENT_ARTIFACTS],
+            )
         if not changed:
             return self._nothing_changed(assign, path, result, skills)
         self.log(assign.task_id, f"done at {commit[:10]}: {len(changed)} files changed")
@@ -298,6 +309,12 @@ class Worker:
             changed_files=changed,
             skills=skills,
         )
+
+    def _prepare(self, base: str, branch: str | None) -> Path:
+        """This worker's worktree at ``base``; a git or disk failure is pd's, not the
+        agent's (the setup command failing is the project's, and stays a failure)."""
+        with _infrastructure("preparing the worktree"):
+            return self.worktrees.prepare(self.id, base=base, branch=branch)
 
     def _nothing_changed(
         self, assign: Assign, path: Path, result: AgentResult, skills: dict[str, list[str]]
@@ -346,7 +363,7 @@ class Worker:
         """A planning attempt: read the repository at the target head, submit a plan."""
         if self.provider is None:
             raise PdError("planning needs a model provider (scripted, anthropic or openai)")
-        path = self.worktrees.prepare(self.id, base=assign.target_head, branch=assign.branch)
+        path = self._prepare(assign.target_head, assign.branch)
         limits = self.config.limits
         toolbox = planner_toolbox(
             path, assign.payload, self.env, limits["command_timeout"], limits["output_cap"]
@@ -384,7 +401,7 @@ class Worker:
         if self.provider is None:
             raise PdError("a review needs pd's own agent loop; the command provider cannot")
         payload = assign.payload
-        path = self.worktrees.prepare(self.id, base=payload["commit"], branch=None)
+        path = self._prepare(payload["commit"], None)
         stat, diff = review_diff(path, payload["base"], payload["commit"])
         self.toolbox = review_toolbox(
             path,
@@ -549,6 +566,15 @@ class Worker:
             reason=ran.reason,
             handoff="" if ran.finished else handoff.strip(),
         )
+
+
+@contextmanager
+def _infrastructure(doing: str) -> Iterator[None]:
+    """Turn a git or OS failure while ``doing`` into an InfraError."""
+    try:
+        yield
+    except (GitError, OSError) as exc:
+        raise InfraError(f"{doing} failed: {exc}") from exc
 
 
 def _write_record(record_file: Any, entry: dict[str, Any]) -> None:

@@ -78,14 +78,26 @@ class WorktreeManager:
         """
         path = self.path_for(name)
         run_env = {**(os.environ if self.env is None else self.env), **(env or {})}
-        if self._is_registered(path) and (path / ".git").is_file():
-            self._drop_stale_state(path)
-            self._checkout(path, base, branch)
-            keep = [arg for p in self.setup_files(path) for arg in ("-e", f"/{p}")]
-            gitutil.git(path, "clean", "-ffdq", *keep)
-            if self.setup and not self._setup_done(path):
-                self._run_setup(path, run_env)  # the first setup never finished (crash)
-            return path
+        # Git work under the repository's worktree lock; the setup command outside it.
+        with gitutil.worktrees_locked(self.repo):
+            fresh = not self._reset(path, base, branch)
+            if fresh:
+                self._add(path, base, branch)
+        if self.setup and (fresh or not self._setup_done(path)):
+            self._run_setup(path, run_env)  # a reused one: the first setup never finished
+        return path
+
+    def _reset(self, path: Path, base: str, branch: str | None) -> bool:
+        """Reset an existing worktree to ``base``; False when there is none to reuse."""
+        if not (self._is_registered(path) and (path / ".git").is_file()):
+            return False
+        self._drop_stale_state(path)
+        self._checkout(path, base, branch)
+        keep = [arg for p in self.setup_files(path) for arg in ("-e", f"/{p}")]
+        gitutil.git(path, "clean", "-ffdq", *keep)
+        return True
+
+    def _add(self, path: Path, base: str, branch: str | None) -> None:
         self._discard(path)
         self.root.mkdir(parents=True, exist_ok=True)
         exclude_from_status(self.repo, [self.root])
@@ -100,19 +112,18 @@ class WorktreeManager:
         )
         if takeover:
             self._checkout(path, base, branch)
-        if self.setup:
-            self._run_setup(path, run_env)
-        return path
 
     def remove(self, name: str) -> None:
         """Delete worktree ``name`` whatever its state (dirty, locked, half-created)."""
-        self._discard(self.path_for(name))
+        with gitutil.worktrees_locked(self.repo):
+            self._discard(self.path_for(name))
 
     def remove_all(self) -> None:
         """Delete every pd worktree under ``root``, then ``root`` itself if left empty."""
-        for path in self.list():
-            self._discard(path)
-        gitutil.git(self.repo, "worktree", "prune")
+        with gitutil.worktrees_locked(self.repo):
+            for path in self.list():
+                self._discard(path)
+            gitutil.git(self.repo, "worktree", "prune")
         if self.root.is_dir():
             for child in self.root.iterdir():
                 # A leftover of ours has a .git *file* (a worktree link), never a .git dir.

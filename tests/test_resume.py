@@ -89,3 +89,20 @@ def test_rebuild_keeps_handoff_notes_and_a_handed_off_attempt_does_not_count(
     assert a.state is TaskState.PENDING and a.start_from == wip and a.handoff == "n1"
     assert a.handoffs == 1 and graph.failed_attempts(a) == 0  # the handoff was no failure
     assert graph.get("c").handoff == "c's note"
+
+
+def test_infrastructure_failures_and_already_merged_survive_a_resume(git_repo: Path) -> None:
+    head = run_git(git_repo, "rev-parse", "main")
+    graph = TaskGraph(TASKS, default_max_attempts=1)
+    broken = {"kind": "attempt_infra_failed", "task": "a", "reason": "git: commondir"}
+    events = [
+        {**broken, "attempt": 1, "state": "pending"},
+        {**broken, "attempt": 2, "state": "pending"},
+        {"kind": "task_already_merged", "task": "c", "attempt": 1, "commit": head},
+    ]
+    assert rebuild(graph, events, git_repo, head) == 1
+    a = graph.get("a")
+    assert a.state is TaskState.PENDING and a.feedback == []  # the agent never sees it
+    assert a.attempts == 2 and TaskGraph.failed_attempts(a) == 0
+    assert graph.get("c").state is TaskState.ALREADY_MERGED and graph.get("c").commit == head
+    assert [t.id for t in graph.ready()] == ["a", "d"]  # d's dependency landed

@@ -419,3 +419,15 @@ class GraphMachine(RuleBasedStateMachine):
 
 GraphMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 test_graph_machine = GraphMachine.TestCase
+
+
+def test_infrastructure_failures_are_not_attempts_until_their_own_bound() -> None:
+    graph = TaskGraph([task("a"), task("b", "a")], default_max_attempts=1)
+    for _ in range(2):
+        graph.start("a", "w1")
+        assert graph.infra_failed("a", "git broke", max_failures=3) is TaskState.PENDING
+    assert graph.get("a").feedback == [] and graph.failed_attempts(graph.get("a")) == 0
+    graph.start("a", "w1")
+    assert graph.infra_failed("a", "git broke", max_failures=3) is TaskState.FAILED
+    assert graph.get("a").feedback == ["git broke"]
+    assert graph.get("b").state is TaskState.BLOCKED
