@@ -79,6 +79,18 @@ def write_turn(path: str, content: str, delay: float = 0.0) -> dict:
     return turn
 
 
+def wait_file(release: Path | str) -> str:
+    """A shell command that waits until ``release`` exists."""
+    return f"while [ ! -e '{release}' ]; do sleep 0.02; done"
+
+
+def hold_turn(release: Path | str = "/nonexistent/pd-hold") -> dict:
+    """A turn whose command waits until ``release`` exists (never, by default): holds an
+    agent mid-task until the test lets go, kills it or aborts it. No timing window: the
+    test decides when the attempt may go on."""
+    return {"tool_calls": [{"name": "run_command", "input": {"command": wait_file(release)}}]}
+
+
 def write_mission(folder: Path, tasks: list[dict], cassette: dict, **fields: object) -> Path:
     """A mission file and its cassette in ``folder``; ``fields`` override the defaults."""
     folder.mkdir(parents=True, exist_ok=True)

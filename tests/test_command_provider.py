@@ -105,7 +105,8 @@ def gone(pid: int) -> bool:
         return True
 
 
-def wait_gone(pid: int, seconds: float = 3.0) -> bool:
+def wait_gone(pid: int, seconds: float = 60.0) -> bool:
+    """Poll until ``pid`` is gone; the limit only ends a test that would hang."""
     deadline = time.monotonic() + seconds
     while not gone(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -198,10 +199,8 @@ def test_env_is_used_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_should_stop_kills_the_whole_group(tmp_path: Path) -> None:
     pids = tmp_path / "pids.json"
     env = {"FAKE_MODE": "hang", "FAKE_PIDS": str(pids)}
-    start = time.monotonic()
     result = run("claude", tmp_path, env=env, should_stop=pids.exists)
     assert not result.finished and result.reason == "aborted"
-    assert time.monotonic() - start < 5
     for pid in json.loads(pids.read_text()).values():
         assert wait_gone(pid), f"pid {pid} survived the abort"
     assert not procs._RUNNING
@@ -210,10 +209,8 @@ def test_should_stop_kills_the_whole_group(tmp_path: Path) -> None:
 def test_timeout_kills_the_group_even_when_it_ignores_sigterm(tmp_path: Path) -> None:
     pids = tmp_path / "pids.json"
     env = {"FAKE_MODE": "hang", "FAKE_PIDS": str(pids), "FAKE_IGNORE_TERM": "1"}
-    start = time.monotonic()
     result = run("codex", tmp_path, env=env, timeout=1.0)
     assert not result.finished and result.reason == "timed out after 1s"
-    assert time.monotonic() - start < 6
     for pid in json.loads(pids.read_text()).values():
         assert wait_gone(pid), f"pid {pid} survived the timeout"
 
@@ -225,11 +222,11 @@ def test_worker_shutdown_kills_a_running_agent(tmp_path: Path) -> None:
     box: list[CommandAgentResult] = []
     thread = threading.Thread(target=lambda: box.append(run("aider", tmp_path, env=env)))
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120
     while not pids.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     procs.kill_all_running(grace=0.5)
-    thread.join(timeout=10)
+    thread.join(timeout=120)
     assert box and not box[0].finished
     assert box[0].reason == "aider was killed by SIGTERM"
     for pid in json.loads(pids.read_text()).values():
@@ -248,7 +245,7 @@ def test_agent_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     )
     worker = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120
         while not pids.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         agent = json.loads(pids.read_text())["agent"]

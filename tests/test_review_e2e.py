@@ -178,7 +178,7 @@ def test_a_run_killed_mid_review_resumes_and_reviews_again(project: Path, tmp_pa
             proc.wait(10)
         finally:
             hold.set()
-        assert wait_for(lambda: no_processes_left(workers), timeout=20, what="workers gone")
+        assert wait_for(lambda: no_processes_left(workers), what="workers gone")
         assert run_git(project, "ls-tree", "--name-only", "main").split() == [
             "README.md",
             "check.sh",
