@@ -154,6 +154,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             workers=dict(self.plan.workers),
             pid=os.getpid(),
         )
+        self._record_recovered_merges()
         self.permits.start()
         self.pool.spawn(MERGER, _merger_entry, merger_config(self.plan, self.store, self.root))
         for slot in self.slots.values():
@@ -204,6 +205,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
 
     def _finish(self) -> int:
         if self.abort_reason:
+            self._stop_merger()
             changed = [
                 t.id
                 for t in self.graph

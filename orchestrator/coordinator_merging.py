@@ -10,8 +10,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.configs import MERGER
+from orchestrator.gitutil import is_ancestor, rev_parse
 from orchestrator.messages import MergeResult, Ready
 from orchestrator.taskgraph import TaskState
+
+# How long an aborted merger may take to stop: killing a gate is quick, and a ref move
+# it had begun finishes (update-ref plus the checkout sync) before it leaves.
+MERGER_STOP_WAIT = 30.0
 
 if TYPE_CHECKING:
     from orchestrator.coordinator import Coordinator
@@ -24,9 +29,26 @@ class MergeSteps:
     def _next_merge(self: Coordinator) -> None:
         request = self.merges.take()
         if request is not None:
-            # Informational (resume checks git itself): synced with the step's others.
-            self.emit("merge_started", task=request.task_id, commit=request.commit, sync=False)
+            # Durable before the merger hears of it: a move the merger makes and cannot
+            # report (the coordinator died meanwhile) is then still in the record.
+            self.emit("merge_started", task=request.task_id, commit=request.commit)
             self.pool.send(MERGER, request)
+
+    def _record_recovered_merges(self: Coordinator) -> None:
+        """On resume: a merge that landed but whose result was never recorded (the
+        coordinator died between the merger's move and the event) is recorded now."""
+        recorded = {e.get("task") for e in self.store.events() if e["kind"] == "task_merged"}
+        for task in self.graph:
+            if task.state is TaskState.MERGED and task.id not in recorded:
+                self.emit(
+                    "task_merged",
+                    task=task.id,
+                    attempt=task.attempts,
+                    head=self.head,  # the target as found: it holds the task's commit
+                    commit=task.commit,
+                    seconds=0.0,
+                    recovered=True,
+                )
 
     def _handle_merger(self: Coordinator, event: PoolEvent) -> None:
         if event.died:
@@ -45,6 +67,28 @@ class MergeSteps:
         elif isinstance(message, MergeResult):
             self._merge_result(message)
         self._next_merge()
+
+    def _stop_merger(self: Coordinator) -> None:
+        """Abort: stop the running gate before it can move the target branch. A verdict
+        the merger sent first, or a move it had begun (a ref move always finishes with
+        its checkout sync), is recorded: the run's record agrees with the target."""
+        handle = self.pool.workers.get(MERGER)
+        if handle is None:
+            return
+        if handle.process.is_alive():
+            handle.process.terminate()  # SIGTERM: it kills its gate and leaves
+            handle.process.join(MERGER_STOP_WAIT)
+            if handle.process.is_alive():
+                handle.process.kill()
+                handle.process.join()
+        for event in self.pool.drain(MERGER):
+            if isinstance(event.message, MergeResult):
+                self._merge_result(event.message)
+        current = self.merges.current
+        head = rev_parse(self.plan.repo, f"refs/heads/{self.plan.target_branch}")
+        moved = current is not None and head and head != self.head
+        if moved and is_ancestor(self.plan.repo, current.commit, head):  # landed untold
+            self._merge_result(MergeResult(current.task_id, current.attempt, True, head=head))
 
     def _merge_result(self: Coordinator, result: MergeResult) -> None:
         self.merges.finished()

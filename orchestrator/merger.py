@@ -23,7 +23,7 @@ from typing import Any
 from orchestrator import gitutil, priority
 from orchestrator.errors import BadInput, GitError
 from orchestrator.messages import MergeRequest, MergeResult, Ready
-from orchestrator.pool import serve
+from orchestrator.pool import creator_alive, serve
 from orchestrator.procs import kill_all_running, run_shell
 from orchestrator.tools import scrub_env
 from orchestrator.worktree import SetupFailed, WorktreeManager
@@ -96,6 +96,9 @@ class Merger:
             if rejection is not None:
                 return rejection
             with _no_sigterm():  # never a moved ref with a checkout left behind
+                if not creator_alive():  # the coordinator died during the gate
+                    reason = "the coordinator is gone: nothing is moved without it"
+                    return MergeResult(req.task_id, req.attempt, merged=False, reason=reason)
                 if self._move(req, candidate, old):
                     self._sync_checkout(old, candidate)
                     return self._merged(req, candidate)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import select
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -157,6 +159,13 @@ class WorkerPool:
                     events.append(PoolEvent(handle.id, exitcode=handle.process.exitcode))
         return events
 
+    def drain(self, worker_id: str) -> list[PoolEvent]:
+        """Messages already waiting from ``worker_id`` (alive or not), without blocking."""
+        handle = self.workers.get(worker_id)
+        if handle is None or handle.conn.closed:
+            return []
+        return self._drain(handle, time.monotonic())
+
     def _drain(self, handle: WorkerHandle, now: float) -> list[PoolEvent]:
         events = []
         try:
@@ -234,25 +243,58 @@ class WorkerPool:
 
 
 def child_setup() -> None:
-    """First thing in every child: let the coordinator decide about Ctrl-C, and die with
-    the parent (PR_SET_PDEATHSIG) so a killed coordinator never leaves workers behind."""
+    """First thing in every child: let the coordinator decide about Ctrl-C, and get a
+    SIGTERM the moment the process that started us dies, so a killed coordinator never
+    leaves a worker, or a merger about to move the target branch, behind."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The parent blocks SIGINT around start() and spawn keeps the mask across exec;
     # a blocked signal would reach no command we run, not even one that handles it.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    if os.name == "posix":
-        try:
-            import ctypes
+    parent = mp.parent_process()
+    if os.name != "posix" or parent is None:
+        return
+    try:
+        import ctypes
 
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            return
-        parent = mp.parent_process()
-        # The parent may have died before prctl took effect; we were then adopted by
-        # init or by a subreaper, either way no longer its child.
-        if parent is not None and not _child_of(parent.pid):
-            os.kill(os.getpid(), signal.SIGTERM)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: our direct parent
+    except (OSError, AttributeError):
+        pass
+    # PDEATHSIG alone is not enough under a forkserver: our direct parent is the
+    # forkserver, and it lives as long as any of its children holds its "alive" pipe,
+    # which every child inherits. So watch the coordinator itself.
+    _watch_creator(parent.pid)
+
+
+_creator_gone = threading.Event()
+
+
+def creator_alive() -> bool:
+    """False once the process that started this child has died (see ``child_setup``)."""
+    return not _creator_gone.is_set()
+
+
+def _watch_creator(pid: int | None) -> None:
+    """SIGTERM ourselves when ``pid`` (our creator) dies; at once if it already has."""
+    if not pid or not _child_of(pid):  # died before we looked: we were adopted
+        _creator_gone.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfd (old kernel, not Linux): poll
+        pidfd = None
+
+    def watch() -> None:
+        if pidfd is not None:
+            select.select([pidfd], [], [])  # readable when the process has ended
+        else:
+            while psutil.pid_exists(pid) and _child_of(pid):
+                time.sleep(0.1)
+        _creator_gone.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="pd-lifeline", daemon=True).start()
 
 
 def _child_of(pid: int) -> bool:

@@ -1,0 +1,131 @@
+"""Faults around the merge ratchet (issue 9, items 11 and 15): the target branch moves
+only while a live coordinator wants it, and every move is in the event log.
+
+Gates are held on files (or on the event log) that the test controls, so each fault
+lands exactly where the test wants it: during the gate, before the compare-and-swap.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import finish_turn, pd, run_git, wait_file, write_mission, write_turn
+from tests.test_e2e import events, no_processes_left, run_dir, start_run, state, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def mission_with_gate(tmp_path: Path, hold: str) -> Path:
+    """Task a's gate runs ``hold`` first (b, independent, merges freely); the gate leaves
+    ``gate-started`` in ``tmp_path`` when it begins."""
+    started = tmp_path / "gate-started"
+    gate = f"if [ -f a.txt ]; then touch {started}; {hold}; fi; bash check.sh"
+    cassette = {t: [[write_turn(f"{t}.txt", t), finish_turn()]] for t in ("a", "b")}
+    tasks = [{"id": t, "title": t} for t in ("a", "b")]
+    return write_mission(tmp_path / "m", tasks, cassette, test_command=gate)
+
+
+def recorded_head(home: Path) -> str | None:
+    """The target head the event log says the run left."""
+    head = None
+    for event in events(home):
+        if event["kind"] in ("run_started", "task_merged"):
+            head = event["head"]
+    return head
+
+
+def pd_processes(home: Path) -> list[dict]:
+    snapshot = state(home)
+    return [snapshot.get("coordinator", {}), snapshot.get("merger", {}), *snapshot["workers"]]
+
+
+def alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def commands_mentioning(text: str) -> list[psutil.Process]:
+    return [
+        p for p in psutil.process_iter(["cmdline"]) if text in " ".join(p.info["cmdline"] or [])
+    ]
+
+
+def start(tmp_path: Path, project: Path, hold: str) -> tuple[Path, subprocess.Popen]:
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = start_run(mission_with_gate(tmp_path, hold), project, home)
+    wait_for(lambda: (tmp_path / "gate-started").exists(), what="a's gate running")
+    return home, proc
+
+
+def test_a_killed_coordinator_takes_the_merger_and_its_gate_along(
+    project: Path, tmp_path: Path
+) -> None:
+    release = tmp_path / "release-gate"
+    home, proc = start(tmp_path, project, wait_file(release))
+    recorded = pd_processes(home)
+    gates = commands_mentioning(str(release))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert wait_for(lambda: no_processes_left(recorded), what="every pd process gone")
+    assert gates and wait_for(lambda: not any(alive(p) for p in gates), what="gate killed")
+    release.touch()  # a gate that survived would now pass and its merger move the target
+    assert run_git(project, "rev-parse", "main") == recorded_head(home)
+    result = pd("resume", run_dir(home).name, cwd=home, env={"PD_HOME": str(home)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    merged = [e["task"] for e in events(home) if e["kind"] == "task_merged"]
+    assert sorted(merged) == ["a", "b"]  # each exactly once
+    assert run_git(project, "rev-parse", "main") == recorded_head(home)
+
+
+def test_abort_during_a_gate_leaves_the_record_and_the_target_in_agreement(
+    project: Path, tmp_path: Path
+) -> None:
+    # The gate passes the moment the run records its abort: the worst moment, when the
+    # run has given the task up while its merge could still land.
+    log = tmp_path / "home" / ".pd" / "runs" / "*" / "events.jsonl"
+    hold = f"until cat {log} | grep -q run_aborted; do sleep 0.02; done"
+    home, proc = start(tmp_path, project, hold)
+    env = {"PD_HOME": str(home)}
+    recorded = pd_processes(home)
+    result = pd("abort", cwd=home, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert wait_for(lambda: no_processes_left(recorded), what="every pd process gone")
+    assert run_git(project, "rev-parse", "main") == recorded_head(home)
+    tasks = {t["id"]: t["state"] for t in state(home)["tasks"]}
+    if tasks["a"] != "merged":  # not landed: its work is kept on its branch
+        branch = f"pd/{run_dir(home).name}/a"
+        assert "a.txt" in run_git(project, "ls-tree", "--name-only", branch).split()
+    assert json.loads(pd("report", "--json", cwd=home, env=env).stdout)["status"] == "aborted"
+
+
+def test_a_merge_that_landed_untold_is_recorded_on_resume(project: Path, tmp_path: Path) -> None:
+    """The one window left: the merger moved the target inside its critical section and
+    the coordinator died before hearing of it. Resume records that move, never redoes it."""
+    release = tmp_path / "release-gate"
+    home, proc = start(tmp_path, project, wait_file(release))
+    submitted = next(e for e in events(home) if e["kind"] == "task_submitted" and e["task"] == "a")
+    merge_started = [e["commit"] for e in events(home) if e["kind"] == "merge_started"]
+    assert submitted["commit"] in merge_started  # the intent is in the record first
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_git(project, "merge", "-q", "--no-ff", "-m", "the merger's move", submitted["commit"])
+    landed = run_git(project, "rev-parse", "main")
+    release.touch()
+    result = pd("resume", run_dir(home).name, cwd=home, env={"PD_HOME": str(home)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    merges = [e for e in events(home) if e["kind"] == "task_merged" and e["task"] == "a"]
+    assert len(merges) == 1 and merges[0]["recovered"] and merges[0]["head"] == landed
+    assigned = [e["task"] for e in events(home) if e["kind"] == "task_assigned"]
+    assert assigned.count("a") == 1
+    assert run_git(project, "rev-parse", "main") == recorded_head(home)
