@@ -54,6 +54,10 @@ class Dialect:
     def answer(self, index: int, body: dict[str, Any], reply: Reply, usage: dict) -> dict:
         raise NotImplementedError
 
+    def stream(self, answer: dict[str, Any], body: dict[str, Any]) -> list[bytes]:
+        """The answer as the server-sent events the API streams, one frame each."""
+        raise NotImplementedError
+
     def usage(self, prompt: Prompt, read: int, write: int, output: int) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -176,6 +180,37 @@ class Anthropic(Dialect):
             "stop_sequence": None,
             "usage": usage,
         }
+
+    def stream(self, answer: dict[str, Any], body: dict[str, Any]) -> list[bytes]:
+        """message_start (input usage, output 1), ping, per block content_block_start,
+        text_delta or input_json_delta pieces, content_block_stop; then message_delta with
+        the stop reason and the final usage, and message_stop."""
+        usage = answer["usage"]
+        start = {
+            **answer,
+            "content": [],
+            "stop_reason": None,
+            "usage": {**usage, "output_tokens": 1},
+        }
+        events: list[dict[str, Any]] = [
+            {"type": "message_start", "message": start},
+            {"type": "ping"},
+        ]
+        for i, block in enumerate(answer["content"]):
+            if block["type"] == "text":
+                opened = {"type": "text", "text": ""}
+                deltas = [{"type": "text_delta", "text": t} for t in pieces(block["text"])]
+            else:
+                opened = {**block, "input": {}}
+                text = block["input"] if isinstance(block["input"], str) else _dumps(block["input"])
+                deltas = [{"type": "input_json_delta", "partial_json": t} for t in pieces(text)]
+            events.append({"type": "content_block_start", "index": i, "content_block": opened})
+            events += [{"type": "content_block_delta", "index": i, "delta": d} for d in deltas]
+            events.append({"type": "content_block_stop", "index": i})
+        stop = {"stop_reason": answer["stop_reason"], "stop_sequence": None}
+        events.append({"type": "message_delta", "delta": stop, "usage": usage})
+        events.append({"type": "message_stop"})
+        return [f"event: {e['type']}\ndata: {_dumps(e)}\n\n".encode() for e in events]
 
     def error(self, kind: str, message: str, **extra: Any) -> tuple[int, dict[str, Any]]:
         status, type_ = self._errors[kind]
@@ -309,6 +344,39 @@ class OpenAI(Dialect):
             "system_fingerprint": "fp_pd_local",
         }
 
+    def stream(self, answer: dict[str, Any], body: dict[str, Any]) -> list[bytes]:
+        """chat.completion.chunk deltas: the role, content pieces, each tool call's id
+        and name then its argument pieces, a last chunk with the finish reason; with
+        ``stream_options.include_usage`` a usage chunk (no choices) after it; then
+        ``data: [DONE]``."""
+        options = body.get("stream_options")
+        with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        keys = ("id", "created", "model", "service_tier", "system_fingerprint")
+        head = {"object": "chat.completion.chunk", **{k: answer[k] for k in keys}}
+        (choice,) = answer["choices"]
+        message = choice["message"]
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            item = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return {**head, "choices": [item], **({"usage": None} if with_usage else {})}
+
+        chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        chunks += [chunk({"content": text}) for text in pieces(message["content"] or "")]
+        for i, call in enumerate(message.get("tool_calls") or []):
+            args = call["function"]["arguments"]
+            function = {"name": call["function"]["name"], "arguments": args}
+            if isinstance(args, str):
+                function["arguments"] = ""
+            first = {"index": i, "id": call["id"], "type": "function", "function": function}
+            chunks.append(chunk({"tool_calls": [first]}))
+            if isinstance(args, str):
+                rest = [{"index": i, "function": {"arguments": text}} for text in pieces(args)]
+                chunks += [chunk({"tool_calls": [part]}) for part in rest]
+        chunks.append(chunk({}, choice["finish_reason"]))
+        if with_usage:
+            chunks.append({**head, "choices": [], "usage": answer["usage"]})
+        return [f"data: {_dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
+
     def error(self, kind: str, message: str, **extra: Any) -> tuple[int, dict[str, Any]]:
         status, type_, code = self._errors[kind]
         if kind == "rate_limit" and extra.get("bucket") == "requests":
@@ -335,6 +403,11 @@ class OpenAI(Dialect):
 
 
 DIALECTS: dict[str, Dialect] = {d.path: d for d in (Anthropic(), OpenAI())}
+
+
+def pieces(text: str, size: int = 16) -> list[str]:
+    """A text cut as a model streams it: a few characters per delta."""
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def masked(key: str) -> str:

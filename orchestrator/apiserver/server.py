@@ -49,6 +49,7 @@ class _Outcome:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    events: list[bytes] | None = None  # server-sent events, written one chunk each
 
 
 class LocalAPIServer:
@@ -149,6 +150,7 @@ class LocalAPIServer:
             if not isinstance(body, dict):
                 raise ValueError("the request body must be a JSON object")
             entry.update(model=body.get("model"), max_tokens=dialect.max_tokens(body))
+            entry["stream"] = body.get("stream") is True
             if self.keep_bodies:
                 entry["body"] = body
             problem = dialect.validate(body)
@@ -192,10 +194,21 @@ class LocalAPIServer:
             return self._limited(entry, dialect, state, refusal)
         usage = dialect.usage(prompt, read, write, output)
         entry["usage"] = usage
-        data = json.dumps(dialect.answer(entry["index"], body, reply, usage)).encode()
+        answer = dialect.answer(entry["index"], body, reply, usage)
+        if kind == "object_args":
+            _arguments_as_objects(answer)
+        delay = self.latency + ((fault.delay or 5.0) if kind == "slow" else 0.0)
+        if entry["stream"]:
+            events = dialect.stream(answer, body)
+            if kind == "malformed":  # cut off: Anthropic's message_start (with usage) gets out
+                events = events[: max(2, len(events) // 2)]
+            outcome = self._outcome(200, b"", dialect, entry, state, delay=delay)
+            outcome.headers["content-type"] = "text/event-stream; charset=utf-8"
+            outcome.events = events
+            return outcome
+        data = json.dumps(answer).encode()
         if kind == "malformed":
             data = data[: len(data) // 2]
-        delay = self.latency + ((fault.delay or 5.0) if kind == "slow" else 0.0)
         return self._outcome(200, data, dialect, entry, state, delay=delay)
 
     # ---- pieces ----------------------------------------------------------------------
@@ -218,6 +231,7 @@ class LocalAPIServer:
             "api_key_ok": None,
             "fault": None,
             "retry_after": None,
+            "stream": False,
         }
 
     def _cache_split(self, dialect: Dialect, prompt: Prompt) -> tuple[int, int]:
@@ -320,6 +334,15 @@ class LocalAPIServer:
         return _Outcome(status, data, headers, delay)
 
 
+def _arguments_as_objects(answer: dict[str, Any]) -> None:
+    """The ``object_args`` fault: OpenAI tool-call arguments sent as a JSON object
+    instead of a string, as some OpenAI-compatible servers do. Anthropic's are objects."""
+    for choice in answer.get("choices", []):
+        for call in choice["message"].get("tool_calls") or []:
+            with contextlib.suppress(ValueError):
+                call["function"]["arguments"] = json.loads(call["function"]["arguments"])
+
+
 def _retry_headers(seconds: float) -> dict[str, str]:
     """``retry-after`` in (possibly fractional) seconds, as both SDKs parse it, and
     ``retry-after-ms``, which both SDKs prefer when present."""
@@ -375,9 +398,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(outcome.status, _REASONS.get(outcome.status, ""))
             for name, value in outcome.headers.items():
                 self.send_header(name, value)
-            self.send_header("content-length", str(len(outcome.body)))
+            if outcome.events is None:
+                self.send_header("content-length", str(len(outcome.body)))
+                self.end_headers()
+                self.wfile.write(outcome.body)
+                return
+            # Streamed as the APIs do: chunked, one event per chunk, each sent at once.
+            self.send_header("cache-control", "no-cache")
+            self.send_header("transfer-encoding", "chunked")
             self.end_headers()
-            self.wfile.write(outcome.body)
+            for event in outcome.events:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
         except OSError:  # the client gave up (a timeout test): nothing left to tell it
             self.close_connection = True
 
