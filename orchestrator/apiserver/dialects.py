@@ -70,6 +70,14 @@ class Dialect:
     def request_id_header(self, index: int) -> dict[str, str]:
         raise NotImplementedError
 
+    def unknown_model(self, model: str) -> str:
+        """The 404 message for a model the server does not serve."""
+        raise NotImplementedError
+
+    def model_list(self, models: list[str]) -> dict[str, Any]:
+        """``GET /v1/models`` in this API's shape."""
+        raise NotImplementedError
+
 
 def _hash(seed: str) -> Any:
     return hashlib.sha1(seed.encode(), usedforsecurity=False)
@@ -90,6 +98,7 @@ class Anthropic(Dialect):
         "invalid_request": (400, "invalid_request_error"),
         "authentication": (401, "authentication_error"),
         "not_found": (404, "not_found_error"),
+        "model_not_found": (404, "not_found_error"),
         "rate_limit": (429, "rate_limit_error"),
         "spend_limit": (429, "rate_limit_error"),
         "api_error": (500, "api_error"),
@@ -220,9 +229,15 @@ class Anthropic(Dialect):
         return status, {"type": "error", "error": error, "request_id": extra.get("request_id")}
 
     def limit_headers(self, state: dict[str, tuple[int, int, float]]) -> dict[str, str]:
+        """Each bucket's, and ``tokens-*``: the most restrictive token bucket, as the API
+        reports it."""
+        token_buckets = [state[k] for k in ("input_tokens", "output_tokens") if k in state]
+        named = [(self._names[k], v) for k, v in state.items()]
+        if token_buckets:
+            named.append(("tokens", min(token_buckets, key=lambda b: b[1])))
         headers = {}
-        for bucket, (limit, remaining, reset) in state.items():
-            prefix = f"anthropic-ratelimit-{self._names[bucket]}"
+        for name, (limit, remaining, reset) in named:
+            prefix = f"anthropic-ratelimit-{name}"
             headers[f"{prefix}-limit"] = str(limit)
             headers[f"{prefix}-remaining"] = str(remaining)
             headers[f"{prefix}-reset"] = _rfc3339(reset)
@@ -230,6 +245,22 @@ class Anthropic(Dialect):
 
     def request_id_header(self, index: int) -> dict[str, str]:
         return {"request-id": f"req_{index:012d}"}
+
+    def unknown_model(self, model: str) -> str:
+        return f"model: {model}"
+
+    def model_list(self, models: list[str]) -> dict[str, Any]:
+        data = [
+            {
+                "type": "model",
+                "id": m,
+                "display_name": m,
+                "created_at": "2025-01-01T00:00:00Z",
+            }
+            for m in models
+        ]
+        first, last = (models[0], models[-1]) if models else (None, None)
+        return {"data": data, "has_more": False, "first_id": first, "last_id": last}
 
 
 _STOP_TO_ANTHROPIC = {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"}
@@ -243,6 +274,7 @@ class OpenAI(Dialect):
         "invalid_request": (400, "invalid_request_error", None),
         "authentication": (401, "invalid_request_error", "invalid_api_key"),
         "not_found": (404, "invalid_request_error", "unknown_url"),
+        "model_not_found": (404, "invalid_request_error", "model_not_found"),
         "rate_limit": (429, "tokens", "rate_limit_exceeded"),
         "spend_limit": (429, "insufficient_quota", "insufficient_quota"),
         "api_error": (500, "server_error", None),
@@ -400,6 +432,13 @@ class OpenAI(Dialect):
 
     def request_id_header(self, index: int) -> dict[str, str]:
         return {"x-request-id": f"req_{index:012d}"}
+
+    def unknown_model(self, model: str) -> str:
+        return f"The model `{model}` does not exist or you do not have access to it."
+
+    def model_list(self, models: list[str]) -> dict[str, Any]:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "pd-local"} for m in models]
+        return {"object": "list", "data": data}
 
 
 DIALECTS: dict[str, Dialect] = {d.path: d for d in (Anthropic(), OpenAI())}
