@@ -17,6 +17,7 @@ from orchestrator.tools import Toolbox, ToolResult
 NUDGE = "Use a tool, or call finish with a summary."
 CONTEXT_SHARE = 0.8  # of the model's window: room left for the next turn's tool output
 SKIPPED = "not run: finish was called earlier in this turn"
+TEXT_ONLY_LIMIT = 3  # text-only turns in a row that end an attempt: the model is not working
 
 
 @dataclass
@@ -55,20 +56,26 @@ def run_agent(
     on_tool: Callable[[str], None] = lambda s: None,
     should_stop: Callable[[], bool] = lambda: False,
     context_limit: int | None = None,
+    on_text: Callable[[str], None] | None = None,
 ) -> AgentResult:
     """Run one attempt. ProviderError propagates: the caller decides retry or fail.
 
     With ``context_limit`` (the model's input window in tokens), an attempt whose prompt
     has grown past ``CONTEXT_SHARE`` of it ends with a handoff note instead of failing
-    on the next call; the next attempt starts fresh from that note.
+    on the next call; the next attempt starts fresh from that note. A model that answers
+    ``TEXT_ONLY_LIMIT`` turns in a row without calling a tool ends the attempt, so the
+    reason says so instead of a turn limit reached by nudges. ``on_text`` gets the
+    reply's text as it streams in (providers that stream call it per delta).
     """
     messages: list[dict[str, Any]] = [_user([{"type": "text", "text": prompt}])]
-    usage, last_text, sent, shown = Usage(), "", 0, None
+    usage, last_text, sent, shown, idle = Usage(), "", 0, None, 0
     for turn in range(1, max_turns + 1):
         if should_stop():
             return _ended("aborted", turn - 1, usage, toolbox, last_text, record)
         tools = toolbox.specs()  # every turn: discover_skills may have added tools
-        request = ModelRequest(system, list(messages), tools, max_tokens, model, task_id, attempt)
+        request = ModelRequest(
+            system, list(messages), tools, max_tokens, model, task_id, attempt, on_text=on_text
+        )
         record(_request_record(request, turn, messages[sent:], tools != shown))
         sent, shown = len(messages), tools
         response = provider.complete(request)
@@ -77,8 +84,13 @@ def run_agent(
         last_text = response.text or last_text
         messages.append(response.to_message())
         if not response.tool_calls:
+            idle += 1
+            if idle >= TEXT_ONLY_LIMIT:
+                reason = f"the model answered {idle} turns in a row without calling a tool"
+                return _ended(reason, turn, usage, toolbox, last_text, record)
             messages.append(_user([{"type": "text", "text": NUDGE}]))
             continue
+        idle = 0
         results, done = _run_tools(toolbox, response, turn, record, on_tool)
         messages.append(_user(results))
         if done is not None:
@@ -113,24 +125,27 @@ def _run_tools(
     blocks: list[dict[str, Any]] = []
     done: ToolResult | None = None
     for call in response.tool_calls:
+        refused = ""
         if done is not None:
-            result = ToolResult(SKIPPED, is_error=True)
+            result, refused = ToolResult(SKIPPED, is_error=True), "skipped"
+        elif not toolbox.knows(call.name):
+            result, refused = toolbox.call(call.name, call.input), "unknown tool"
+            on_tool(f"refused unknown tool {_short(call.name)!r}")
         else:
             on_tool(describe_call(call))
             result = toolbox.call(call.name, call.input)
             if result.finished:
                 done = result
-        record(
-            {
-                "kind": "tool",
-                "turn": turn,
-                "id": call.id,
-                "name": call.name,
-                "input": call.input,
-                "result": result.content,
-                "is_error": result.is_error,
-            }
-        )
+        entry = {
+            "kind": "tool",
+            "turn": turn,
+            "id": call.id,
+            "name": call.name,
+            "input": call.input,
+            "result": result.content,
+            "is_error": result.is_error,
+        }
+        record({**entry, "refused": refused} if refused else entry)
         blocks.append(
             {
                 "type": "tool_result",
@@ -159,6 +174,12 @@ def describe_call(call: ToolCall) -> str:
         line = f"{call.name} {args.get('path', '.')}"
     line = " ".join(line.split())
     return line if len(line) <= 120 else line[:117] + "..."
+
+
+def _short(name: str) -> str:
+    """A tool name as the model gave it, cut to fit a progress line."""
+    name = " ".join(str(name).split())
+    return name if len(name) <= 60 else name[:57] + "..."
 
 
 def build_handoff(reason: str, turns: int, touched: Iterable[str], last_text: str) -> str:

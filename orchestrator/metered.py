@@ -28,6 +28,8 @@ RATE_LIMITED = {429, 529}
 HALTING = {401, 403}  # the key is wrong or lacks access: every other call would fail too
 PROVIDER_OVERHEAD = 1024  # tokens a provider may add to a prompt on its own
 STOP_CHECK_MS = 100  # how often a wait for a permit looks whether the attempt was stopped
+MALFORMED_RETRIES = 1  # an unreadable answer is the server's fault: one more try at most
+SAME_ERROR_LIMIT = 3  # the same server error this many times in a row: retrying won't help
 
 
 class BudgetExhausted(AttemptEnded):
@@ -129,7 +131,7 @@ class MeteredProvider:
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         last: PdError | None = None
-        retry = 0
+        retry, malformed, repeats = 0, 0, 0
         while retry <= self.max_retries:
             likely, upper = self.estimate(request)
             ask = {
@@ -152,19 +154,24 @@ class MeteredProvider:
                 self.permits.done(request_id, permit_id, "expired")
                 continue
             except RetryableError as exc:
+                repeats = repeats + 1 if _same_server_error(exc, last) else 1
                 last, retry = exc, retry + 1
+                malformed += exc.malformed
                 # Rate limited: the coordinator pauses everyone until retry-after (or a
                 # back-off of its own); other transient faults back off here only.
                 pause = exc.retry_after if exc.retry_after is not None else _backoff(retry - 1)
                 limited = exc.status in RATE_LIMITED
-                self.permits.done(
-                    request_id,
-                    permit_id,
-                    "retry",
-                    error=str(exc),
-                    retry_after=pause if limited else None,
-                    headers=dict(getattr(exc, "headers", {}) or {}),
-                )
+                self._settle_failed(request_id, permit_id, exc, pause if limited else None)
+                if malformed > MALFORMED_RETRIES:
+                    raise ProviderError(
+                        f"{self.name}: gave up: the API server sent {malformed} malformed "
+                        f"responses (its fault, not the model's): {exc}"
+                    ) from None
+                if repeats >= SAME_ERROR_LIMIT:
+                    raise ProviderError(
+                        f"{self.name}: gave up: the API server failed {repeats} times in a row "
+                        f"with the same error: {exc}"
+                    ) from None
                 if not limited:
                     self.sleep(pause)
                 continue
@@ -185,6 +192,29 @@ class MeteredProvider:
             )
             return response
         raise ProviderError(f"{self.name}: gave up after {self.max_retries} retries: {last}")
+
+    def _settle_failed(
+        self, request_id: int, permit_id: int, exc: RetryableError, retry_after: float | None
+    ) -> None:
+        """A failed call's permit back. An answer that came back but could not be used
+        (cut off, malformed) is billed all the same: what it reported is booked as spent."""
+        headers = dict(exc.headers or {})
+        if exc.usage is not None:
+            usage = exc.usage.to_dict()
+            rtt = self.permits.last_rtt
+            self.permits.done(
+                request_id, permit_id, "ok", usage=usage, headers=headers, permit_rtt=rtt
+            )
+            return
+        self.permits.done(
+            request_id, permit_id, "retry", error=str(exc), retry_after=retry_after, headers=headers
+        )
+
+
+def _same_server_error(exc: RetryableError, last: PdError | None) -> bool:
+    """A server error (5xx, not an overload) that repeats word for word."""
+    server = exc.status is not None and exc.status >= 500 and exc.status not in (503, 529)
+    return server and isinstance(last, RetryableError) and str(last) == str(exc)
 
 
 def _backoff(retry: int) -> float:

@@ -181,6 +181,10 @@ class Toolbox:
     def _check(self, spec: dict[str, Any], given: Any) -> None:
         _check_input(spec, given)
 
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is a tool of this box; the agent loop refuses the others."""
+        return self._lookup(name) is not None
+
     def call(self, name: str, input: dict[str, Any]) -> ToolResult:
         """Run one tool; bad input comes back as an error the model can act on."""
         found = self._lookup(name)

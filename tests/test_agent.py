@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.agent import NUDGE, build_handoff, run_agent
+from orchestrator.agent import NUDGE, TEXT_ONLY_LIMIT, build_handoff, run_agent
 from orchestrator.errors import ProviderError
 from orchestrator.providers import make_provider
 from orchestrator.providers.base import ModelRequest, ModelResponse, ToolCall, Usage
@@ -158,6 +158,45 @@ def test_text_only_turn_gets_a_nudge(tmp_path: Path, root: Path) -> None:
     assert result.finished and result.turns == 2
     nudge = records[2]["new_messages"][1:]
     assert nudge == [{"role": "user", "content": [{"type": "text", "text": NUDGE}]}]
+
+
+def test_a_model_that_never_calls_a_tool_ends_the_attempt_saying_so(
+    tmp_path: Path, root: Path
+) -> None:
+    turns = [{"text": f"Let me think ({n})."} for n in range(20)]
+    provider = ScriptedProvider(cassette(tmp_path, {"t1": [turns]}))
+    result, records, _ = run(provider, root, max_turns=20)
+    assert not result.finished and result.turns == TEXT_ONLY_LIMIT
+    assert (
+        result.reason
+        == f"the model answered {TEXT_ONLY_LIMIT} turns in a row without calling a tool"
+    )
+    assert sum(r["kind"] == "request" for r in records) == TEXT_ONLY_LIMIT
+    assert records[-1]["kind"] == "end" and records[-1]["reason"] == result.reason
+    assert "without calling a tool" in result.handoff
+
+
+def test_a_tool_call_between_text_only_turns_resets_the_count(tmp_path: Path, root: Path) -> None:
+    talk = [{"text": "Hmm."}] * (TEXT_ONLY_LIMIT - 1)
+    turns = [*talk, {"tool_calls": [write("a.txt", "a")]}, *talk, {"tool_calls": [finish("ok")]}]
+    result, _, _ = run(ScriptedProvider(cassette(tmp_path, {"t1": [turns]})), root)
+    assert result.finished and result.turns == len(turns)
+
+
+def test_an_unknown_tool_is_refused_and_logged_as_refused(tmp_path: Path, root: Path) -> None:
+    unknown = {"name": "delete_everything", "input": {"path": "."}}
+    turns = [{"tool_calls": [unknown, write("a.txt", "a")]}, {"tool_calls": [finish("ok")]}]
+    lines: list[str] = []
+    result, records, box = run(
+        ScriptedProvider(cassette(tmp_path, {"t1": [turns]})), root, on_tool=lines.append
+    )
+    assert result.finished and (root / "a.txt").exists()
+    assert lines == ["refused unknown tool 'delete_everything'", "write_file a.txt", "finish"]
+    refused, wrote, _ = [r for r in records if r["kind"] == "tool"]
+    assert refused["refused"] == "unknown tool" and refused["is_error"] is True
+    assert "unknown tool 'delete_everything'" in refused["result"]
+    assert "refused" not in wrote and "delete_everything" not in box.used
+    assert result.skills_used == ["write_file"]
 
 
 def test_calls_after_finish_are_skipped_but_answered(tmp_path: Path, root: Path) -> None:

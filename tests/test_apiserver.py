@@ -195,13 +195,45 @@ def test_rate_limit_headers_are_present_and_parseable() -> None:
         assert h["anthropic-ratelimit-output-tokens-limit"] == "2000"
         reset = datetime.fromisoformat(h["anthropic-ratelimit-requests-reset"])
         assert 29 < (reset - datetime.now(UTC)).total_seconds() <= 30.5
+        # tokens-*: the most restrictive of the token buckets (here the output one).
+        left = 2_000 - first["output_tokens"]
+        assert (
+            h["anthropic-ratelimit-tokens-limit"],
+            h["anthropic-ratelimit-tokens-remaining"],
+        ) == (
+            "2000",
+            str(left),
+        )
         raw = gpt(server).chat.completions.with_raw_response.create(model="m", messages=USER)
         h = raw.headers
-        assert (h["x-ratelimit-limit-requests"], h["x-ratelimit-remaining-requests"]) == ("10", "8")
+        # Each API has its own windows: the Anthropic call above does not count here.
+        assert (h["x-ratelimit-limit-requests"], h["x-ratelimit-remaining-requests"]) == ("10", "9")
         assert h["x-ratelimit-limit-tokens"] == "12000"
-        used = sum(r["counted_input"] + r["output_tokens"] for r in server.requests)
+        used = server.requests[1]["counted_input"] + server.requests[1]["output_tokens"]
         assert int(h["x-ratelimit-remaining-tokens"]) == 12_000 - used
         assert 29 < parse_go_duration(h["x-ratelimit-reset-requests"]) <= 30
+
+
+def test_rate_limit_headers_are_there_even_without_configured_limits() -> None:
+    with LocalAPIServer() as server:
+        h = (
+            claude(server)
+            .messages.with_raw_response.create(model="m", max_tokens=50, messages=USER)
+            .headers
+        )
+        for bucket in ("requests", "tokens", "input-tokens", "output-tokens"):
+            for part in ("limit", "remaining", "reset"):
+                assert h[f"anthropic-ratelimit-{bucket}-{part}"], (bucket, part)
+        assert int(h["anthropic-ratelimit-requests-remaining"]) == (
+            int(h["anthropic-ratelimit-requests-limit"]) - 1
+        )
+        h = gpt(server).chat.completions.with_raw_response.create(model="m", messages=USER).headers
+        for bucket in ("requests", "tokens"):
+            for part in ("limit", "remaining", "reset"):
+                assert h[f"x-ratelimit-{part}-{bucket}"], (bucket, part)
+        assert int(h["x-ratelimit-remaining-requests"]) == (
+            int(h["x-ratelimit-limit-requests"]) - 1
+        )
 
 
 def test_sliding_window_limits_refuse_with_429_and_no_window_overflows() -> None:
@@ -215,7 +247,7 @@ def test_sliding_window_limits_refuse_with_429_and_no_window_overflows() -> None
                 try:
                     ask_claude(client)
                 except anthropic.RateLimitError as exc:
-                    refused.append(float(exc.response.headers["retry-after"]))
+                    refused.append(exc.response.headers["retry-after"])
                     assert exc.body["error"]["type"] == "rate_limit_error"
 
         threads = [threading.Thread(target=hammer) for _ in range(4)]
@@ -226,7 +258,8 @@ def test_sliding_window_limits_refuse_with_429_and_no_window_overflows() -> None
     log = server.requests
     accepted = [r for r in log if r["status"] == 200]
     assert len(log) == 60 and refused and len(accepted) + len(refused) == 60
-    assert all(0 < wait <= 0.5 for wait in refused)
+    assert set(refused) == {"1"}  # whole seconds, rounded up, as the real APIs send
+    assert all(0 < r["retry_after"] <= 0.5 for r in log if r["status"] == 429)
     usage = max_window_usage(log, 0.5)
     assert usage["requests"] <= 6 and usage["output_tokens"] <= 40
     assert usage["requests"] == 6  # the limit was reached, so the check above means something
@@ -240,13 +273,13 @@ def test_retry_after_is_when_the_request_fits_and_input_counts_cache_writes() ->
         with pytest.raises(anthropic.RateLimitError) as caught:
             ask_claude(client, "b" * 100)
         wait = float(caught.value.response.headers["retry-after"])
-        assert 0.5 < wait <= 1.0
+        assert wait == 1.0  # the window is 1 s: whole seconds never tell less than that
         time.sleep(wait)
         ask_claude(client, "c" * 100)
         with pytest.raises(anthropic.RateLimitError, match="60 input tokens per 1 seconds"):
             ask_claude(client, "d" * 400)  # can never fit: wait a whole window
     assert [r["status"] for r in server.requests] == [200, 429, 200, 429]
-    assert server.requests[1]["retry_after"] == pytest.approx(wait)
+    assert 0.5 < server.requests[1]["retry_after"] <= wait
     assert max_window_usage(server.requests, 1.0)["input_tokens"] <= 60
 
 
@@ -334,8 +367,8 @@ def test_injected_faults_have_the_real_shapes() -> None:
         client, other = claude(server), gpt(server)
         with pytest.raises(anthropic.RateLimitError) as limited:
             ask_claude(client)
-        assert limited.value.response.headers["retry-after"] == "1.5"
-        assert limited.value.response.headers["retry-after-ms"] == "1500"
+        assert limited.value.response.headers["retry-after"] == "2"  # whole seconds, up
+        assert "retry-after-ms" not in limited.value.response.headers
         with pytest.raises(anthropic.InternalServerError) as overloaded:
             ask_claude(client)
         assert overloaded.value.status_code == 529
@@ -374,6 +407,115 @@ def test_slow_fault_outlasts_a_client_timeout() -> None:
         assert ask_gpt(gpt(s)).choices[0].message.content == "ok"
 
 
+# ---- streaming -----------------------------------------------------------------------
+
+
+def test_anthropic_streams_the_events_the_real_api_sends() -> None:
+    text = "Streaming text comes in pieces."
+    reply = Reply(text, [("write_file", {"path": "a.txt", "content": "hi"})])
+    with LocalAPIServer([reply]) as server:
+        stream = claude(server).messages.create(
+            model="claude-test", max_tokens=200, messages=USER, tools=[WRITE], stream=True
+        )
+        events = list(stream)
+    kinds = [e.type for e in events]
+    assert kinds[0] == "message_start" and kinds[-2:] == ["message_delta", "message_stop"]
+    assert kinds.count("content_block_start") == kinds.count("content_block_stop") == 2
+    deltas = [e.delta for e in events if e.type == "content_block_delta"]
+    assert "".join(d.text for d in deltas if d.type == "text_delta") == text
+    tool_json = "".join(d.partial_json for d in deltas if d.type == "input_json_delta")
+    assert json.loads(tool_json) == {"path": "a.txt", "content": "hi"}
+    assert sum(d.type == "text_delta" for d in deltas) > 1  # in pieces, not at once
+    start, end = events[0].message.usage, events[-2].usage
+    entry = server.requests[0]
+    assert start.input_tokens == entry["input_tokens"] and start.output_tokens == 1
+    assert (
+        end.output_tokens == entry["output_tokens"] and events[-2].delta.stop_reason == "tool_use"
+    )
+    assert entry["stream"] is True
+
+
+def test_openai_streams_chunks_with_tool_call_deltas_and_usage_last() -> None:
+    reply = Reply("Hi.", [("write_file", {"path": "a.txt", "content": "hi"})])
+    with LocalAPIServer([reply]) as server:
+        stream = gpt(server).chat.completions.create(
+            model="gpt-test",
+            messages=USER,
+            tools=OPENAI_TOOLS,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = list(stream)
+    assert {c.object for c in chunks} == {"chat.completion.chunk"}
+    *body, last = chunks
+    assert (
+        last.choices == [] and last.usage.completion_tokens == server.requests[0]["output_tokens"]
+    )
+    assert all(c.usage is None for c in body)
+    assert body[-1].choices[0].finish_reason == "tool_calls"
+    deltas = [c.choices[0].delta for c in body]
+    assert "".join(d.content or "" for d in deltas) == "Hi."
+    calls = [t for d in deltas for t in d.tool_calls or []]
+    assert calls[0].id and calls[0].function.name == "write_file"
+    arguments = "".join(t.function.arguments or "" for t in calls)
+    assert json.loads(arguments) == {"path": "a.txt", "content": "hi"} and len(calls) > 2
+
+
+def test_a_malformed_stream_is_cut_off_halfway() -> None:
+    with LocalAPIServer(faults=[Fault("malformed")]) as server:
+        events = list(
+            claude(server).messages.create(model="m", max_tokens=50, messages=USER, stream=True)
+        )
+    assert events[0].type == "message_start" and "message_stop" not in [e.type for e in events]
+
+
+# ---- models and token counts ---------------------------------------------------------
+
+
+def test_an_unknown_model_is_a_404_in_each_apis_shape() -> None:
+    with LocalAPIServer(models=["claude-test", "gpt-test"]) as server:
+        with pytest.raises(anthropic.NotFoundError) as lost:
+            ask_claude(claude(server), model="claude-nonesuch")
+        assert lost.value.body["error"] == {
+            "type": "not_found_error",
+            "message": "model: claude-nonesuch",
+        }
+        with pytest.raises(openai.NotFoundError) as missing:
+            ask_gpt(gpt(server), model="gpt-nonesuch")
+        assert missing.value.code == "model_not_found"
+        assert "The model `gpt-nonesuch` does not exist" in missing.value.message
+        assert ask_claude(claude(server)).content[0].text == "ok"
+    assert [r["status"] for r in server.requests] == [404, 404, 200]
+
+
+def test_models_are_listed_in_each_apis_shape_and_tokens_counted() -> None:
+    with LocalAPIServer(models=["claude-test", "gpt-test"]) as server:
+        listed = claude(server).models.list()
+        assert [m.id for m in listed.data] == ["claude-test", "gpt-test"]
+        assert listed.data[0].type == "model"
+        assert [m.id for m in gpt(server).models.list()] == ["claude-test", "gpt-test"]
+        counted = claude(server).messages.count_tokens(model="claude-test", messages=USER)
+        answered = ask_claude(claude(server))
+    assert counted.input_tokens == answered.usage.input_tokens > 0
+    assert max_window_usage(server.requests, 60)["requests"] == 1  # only the real call
+    assert [r["path"] for r in server.requests][:3] == [
+        "/v1/models",
+        "/v1/models",
+        "/v1/messages/count_tokens",
+    ]
+
+
+def test_each_api_has_its_own_rate_limit_windows() -> None:
+    with LocalAPIServer(limits={"requests": 1, "window": 60}) as server:
+        ask_claude(claude(server))
+        ask_gpt(gpt(server))  # the Anthropic call does not use up OpenAI's window
+        with pytest.raises(anthropic.RateLimitError):
+            ask_claude(claude(server))
+        with pytest.raises(openai.RateLimitError):
+            ask_gpt(gpt(server))
+    assert [r["status"] for r in server.requests] == [200, 200, 429, 429]
+
+
 # ---- transport -----------------------------------------------------------------------
 
 
@@ -388,7 +530,7 @@ def test_keep_alive_serves_several_requests_on_one_connection() -> None:
             assert response.status == 200 and response.getheader("connection") != "close"
             texts.append(json.loads(response.read())["content"][0]["text"])
             sockets.append(conn.sock)
-        conn.request("GET", "/v1/models", headers={"x-api-key": KEY})
+        conn.request("GET", "/v1/nothing", headers={"x-api-key": KEY})
         missing = conn.getresponse()
         assert missing.status == 404 and json.loads(missing.read())["type"] == "error"
         conn.close()
@@ -413,3 +555,39 @@ def test_standalone_server_from_the_command_line(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_the_command_line_injects_faults_and_serves_only_its_models(tmp_path: Path) -> None:
+    replies = tmp_path / "replies.json"
+    write = {"name": "write_file", "input": {"path": "a", "content": "b"}}
+    replies.write_text(json.dumps([{"text": "first"}, {"tool_calls": [write]}]))
+    cmd = [sys.executable, "-m", "orchestrator.apiserver", "--port", "0", "--api-key", "k1"]
+    cmd += ["--faults", "500*2,ok,object_args", "--models", "gpt-test", "--replies", str(replies)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split()[2]
+        client = openai.OpenAI(api_key="k1", base_url=url + "/v1", max_retries=0)
+        for _ in range(2):
+            with pytest.raises(openai.InternalServerError):
+                client.chat.completions.create(model="gpt-test", messages=USER)
+        first = client.chat.completions.create(model="gpt-test", messages=USER)
+        assert first.choices[0].message.content == "first"
+        raw = client.chat.completions.with_raw_response.create(model="gpt-test", messages=USER)
+        (call,) = json.loads(raw.http_response.text)["choices"][0]["message"]["tool_calls"]
+        assert call["function"]["arguments"] == {"path": "a", "content": "b"}  # an object
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="gpt-other", messages=USER)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [("boom", "unknown fault 'boom'"), ("500*,ok", "must come last"), ("500*x", "not a number")],
+)
+def test_a_bad_fault_spec_is_one_line_and_exit_2(spec: str, problem: str) -> None:
+    cmd = [sys.executable, "-m", "orchestrator.apiserver", "--faults", spec]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and problem in result.stderr.splitlines()[-1]
+    assert result.stdout == ""

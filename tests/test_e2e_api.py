@@ -269,6 +269,23 @@ def test_overload_server_errors_and_malformed_replies_are_retried(
     assert statuses[1:3] == [529, 500] and statuses.count(200) >= 4
 
 
+def test_an_answer_cut_off_is_retried_once_and_what_it_carried_reaches_the_ledger(
+    project: Path, tmp_path: Path
+) -> None:
+    faults = [None, Fault("malformed")]
+    with LocalAPIServer(writer(), faults=faults) as server:
+        result, home = run(tmp_path, project, server, ["a"], "anthropic", "test-key")
+    assert result.returncode == 0, result.stdout + result.stderr
+    cut = server.requests[1]
+    assert cut["fault"] == "malformed" and [e["status"] for e in server.requests] == [200] * 3
+    # The cut stream reported its input (message_start) and one output token: billed.
+    price = PriceTable.load().price(MODEL)
+    unread = cost(Usage(output_tokens=cut["output_tokens"] - 1), price)
+    spend = final_state(home)["permits"]["spend"]
+    assert Decimal(spend["spent"]) == server_cost(server, MODEL) - unread > 0
+    assert spend["run"]["calls"] == 3
+
+
 def test_command_provider_runs_an_agent_cli_as_the_agent(project: Path, tmp_path: Path) -> None:
     fake = Path(__file__).parent / "fake_agents" / "fake_claude.py"
     tasks = [{"id": "a", "title": "a"}, {"id": "b", "title": "b", "deps": ["a"]}]

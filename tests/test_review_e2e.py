@@ -203,7 +203,7 @@ def test_a_review_without_a_verdict_goes_to_another_reviewer(project: Path, tmp_
             return Team()(api, body)
         first[:] = first or [json.dumps(body.get("system"))]
         if json.dumps(body.get("system")) == first[0]:
-            return Reply(text="Let me think about it.")  # never a verdict: the turn limit
+            return Reply(text="Let me think about it.")  # never a verdict, never a tool
         return Reply(tool_calls=[("submit_review", {"verdict": "approve", "comments": "ok"})])
 
     home = tmp_path / "home"
@@ -222,7 +222,7 @@ def test_a_review_without_a_verdict_goes_to_another_reviewer(project: Path, tmp_
     # The reviewer asked first never gives a verdict; the other one (waited for, if it was
     # still booting) then reviews the same round.
     assert [(e["round"], e["state"]) for e in failed] == [(1, "reviewing")]
-    assert "turn limit" in failed[0]["reason"]
+    assert "3 turns in a row without calling a tool" in failed[0]["reason"]
     started = [(e["worker"], e["round"]) for e in log if e["kind"] == "review_started"]
     other = ({"w2", "w3"} - {failed[0]["worker"]}).pop()
     assert started == [(failed[0]["worker"], 1), (other, 1)]

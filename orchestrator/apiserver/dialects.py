@@ -54,6 +54,10 @@ class Dialect:
     def answer(self, index: int, body: dict[str, Any], reply: Reply, usage: dict) -> dict:
         raise NotImplementedError
 
+    def stream(self, answer: dict[str, Any], body: dict[str, Any]) -> list[bytes]:
+        """The answer as the server-sent events the API streams, one frame each."""
+        raise NotImplementedError
+
     def usage(self, prompt: Prompt, read: int, write: int, output: int) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -64,6 +68,14 @@ class Dialect:
         raise NotImplementedError
 
     def request_id_header(self, index: int) -> dict[str, str]:
+        raise NotImplementedError
+
+    def unknown_model(self, model: str) -> str:
+        """The 404 message for a model the server does not serve."""
+        raise NotImplementedError
+
+    def model_list(self, models: list[str]) -> dict[str, Any]:
+        """``GET /v1/models`` in this API's shape."""
         raise NotImplementedError
 
 
@@ -86,6 +98,7 @@ class Anthropic(Dialect):
         "invalid_request": (400, "invalid_request_error"),
         "authentication": (401, "authentication_error"),
         "not_found": (404, "not_found_error"),
+        "model_not_found": (404, "not_found_error"),
         "rate_limit": (429, "rate_limit_error"),
         "spend_limit": (429, "rate_limit_error"),
         "api_error": (500, "api_error"),
@@ -177,6 +190,37 @@ class Anthropic(Dialect):
             "usage": usage,
         }
 
+    def stream(self, answer: dict[str, Any], body: dict[str, Any]) -> list[bytes]:
+        """message_start (input usage, output 1), ping, per block content_block_start,
+        text_delta or input_json_delta pieces, content_block_stop; then message_delta with
+        the stop reason and the final usage, and message_stop."""
+        usage = answer["usage"]
+        start = {
+            **answer,
+            "content": [],
+            "stop_reason": None,
+            "usage": {**usage, "output_tokens": 1},
+        }
+        events: list[dict[str, Any]] = [
+            {"type": "message_start", "message": start},
+            {"type": "ping"},
+        ]
+        for i, block in enumerate(answer["content"]):
+            if block["type"] == "text":
+                opened = {"type": "text", "text": ""}
+                deltas = [{"type": "text_delta", "text": t} for t in pieces(block["text"])]
+            else:
+                opened = {**block, "input": {}}
+                text = block["input"] if isinstance(block["input"], str) else _dumps(block["input"])
+                deltas = [{"type": "input_json_delta", "partial_json": t} for t in pieces(text)]
+            events.append({"type": "content_block_start", "index": i, "content_block": opened})
+            events += [{"type": "content_block_delta", "index": i, "delta": d} for d in deltas]
+            events.append({"type": "content_block_stop", "index": i})
+        stop = {"stop_reason": answer["stop_reason"], "stop_sequence": None}
+        events.append({"type": "message_delta", "delta": stop, "usage": usage})
+        events.append({"type": "message_stop"})
+        return [f"event: {e['type']}\ndata: {_dumps(e)}\n\n".encode() for e in events]
+
     def error(self, kind: str, message: str, **extra: Any) -> tuple[int, dict[str, Any]]:
         status, type_ = self._errors[kind]
         error: dict[str, Any] = {"type": type_, "message": message}
@@ -185,9 +229,15 @@ class Anthropic(Dialect):
         return status, {"type": "error", "error": error, "request_id": extra.get("request_id")}
 
     def limit_headers(self, state: dict[str, tuple[int, int, float]]) -> dict[str, str]:
+        """Each bucket's, and ``tokens-*``: the most restrictive token bucket, as the API
+        reports it."""
+        token_buckets = [state[k] for k in ("input_tokens", "output_tokens") if k in state]
+        named = [(self._names[k], v) for k, v in state.items()]
+        if token_buckets:
+            named.append(("tokens", min(token_buckets, key=lambda b: b[1])))
         headers = {}
-        for bucket, (limit, remaining, reset) in state.items():
-            prefix = f"anthropic-ratelimit-{self._names[bucket]}"
+        for name, (limit, remaining, reset) in named:
+            prefix = f"anthropic-ratelimit-{name}"
             headers[f"{prefix}-limit"] = str(limit)
             headers[f"{prefix}-remaining"] = str(remaining)
             headers[f"{prefix}-reset"] = _rfc3339(reset)
@@ -195,6 +245,22 @@ class Anthropic(Dialect):
 
     def request_id_header(self, index: int) -> dict[str, str]:
         return {"request-id": f"req_{index:012d}"}
+
+    def unknown_model(self, model: str) -> str:
+        return f"model: {model}"
+
+    def model_list(self, models: list[str]) -> dict[str, Any]:
+        data = [
+            {
+                "type": "model",
+                "id": m,
+                "display_name": m,
+                "created_at": "2025-01-01T00:00:00Z",
+            }
+            for m in models
+        ]
+        first, last = (models[0], models[-1]) if models else (None, None)
+        return {"data": data, "has_more": False, "first_id": first, "last_id": last}
 
 
 _STOP_TO_ANTHROPIC = {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"}
@@ -208,6 +274,7 @@ class OpenAI(Dialect):
         "invalid_request": (400, "invalid_request_error", None),
         "authentication": (401, "invalid_request_error", "invalid_api_key"),
         "not_found": (404, "invalid_request_error", "unknown_url"),
+        "model_not_found": (404, "invalid_request_error", "model_not_found"),
         "rate_limit": (429, "tokens", "rate_limit_exceeded"),
         "spend_limit": (429, "insufficient_quota", "insufficient_quota"),
         "api_error": (500, "server_error", None),
@@ -309,6 +376,39 @@ class OpenAI(Dialect):
             "system_fingerprint": "fp_pd_local",
         }
 
+    def stream(self, answer: dict[str, Any], body: dict[str, Any]) -> list[bytes]:
+        """chat.completion.chunk deltas: the role, content pieces, each tool call's id
+        and name then its argument pieces, a last chunk with the finish reason; with
+        ``stream_options.include_usage`` a usage chunk (no choices) after it; then
+        ``data: [DONE]``."""
+        options = body.get("stream_options")
+        with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        keys = ("id", "created", "model", "service_tier", "system_fingerprint")
+        head = {"object": "chat.completion.chunk", **{k: answer[k] for k in keys}}
+        (choice,) = answer["choices"]
+        message = choice["message"]
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            item = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return {**head, "choices": [item], **({"usage": None} if with_usage else {})}
+
+        chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        chunks += [chunk({"content": text}) for text in pieces(message["content"] or "")]
+        for i, call in enumerate(message.get("tool_calls") or []):
+            args = call["function"]["arguments"]
+            function = {"name": call["function"]["name"], "arguments": args}
+            if isinstance(args, str):
+                function["arguments"] = ""
+            first = {"index": i, "id": call["id"], "type": "function", "function": function}
+            chunks.append(chunk({"tool_calls": [first]}))
+            if isinstance(args, str):
+                rest = [{"index": i, "function": {"arguments": text}} for text in pieces(args)]
+                chunks += [chunk({"tool_calls": [part]}) for part in rest]
+        chunks.append(chunk({}, choice["finish_reason"]))
+        if with_usage:
+            chunks.append({**head, "choices": [], "usage": answer["usage"]})
+        return [f"data: {_dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
+
     def error(self, kind: str, message: str, **extra: Any) -> tuple[int, dict[str, Any]]:
         status, type_, code = self._errors[kind]
         if kind == "rate_limit" and extra.get("bucket") == "requests":
@@ -333,8 +433,20 @@ class OpenAI(Dialect):
     def request_id_header(self, index: int) -> dict[str, str]:
         return {"x-request-id": f"req_{index:012d}"}
 
+    def unknown_model(self, model: str) -> str:
+        return f"The model `{model}` does not exist or you do not have access to it."
+
+    def model_list(self, models: list[str]) -> dict[str, Any]:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "pd-local"} for m in models]
+        return {"object": "list", "data": data}
+
 
 DIALECTS: dict[str, Dialect] = {d.path: d for d in (Anthropic(), OpenAI())}
+
+
+def pieces(text: str, size: int = 16) -> list[str]:
+    """A text cut as a model streams it: a few characters per delta."""
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def masked(key: str) -> str:

@@ -15,10 +15,14 @@ from typing import Any
 from orchestrator.ratelimit import parse_go_duration  # noqa: F401 - part of this API
 
 BUCKETS = ("requests", "input_tokens", "output_tokens")
+# Buckets not configured still hold (and are reported, as the real APIs always report
+# theirs): a high tier's limits per minute.
+DEFAULT_LIMITS = {"requests": 4_000, "input_tokens": 2_000_000, "output_tokens": 400_000}
 
 
 class SlidingWindows:
-    """Request, input and output buckets over one window; not thread-safe (caller locks)."""
+    """Request, input and output buckets over one window; not thread-safe (caller locks).
+    A bucket not given in ``limits`` gets its ``DEFAULT_LIMITS`` value."""
 
     def __init__(self, limits: Mapping[str, float] | None) -> None:
         limits = dict(limits or {})
@@ -27,7 +31,8 @@ class SlidingWindows:
             raise ValueError(f"unknown limits {sorted(unknown)} (known: {[*BUCKETS, 'window']})")
         if self.window <= 0:
             raise ValueError("limits: window must be > 0 seconds")
-        self.limits: dict[str, int] = {k: int(v) for k, v in limits.items() if v is not None}
+        self.limits: dict[str, int] = dict(DEFAULT_LIMITS)
+        self.limits |= {k: int(v) for k, v in limits.items() if v is not None}
         self._entries: deque[tuple[float, int, int]] = deque()
         self._used = {"requests": 0, "input_tokens": 0, "output_tokens": 0}
 
@@ -77,13 +82,16 @@ class SlidingWindows:
         }
 
 
+NOT_CALLS = ("/v1/models", "/v1/messages/count_tokens")  # answered outside the windows
+
+
 def max_window_usage(requests: Iterable[Mapping[str, Any]], window: float) -> dict[str, int]:
     """The most requests/input/output any window ``(t - window, t]`` held, over accepted
-    requests of a server log (``status == 200``); input is what the limits count."""
+    model calls of a server log (``status == 200``); input is what the limits count."""
     log = sorted(
         (r["arrived"], r.get("counted_input", 0), r.get("output_tokens", 0))
         for r in requests
-        if r.get("status") == 200
+        if r.get("status") == 200 and r.get("path") not in NOT_CALLS
     )
     best = {"requests": 0, "input_tokens": 0, "output_tokens": 0}
     start, inp, out = 0, 0, 0

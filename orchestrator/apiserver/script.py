@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FAULT_KINDS = ("429", "529", "500", "400", "slow", "malformed", "spend_limit")
+FAULT_KINDS = ("429", "529", "500", "400", "slow", "malformed", "object_args", "spend_limit")
 
 
 @dataclass
@@ -34,8 +34,10 @@ class Fault:
 
     ``429`` carries ``retry_after`` (default 1 s); ``529`` is Anthropic's overloaded
     error (a 503 on the OpenAI endpoint); ``slow`` answers normally after ``delay``
-    seconds (default 5); ``malformed`` is a 200 with broken JSON and leaves the reply
-    for the next request; ``spend_limit`` is a 429 that no retry can cure."""
+    seconds (default 5); ``malformed`` is a 200 with broken JSON (a stream cut off
+    halfway) and leaves the reply for the next request; ``object_args`` sends OpenAI
+    tool-call arguments as a JSON object, not a string (Anthropic's are objects anyway);
+    ``spend_limit`` is a 429 that no retry can cure."""
 
     kind: str
     retry_after: float | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import socket
 import threading
 import time
@@ -49,16 +50,21 @@ class _Outcome:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    events: list[bytes] | None = None  # server-sent events, written one chunk each
 
 
 class LocalAPIServer:
-    """Answers ``POST /v1/messages`` and ``POST /v1/chat/completions`` on loopback.
+    """Answers ``POST /v1/messages`` and ``POST /v1/chat/completions`` on loopback (with
+    ``"stream": true`` as server-sent events), ``GET /v1/models`` (in the shape of the API
+    whose headers came) and ``POST /v1/messages/count_tokens``.
 
     ``replies``: a list consumed in order by both endpoints, or ``(api, body) -> Reply``
     (called before the rate-limit decision, so also for requests then refused).
     ``faults``: a list indexed by request number, or ``(index, api, body) -> Fault|None``.
     ``limits``: ``dict(requests=, input_tokens=, output_tokens=, window=seconds)``, any
-    subset, enforced over sliding windows; only configured buckets get headers.
+    subset (the rest get ``DEFAULT_LIMITS``), enforced over sliding windows of each API
+    apart, and reported in each API's rate-limit headers on every answer.
+    ``models``: the models served; any other is a 404 in the API's shape (None: any).
     ``requests`` logs every request; token fields follow pd's Usage (input excludes cache
     reads and writes) and ``counted_input`` is what the input bucket counted.
     """
@@ -75,6 +81,7 @@ class LocalAPIServer:
         host: str = "127.0.0.1",
         port: int = 0,
         keep_bodies: bool = True,
+        models: list[str] | None = None,
     ) -> None:
         if output_mode not in ("script", "max"):
             raise ValueError(f"output_mode must be 'script' or 'max', not {output_mode!r}")
@@ -85,7 +92,8 @@ class LocalAPIServer:
         self.latency = latency
         self.host, self.port = host, port
         self.keep_bodies = keep_bodies
-        self.windows = SlidingWindows(limits)
+        self.models = list(models) if models is not None else None
+        self.windows = {d.api: SlidingWindows(limits) for d in DIALECTS.values()}
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._count = 0
@@ -133,24 +141,33 @@ class LocalAPIServer:
 
     def handle(self, method: str, path: str, headers: Any, raw: bytes) -> _Outcome:
         path = path.split("?", 1)[0]
-        dialect = DIALECTS.get(path)
+        dialect = _route(method, path, headers)
         with self._lock:
             index, self._count = self._count, self._count + 1
         entry = self._entry(index, dialect, path)
-        if method != "POST" or dialect is None:
+        if dialect is None:
             guess = DIALECTS["/v1/chat/completions" if "/chat/" in path else "/v1/messages"]
             return self._fail(entry, guess, "not_found", f"Not found: {method} {path}")
         entry["api_key_ok"] = dialect.key_ok(headers, self.api_key)
         if not entry["api_key_ok"]:
             message = self._auth_message(dialect, headers)
             return self._fail(entry, dialect, "authentication", message)
+        if path == MODELS:
+            with self._lock:
+                models = self.models or sorted(
+                    {str(r["model"]) for r in self.requests if r["model"]}
+                )
+            return self._done(entry, dialect, dialect.model_list(models))
         try:
             body = json.loads(raw)
             if not isinstance(body, dict):
                 raise ValueError("the request body must be a JSON object")
             entry.update(model=body.get("model"), max_tokens=dialect.max_tokens(body))
+            entry["stream"] = body.get("stream") is True
             if self.keep_bodies:
                 entry["body"] = body
+            if path == COUNT_TOKENS:  # no max_tokens here: checked with a stand-in
+                body = {"max_tokens": 1, **body}
             problem = dialect.validate(body)
             prompt = dialect.prompt(body)
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
@@ -160,6 +177,11 @@ class LocalAPIServer:
             problem = f"A maximum of 4 blocks with cache_control may be provided. Found {marks}."
         if problem:
             return self._fail(entry, dialect, "invalid_request", problem)
+        if self.models is not None and body["model"] not in self.models:
+            message = dialect.unknown_model(body["model"])
+            return self._fail(entry, dialect, "model_not_found", message)
+        if path == COUNT_TOKENS:
+            return self._done(entry, dialect, {"input_tokens": prompt.total})
         return self._answer(entry, dialect, body, prompt)
 
     def _answer(self, entry: dict, dialect: Dialect, body: dict, prompt: Prompt) -> _Outcome:
@@ -177,7 +199,7 @@ class LocalAPIServer:
             output = self._output_tokens(reply, entry["max_tokens"])
             read, write = self._cache_split(dialect, prompt)
             counted = prompt.total - read if dialect.explicit_cache else prompt.total
-            refusal = self.windows.admit(now, counted, output)
+            refusal = self.windows[api].admit(now, counted, output)
             if refusal is None:
                 self._cached.update(key for key, _ in prompt.prefixes)
                 if not callable(self.replies) and self.replies and kind != "malformed":
@@ -187,15 +209,26 @@ class LocalAPIServer:
             entry.update(input_tokens=prompt.total - read - write, output_tokens=output)
             entry.update(cache_read=read, cache_write=write)
             entry["status"] = 200 if refusal is None else 429
-            state = self._log(entry, now)
+            state = self._log(entry, now, api)
         if refusal is not None:
             return self._limited(entry, dialect, state, refusal)
         usage = dialect.usage(prompt, read, write, output)
         entry["usage"] = usage
-        data = json.dumps(dialect.answer(entry["index"], body, reply, usage)).encode()
+        answer = dialect.answer(entry["index"], body, reply, usage)
+        if kind == "object_args":
+            _arguments_as_objects(answer)
+        delay = self.latency + ((fault.delay or 5.0) if kind == "slow" else 0.0)
+        if entry["stream"]:
+            events = dialect.stream(answer, body)
+            if kind == "malformed":  # cut off: Anthropic's message_start (with usage) gets out
+                events = events[: max(2, len(events) // 2)]
+            outcome = self._outcome(200, b"", dialect, entry, state, delay=delay)
+            outcome.headers["content-type"] = "text/event-stream; charset=utf-8"
+            outcome.events = events
+            return outcome
+        data = json.dumps(answer).encode()
         if kind == "malformed":
             data = data[: len(data) // 2]
-        delay = self.latency + ((fault.delay or 5.0) if kind == "slow" else 0.0)
         return self._outcome(200, data, dialect, entry, state, delay=delay)
 
     # ---- pieces ----------------------------------------------------------------------
@@ -218,6 +251,7 @@ class LocalAPIServer:
             "api_key_ok": None,
             "fault": None,
             "retry_after": None,
+            "stream": False,
         }
 
     def _cache_split(self, dialect: Dialect, prompt: Prompt) -> tuple[int, int]:
@@ -228,10 +262,17 @@ class LocalAPIServer:
             return read, prompt.prefixes[-1][1] - read
         return read, 0
 
-    def _log(self, entry: dict, now: float) -> dict[str, tuple[int, int, float]]:
-        """Append to the log; the caller holds the lock. Returns the buckets' state."""
+    def _log(self, entry: dict, now: float, api: str) -> dict[str, tuple[int, int, float]]:
+        """Append to the log; the caller holds the lock. Returns ``api``'s buckets' state."""
         self.requests.append(entry)
-        return self.windows.state(now)
+        return self.windows[api].state(now)
+
+    def _done(self, entry: dict, dialect: Dialect, answer: dict[str, Any]) -> _Outcome:
+        """A 200 that is not a model call (a model list, a token count)."""
+        entry["status"] = 200
+        with self._lock:
+            state = self._log(entry, time.monotonic(), dialect.api)
+        return self._outcome(200, json.dumps(answer).encode(), dialect, entry, state)
 
     def _pick_fault(self, index: int, api: str, body: dict) -> Any:
         if callable(self.faults):
@@ -261,7 +302,7 @@ class LocalAPIServer:
         status, data = dialect.error(kind, message, request_id=f"req_{entry['index']:012d}")
         entry["status"] = status
         with self._lock:
-            state = self._log(entry, time.monotonic())
+            state = self._log(entry, time.monotonic(), dialect.api)
         return self._outcome(status, json.dumps(data).encode(), dialect, entry, state)
 
     def _fault_error(self, entry: dict, dialect: Dialect, body: dict, fault: Any) -> _Outcome:
@@ -274,15 +315,16 @@ class LocalAPIServer:
             entry["retry_after"] = fault.retry_after if fault.retry_after is not None else 1.0
             headers = _retry_headers(entry["retry_after"])
         with self._lock:
-            state = self._log(entry, time.monotonic())
+            state = self._log(entry, time.monotonic(), dialect.api)
         return self._outcome(status, json.dumps(data).encode(), dialect, entry, state, headers)
 
     def _limited(self, entry: dict, dialect: Dialect, state: dict, refusal: tuple) -> _Outcome:
         wait, buckets = refusal
         entry["retry_after"] = round(wait + 0.0005, 3)
         bucket = buckets[0]
-        limit = self.windows.limits[bucket]
-        window = f"{self.windows.window:g} seconds"
+        windows = self.windows[dialect.api]
+        limit = windows.limits[bucket]
+        window = f"{windows.window:g} seconds"
         if dialect.api == "anthropic":
             message = (
                 f"This request would exceed the rate limit for your organization of {limit} "
@@ -320,10 +362,33 @@ class LocalAPIServer:
         return _Outcome(status, data, headers, delay)
 
 
+def _arguments_as_objects(answer: dict[str, Any]) -> None:
+    """The ``object_args`` fault: OpenAI tool-call arguments sent as a JSON object
+    instead of a string, as some OpenAI-compatible servers do. Anthropic's are objects."""
+    for choice in answer.get("choices", []):
+        for call in choice["message"].get("tool_calls") or []:
+            with contextlib.suppress(ValueError):
+                call["function"]["arguments"] = json.loads(call["function"]["arguments"])
+
+
 def _retry_headers(seconds: float) -> dict[str, str]:
-    """``retry-after`` in (possibly fractional) seconds, as both SDKs parse it, and
-    ``retry-after-ms``, which both SDKs prefer when present."""
-    return {"retry-after": f"{seconds:g}", "retry-after-ms": str(round(seconds * 1000))}
+    """``retry-after`` in whole seconds, rounded up, as both real APIs send it."""
+    return {"retry-after": str(max(1, math.ceil(seconds)))}
+
+
+MODELS, COUNT_TOKENS = "/v1/models", "/v1/messages/count_tokens"
+
+
+def _route(method: str, path: str, headers: Any) -> Dialect | None:
+    """The dialect of a request, None for an unknown one. ``/v1/models`` is both APIs'
+    path: the Anthropic SDK always sends ``anthropic-version``."""
+    if method == "GET" and path == MODELS:
+        return DIALECTS[
+            "/v1/messages" if headers.get("anthropic-version") else "/v1/chat/completions"
+        ]
+    if method == "POST" and path == COUNT_TOKENS:
+        return DIALECTS["/v1/messages"]
+    return DIALECTS.get(path) if method == "POST" else None
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -375,9 +440,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(outcome.status, _REASONS.get(outcome.status, ""))
             for name, value in outcome.headers.items():
                 self.send_header(name, value)
-            self.send_header("content-length", str(len(outcome.body)))
+            if outcome.events is None:
+                self.send_header("content-length", str(len(outcome.body)))
+                self.end_headers()
+                self.wfile.write(outcome.body)
+                return
+            # Streamed as the APIs do: chunked, one event per chunk, each sent at once.
+            self.send_header("cache-control", "no-cache")
+            self.send_header("transfer-encoding", "chunked")
             self.end_headers()
-            self.wfile.write(outcome.body)
+            for event in outcome.events:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
         except OSError:  # the client gave up (a timeout test): nothing left to tell it
             self.close_connection = True
 

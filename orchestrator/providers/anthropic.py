@@ -1,8 +1,10 @@
-"""The Anthropic Messages API through the official SDK, with prompt caching.
+"""The Anthropic Messages API through the official SDK, streamed, with prompt caching.
 
 The internal conversation already is Anthropic's format, so the request is the
 conversation plus two cache breakpoints: the system prompt and the last tool definition,
-which together form the prefix every turn of every task of a role repeats.
+which together form the prefix every turn of every task of a role repeats. Calls stream
+(``messages.stream``): the SDK refuses long non-streaming calls (a large ``max_tokens``),
+text can be shown as it comes, and usage is read from the events as they arrive.
 """
 
 from __future__ import annotations
@@ -16,16 +18,22 @@ import anthropic
 from orchestrator.providers.base import ModelRequest, ModelResponse, ToolCall, Usage
 from orchestrator.providers.errors import (
     FatalError,
+    Malformed,
     RetryableError,
+    Seen,
     call_sdk,
     limit_headers,
+    malformed,
     one_line,
     says_spend_limit,
+    show,
     status_error,
 )
 from orchestrator.providers.sdkgate import SendGate, warm_up
 
 _EPHEMERAL = {"type": "ephemeral"}
+# An error event in the middle of a stream comes with the stream's 200: its type says more.
+_STREAM_ERRORS = {"overloaded_error": 529, "rate_limit_error": 429, "api_error": 500}
 
 
 class AnthropicProvider:
@@ -64,14 +72,32 @@ class AnthropicProvider:
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         self.gate.send_by = request.send_by
-        return call_sdk(  # type: ignore[no-any-return]
+        return call_sdk(
             "anthropic",
-            lambda: self._client.messages.with_raw_response.create(**self.params(request)),
+            lambda seen: self._stream(request, seen),
             anthropic.APIError,
             self._failure,
-            _response,
             self._secret,
         )
+
+    def _stream(self, request: ModelRequest, seen: Seen) -> ModelResponse:
+        """Read the whole stream; usage from message_start, then from message_delta."""
+        stopped = False
+        with self._client.messages.stream(**self.params(request)) as stream:
+            seen.headers = limit_headers(stream.response.headers)
+            for event in stream:
+                if event.type == "message_start":
+                    seen.usage = _usage(event.message.usage)
+                elif event.type == "message_delta":
+                    seen.usage = _usage(stream.current_message_snapshot.usage)
+                elif event.type == "content_block_delta" and event.delta.type == "text_delta":
+                    show(request.on_text, event.delta.text)
+                elif event.type == "message_stop":
+                    stopped = True
+            if not stopped:
+                raise Malformed("the stream ended before message_stop")
+            message = stream.get_final_message()
+        return _response(message, seen.headers)
 
     def params(self, request: ModelRequest) -> dict[str, Any]:
         """The Messages API arguments: system prompt and last tool marked for caching."""
@@ -97,7 +123,7 @@ class AnthropicProvider:
             return RetryableError(f"anthropic: no answer within {self.timeout:g}s")
         if isinstance(exc, anthropic.APIConnectionError):
             return RetryableError(f"anthropic: connection failed: {self._line(exc)}")
-        return RetryableError(f"anthropic: malformed response ({self._line(exc, 200)})", 200)
+        return malformed("anthropic", self._line(exc, 200), Seen())
 
     def _status_error(self, exc: anthropic.APIStatusError) -> Exception:
         error = exc.body.get("error") if isinstance(exc.body, dict) else None
@@ -105,14 +131,17 @@ class AnthropicProvider:
         message = error.get("message") or exc.message
         kind = error.get("type") or ""
         code = (error.get("details") or {}).get("error_code") or ""
-        spend = exc.status_code == 402 or (
-            exc.status_code == 429
+        status = exc.status_code
+        if status < 400:  # an error event in the middle of a stream
+            status = _STREAM_ERRORS.get(kind, 500)
+        spend = status == 402 or (
+            status == 429
             and ("spend_limit" in code or kind == "billing_error" or says_spend_limit(message))
         )
         line = self._line(f"{kind}: {message}" if kind else message)
         return status_error(
             "anthropic",
-            exc.status_code,
+            status,
             line,
             limit_headers(exc.response.headers),
             spend_limit=spend,
@@ -120,6 +149,15 @@ class AnthropicProvider:
 
     def _line(self, text: Any, limit: int = 500) -> str:
         return one_line(text, self._secret, limit)
+
+
+def _usage(u: Any) -> Usage:
+    return Usage(
+        input_tokens=int(u.input_tokens or 0),
+        output_tokens=int(u.output_tokens or 0),
+        cache_write_tokens=int(u.cache_creation_input_tokens or 0),
+        cache_read_tokens=int(u.cache_read_input_tokens or 0),
+    )
 
 
 def _response(message: Any, headers: dict[str, str]) -> ModelResponse:
@@ -133,18 +171,11 @@ def _response(message: Any, headers: dict[str, str]) -> ModelResponse:
                 block.input if isinstance(block.input, dict) else {"_raw": json.dumps(block.input)}
             )
             calls.append(ToolCall(id=block.id, name=block.name, input=args))
-    u = message.usage
-    usage = Usage(
-        input_tokens=int(u.input_tokens),
-        output_tokens=int(u.output_tokens),
-        cache_write_tokens=int(u.cache_creation_input_tokens or 0),
-        cache_read_tokens=int(u.cache_read_input_tokens or 0),
-    )
     return ModelResponse(
         text="\n".join(t for t in texts if t),
         tool_calls=calls,
         stop_reason=message.stop_reason or ("tool_use" if calls else "end_turn"),
-        usage=usage,
+        usage=_usage(message.usage),
         model=str(message.model),
         headers=headers,
     )

@@ -7,6 +7,7 @@ never depend on which API answered.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
@@ -59,6 +60,8 @@ class ModelRequest:
     task_id: str
     attempt: int
     send_by: float = 0.0  # time.monotonic() after which the request must not go out (0: any)
+    # Called with each piece of the reply's text as it streams in, to show it live.
+    on_text: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

@@ -7,11 +7,14 @@ cut out wherever it might have been echoed.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.errors import ProviderError
+from orchestrator.providers.base import ModelResponse, Usage
 
 # Statuses worth another try: rate limited, overloaded, timeouts, server trouble.
 RETRY_STATUSES = {408, 429, 529}
@@ -23,7 +26,9 @@ _SPEND_WORDS = re.compile(
 
 class RetryableError(ProviderError):
     """Worth another try later: 429 (not a spend limit), 529, 5xx, timeouts, connection
-    errors, malformed responses. ``retry_after`` is the server's wish, in seconds."""
+    errors, malformed responses. ``retry_after`` is the server's wish, in seconds;
+    ``usage`` what an answer that came back (and is billed) reported before it failed;
+    ``malformed``: the server's answer could not be read, a fault of the server."""
 
     def __init__(
         self,
@@ -31,11 +36,28 @@ class RetryableError(ProviderError):
         status: int | None = None,
         retry_after: float | None = None,
         headers: Mapping[str, str] | None = None,
+        *,
+        usage: Usage | None = None,
+        malformed: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
         self.headers = dict(headers or {})
+        self.usage = usage
+        self.malformed = malformed
+
+
+class Malformed(Exception):
+    """Raised while reading an answer that breaks the API's own format."""
+
+
+@dataclass
+class Seen:
+    """What a streamed answer delivered before it failed: its usage is still booked."""
+
+    usage: Usage | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class FatalError(ProviderError):
@@ -108,30 +130,64 @@ def limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 def call_sdk(
     provider: str,
-    create: Callable[[], Any],
+    run: Callable[[Seen], ModelResponse],
     sdk_error: type[Exception],
     failure: Callable[[Any], Exception],
-    to_response: Callable[[Any, dict[str, str]], Any],
     secret: str,
-) -> Any:
-    """One raw SDK call, its failures sorted into Retryable or Fatal.
+) -> ModelResponse:
+    """One streamed SDK call, its failures sorted into Retryable or Fatal.
 
+    ``run`` sends the request and reads the stream, noting headers and usage in ``seen``
+    as they arrive, so an answer that breaks halfway still reports what it cost.
     Errors are raised outside the except blocks: the SDK's exception, whose request
     carries the key in its headers, must not ride along as ``__context__``.
     """
+    seen = Seen()
     try:
-        raw = create()
+        return run(seen)
     except sdk_error as exc:
         # The SDK wraps what a request hook raised as a connection error.
         cause = exc.__cause__
         problem = cause if isinstance(cause, PermitExpired) else failure(exc)
-    else:
-        headers = limit_headers(raw.headers)
-        try:
-            return to_response(raw.parse(), headers)
-        except (sdk_error, ValueError, TypeError, AttributeError, LookupError) as exc:
-            detail = one_line(f"{type(exc).__name__}: {exc}", secret, 200)
-            problem = RetryableError(
-                f"{provider}: malformed response ({detail})", raw.status_code, None, headers
-            )
+    except Malformed as exc:
+        problem = malformed(provider, one_line(exc, secret, 200), seen)
+    except (ValueError, TypeError, AttributeError, LookupError, AssertionError) as exc:
+        detail = one_line(f"{type(exc).__name__}: {exc}", secret, 200)
+        problem = malformed(provider, detail, seen)
+    except Exception as exc:
+        if not _is_transport(exc):
+            raise
+        detail = one_line(f"{type(exc).__name__}: {exc}", secret, 200)
+        problem = RetryableError(
+            f"{provider}: the connection broke during the answer ({detail})",
+            headers=seen.headers,
+            usage=seen.usage,
+        )
+    if isinstance(problem, RetryableError) and problem.usage is None:
+        problem.usage = seen.usage
     raise problem
+
+
+def malformed(provider: str, detail: str, seen: Seen) -> RetryableError:
+    """An answer that breaks the API's format: the server's fault, retried once at most."""
+    return RetryableError(
+        f"{provider}: malformed response from the API server ({detail})",
+        200,
+        None,
+        seen.headers,
+        usage=seen.usage,
+        malformed=True,
+    )
+
+
+def _is_transport(exc: Exception) -> bool:
+    """An HTTP transport error (httpx's, whatever the SDK vendors it as): the connection
+    broke while the stream was read, after the SDK's own error mapping was done."""
+    return any(c.__module__.split(".")[0].startswith("httpx") for c in type(exc).__mro__)
+
+
+def show(on_text: Callable[[str], None] | None, text: str) -> None:
+    """Pass a text delta to the live display; a display that fails must not fail the call."""
+    if on_text is not None and text:
+        with contextlib.suppress(Exception):
+            on_text(text)

@@ -1,5 +1,8 @@
 """OpenAI Chat Completions (and OpenAI-compatible servers) through the official SDK.
 
+Calls stream (``stream=True`` with ``stream_options.include_usage``: usage arrives in
+the last chunk), so long answers are no problem and text can be shown as it comes.
+
 The conversation is kept in Anthropic-style blocks; this module converts at the edge:
 assistant ``tool_use`` blocks become ``tool_calls``, user ``tool_result`` blocks become
 ``role: "tool"`` messages in the same order, and usage comes back normalised so that
@@ -10,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import openai
@@ -17,11 +22,15 @@ import openai
 from orchestrator.providers.base import ModelRequest, ModelResponse, ToolCall, Usage
 from orchestrator.providers.errors import (
     FatalError,
+    Malformed,
     RetryableError,
+    Seen,
     call_sdk,
     limit_headers,
+    malformed,
     one_line,
     says_spend_limit,
+    show,
     status_error,
 )
 from orchestrator.providers.sdkgate import SendGate, warm_up
@@ -67,23 +76,36 @@ class OpenAIProvider:
         warm_up(self.complete, self.model)
         # Best effort: a newer SDK whose models differ only misses the head start.
         with contextlib.suppress(Exception):
-            _response(openai.types.chat.ChatCompletion.construct(**_sample(self.model)), {})
+            chunks = Chunks()
+            for sample in _samples(self.model):
+                chunks.add(openai.types.chat.ChatCompletionChunk.construct(**sample))
+            chunks.response({})
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         self.gate.send_by = request.send_by
-        return call_sdk(  # type: ignore[no-any-return]
+        return call_sdk(
             "openai",
-            lambda: self._client.chat.completions.with_raw_response.create(**self.params(request)),
+            lambda seen: self._stream(request, seen),
             openai.APIError,
             self._failure,
-            _response,
             self._secret,
         )
+
+    def _stream(self, request: ModelRequest, seen: Seen) -> ModelResponse:
+        chunks = Chunks(request.on_text)
+        with self._client.chat.completions.create(**self.params(request)) as stream:
+            seen.headers = limit_headers(stream.response.headers)
+            for chunk in stream:
+                chunks.add(chunk)
+                seen.usage = chunks.usage or seen.usage
+        return chunks.response(seen.headers)
 
     def params(self, request: ModelRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": request.model or self.model,
             "messages": to_openai_messages(request.system, request.messages),
+            "stream": True,
+            "stream_options": {"include_usage": True},
         }
         params["max_completion_tokens" if self.official else "max_tokens"] = request.max_tokens
         if request.tools:
@@ -97,7 +119,7 @@ class OpenAIProvider:
             return RetryableError(f"openai: no answer within {self.timeout:g}s")
         if isinstance(exc, openai.APIConnectionError):
             return RetryableError(f"openai: connection failed: {self._line(exc)}")
-        return RetryableError(f"openai: malformed response ({self._line(exc, 200)})", 200)
+        return malformed("openai", self._line(exc, 200), Seen())
 
     def _status_error(self, exc: openai.APIStatusError) -> Exception:
         error = exc.body if isinstance(exc.body, dict) else {}
@@ -186,79 +208,119 @@ def _text_of(content: Any) -> str:
     return "\n".join(b.get("text", "") for b in content if isinstance(b, dict))
 
 
-def _arguments(text: str | None) -> dict[str, Any]:
-    """Decoded tool arguments; malformed ones reach the tool layer as ``{"_raw": text}``,
+def _arguments(value: Any) -> dict[str, Any]:
+    """Decoded tool arguments: a JSON string as the API sends them, or an object as some
+    compatible servers do. Malformed ones reach the tool layer as ``{"_raw": text}``,
     which refuses them with a message the model can act on."""
-    if not text or not text.strip():
+    if isinstance(value, dict):
+        return value
+    if value is None or (isinstance(value, str) and not value.strip()):
         return {}
+    text = value if isinstance(value, str) else json.dumps(value)
     try:
-        value = json.loads(text)
+        decoded = json.loads(text)
     except ValueError:
         return {"_raw": text}
-    return value if isinstance(value, dict) else {"_raw": text}
+    return decoded if isinstance(decoded, dict) else {"_raw": text}
 
 
-def _response(completion: Any, headers: dict[str, str]) -> ModelResponse:
-    choice = completion.choices[0]
-    message = choice.message
-    calls = [
-        ToolCall(
-            id=call.id or f"call_{completion.id}_{i}",
-            name=call.function.name,
-            input=_arguments(call.function.arguments),
+@dataclass
+class _Call:
+    """One tool call being put together from its deltas."""
+
+    id: str = ""
+    name: str = ""
+    parts: list[str] = field(default_factory=list)
+    whole: Any = None  # arguments that came as one object, not as string pieces
+
+
+class Chunks:
+    """A streamed completion put together chunk by chunk: content, tool calls by index
+    (their id and name first, then argument pieces), the finish reason and the usage of
+    the last chunk. ``response`` refuses a stream that never finished."""
+
+    def __init__(self, on_text: Callable[[str], None] | None = None) -> None:
+        self.on_text = on_text
+        self.id = self.model = ""
+        self.text: list[str] = []
+        self.calls: dict[int, _Call] = {}
+        self.finish: str | None = None
+        self.usage: Usage | None = None
+
+    def add(self, chunk: Any) -> None:
+        self.id = self.id or str(chunk.id or "")
+        self.model = self.model or str(chunk.model or "")
+        if getattr(chunk, "usage", None) is not None:
+            self.usage = _usage(chunk.usage)
+        for choice in chunk.choices or []:
+            if choice.index:
+                continue  # one answer was asked for; a server sending more has the first used
+            delta = choice.delta
+            if delta is not None and delta.content:
+                self.text.append(delta.content)
+                show(self.on_text, delta.content)
+            for call in (delta.tool_calls if delta is not None else None) or []:
+                self._call(call)
+            if choice.finish_reason:
+                self.finish = choice.finish_reason
+
+    def _call(self, delta: Any) -> None:
+        function = delta.function
+        starts = bool(delta.id or (function is not None and function.name))
+        index = delta.index if isinstance(delta.index, int) else None
+        if index is None:  # a server that leaves the index out: a new call starts with its id
+            index = len(self.calls) - (0 if starts or not self.calls else 1)
+        call = self.calls.setdefault(index, _Call())
+        call.id = call.id or str(delta.id or "")
+        if function is None:
+            return
+        call.name = call.name or str(function.name or "")
+        if isinstance(function.arguments, str):
+            call.parts.append(function.arguments)
+        elif function.arguments is not None:
+            call.whole = function.arguments
+
+    def response(self, headers: dict[str, str]) -> ModelResponse:
+        if self.finish is None:
+            raise Malformed("the stream ended before its last chunk (no finish_reason)")
+        calls = []
+        for i, call in sorted(self.calls.items()):
+            if not call.name:
+                raise Malformed(f"tool call {i} came without a function name")
+            args = call.whole if call.whole is not None else "".join(call.parts)
+            calls.append(ToolCall(call.id or f"call_{self.id}_{i}", call.name, _arguments(args)))
+        return ModelResponse(
+            text="".join(self.text),
+            tool_calls=calls,
+            stop_reason=_STOP.get(self.finish, self.finish)
+            or ("tool_use" if calls else "end_turn"),
+            usage=self.usage or Usage(),
+            model=self.model,
+            headers=headers,
         )
-        for i, call in enumerate(message.tool_calls or [])
-        if call.type == "function"
-    ]
-    usage = Usage()
-    if completion.usage is not None:
-        u = completion.usage
-        details = u.prompt_tokens_details
-        cached = int((details.cached_tokens if details else 0) or 0)
-        usage = Usage(
-            input_tokens=int(u.prompt_tokens) - cached,
-            output_tokens=int(u.completion_tokens),
-            cache_read_tokens=cached,
-        )
-    reason = choice.finish_reason or ""
-    return ModelResponse(
-        text=message.content or "",
-        tool_calls=calls,
-        stop_reason=_STOP.get(reason, reason) or ("tool_use" if calls else "end_turn"),
-        usage=usage,
-        model=str(completion.model),
-        headers=headers,
+
+
+def _usage(u: Any) -> Usage:
+    """``input_tokens`` without the cached ones, as Anthropic counts it."""
+    details = u.prompt_tokens_details
+    cached = int((details.cached_tokens if details else 0) or 0)
+    return Usage(
+        input_tokens=int(u.prompt_tokens or 0) - cached,
+        output_tokens=int(u.completion_tokens or 0),
+        cache_read_tokens=cached,
     )
 
 
-def _sample(model: str) -> dict[str, Any]:
-    """An answer as the API sends it, for ``warm``."""
-    return {
-        "id": "chatcmpl-warm",
-        "object": "chat.completion",
-        "created": 0,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": "tool_calls",
-                "message": {
-                    "role": "assistant",
-                    "content": "-",
-                    "tool_calls": [
-                        {
-                            "id": "call_warm",
-                            "type": "function",
-                            "function": {"name": "finish", "arguments": "{}"},
-                        }
-                    ],
-                },
-            }
-        ],
-        "usage": {
-            "prompt_tokens": 1,
-            "completion_tokens": 1,
-            "total_tokens": 2,
-            "prompt_tokens_details": {"cached_tokens": 0},
-        },
-    }
+def _samples(model: str) -> list[dict[str, Any]]:
+    """A streamed answer as the API sends it, for ``warm``."""
+    head = {"id": "chatcmpl-warm", "object": "chat.completion.chunk", "created": 0, "model": model}
+    call = {"index": 0, "id": "call_warm", "type": "function"}
+    call["function"] = {"name": "finish", "arguments": "{}"}
+    delta = {"role": "assistant", "content": "-", "tool_calls": [call]}
+    usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    usage["prompt_tokens_details"] = {"cached_tokens": 0}
+    return [
+        {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+        {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {**head, "choices": [], "usage": usage},
+    ]
