@@ -222,7 +222,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         elif self._stalled():
             self.emit("run_stalled", reason="no live worker can take the remaining tasks")
             self.graph.abort_all()
-        self._teardown()
+        self._teardown(grace=0.1 if self.abort_reason else 0.8)
         if self.plan.record and (cassette := recorder.assemble(self.store.dir)):
             self.emit("cassette_recorded", path=str(cassette))
         counts = self.graph.counts()
@@ -239,9 +239,11 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         self._write_state(force=True, status=status, exit_code=code)
         return code
 
-    def _teardown(self) -> None:
-        """Stop every process and remove every worktree; safe to call twice."""
-        self.pool.shutdown_all(grace=0.8)
+    def _teardown(self, grace: float = 0.8) -> None:
+        """Stop every process and remove every worktree; safe to call twice. ``grace``:
+        how long workers get to end their attempt before SIGTERM (which kills their
+        commands too); short on an abort, which throws the attempts away anyway."""
+        self.pool.shutdown_all(grace=grace)
         self.permits.stop()
         self._present_recorded()
         for slot in self.slots.values():

@@ -129,3 +129,21 @@ def test_a_merge_that_landed_untold_is_recorded_on_resume(project: Path, tmp_pat
     assigned = [e["task"] for e in events(home) if e["kind"] == "task_assigned"]
     assert assigned.count("a") == 1
     assert run_git(project, "rev-parse", "main") == recorded_head(home)
+
+
+def test_abort_of_a_task_or_worker_the_live_run_lacks_is_bad_input(
+    project: Path, tmp_path: Path
+) -> None:
+    release = tmp_path / "release-gate"
+    home, proc = start(tmp_path, project, wait_file(release))
+    env = {"PD_HOME": str(home)}
+    for option, name in (("--task", "nope"), ("--worker", "w99")):
+        result = pd("abort", option, name, cwd=home, env=env)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and name in result.stderr
+        assert "Traceback" not in result.stderr
+    assert pd("abort", "--help", cwd=home, env=env).returncode == 0
+    assert state(home)["status"] == "running"  # nothing was stopped
+    release.touch()
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output

@@ -1,52 +1,74 @@
-"""``pd abort``: stop a whole run, one task or one worker."""
+"""``pd abort``: stop a whole run, one task or one worker.
+
+An abort is the one command whose speed matters: it is typed when something goes
+wrong. So this module imports neither Typer nor rich; ``orchestrator.cli.entry`` sends
+``pd abort`` here directly, and the Typer app (for ``pd abort --help``) wraps ``stop``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
 
-import typer
-
-from orchestrator.cli.output import console
 from orchestrator.control import ControlRequest, coordinator_alive, kill_recorded, send_request
-from orchestrator.errors import BadInput
+from orchestrator.errors import BadInput, PdError
 from orchestrator.store import RunStore
 
+WAIT = 10.0  # seconds the coordinator gets to stop before its processes are killed
 
-def abort(
-    run: Annotated[str | None, typer.Argument(help="Run id (default: the newest run).")] = None,
-    task: Annotated[str | None, typer.Option(help="Abort only this task.")] = None,
-    worker: Annotated[str | None, typer.Option(help="Stop only this worker.")] = None,
-    wait: Annotated[float, typer.Option(help="Seconds to wait for the coordinator.")] = 10.0,
+
+def stop(
+    run: str | None,
+    task: str | None = None,
+    worker: str | None = None,
+    wait: float = WAIT,
+    say: Callable[[str], None] = print,
 ) -> int:
     """Ask the live coordinator to stop; clean up after a dead one."""
     if task and worker:
         raise BadInput("pd abort", "--task and --worker together", "give one of them")
+    if wait <= 0:
+        raise BadInput("pd abort", f"--wait {wait:g}", "give a number of seconds above 0", "--wait")
     store = RunStore.open(run)
     if not coordinator_alive(store):
         if task or worker:
             raise BadInput(
                 store.run_id, "the run is not running", "resume it with `pd resume` first"
             )
-        _clean_dead_run(store)
+        _clean_dead_run(store, say)
         return 0
+    _check_target(store, task, worker)
     send_request(store, ControlRequest("abort", task=task, worker=worker))
     if task or worker:
-        console.print(f"asked run {store.run_id} to stop {'task ' + task if task else worker}")
+        say(f"asked run {store.run_id} to stop {'task ' + task if task else worker}")
         return 0
     deadline = time.monotonic() + wait
     while coordinator_alive(store) and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.01)
     if coordinator_alive(store):
-        console.print("the coordinator did not stop in time: killing its processes")
-        _clean_dead_run(store)
+        say("the coordinator did not stop in time: killing its processes")
+        _clean_dead_run(store, say)
     else:
-        console.print(f"run {store.run_id} aborted")
+        say(f"run {store.run_id} aborted")
     return 0
 
 
-def _clean_dead_run(store: RunStore) -> None:
+def _check_target(store: RunStore, task: str | None, worker: str | None) -> None:
+    """A task or worker the live run does not have is bad input, not a silent no-op."""
+    state = store.read_state() or {}
+    if task and task not in {t["id"] for t in state.get("tasks", [])}:
+        known = ", ".join(t["id"] for t in state.get("tasks", [])) or "none yet"
+        raise BadInput(store.run_id, f"no task {task!r} in this run", f"one of: {known}", "--task")
+    if worker and worker not in {w["id"] for w in state.get("workers", [])}:
+        known = ", ".join(w["id"] for w in state.get("workers", [])) or "none yet"
+        fix = f"one of: {known}"
+        raise BadInput(store.run_id, f"no worker {worker!r} in this run", fix, "--worker")
+
+
+def _clean_dead_run(store: RunStore, say: Callable[[str], None]) -> None:
     """No coordinator: kill what it left (same PID and start time only), drop worktrees."""
     from orchestrator.worktree import WorktreeManager
 
@@ -59,6 +81,19 @@ def _clean_dead_run(store: RunStore) -> None:
     if state.get("status") == "running":
         state["status"] = "aborted"
         store.write_state(state)
-    console.print(
-        f"run {store.run_id} is not running; cleaned up {len(killed)} processes and its worktrees"
-    )
+    say(f"run {store.run_id} is not running; cleaned up {len(killed)} processes and its worktrees")
+
+
+def main(argv: list[str]) -> int:
+    """``pd abort`` without the Typer app: the same options, the same errors."""
+    parser = argparse.ArgumentParser(prog="pd abort", add_help=False)
+    parser.add_argument("run", nargs="?")
+    parser.add_argument("--task")
+    parser.add_argument("--worker")
+    parser.add_argument("--wait", type=float, default=WAIT)
+    try:
+        args = parser.parse_args(argv)
+        return stop(args.run, args.task, args.worker, args.wait)
+    except PdError as exc:
+        print(f"pd: error: {exc}", file=sys.stderr)
+        return exc.exit_code

@@ -26,7 +26,21 @@ app.command()(run.resume)
 app.command()(run.demo)
 app.command()(status.status)
 app.command()(logs.logs)
-app.command()(abort.abort)
+
+
+@app.command(name="abort")
+def abort_command(
+    run_id: Annotated[
+        str | None, typer.Argument(metavar="RUN", help="Run id (default: the newest run).")
+    ] = None,
+    task: Annotated[str | None, typer.Option(help="Abort only this task.")] = None,
+    worker: Annotated[str | None, typer.Option(help="Stop only this worker.")] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the coordinator.")] = abort.WAIT,
+) -> int:
+    """Ask the live coordinator to stop; clean up after a dead one."""
+    return abort.stop(run_id, task, worker, wait, say=console.print)
+
+
 app.command()(handoff.handoff)
 app.command()(report.report)
 app.command()(plan.plan)
