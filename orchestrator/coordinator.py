@@ -56,6 +56,7 @@ from orchestrator.reviewflow import ReviewFlow
 from orchestrator.scheduling import fits, match
 from orchestrator.snapshot import Slot, run_snapshot
 from orchestrator.store import RunStore
+from orchestrator.targetlock import TargetLock
 from orchestrator.taskgraph import LANDED, TaskState
 from orchestrator.worker import worker_main
 from orchestrator.worktree import WorktreeManager, exclude_from_status
@@ -126,6 +127,12 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
                 "another coordinator is running this run",
                 "wait for it, or stop it with `pd abort`",
             ) from None
+        target = TargetLock(self.plan.repo, self.plan.target_branch)
+        try:
+            target.acquire(self.store.run_id, self.plan.workspace)
+        except BaseException:
+            lock.release()
+            raise
         try:
             self._install_signals()
             sys.setswitchinterval(SWITCH_INTERVAL)
@@ -141,6 +148,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             self.store.close()
             if self._log is not None:
                 self._log.close()
+            target.release()
             lock.release()
 
     def _start(self) -> None:

@@ -28,6 +28,7 @@ from orchestrator.providerplan import ProviderPlan, check_provider
 from orchestrator.review import REVIEWS
 from orchestrator.roles import Role, load_roles
 from orchestrator.scheduling import fits
+from orchestrator.targetlock import refuse_if_live
 from orchestrator.taskgraph import GraphError, TaskGraph
 
 # The gate runs under bash: its builtins and keywords are not programs to look up, and a
@@ -112,6 +113,8 @@ def build_plan(
     planning = _check_planning(mission, team, workers, where)
     _check_reviewers(mission, [roles[role] for _, role in team], where)
     repo = _check_repo(mission, mission_path, workspace, repo_arg)
+    if live := mission.target_branch or current_branch(repo):
+        refuse_if_live(repo, live, where)  # before the checkout checks: the true reason
     branch, head = _check_branch(mission, repo, where)
     _check_context_files(mission, repo, branch, head, where)
     gate = _check_gate(mission, repo, where)
