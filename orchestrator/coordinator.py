@@ -481,7 +481,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
     def _infra_failed(self, task_id: str, reason: str, **extra: Any) -> None:
         """Retried as if it never ran: the agent is not charged and never sees it."""
         task = self.graph.get(task_id)
-        if task.state is not TaskState.RUNNING:
+        if task.state not in (TaskState.RUNNING, TaskState.MERGING):
             return
         before = {t.id for t in self.graph if t.state is TaskState.BLOCKED}
         state = self.graph.infra_failed(task_id, reason, MAX_INFRA_FAILURES)
@@ -494,6 +494,8 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             **extra,
         )
         self._failed_for_good(task, state, before)
+        if state is TaskState.MERGING:  # the merge is tried again
+            self._queue_merge(task)
 
     # ---- health and control ------------------------------------------------------
 

@@ -93,6 +93,9 @@ class MergeSteps:
     def _merge_result(self: Coordinator, result: MergeResult) -> None:
         self.merges.finished()
         task = self.graph.get(result.task_id)
+        if result.infrastructure:
+            self._infra_failed(task.id, result.reason, merger=True)
+            return
         if result.already_merged and task.state is TaskState.MERGING:
             self._already_merged(task.id, result.attempt, result.head)
             return

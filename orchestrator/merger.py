@@ -72,9 +72,12 @@ class Merger:
         start = time.monotonic()
         try:
             result = self._merge(req)
-        except Exception as exc:
+        except Exception as exc:  # git or the disk, not the branch: tried again
             self._log(f"error merging {req.task_id}:\n{traceback.format_exc()}")
-            result = self._rejected(req, f"merger error: {exc}")
+            reason = f"merger error: {exc}"
+            result = MergeResult(
+                req.task_id, req.attempt, False, reason=reason, infrastructure=True
+            )
         result.seconds = time.monotonic() - start
         return result
 

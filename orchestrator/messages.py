@@ -232,6 +232,8 @@ class MergeResult(Message):
     # The merge would change nothing: the target already holds the same tree. Not merged
     # (nothing of the branch lands), but its work is there.
     already_merged: bool = False
+    # pd's machinery failed (git, the disk), not the gate: the merge is tried again.
+    infrastructure: bool = False
 
 
 # ---- permits: worker <-> coordinator, around every model call ---------------------

@@ -98,10 +98,12 @@ class _Entry:
             self.handoff, self.start_from = event["handoff"], event["commit"]
         elif kind == "attempt_infra_failed":
             self.attempts, self.infra_failures = event["attempt"], self.infra_failures + 1
-            failed = event["state"] == TaskState.FAILED
-            self.state = TaskState.FAILED if failed else TaskState.PENDING
-            if failed:
+            if event["state"] == TaskState.FAILED:
+                self.state = TaskState.FAILED
                 self.feedback.append(event["reason"])
+            elif event["state"] == TaskState.PENDING:
+                self.state = TaskState.PENDING
+            # merging: the version still waits for its merge
         elif kind == "attempt_failed":
             self.attempts = event["attempt"]
             self.feedback.append(event["reason"])

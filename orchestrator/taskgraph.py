@@ -363,14 +363,15 @@ class TaskGraph:
         node.handoffs += 1
 
     def infra_failed(self, task_id: str, reason: str, max_failures: int) -> TaskState:
-        """pd's machinery broke the running attempt (a git or disk failure): back to the
-        queue as it was, not counted against ``max_attempts`` and no feedback for the
-        agent, until ``max_failures`` such breaks; then the task fails with ``reason``."""
-        node = self._expect(task_id, "retry", TaskState.RUNNING)
+        """pd's machinery broke the running attempt or its merge (a git or disk failure):
+        a running task goes back to the queue as it was, a merging one waits for the
+        merge to be tried again; not counted against ``max_attempts`` and no feedback for
+        the agent, until ``max_failures`` such breaks; then the task fails with ``reason``."""
+        node = self._expect(task_id, "retry", TaskState.RUNNING, TaskState.MERGING)
         node.infra_failures += 1
-        node.worker = None
-        if node.infra_failures < max_failures:
-            node.state = TaskState.PENDING
+        if node.infra_failures < max_failures:  # a merge is tried again as it is
+            if node.state is TaskState.RUNNING:
+                node.state, node.worker = TaskState.PENDING, None
         else:
             node.feedback.append(reason)
             node.state = TaskState.FAILED

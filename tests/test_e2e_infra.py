@@ -8,6 +8,7 @@ model. The fault is injected with a ``git`` on PATH that fails the first
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def test_a_failed_worktree_add_is_retried_without_charging_the_agent(
     mission = write_mission(tmp_path / "m", tasks, cassette, max_attempts=1)
     home = tmp_path / "home"
     home.mkdir()
-    env = {"PD_HOME": str(home), "PATH": f"{shim}:{__import__('os').environ['PATH']}"}
+    env = {"PD_HOME": str(home), "PATH": f"{shim}:{os.environ['PATH']}"}
     result = pd("run", str(mission), "--repo", str(project), cwd=home, env=env)
     assert (tmp_path / "failed-once").is_dir()  # the fault did fire
     assert result.returncode == 0, result.stdout + result.stderr
@@ -59,3 +60,37 @@ def test_a_failed_worktree_add_is_retried_without_charging_the_agent(
     assert "commondir" not in (transcripts / "2.jsonl").read_text()
     report = pd("report", cwd=home, env=env).stdout
     assert "infrastructure" in report
+
+
+UPDATE_REF_SHIM = """#!/bin/sh
+case "$*" in
+  *"update-ref -m pd: merge"*)
+    if mkdir "{flag}" 2>/dev/null; then
+      echo "fatal: cannot lock ref 'refs/heads/main': No space left on device" >&2
+      exit 128
+    fi;;
+esac
+exec {git} "$@"
+"""
+
+
+def test_a_merger_failure_of_its_own_is_retried_not_charged(project: Path, tmp_path: Path) -> None:
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    flag = tmp_path / "failed-once"
+    (shim / "git").write_text(UPDATE_REF_SHIM.format(flag=flag, git=shutil.which("git")))
+    (shim / "git").chmod(0o755)
+    tasks = [{"id": "t1", "title": "task 1", "role": "backend-dev"}]
+    cassette = {"t1": [[write_turn("t1.txt", "t1\n"), finish_turn()]]}
+    mission = write_mission(tmp_path / "m", tasks, cassette, max_attempts=1)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PD_HOME": str(home), "PATH": f"{shim}:{os.environ['PATH']}"}
+    result = pd("run", str(mission), "--repo", str(project), cwd=home, env=env)
+    assert flag.is_dir()  # the fault did fire
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = events(home)
+    broken = [e for e in log if e["kind"] == "attempt_infra_failed"]
+    assert [(e["task"], e["state"], e.get("merger")) for e in broken] == [("t1", "merging", True)]
+    assert not [e for e in log if e["kind"] in ("attempt_failed", "task_rejected")]
+    assert [e["attempt"] for e in log if e["kind"] == "task_merged"] == [1]

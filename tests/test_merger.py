@@ -221,14 +221,15 @@ def test_users_local_edits_survive_sync_and_conflicting_ones_only_log(repo: Path
     assert "warning" in (Path(merger.config.log_dir) / "merger.log").read_text()
 
 
-def test_unexpected_error_becomes_a_rejection(repo: Path) -> None:
+def test_unexpected_error_is_the_mergers_own_not_a_rejection(repo: Path) -> None:
     orphan_tree = gitutil.git(repo, "rev-parse", "main^{tree}")
     orphan = gitutil.git(repo, "commit-tree", orphan_tree, "-m", "unrelated", env=IDENTITY)
     merger = Merger(config_for(repo))
     result = merger.merge(request(orphan))
-    assert not result.merged
+    assert not result.merged and result.infrastructure
     assert result.reason.startswith("merger error:")
-    assert not merger.merge(request("0" * 40)).merged
+    unknown = merger.merge(request("0" * 40))  # the branch's fault: a plain rejection
+    assert not unknown.merged and not unknown.infrastructure
 
 
 def _spawn(config: dict[str, object]) -> tuple[multiprocessing.Process, object]:
