@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import time
 from collections import deque
 
 import pytest
@@ -18,7 +17,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from orchestrator.providers.base import Usage
-from orchestrator.ratelimit import DIMENSIONS, SMOOTH_SHARE, BucketLimits, Permit, RateLimiter
+from orchestrator.ratelimit import (
+    _COMPACT_AT,
+    DIMENSIONS,
+    SMOOTH_SHARE,
+    BucketLimits,
+    Permit,
+    RateLimiter,
+)
 
 
 def grant(limiter: RateLimiter, key: str, inp: int, out: int, now: float) -> Permit:
@@ -208,11 +214,13 @@ def freed_at(live: deque[list[float]], column: int, excess: float) -> float:
     raise AssertionError("never frees")
 
 
-def test_acquire_stays_cheap_with_thousands_of_calls_in_the_window() -> None:
+def test_thousands_of_calls_in_the_window_keep_the_limit_and_the_log_compact() -> None:
+    """What it costs per grant is measured by bench/bench_limits.py (a ratio); here, that
+    a log of tens of thousands of grants still keeps the window and is compacted."""
     limiter = RateLimiter({"p": BucketLimits(requests=5000, input_tokens=10**9, window=10.0)})
-    now, spent, grants = 0.0, 0.0, 0
+    bucket = limiter._buckets["p"]
+    now, grants, longest = 0.0, 0, 0
     while grants < 50_000:
-        started = time.perf_counter()
         result = limiter.acquire("p", 7, 3, now)
         if isinstance(result, Permit):
             limiter.settle(result.id, 5, 1, now)
@@ -220,8 +228,9 @@ def test_acquire_stays_cheap_with_thousands_of_calls_in_the_window() -> None:
             now += 0.0001
         else:
             now = result
-        spent += time.perf_counter() - started
-    assert spent < 1.5, f"{spent:.2f}s for 50k grants"  # a scan of the window is far slower
+        assert limiter.usage_in_window("p", now)["requests"] <= 5000
+        longest = max(longest, len(bucket.expiries))
+    assert 5000 <= longest <= 2 * (5000 + _COMPACT_AT)
 
 
 @settings(max_examples=15, deadline=None)
