@@ -253,6 +253,7 @@ class Grant(Message):
     queued: float = 0.0  # seconds the request waited for room in the limiter
     send_by: float = 0.0  # time.monotonic() after which the permit must not be used (0: any)
     not_before: float = 0.0  # time.monotonic() from which the call may be sent (0: at once)
+    max_output: int = 0  # a lower max_tokens the budget still covers (0: as asked)
 
 
 @dataclass

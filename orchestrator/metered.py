@@ -9,7 +9,7 @@ the whole run at the coordinator, not just this worker.
 from __future__ import annotations
 
 import itertools
-import json
+import math
 import random
 import select
 import time
@@ -27,6 +27,7 @@ from orchestrator.providers.estimate import estimate_input_tokens
 RATE_LIMITED = {429, 529}
 HALTING = {401, 403}  # the key is wrong or lacks access: every other call would fail too
 PROVIDER_OVERHEAD = 1024  # tokens a provider may add to a prompt on its own
+RESERVE_MARGIN = 1.25  # the budget reserves this much over the chars/3 estimate
 STOP_CHECK_MS = 100  # how often a wait for a permit looks whether the attempt was stopped
 
 
@@ -48,6 +49,7 @@ class PermitClient:
         self._ids = itertools.count(1)
         self.last_rtt: float | None = None
         self.send_by = 0.0
+        self.max_output = 0  # the last grant's lower max_tokens (0: as asked)
         # One poll object for the client's life: ``Connection.poll`` builds a selector on
         # every call, which cost more than the rest of reading the answer.
         self._poller = select.poll()
@@ -68,6 +70,7 @@ class PermitClient:
         # The round trip: until the grant was here and usable, less the limiter's wait.
         self.last_rtt = max(got, answer.not_before) - sent - answer.queued
         self.send_by = answer.send_by
+        self.max_output = answer.max_output
         early = answer.not_before - time.monotonic()
         if early > 0:  # granted ahead of its time (GRANT_AHEAD): hold the call until then
             time.sleep(early)
@@ -146,8 +149,11 @@ class MeteredProvider:
                 # limiter's windows only hold for calls sent within its margin. Ask again.
                 self.permits.done(request_id, permit_id, "expired")
                 continue
+            # The budget may have granted a smaller max_tokens than asked: what is left.
+            max_tokens = self.permits.max_output or request.max_tokens
+            sent = replace(request, send_by=self.permits.send_by, max_tokens=max_tokens)
             try:
-                response = self.inner.complete(replace(request, send_by=self.permits.send_by))
+                response = self.inner.complete(sent)
             except PermitExpired:  # found so just before sending, by the provider's SendGate
                 self.permits.done(request_id, permit_id, "expired")
                 continue
@@ -193,11 +199,16 @@ def _backoff(retry: int) -> float:
 
 
 def estimate(request: ModelRequest) -> tuple[int, int]:
-    """(likely input tokens for the limiter, an upper bound for the budget reservation).
+    """(likely input tokens for the limiter, the input the budget reserves for).
 
-    No tokenizer turns out more tokens than the prompt has bytes; with room for what the
-    provider adds itself (Anthropic's tool-use system prompt is a few hundred tokens),
-    reserving at that keeps "spend never exceeds the budget" true whatever the real count.
+    The likely count is a third of the prompt's UTF-8 bytes, where real tokenizers give
+    about a quarter for English and code (and about one token per character of CJK
+    text, at three bytes each). The budget reserves ``RESERVE_MARGIN`` times that, plus
+    room for what the provider adds itself (Anthropic's tool-use system prompt is a few
+    hundred tokens). Reserving a byte per token, as pd once did, was safe but three to
+    four times too much: it stopped runs with most of their budget unspent. A prompt
+    that tokenizes denser still is caught when it settles: the coordinator records the
+    overrun and reserves that model's later calls larger (see ``permitdesk``).
     """
-    prompt = len(json.dumps([request.system, request.messages, request.tools]).encode())
-    return estimate_input_tokens(request), prompt + PROVIDER_OVERHEAD
+    likely = estimate_input_tokens(request)
+    return likely, math.ceil(likely * RESERVE_MARGIN) + PROVIDER_OVERHEAD
