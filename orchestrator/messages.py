@@ -266,6 +266,17 @@ class Deny(Message):
 
 
 @dataclass
+class CallSent(Message):
+    """The call's request went on the wire at ``at`` (time.monotonic(), one clock for
+    every process on Linux): the limiter counts the call from then, however late."""
+
+    worker_id: str
+    request_id: int
+    permit_id: int
+    at: float
+
+
+@dataclass
 class CallDone(Message):
     """How a granted call ended: ``ok`` with usage, ``retry`` (429/5xx), ``fatal``, or
     ``not_sent``. The coordinator settles the limiter and the ledger from it."""

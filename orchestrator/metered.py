@@ -19,7 +19,15 @@ from multiprocessing.connection import Connection
 
 from orchestrator import priority
 from orchestrator.errors import AttemptEnded, PdError, ProviderError
-from orchestrator.messages import AcquireTokens, CallDone, Deny, Grant, Message, from_bytes
+from orchestrator.messages import (
+    AcquireTokens,
+    CallDone,
+    CallSent,
+    Deny,
+    Grant,
+    Message,
+    from_bytes,
+)
 from orchestrator.providers.base import ModelRequest, ModelResponse, Provider
 from orchestrator.providers.errors import FatalError, PermitExpired, RetryableError
 from orchestrator.providers.estimate import estimate_input_tokens
@@ -92,6 +100,10 @@ class PermitClient:
         except (EOFError, OSError):
             raise AttemptEnded("the coordinator is gone: no permit for model calls") from None
 
+    def sent(self, request_id: int, permit_id: int, at: float) -> None:
+        """Tell the limiter when the call went on the wire (from the SDK's request hook)."""
+        self._send(CallSent(self.worker_id, request_id, permit_id, at))
+
     def done(self, request_id: int, permit_id: int, status: str, **details: object) -> None:
         self._send(
             CallDone(
@@ -129,6 +141,14 @@ class MeteredProvider:
         self.should_stop = should_stop
         self.max_retries = max_retries
         self.sleep = sleep
+        self._calling: tuple[int, int] | None = None  # (request id, permit id) on the wire
+        gate = getattr(inner, "gate", None)  # the SDK providers' HTTP request hook
+        if gate is not None:
+            gate.on_send = self._on_send
+
+    def _on_send(self, at: float) -> None:
+        if self._calling is not None:
+            self.permits.sent(*self._calling, at)
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         last: PdError | None = None
@@ -152,6 +172,7 @@ class MeteredProvider:
             # The budget may have granted a smaller max_tokens than asked: what is left.
             max_tokens = self.permits.max_output or request.max_tokens
             sent = replace(request, send_by=self.permits.send_by, max_tokens=max_tokens)
+            self._calling = (request_id, permit_id)
             try:
                 response = self.inner.complete(sent)
             except PermitExpired:  # found so just before sending, by the provider's SendGate
@@ -181,6 +202,8 @@ class MeteredProvider:
             except BaseException as exc:
                 self.permits.done(request_id, permit_id, "fatal", error=repr(exc))
                 raise
+            finally:
+                self._calling = None
             self.permits.done(
                 request_id,
                 permit_id,

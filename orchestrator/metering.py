@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
-from orchestrator.messages import AcquireTokens, CallDone, Message, UsageReport
+from orchestrator.messages import AcquireTokens, CallDone, CallSent, Message, UsageReport
 from orchestrator.permitdesk import PermitDesk, make_desk
 from orchestrator.preflight import RunPlan
 
@@ -61,6 +61,8 @@ class Metering:
                 answer = self.desk.ask(message, role, now)
                 self._tell_exhausted()
                 return [] if answer is None else [(worker_id, answer)]
+            elif isinstance(message, CallSent):
+                self.desk.sent(message, now)
             elif isinstance(message, CallDone):
                 self._done(worker_id, message, now)
                 self._tell_exhausted()

@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.ledger import CostLedger, ModelPrice, Reservation, worst_case
-from orchestrator.messages import AcquireTokens, CallDone, Deny, Grant, Message
+from orchestrator.messages import AcquireTokens, CallDone, CallSent, Deny, Grant, Message
 from orchestrator.providers.base import Usage
 from orchestrator.ratelimit import BucketLimits, Permit, RateLimiter, parse_go_duration
 
@@ -41,9 +41,6 @@ NOT_SENT = ("withdrawn", "expired")  # the call never reached the provider
 # start time, so its windows hold as for any grant; a refund arriving inside this lead
 # cannot pull the call earlier, which costs at most this much of the wait.
 GRANT_AHEAD = 0.005
-# A permit must be used within this share of the limiter's margin; the rest covers the
-# SDK building and sending the request after the worker's check.
-SEND_SHARE = 0.6
 # A call is never sent with a smaller max_tokens than this to squeeze into the budget:
 # an answer cut that short is seldom worth its input.
 MIN_OUTPUT = 256
@@ -161,8 +158,16 @@ class PermitDesk:
         key's queue may go (the calls behind a head wait for it, whatever their sizes)."""
         if self._answers:
             return 0.0
-        heads = [queue[0].wake for queue in self._waiting.values()]
+        # A head waiting for a call to be sent (inf) is looked at again when it is.
+        heads = [q[0].wake for q in self._waiting.values() if q[0].wake != math.inf]
         return min(heads) - GRANT_AHEAD if heads else None
+
+    def sent(self, msg: CallSent, now: float) -> None:
+        """A granted call went on the wire: the limiter counts it from then."""
+        call = self._granted.get((msg.worker_id, msg.request_id))
+        if call is not None and call.permit is not None:
+            self.limiter.sent(call.permit.id, msg.at, now)
+            self._recheck()
 
     def done(self, msg: CallDone, now: float) -> dict[str, Any] | None:
         """Settle a call; returns the usage event's data for a call that was made.
@@ -287,13 +292,13 @@ class PermitDesk:
         if isinstance(got, Permit):
             call.permit = got
             self._granted[(call.ask.worker_id, call.ask.request_id)] = call
-            within = self.limiter.send_within(call.key)
             start = got.granted_at  # the limiter's clock: ``now``, or later if granted ahead
+            # No send_by: the limiter counts the call from when it is sent (CallSent), so
+            # a call that reaches the wire late is neither refused nor a 429.
             return Grant(
                 request_id=call.ask.request_id,
                 permit_id=got.id,
                 queued=max(0.0, start - call.asked),
-                send_by=0.0 if within is None else start + SEND_SHARE * within,
                 not_before=start,
                 max_output=call.max_output if call.max_output < call.ask.max_output else 0,
             )
@@ -362,7 +367,7 @@ def make_desk(plan: RunPlan) -> PermitDesk | None:
         for key, config in mission.rate_limits.items()
     }
     ledger = CostLedger(plan.provider.prices, mission.budget, mission.worker_budget)
-    return PermitDesk(RateLimiter(limits), ledger)
+    return PermitDesk(RateLimiter(limits, until_sent=True), ledger)
 
 
 _ANTHROPIC = {

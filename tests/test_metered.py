@@ -11,7 +11,7 @@ from multiprocessing.connection import Connection
 import pytest
 
 from orchestrator.errors import AttemptEnded
-from orchestrator.messages import AcquireTokens, CallDone, Grant, Message, from_bytes
+from orchestrator.messages import AcquireTokens, CallDone, CallSent, Grant, Message, from_bytes
 from orchestrator.metered import (
     PROVIDER_OVERHEAD,
     RESERVE_MARGIN,
@@ -22,6 +22,7 @@ from orchestrator.metered import (
 from orchestrator.providers.base import ModelRequest, ModelResponse, Usage
 from orchestrator.providers.errors import PermitExpired
 from orchestrator.providers.estimate import estimate_input_tokens
+from orchestrator.providers.sdkgate import SendGate
 
 
 class Desk:
@@ -142,6 +143,35 @@ def test_a_grant_that_came_ahead_of_its_start_holds_the_call_until_then() -> Non
     rtt = provider.permits.last_rtt
     # The hold until the start is not in it: less than the time to the send, less the hold.
     assert rtt is not None and 0 <= rtt <= model.sent_at[0] - asked - desk.ahead
+
+
+class Hooked(Model):
+    """A provider with the SDK providers' request hook, which it calls as httpx would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = SendGate()
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        self.gate.send_by = request.send_by
+        self.gate(None)
+        return super().complete(request)
+
+
+def test_the_request_hook_tells_the_coordinator_when_the_call_went_out() -> None:
+    ours, theirs = Pipe()
+    desk, model = Desk(theirs), Hooked()
+    provider = MeteredProvider(model, PermitClient("w1", ours), lambda r: (10, 100))
+    provider.complete(request())
+    provider.complete(request())
+    ours.close()
+    desk.thread.join(2)
+    kinds = [(type(m).__name__, m.request_id) for m in desk.got]
+    assert kinds == [("AcquireTokens", 1), ("CallSent", 1), ("CallDone", 1),
+                     ("AcquireTokens", 2), ("CallSent", 2), ("CallDone", 2)]  # fmt: skip
+    sent = [m for m in desk.got if isinstance(m, CallSent)]
+    assert [m.permit_id for m in sent] == [1, 2]
+    assert sent[0].at <= model.sent_at[0]  # stamped in the hook, before the model answered
 
 
 def test_a_grant_that_lowers_max_tokens_to_fit_the_budget_sends_the_call_with_it() -> None:

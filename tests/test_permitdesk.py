@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from orchestrator.ledger import CostLedger, PriceTable, cost, worst_case
-from orchestrator.messages import AcquireTokens, CallDone, Deny, Grant
+from orchestrator.messages import AcquireTokens, CallDone, CallSent, Deny, Grant
 from orchestrator.permitdesk import (
     GRANT_AHEAD,
     MIN_OUTPUT,
@@ -254,3 +254,16 @@ def test_a_refund_lets_a_queued_call_go_at_once() -> None:
     )
     granted = d.pump(now=0.02)
     assert [(w, a.request_id) for w, a in granted] == [("w2", 2)]
+
+
+def test_a_call_counts_from_when_it_was_sent_and_its_queue_waits_for_that() -> None:
+    limits = {"anthropic": BucketLimits(requests=1, window=10.0)}
+    d = PermitDesk(RateLimiter(limits, margin=0.0, until_sent=True), None)
+    first = d.ask(ask(1), "dev", now=0.0)
+    assert isinstance(first, Grant) and first.send_by == 0.0  # no deadline to miss
+    assert d.ask(ask(2, worker="w2"), "dev", now=0.1) is None
+    assert d.next_wake() is None  # nothing to time until the first call is sent
+    d.sent(CallSent("w1", 1, first.permit_id, at=2.5), now=2.6)  # it went out late
+    assert d.next_wake() == pytest.approx(-GRANT_AHEAD)  # looked at again at once ...
+    assert d.pump(now=2.6) == []
+    assert d.next_wake() == pytest.approx(12.5 - GRANT_AHEAD)  # ... and it frees at 12.5
