@@ -668,9 +668,10 @@ def analyse(
     for e in refused:
         say(
             f"      429 at {e['arrived'] - p.first:+.2f} s, retry-after {e['retry_after']} s: "
-            f"the server still counted a call pd had let expire, so that call reached the "
-            f"server about {ms(margin + e['retry_after'])} or more after its grant (pd's "
-            f"margin allows {ms(margin)})"
+            f"the server still counted a call pd no longer did, so that call was stamped "
+            f"by the server about {ms(margin + e['retry_after'])} or more after the SDK's "
+            f"request hook sent it (pd's margin allows {ms(margin)}; the server's own "
+            f"admission lag counts too)"
         )
     peak = max_window_usage(log, WINDOW)
     k, used = utilisation(accepted, limits, p.start, p.end)
