@@ -668,9 +668,10 @@ def analyse(
     for e in refused:
         say(
             f"      429 at {e['arrived'] - p.first:+.2f} s, retry-after {e['retry_after']} s: "
-            f"the server still counted a call pd had let expire, so that call reached the "
-            f"server about {ms(margin + e['retry_after'])} or more after its grant (pd's "
-            f"margin allows {ms(margin)})"
+            f"the server still counted a call pd no longer did, so that call was stamped "
+            f"by the server about {ms(margin + e['retry_after'])} or more after the SDK's "
+            f"request hook sent it (pd's margin allows {ms(margin)}; the server's own "
+            f"admission lag counts too)"
         )
     peak = max_window_usage(log, WINDOW)
     k, used = utilisation(accepted, limits, p.start, p.end)
@@ -870,6 +871,45 @@ def print_table(rows: list[Row]) -> None:
         say("  " + "  ".join(cells).rstrip())
 
 
+def limiter_cost(grants: int) -> tuple[float, float]:
+    """Seconds per grant of ``RateLimiter.acquire`` + ``settle`` with 5,000 calls in the
+    window, and with 10 (the baseline), on an injected clock: the ratio shows whether a
+    full window makes a grant dearer (a scan of the log would make it ~500x dearer)."""
+    from orchestrator.ratelimit import BucketLimits, Permit, RateLimiter
+
+    def per_grant(in_window: int) -> float:
+        window = 10.0
+        limiter = RateLimiter({"p": BucketLimits(requests=in_window, window=window)})
+        now, done = 0.0, 0
+        began = time.perf_counter()
+        while done < grants:
+            result = limiter.acquire("p", 7, 3, now)
+            if isinstance(result, Permit):
+                limiter.settle(result.id, 5, 1, now)
+                done += 1
+                now += window / in_window / 2  # twice the pace the limit allows: saturated
+            else:
+                now = result
+        return (time.perf_counter() - began) / grants
+
+    return min(per_grant(5000) for _ in range(3)), min(per_grant(10) for _ in range(3))
+
+
+class BusyLoad:
+    """``--load``: two busy loops beside the run (``python -c "while 1: pass"``), as when
+    other work shares the machine's cores."""
+
+    def __init__(self, count: int) -> None:
+        self.procs = [
+            subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(count)
+        ]
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer tasks (~10 s saturated)")
@@ -880,6 +920,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--trace", action="store_true", help="time permit legs and coordinator loop steps"
     )
+    parser.add_argument(
+        "--load", action="store_true", help='two busy loops (python -c "while 1: pass") beside it'
+    )
     args = parser.parse_args(argv)
     tasks = args.tasks or (48 if args.quick else 96)
     began = time.perf_counter()
@@ -887,7 +930,14 @@ def main(argv: list[str] | None = None) -> int:
         f"pd limits bench ({'quick' if args.quick else 'full'}); python "
         f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f}; permit waits: {permit_scheduling()}"
+        + ("; with 2 busy loops beside it (--load)" if args.load else "")
     )
+    full, few = limiter_cost(5_000 if args.quick else 20_000)
+    say(
+        f"limiter: {full * 1e6:.1f} us per grant with 5,000 calls in the window, "
+        f"{few * 1e6:.1f} us with 10: ratio {full / few:.2f}"
+    )
+    load = BusyLoad(2) if args.load else None
     shim = {}
     if args.trace:
         shim["PD_BENCH_TRACE"] = "1"
@@ -920,6 +970,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = analyse(result, limits, idle, args.binding, ok)
     finally:
         pipes.close()
+        if load is not None:
+            load.close()
     print_table(rows)
     say(f"\ntotal {time.perf_counter() - began:.1f} s")
     return 0

@@ -104,6 +104,17 @@ FORMATS: dict[str, Any] = {
         f"{_first_line(e['error'])}"
         + (f"; everyone waits {e['retry_after']:.1f}s" if e.get("retry_after") else "")
     ),
+    # Only a lost call's usage is worth a line: the others are summed by ``pd report``.
+    "usage": lambda e: (
+        f"{e['worker']} died mid-call on {e['task']}: lost call, charged at reservation "
+        f"(${e['cost']})"
+        if e.get("lost")
+        else None
+    ),
+    "budget_overrun": lambda e: (
+        f"{e['worker']}: the provider billed ${e['amount']} more than reserved on {e['task']}; "
+        "later calls of that model reserve more"
+    ),
     "cassette_recorded": lambda e: f"recorded every model exchange in {e['path']}",
     "progress": lambda e: f"{e['worker']}   {e['task']}: {e['text']}",
 }

@@ -177,14 +177,16 @@ class Reservation:
 @dataclass
 class _Tally:
     calls: int = 0
+    lost: int = 0  # calls whose worker died mid-call, charged at their reservation
     input_tokens: int = 0
     output_tokens: int = 0
     cache_write_tokens: int = 0
     cache_read_tokens: int = 0
     cost: Decimal = field(default_factory=Decimal)
 
-    def add(self, usage: Usage, amount: Decimal) -> None:
+    def add(self, usage: Usage, amount: Decimal, lost: bool = False) -> None:
         self.calls += 1
+        self.lost += lost
         self.input_tokens += usage.input_tokens
         self.output_tokens += usage.output_tokens
         self.cache_write_tokens += usage.cache_write_tokens
@@ -203,7 +205,10 @@ class CostLedger:
 
     Spend never exceeds the budget as long as each call costs at most its reservation.
     When one costs more (the provider used more than reserved), the truth is recorded
-    anyway and listed in ``overruns`` for the caller to log.
+    anyway and listed in ``overruns`` for the caller to log; it is spent like any other
+    money, so what is left shrinks and no later reservation may reach past the budget.
+    A call whose worker died mid-call is charged its whole reservation (``lost``): the
+    provider may well have billed it, and nobody will ever report its usage.
     """
 
     def __init__(
@@ -257,15 +262,24 @@ class CostLedger:
         """Record the real cost of a made call and free its reservation; returns the cost."""
         self._close(reservation)
         actual = cost(usage, self.prices.price(reservation.model))
-        with localcontext(prec=_PRECISION):
-            self._spent += actual
-            self._worker_spent[reservation.worker] += actual
-            self._run.add(usage, actual)
-            for dim in DIMENSIONS:
-                self._by[dim][getattr(reservation, dim)].add(usage, actual)
+        self._record(reservation, usage, actual)
         if actual > reservation.amount:
             self.overruns.append((reservation, actual))
         return actual
+
+    def lost(self, reservation: Reservation) -> Decimal:
+        """Charge a call that went out and never came back (its worker died) its whole
+        reservation, the most it can have cost; returns that amount."""
+        self._close(reservation)
+        self._record(reservation, Usage(), reservation.amount, lost=True)
+        return reservation.amount
+
+    def charge(
+        self, worker: str, role: str, task: str, model: str, amount: Decimal, lost: bool = False
+    ) -> None:
+        """Spend recorded earlier (``pd resume`` replays a lost call's charge)."""
+        reservation = Reservation(0, worker, role, task, model, _money(amount))
+        self._record(reservation, Usage(), reservation.amount, lost=lost)
 
     def release(self, reservation: Reservation) -> None:
         """Free a reservation whose call was not made, or failed without usage."""
@@ -288,6 +302,31 @@ class CostLedger:
         with localcontext(prec=_PRECISION):
             return self.budget - self._spent - self._reserved
 
+    def room(self, worker: str) -> Decimal | None:
+        """What one more reservation of ``worker`` may be, under both budgets (None: no
+        budget); negative once an overrun has spent past one."""
+        rooms = [] if self.remaining is None else [self.remaining]
+        if self.worker_budget is not None:
+            with localcontext(prec=_PRECISION):
+                mine = self._worker_spent[worker] + self._worker_reserved[worker]
+                rooms.append(self.worker_budget - mine)
+        return min(rooms) if rooms else None
+
+    def could_free(self, worker: str, amount: Decimal) -> bool:
+        """Whether settling the open reservations could make room for ``amount``: each
+        budget it does not fit has reservations open under it (for the worker budget,
+        only the worker's own count), and it would fit were they all free."""
+        checks = [(self.budget, self._spent, self._reserved)]
+        if self.worker_budget is not None:
+            mine = (self._worker_spent[worker], self._worker_reserved[worker])
+            checks.append((self.worker_budget, *mine))
+        with localcontext(prec=_PRECISION):
+            for budget, spent, held in checks:
+                short = budget is not None and spent + held + amount > budget
+                if short and (not held or spent + amount > budget):  # type: ignore[operator]
+                    return False
+        return True
+
     def exhausted(self, min_call: Decimal) -> bool:
         """True when not even a call of ``min_call`` fits the run budget any more."""
         remaining = self.remaining
@@ -301,9 +340,20 @@ class CostLedger:
             "spent": _usd(self._spent),
             "reserved": _usd(self._reserved),
             "overruns": len(self.overruns),
+            "lost": self._run.lost,
             "run": self._run.to_dict(),
             **{d: {k: t.to_dict() for k, t in sorted(self._by[d].items())} for d in DIMENSIONS},
         }
+
+    def _record(
+        self, reservation: Reservation, usage: Usage, amount: Decimal, lost: bool = False
+    ) -> None:
+        with localcontext(prec=_PRECISION):
+            self._spent += amount
+            self._worker_spent[reservation.worker] += amount
+            self._run.add(usage, amount, lost)
+            for dim in DIMENSIONS:
+                self._by[dim][getattr(reservation, dim)].add(usage, amount, lost)
 
     def _close(self, reservation: Reservation) -> None:
         if self._open.pop(reservation.id, None) is None:

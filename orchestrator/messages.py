@@ -263,6 +263,7 @@ class Grant(Message):
     queued: float = 0.0  # seconds the request waited for room in the limiter
     send_by: float = 0.0  # time.monotonic() after which the permit must not be used (0: any)
     not_before: float = 0.0  # time.monotonic() from which the call may be sent (0: at once)
+    max_output: int = 0  # a lower max_tokens the budget still covers (0: as asked)
 
 
 @dataclass
@@ -272,6 +273,17 @@ class Deny(Message):
     request_id: int
     reason: str
     budget: bool = False
+
+
+@dataclass
+class CallSent(Message):
+    """The call's request went on the wire at ``at`` (time.monotonic(), one clock for
+    every process on Linux): the limiter counts the call from then, however late."""
+
+    worker_id: str
+    request_id: int
+    permit_id: int
+    at: float
 
 
 @dataclass

@@ -9,7 +9,7 @@ the whole run at the coordinator, not just this worker.
 from __future__ import annotations
 
 import itertools
-import json
+import math
 import random
 import select
 import time
@@ -19,7 +19,15 @@ from multiprocessing.connection import Connection
 
 from orchestrator import priority
 from orchestrator.errors import AttemptEnded, PdError, ProviderError
-from orchestrator.messages import AcquireTokens, CallDone, Deny, Grant, Message, from_bytes
+from orchestrator.messages import (
+    AcquireTokens,
+    CallDone,
+    CallSent,
+    Deny,
+    Grant,
+    Message,
+    from_bytes,
+)
 from orchestrator.providers.base import ModelRequest, ModelResponse, Provider
 from orchestrator.providers.errors import FatalError, PermitExpired, RetryableError
 from orchestrator.providers.estimate import estimate_input_tokens
@@ -27,6 +35,7 @@ from orchestrator.providers.estimate import estimate_input_tokens
 RATE_LIMITED = {429, 529}
 HALTING = {401, 403}  # the key is wrong or lacks access: every other call would fail too
 PROVIDER_OVERHEAD = 1024  # tokens a provider may add to a prompt on its own
+RESERVE_MARGIN = 1.25  # the budget reserves this much over the chars/3 estimate
 STOP_CHECK_MS = 100  # how often a wait for a permit looks whether the attempt was stopped
 MALFORMED_RETRIES = 1  # an unreadable answer is the server's fault: one more try at most
 SAME_ERROR_LIMIT = 3  # the same server error this many times in a row: retrying won't help
@@ -50,6 +59,7 @@ class PermitClient:
         self._ids = itertools.count(1)
         self.last_rtt: float | None = None
         self.send_by = 0.0
+        self.max_output = 0  # the last grant's lower max_tokens (0: as asked)
         # One poll object for the client's life: ``Connection.poll`` builds a selector on
         # every call, which cost more than the rest of reading the answer.
         self._poller = select.poll()
@@ -70,6 +80,7 @@ class PermitClient:
         # The round trip: until the grant was here and usable, less the limiter's wait.
         self.last_rtt = max(got, answer.not_before) - sent - answer.queued
         self.send_by = answer.send_by
+        self.max_output = answer.max_output
         early = answer.not_before - time.monotonic()
         if early > 0:  # granted ahead of its time (GRANT_AHEAD): hold the call until then
             time.sleep(early)
@@ -90,6 +101,10 @@ class PermitClient:
                     return answer
         except (EOFError, OSError):
             raise AttemptEnded("the coordinator is gone: no permit for model calls") from None
+
+    def sent(self, request_id: int, permit_id: int, at: float) -> None:
+        """Tell the limiter when the call went on the wire (from the SDK's request hook)."""
+        self._send(CallSent(self.worker_id, request_id, permit_id, at))
 
     def done(self, request_id: int, permit_id: int, status: str, **details: object) -> None:
         self._send(
@@ -128,6 +143,14 @@ class MeteredProvider:
         self.should_stop = should_stop
         self.max_retries = max_retries
         self.sleep = sleep
+        self._calling: tuple[int, int] | None = None  # (request id, permit id) on the wire
+        gate = getattr(inner, "gate", None)  # the SDK providers' HTTP request hook
+        if gate is not None:
+            gate.on_send = self._on_send
+
+    def _on_send(self, at: float) -> None:
+        if self._calling is not None:
+            self.permits.sent(*self._calling, at)
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         last: PdError | None = None
@@ -148,8 +171,12 @@ class MeteredProvider:
                 # limiter's windows only hold for calls sent within its margin. Ask again.
                 self.permits.done(request_id, permit_id, "expired")
                 continue
+            # The budget may have granted a smaller max_tokens than asked: what is left.
+            max_tokens = self.permits.max_output or request.max_tokens
+            sent = replace(request, send_by=self.permits.send_by, max_tokens=max_tokens)
+            self._calling = (request_id, permit_id)
             try:
-                response = self.inner.complete(replace(request, send_by=self.permits.send_by))
+                response = self.inner.complete(sent)
             except PermitExpired:  # found so just before sending, by the provider's SendGate
                 self.permits.done(request_id, permit_id, "expired")
                 continue
@@ -182,6 +209,8 @@ class MeteredProvider:
             except BaseException as exc:
                 self.permits.done(request_id, permit_id, "fatal", error=repr(exc))
                 raise
+            finally:
+                self._calling = None
             self.permits.done(
                 request_id,
                 permit_id,
@@ -223,11 +252,16 @@ def _backoff(retry: int) -> float:
 
 
 def estimate(request: ModelRequest) -> tuple[int, int]:
-    """(likely input tokens for the limiter, an upper bound for the budget reservation).
+    """(likely input tokens for the limiter, the input the budget reserves for).
 
-    No tokenizer turns out more tokens than the prompt has bytes; with room for what the
-    provider adds itself (Anthropic's tool-use system prompt is a few hundred tokens),
-    reserving at that keeps "spend never exceeds the budget" true whatever the real count.
+    The likely count is a third of the prompt's UTF-8 bytes, where real tokenizers give
+    about a quarter for English and code (and about one token per character of CJK
+    text, at three bytes each). The budget reserves ``RESERVE_MARGIN`` times that, plus
+    room for what the provider adds itself (Anthropic's tool-use system prompt is a few
+    hundred tokens). Reserving a byte per token, as pd once did, was safe but three to
+    four times too much: it stopped runs with most of their budget unspent. A prompt
+    that tokenizes denser still is caught when it settles: the coordinator records the
+    overrun and reserves that model's later calls larger (see ``permitdesk``).
     """
-    prompt = len(json.dumps([request.system, request.messages, request.tools]).encode())
-    return estimate_input_tokens(request), prompt + PROVIDER_OVERHEAD
+    likely = estimate_input_tokens(request)
+    return likely, math.ceil(likely * RESERVE_MARGIN) + PROVIDER_OVERHEAD

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
-from orchestrator.messages import AcquireTokens, CallDone, Message, UsageReport
+from orchestrator.messages import AcquireTokens, CallDone, CallSent, Message, UsageReport
 from orchestrator.permitdesk import PermitDesk, make_desk
 from orchestrator.preflight import RunPlan
 
@@ -34,6 +34,7 @@ class Metering:
         self.halt_reason: str | None = None
         self.external_spent = Decimal(0)  # reported by command agents after their runs
         self.lock = threading.Lock()
+        self._told_exhausted = False
 
     @classmethod
     def for_plan(cls, plan: RunPlan, events: Iterable[dict[str, Any]], record: Record) -> Metering:
@@ -57,17 +58,18 @@ class Metering:
             elif self.desk is None:
                 pass
             elif isinstance(message, AcquireTokens):
-                was = self.desk.exhausted
                 answer = self.desk.ask(message, role, now)
-                if self.desk.exhausted and not was:
-                    self.emit("budget_exhausted", reason=self.desk.exhausted)
+                self._tell_exhausted()
                 return [] if answer is None else [(worker_id, answer)]
+            elif isinstance(message, CallSent):
+                self.desk.sent(message, now)
             elif isinstance(message, CallDone):
                 self._done(worker_id, message, now)
+                self._tell_exhausted()
             return []
 
     def pump(self) -> Answers:
-        """What the limiter now allows of the queued calls."""
+        """What the limiter (and the budget, for calls waiting for money) now allows."""
         if self.desk is None:
             return []
         with self.lock:
@@ -80,9 +82,18 @@ class Metering:
             return self.desk.next_wake()
 
     def worker_lost(self, worker_id: str) -> None:
+        """A worker died: its calls in flight are charged at their reservations."""
         if self.desk is not None:
             with self.lock:
-                self.desk.worker_lost(worker_id, time.monotonic())
+                for lost in self.desk.worker_lost(worker_id, time.monotonic()):
+                    self.emit("usage", **lost)
+                self._tell_exhausted()
+
+    def _tell_exhausted(self) -> None:
+        assert self.desk is not None
+        if self.desk.exhausted and not self._told_exhausted:
+            self._told_exhausted = True
+            self.emit("budget_exhausted", reason=self.desk.exhausted)
 
     def view(self) -> dict[str, Any] | None:
         if self.desk is None:

@@ -10,10 +10,18 @@ Keys: a permit for ``"anthropic/claude-sonnet-4-5"`` must fit the provider bucke
 two are configured. A key with no configured bucket is unlimited (pauses still apply).
 
 Why no provider window ever goes over a limit: a grant is logged at grant time g and
-counts until g + window + margin. The provider counts it at arrival a, somewhere in
-[g, g + margin]. Every grant whose arrival falls in one provider window (t - window, t]
-was therefore still counted when the latest of them was granted, and that grant was only
-made because the counted sum, itself included, stayed within the limit.
+counts until s + window + margin, where s is when the call was actually sent (the SDK's
+HTTP request hook tells, see ``sent``; until then it counts without end). The provider
+counts it at arrival a, somewhere in [s, s + margin]. Every grant whose arrival falls in
+one provider window (t - window, t] was therefore still counted when the latest of them
+was granted, and that grant was only made because the counted sum, itself included,
+stayed within the limit. A call that reaches the wire late (a starved worker) thus costs
+neither a 429 nor a permit thrown away: it simply counts for longer.
+
+Grants expire in log order: an entry's expiry is the latest of its own and every earlier
+entry's (``_Bucket.expiries`` holds that running maximum; a call not yet sent holds up
+the entries behind it for the few milliseconds until its send is known). That keeps
+finding when enough has expired one prefix-sum search.
 """
 
 from __future__ import annotations
@@ -82,9 +90,8 @@ class Permit:
 
 
 def default_margin(window: float) -> float:
-    """How much longer than the window a grant counts: covers the grant-to-arrival delay
-    (a starved worker's first call measured up to ~80 ms; permits also expire unused
-    past part of this, see ``send_within``)."""
+    """How much longer than the window a grant counts: covers the delay from the SDK's
+    request hook (the send time the limiter is told) to the provider's arrival stamp."""
     return 0.02 * window + 0.05
 
 
@@ -138,7 +145,8 @@ class _Bucket:
         self.span = limits.window + margin  # how long a grant counts
         self.base = 0  # global index of expiries[0]; grows as the log is compacted
         self.head = 0  # first entry that has not expired
-        self.expiries: list[float] = []
+        self.sends: list[float] = []  # each entry's own expiry (inf: not sent yet)
+        self.expiries: list[float] = []  # running maximum of ``sends``: non-decreasing
         self.values: tuple[list[int], ...] = ([], [], [])
         self.trees = [_Fenwick(), _Fenwick(), _Fenwick()]
         self.total = [0, 0, 0]
@@ -157,6 +165,7 @@ class _Bucket:
         self.head = head
         if head >= _COMPACT_AT and 2 * head >= len(expiries):
             del expiries[:head]
+            del self.sends[:head]
             for d in range(3):
                 del self.values[d][:head]
                 self.trees[d] = _Fenwick(self.values[d])
@@ -172,14 +181,36 @@ class _Bucket:
         amount, until = self.holds[dim]
         return amount if until > now else 0
 
-    def add(self, now: float, amounts: tuple[int, int, int]) -> int:
+    def add(self, now: float, amounts: tuple[int, int, int], until_sent: bool) -> int:
+        """Log a grant; it counts a window (and margin) from ``now``, or, ``until_sent``,
+        until ``close`` says when it was sent."""
         self.last_grant = now
-        self.expiries.append(now + self.span)
+        expiry = math.inf if until_sent else now + self.span
+        self.sends.append(expiry)
+        self.expiries.append(max(expiry, self.expiries[-1]) if self.expiries else expiry)
         for d, amount in enumerate(amounts):
             self.values[d].append(amount)
             self.trees[d].append(amount)
             self.total[d] += amount
         return self.base + len(self.expiries) - 1
+
+    def close(self, entry: int, expiry: float, later_only: bool = False) -> None:
+        """The entry's call was sent (or never will be): it expires at ``expiry``, or
+        when the entries before it do, and the entries after it may expire in turn.
+        ``later_only``: never earlier than it was to expire already."""
+        k = entry - self.base
+        if k < 0:
+            return
+        if later_only:
+            expiry = max(expiry, self.sends[k])
+        sends, expiries = self.sends, self.expiries
+        sends[k] = expiry
+        latest = expiries[k - 1] if k > 0 else -math.inf
+        for j in range(k, len(sends)):
+            latest = max(latest, sends[j])
+            if j > k and expiries[j] == latest:
+                break
+            expiries[j] = latest
 
     def set(self, entry: int, amounts: tuple[int, int, int]) -> None:
         k = entry - self.base
@@ -227,6 +258,7 @@ class _Bucket:
         return ready
 
     def _freed_at(self, dim: int, excess: int) -> float:
+        """When enough has expired; inf while a call it waits for has not been sent."""
         return self.expiries[self.trees[dim].search(self.expired[dim] + excess)]
 
     def tighten(self, dim: int, remaining: int, until: float, now: float) -> None:
@@ -243,12 +275,26 @@ class _Bucket:
 class _Grant:
     permit: Permit
     entries: list[tuple[_Bucket, int]]
+    sent: bool = False  # its send time is known
 
 
 class RateLimiter:
-    """Grants calls so that no configured bucket ever sees more than its limit."""
+    """Grants calls so that no configured bucket ever sees more than its limit.
 
-    def __init__(self, limits: Mapping[str, BucketLimits], margin: float | None = None) -> None:
+    ``until_sent``: a grant counts without end until ``sent`` (or its settlement) says
+    when its call went out, then for a window and margin from there, so however late a
+    call reaches the wire, it is counted where the provider counts it. Without it (a
+    caller that cannot tell the send time), a grant counts from its grant time, and a
+    ``sent`` later than the margin only makes it count longer.
+    """
+
+    def __init__(
+        self,
+        limits: Mapping[str, BucketLimits],
+        margin: float | None = None,
+        until_sent: bool = False,
+    ) -> None:
+        self.until_sent = until_sent
         if margin is not None and margin < 0:
             raise ValueError(f"rate limit margin must be >= 0 seconds, not {margin!r}")
         self._buckets = {
@@ -266,7 +312,7 @@ class RateLimiter:
         if ready > self._now:
             return float(ready)
         need = (1, input_tokens, max_output)
-        entries = [(b, b.add(self._now, need)) for b in self._scope_buckets(key)]
+        entries = [(b, b.add(self._now, need, self.until_sent)) for b in self._scope_buckets(key)]
         permit = Permit(self._next_id, key, input_tokens, max_output, self._now)
         self._next_id += 1
         self._grants[permit.id] = _Grant(permit, entries)
@@ -286,6 +332,18 @@ class RateLimiter:
                 bucket.check_size(need)
                 ready = max(ready, bucket.ready_at(need, now))
         return float(ready)
+
+    def sent(self, permit_id: int, at: float, now: float) -> None:
+        """The call went on the wire at ``at``: it counts until ``at`` + window + margin.
+        Unknown permits (settled already) are ignored; ``at`` is kept within [grant, now]."""
+        now = self._advance(now)
+        grant = self._grants.get(permit_id)
+        if grant is None or grant.sent:
+            return
+        grant.sent = True
+        at = min(max(at, grant.permit.granted_at), now)
+        for bucket, entry in grant.entries:
+            bucket.close(entry, at + bucket.span, later_only=not self.until_sent)
 
     def settle(self, permit_id: int, usage_input: int, usage_output: int, now: float) -> None:
         """Replace the reservation by what the provider counted (input may be larger)."""
@@ -363,12 +421,10 @@ class RateLimiter:
             raise ValueError(f"permit {permit_id} is not in flight")
         for bucket, entry in grant.entries:
             bucket.set(entry, (requests, counted(bucket.limits), output))
-
-    def send_within(self, key: str) -> float | None:
-        """How soon after its grant a call must reach the provider for the sliding-window
-        promise to hold (the smallest margin of the key's buckets); None: no bucket."""
-        margins = [b.span - b.limits.window for b in self._scope_buckets(key)]
-        return min(margins) if margins else None
+            if self.until_sent and not grant.sent:
+                # Sent at some unknown moment up to now (no hook told), or never (then it
+                # counts nothing and must not hold up the entries behind it).
+                bucket.close(entry, self._now + bucket.span if requests else -math.inf)
 
     def _scope_buckets(self, key: str) -> list[_Bucket]:
         return [self._buckets[n] for n in _scope(key) if n in self._buckets]

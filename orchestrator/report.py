@@ -206,12 +206,19 @@ class Spend:
 
     @staticmethod
     def _row() -> dict[str, Any]:
-        return {"calls": 0, **dict.fromkeys(TOKENS, 0), "cost": Decimal(0), "unpriced": 0}
+        return {
+            "calls": 0,
+            **dict.fromkeys(TOKENS, 0),
+            "cost": Decimal(0),
+            "unpriced": 0,
+            "lost": 0,  # calls whose worker died mid-call, charged at their reservation
+        }
 
     def add(self, event: dict[str, Any]) -> None:
         rows = [self.total] + [self.by[d][event.get(d) or "?"] for d in self.by]
         for row in rows:
             row["calls"] += 1
+            row["lost"] += bool(event.get("lost"))
             for name in TOKENS:
                 row[name] += int(event.get("usage", {}).get(name, 0))
             if event.get("cost") is None:

@@ -357,6 +357,16 @@ def test_output_mode_max_always_spends_max_tokens() -> None:
         assert ask_claude(claude(server), max_tokens=100).usage.output_tokens == 100  # capped
 
 
+def test_extra_input_tokens_are_billed_and_counted_on_top_of_the_prompt() -> None:
+    with LocalAPIServer(["a", Reply("b", extra_input_tokens=5000)]) as server:
+        plain = ask_claude(claude(server)).usage.input_tokens
+        assert ask_claude(claude(server)).usage.input_tokens == plain + 5000
+    assert server.requests[1]["counted_input"] == server.requests[0]["counted_input"] + 5000
+    with LocalAPIServer([{"text": "c", "extra_input_tokens": 7}, "d"]) as server:
+        padded, plain = (ask_gpt(gpt(server)).usage.prompt_tokens for _ in range(2))
+    assert padded == plain + 7
+
+
 # ---- faults --------------------------------------------------------------------------
 
 

@@ -281,6 +281,7 @@ def test_totals_are_json_with_tokens_and_dollars_per_dimension() -> None:
     assert totals["budget"] == "5" and totals["spent"] == "0.008725"
     assert totals["run"] == {
         "calls": 2,
+        "lost": 0,
         "input_tokens": 2000,
         "output_tokens": 400,
         "cache_write_tokens": 0,
@@ -291,6 +292,45 @@ def test_totals_are_json_with_tokens_and_dollars_per_dimension() -> None:
     assert totals["model"]["gpt-5"]["cost"] == "0.003625"
     assert totals["model"]["o3"]["cost"] == "0.0051"
     assert set(totals["worker"]) == {"w1", "w2"} and set(totals["role"]) == {"coder", "review"}
+
+
+def test_a_lost_call_is_charged_its_whole_reservation_and_counted_as_lost() -> None:
+    ledger = CostLedger(TABLE, budget=D("0.04"))
+    reservation = ledger.reserve("w1", "coder", "t1", "claude-haiku-4-5", D("0.011"))
+    assert reservation is not None
+    assert ledger.lost(reservation) == D("0.011")
+    assert ledger.spent == D("0.011") and ledger.reserved == 0
+    totals = ledger.totals()
+    assert totals["lost"] == 1 and totals["worker"]["w1"] == {
+        **totals["worker"]["w1"], "calls": 1, "lost": 1, "cost": "0.011"}  # fmt: skip
+    with pytest.raises(ValueError, match="not open"):
+        ledger.lost(reservation)  # charged once only
+
+
+def test_an_overrun_is_spent_so_no_later_reservation_reaches_past_the_budget() -> None:
+    ledger = CostLedger(TABLE, budget=D("0.01"))
+    first = ledger.reserve("w1", "coder", "t1", "claude-haiku-4-5", D("0.004"))
+    second = ledger.reserve("w2", "coder", "t2", "claude-haiku-4-5", D("0.004"))
+    assert first is not None and second is not None
+    # haiku: $1 per million input tokens; 7,000 input tokens where 0.004 was reserved
+    assert ledger.settle(first, Usage(7000, 0)) == D("0.007")
+    assert ledger.remaining == D("-0.001")  # 0.007 spent + 0.004 still held
+    assert ledger.reserve("w3", "coder", "t3", "claude-haiku-4-5", D("0.0001")) is None
+    assert not ledger.could_free("w3", D("0.004"))  # even once w2 settles for nothing
+    assert ledger.could_free("w3", D("0.003"))
+
+
+def test_room_and_could_free_look_at_the_worker_budget_with_its_own_calls_only() -> None:
+    ledger = CostLedger(TABLE, budget=D(1), worker_budget=D("0.01"))
+    mine = ledger.reserve("w1", "coder", "t1", "claude-haiku-4-5", D("0.008"))
+    other = ledger.reserve("w2", "coder", "t2", "claude-haiku-4-5", D("0.009"))
+    assert mine is not None and other is not None
+    assert ledger.room("w1") == D("0.002") and ledger.room("w2") == D("0.001")
+    assert ledger.room("w3") == D("0.01")
+    assert ledger.could_free("w1", D("0.005"))  # once w1's own call settles
+    ledger.release(mine)
+    ledger.settle(ledger.reserve("w1", "c", "t1", "claude-haiku-4-5", D("0.01")), Usage(8000, 0))
+    assert not ledger.could_free("w1", D("0.005"))  # w2's call cannot free w1's budget
 
 
 def test_tiny_costs_print_without_an_exponent() -> None:
@@ -361,6 +401,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.ledger = CostLedger(TABLE, budget, worker_budget)
         self.open: dict[int, tuple[Reservation, int, int]] = {}
         self.settled = Fraction(0)
+        self.overran = False  # a provider has billed more than a reservation
 
     @rule(
         worker=st.sampled_from(WORKERS),
@@ -386,6 +427,11 @@ class LedgerMachine(RuleBasedStateMachine):
         if reservation is not None:
             assert reservation.amount == amount
             self.open[reservation.id] = (reservation, input_tokens, max_output)
+            # Even after overruns: a new reservation never reaches past either budget.
+            if ledger.budget is not None:
+                assert ledger.spent + ledger.reserved <= ledger.budget
+            if ledger.worker_budget is not None:
+                assert worker_total + amount <= ledger.worker_budget
 
     @precondition(lambda self: self.open)
     @rule(data=st.data())
@@ -402,6 +448,27 @@ class LedgerMachine(RuleBasedStateMachine):
         del self.open[reservation.id]
 
     @precondition(lambda self: self.open)
+    @rule(data=st.data(), extra=st.integers(1, 400_000))
+    def overrun(self, data: st.DataObject, extra: int) -> None:
+        """The provider reports more input than was reserved for."""
+        reservation, input_tokens, max_output = data.draw(st.sampled_from(list(self.open.values())))
+        usage = Usage(input_tokens + extra, data.draw(st.integers(0, max_output)))
+        actual = self.ledger.settle(reservation, usage)
+        assert Fraction(actual) == exact(usage, TABLE.price(reservation.model))
+        self.overran = self.overran or actual > reservation.amount
+        self.settled += Fraction(actual)
+        del self.open[reservation.id]
+
+    @precondition(lambda self: self.open)
+    @rule(data=st.data())
+    def lost(self, data: st.DataObject) -> None:
+        """The worker died mid-call: charged its whole reservation."""
+        reservation, _, _ = data.draw(st.sampled_from(list(self.open.values())))
+        assert self.ledger.lost(reservation) == reservation.amount
+        self.settled += Fraction(reservation.amount)
+        del self.open[reservation.id]
+
+    @precondition(lambda self: self.open)
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
         reservation, _, _ = data.draw(st.sampled_from(list(self.open.values())))
@@ -409,18 +476,19 @@ class LedgerMachine(RuleBasedStateMachine):
         del self.open[reservation.id]
 
     @invariant()
-    def spend_never_exceeds_the_budget(self) -> None:
+    def spend_never_exceeds_the_budget_unless_a_provider_overran(self) -> None:
         ledger = self.ledger
         assert type(ledger.spent) is Decimal and type(ledger.reserved) is Decimal
         if ledger.budget is not None:
-            assert ledger.spent + ledger.reserved <= ledger.budget
             assert ledger.remaining == ledger.budget - ledger.spent - ledger.reserved
-        if ledger.worker_budget is not None:
+            if not self.overran:
+                assert ledger.spent + ledger.reserved <= ledger.budget
+        if ledger.worker_budget is not None and not self.overran:
             for worker, tally in ledger.totals()["worker"].items():
                 assert D(tally["cost"]) <= ledger.worker_budget, worker
         assert ledger.reserved == sum((r.amount for r, _, _ in self.open.values()), Decimal(0))
         assert Fraction(ledger.spent) == self.settled
-        assert not ledger.overruns
+        assert bool(ledger.overruns) == self.overran
 
     @invariant()
     def every_dimension_sums_to_the_run(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from multiprocessing import Pipe
@@ -10,10 +11,18 @@ from multiprocessing.connection import Connection
 import pytest
 
 from orchestrator.errors import AttemptEnded
-from orchestrator.messages import AcquireTokens, CallDone, Grant, Message, from_bytes
-from orchestrator.metered import MeteredProvider, PermitClient
+from orchestrator.messages import AcquireTokens, CallDone, CallSent, Grant, Message, from_bytes
+from orchestrator.metered import (
+    PROVIDER_OVERHEAD,
+    RESERVE_MARGIN,
+    MeteredProvider,
+    PermitClient,
+    estimate,
+)
 from orchestrator.providers.base import ModelRequest, ModelResponse, Usage
 from orchestrator.providers.errors import PermitExpired
+from orchestrator.providers.estimate import estimate_input_tokens
+from orchestrator.providers.sdkgate import SendGate
 
 
 class Desk:
@@ -21,9 +30,15 @@ class Desk:
     ``late`` already past their send_by; ``silent`` asks get no answer at all."""
 
     def __init__(
-        self, conn: Connection, late: int = 0, silent: int = 0, ahead: float = 0.0
+        self,
+        conn: Connection,
+        late: int = 0,
+        silent: int = 0,
+        ahead: float = 0.0,
+        max_output: int = 0,
     ) -> None:
         self.conn, self.late, self.silent, self.ahead = conn, late, silent, ahead
+        self.max_output = max_output
         self.got: list[Message] = []
         self.starts: list[float] = []
         self.thread = threading.Thread(target=self.serve, daemon=True)
@@ -47,7 +62,14 @@ class Desk:
         deadline = time.monotonic() - 1 if late else time.monotonic() + 60
         start = time.monotonic() + self.ahead if self.ahead else 0.0
         # As the desk does: a grant made ahead counts its wait up to its start as queued.
-        grant = Grant(request_id, request_id, self.ahead, send_by=deadline, not_before=start)
+        grant = Grant(
+            request_id,
+            request_id,
+            self.ahead,
+            send_by=deadline,
+            not_before=start,
+            max_output=self.max_output,
+        )
         self.starts.append(start)
         self.conn.send_bytes(grant.to_bytes())
 
@@ -62,6 +84,7 @@ class Model:
     def complete(self, request: ModelRequest) -> ModelResponse:
         self.calls += 1
         self.sent_at.append(time.monotonic())
+        self.max_tokens = request.max_tokens
         return ModelResponse("ok", [], "end_turn", Usage(10, 2))
 
 
@@ -118,7 +141,59 @@ def test_a_grant_that_came_ahead_of_its_start_holds_the_call_until_then() -> Non
     assert model.sent_at[0] >= desk.starts[0] > asked
     # The round trip ends when the grant is usable: the hold until its start is queueing.
     rtt = provider.permits.last_rtt
-    assert rtt is not None and 0 <= rtt < 0.1
+    # The hold until the start is not in it: less than the time to the send, less the hold.
+    assert rtt is not None and 0 <= rtt <= model.sent_at[0] - asked - desk.ahead
+
+
+class Hooked(Model):
+    """A provider with the SDK providers' request hook, which it calls as httpx would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = SendGate()
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        self.gate.send_by = request.send_by
+        self.gate(None)
+        return super().complete(request)
+
+
+def test_the_request_hook_tells_the_coordinator_when_the_call_went_out() -> None:
+    ours, theirs = Pipe()
+    desk, model = Desk(theirs), Hooked()
+    provider = MeteredProvider(model, PermitClient("w1", ours), lambda r: (10, 100))
+    provider.complete(request())
+    provider.complete(request())
+    ours.close()
+    desk.thread.join(2)
+    kinds = [(type(m).__name__, m.request_id) for m in desk.got]
+    assert kinds == [("AcquireTokens", 1), ("CallSent", 1), ("CallDone", 1),
+                     ("AcquireTokens", 2), ("CallSent", 2), ("CallDone", 2)]  # fmt: skip
+    sent = [m for m in desk.got if isinstance(m, CallSent)]
+    assert [m.permit_id for m in sent] == [1, 2]
+    assert sent[0].at <= model.sent_at[0]  # stamped in the hook, before the model answered
+
+
+def test_a_grant_that_lowers_max_tokens_to_fit_the_budget_sends_the_call_with_it() -> None:
+    ours, theirs = Pipe()
+    model = Model()
+    Desk(theirs, max_output=300)
+    provider = MeteredProvider(model, PermitClient("w1", ours), lambda r: (10, 100))
+    big = request()
+    big.max_tokens = 4000
+    provider.complete(big)
+    assert model.max_tokens == 300
+    provider.complete(request())  # asks for 8, fewer than the grant's 300: as asked
+    assert model.max_tokens == 300
+
+
+def test_the_budget_reserves_the_input_estimate_with_a_margin_and_the_providers_overhead() -> None:
+    text = "def f(x):\n    return x * 2  # a line of code\n" * 200
+    req = ModelRequest("be brief", [{"role": "user", "content": text}], [], 8, "m", "t", 1)
+    likely, upper = estimate(req)
+    assert likely == estimate_input_tokens(req)
+    assert upper == math.ceil(likely * RESERVE_MARGIN) + PROVIDER_OVERHEAD
+    assert upper < len(text.encode())  # not a byte per token any more
 
 
 def test_a_stop_withdraws_the_ask_and_a_late_grant_for_it_is_skipped() -> None:

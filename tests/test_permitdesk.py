@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 
 import pytest
 
-from orchestrator.ledger import CostLedger, PriceTable, cost
-from orchestrator.messages import AcquireTokens, CallDone, Deny, Grant
-from orchestrator.permitdesk import GRANT_AHEAD, PermitDesk, parse_ratelimit_headers
+from orchestrator.ledger import CostLedger, PriceTable, cost, worst_case
+from orchestrator.messages import AcquireTokens, CallDone, CallSent, Deny, Grant
+from orchestrator.permitdesk import (
+    GRANT_AHEAD,
+    MIN_OUTPUT,
+    OVERRUN_MARGIN,
+    PermitDesk,
+    parse_ratelimit_headers,
+)
 from orchestrator.providers.base import Usage
 from orchestrator.ratelimit import BucketLimits, RateLimiter
 
 MODEL = "claude-haiku-4-5"
 
 
-def ask(request_id: int, worker: str = "w1", tokens: int = 100) -> AcquireTokens:
+def ask(
+    request_id: int, worker: str = "w1", tokens: int = 100, max_output: int = 50
+) -> AcquireTokens:
     return AcquireTokens(
         worker_id=worker,
         request_id=request_id,
@@ -23,8 +32,18 @@ def ask(request_id: int, worker: str = "w1", tokens: int = 100) -> AcquireTokens
         provider="anthropic",
         model=MODEL,
         input_tokens=tokens,
-        max_output=50,
+        max_output=max_output,
         worst_case_input=tokens * 3,
+    )
+
+
+def ok(grant: Grant, usage: Usage, worker: str = "w1") -> CallDone:
+    return CallDone(
+        worker_id=worker,
+        request_id=grant.request_id,
+        permit_id=grant.permit_id,
+        status="ok",
+        usage=usage.to_dict(),
     )
 
 
@@ -91,13 +110,77 @@ def test_settling_records_the_real_cost_and_frees_the_reservation() -> None:
     assert d.ledger.reserved == 0 and "overrun" not in data
 
 
-def test_a_dead_workers_calls_free_their_money_and_leave_the_queue() -> None:
+def test_a_dead_workers_call_in_flight_is_charged_its_reservation_and_its_queued_ask_freed() -> (
+    None
+):
     d = desk(requests=1, budget="1")
     d.ask(ask(1, worker="w1"), "dev", now=0.0)
+    held = d.ledger.reserved
     d.ask(ask(2, worker="w1"), "dev", now=0.0)  # queued
-    assert d.ledger.reserved > 0
-    d.worker_lost("w1", now=0.5)
+    assert d.ledger.reserved == 2 * held > 0
+    [lost] = d.worker_lost("w1", now=0.5)
     assert d.ledger.reserved == 0 and d.next_wake() is None
+    assert d.ledger.spent == held and d.ledger.totals()["lost"] == 1
+    assert lost["lost"] is True and Decimal(lost["cost"]) == held and lost["task"] == "t"
+    # pd resume counts the charge again from the event
+    again = desk(budget="1")
+    again.replay([{"kind": "usage", "role": "dev", **lost}])
+    assert again.ledger.spent == held and again.ledger.totals()["lost"] == 1
+
+
+# haiku: input $1, cache writes $1.25 (the worst case's input price), output $5 per million
+def haiku_worst(input_tokens: int, output: int) -> Decimal:
+    return worst_case(PriceTable.load().price(MODEL), input_tokens, output)
+
+
+def test_a_call_the_rest_of_the_budget_cannot_cover_waits_for_the_calls_in_flight() -> None:
+    # Room for one call's worst case (300 input, 1000 output) and a half.
+    d = desk(budget=str(haiku_worst(300, 1000) * 3 / 2))
+    first = d.ask(ask(1, max_output=1000), "dev", now=0.0)
+    assert isinstance(first, Grant)
+    assert d.ask(ask(2, worker="w2", max_output=1000), "dev", now=0.1) is None  # waits
+    assert d.ask(ask(3, worker="w3", max_output=10), "dev", now=0.1) is None  # behind it
+    assert d.exhausted is None and d.view()["waiting_for_budget"] == 2
+    d.done(ok(first, Usage(100, 20)), now=1.0)  # cost far less than reserved
+    granted = d.pump(now=1.0)
+    assert [(w, a.request_id) for w, a in granted] == [("w2", 2), ("w3", 3)]
+    assert all(isinstance(a, Grant) and a.max_output == 0 for _, a in granted)  # as asked
+    assert d.ledger.spent + d.ledger.reserved <= d.ledger.budget
+
+
+def test_with_nothing_in_flight_to_free_money_max_tokens_is_lowered_to_what_is_left() -> None:
+    budget = haiku_worst(300, 400)
+    d = desk(budget=str(budget))
+    grant = d.ask(ask(1, max_output=4000), "dev", now=0.0)
+    assert isinstance(grant, Grant) and grant.max_output == 400
+    assert d.ledger.reserved == budget and d.exhausted is None
+    d.done(ok(grant, Usage(300, 400)), now=1.0)
+    assert d.ledger.spent <= budget
+    # Now under MIN_OUTPUT tokens would fit: the budget is spent, the run stops.
+    denied = d.ask(ask(2, max_output=4000), "dev", now=2.0)
+    assert isinstance(denied, Deny) and denied.budget and d.exhausted
+
+
+def test_a_waiting_call_is_lowered_or_denied_once_the_calls_in_flight_have_settled() -> None:
+    budget = haiku_worst(300, 1000) + haiku_worst(300, MIN_OUTPUT)
+    d = desk(budget=str(budget))
+    first = d.ask(ask(1, max_output=1000), "dev", now=0.0)
+    assert d.ask(ask(2, worker="w2", max_output=1000), "dev", now=0.0) is None
+    d.done(ok(first, Usage(300, 1000)), now=1.0)  # cost all of its reservation
+    [(worker, grant)] = d.pump(now=1.0)
+    assert worker == "w2" and isinstance(grant, Grant)
+    assert MIN_OUTPUT <= grant.max_output < 1000
+    assert d.ledger.spent + d.ledger.reserved <= budget
+
+
+def test_more_input_than_reserved_makes_the_models_next_reservations_larger() -> None:
+    d = desk(budget="1")
+    grant = d.ask(ask(1, tokens=100), "dev", now=0.0)  # 300 input tokens reserved
+    data = d.done(ok(grant, Usage(1200, 50)), now=1.0)  # the provider counted 1200
+    assert data is not None and Decimal(data["overrun"]) > 0
+    d.ask(ask(2, tokens=100), "dev", now=2.0)
+    # 1200 / 300 with OVERRUN_MARGIN on top
+    assert d.ledger.reserved == haiku_worst(math.ceil(300 * 4 * OVERRUN_MARGIN), 50)
 
 
 def test_withdrawn_request_leaves_the_queue() -> None:
@@ -171,3 +254,16 @@ def test_a_refund_lets_a_queued_call_go_at_once() -> None:
     )
     granted = d.pump(now=0.02)
     assert [(w, a.request_id) for w, a in granted] == [("w2", 2)]
+
+
+def test_a_call_counts_from_when_it_was_sent_and_its_queue_waits_for_that() -> None:
+    limits = {"anthropic": BucketLimits(requests=1, window=10.0)}
+    d = PermitDesk(RateLimiter(limits, margin=0.0, until_sent=True), None)
+    first = d.ask(ask(1), "dev", now=0.0)
+    assert isinstance(first, Grant) and first.send_by == 0.0  # no deadline to miss
+    assert d.ask(ask(2, worker="w2"), "dev", now=0.1) is None
+    assert d.next_wake() is None  # nothing to time until the first call is sent
+    d.sent(CallSent("w1", 1, first.permit_id, at=2.5), now=2.6)  # it went out late
+    assert d.next_wake() == pytest.approx(-GRANT_AHEAD)  # looked at again at once ...
+    assert d.pump(now=2.6) == []
+    assert d.next_wake() == pytest.approx(12.5 - GRANT_AHEAD)  # ... and it frees at 12.5

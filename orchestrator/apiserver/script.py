@@ -15,12 +15,15 @@ FAULT_KINDS = ("429", "529", "500", "400", "slow", "malformed", "object_args", "
 class Reply:
     """One model answer. ``tool_calls`` are ``(name, input)`` pairs; an input given as a
     string is sent verbatim as OpenAI ``arguments`` (to script malformed JSON).
-    ``stop`` overrides the stop reason (either API's vocabulary)."""
+    ``stop`` overrides the stop reason (either API's vocabulary). ``extra_input_tokens``
+    are billed on top of the prompt's own count (a provider that counts more input than
+    a client could estimate)."""
 
     text: str = ""
     tool_calls: list[tuple[str, Any]] = field(default_factory=list)
     output_tokens: int | None = None
     stop: str | None = None
+    extra_input_tokens: int = 0
 
     def content_json(self) -> str:
         """What the model "wrote", for the default output token count."""
@@ -67,7 +70,13 @@ def as_reply(value: Any) -> Reply:
             (c["name"], c.get("input", {})) if isinstance(c, dict) else (c[0], c[1])
             for c in value.get("tool_calls", [])
         ]
-        return Reply(value.get("text", ""), calls, value.get("output_tokens"), value.get("stop"))
+        return Reply(
+            value.get("text", ""),
+            calls,
+            value.get("output_tokens"),
+            value.get("stop"),
+            value.get("extra_input_tokens", 0),
+        )
     raise TypeError(f"a reply must be a Reply, str or dict, not {type(value).__name__}")
 
 

@@ -197,6 +197,8 @@ class LocalAPIServer:
             if reply is None:
                 reply = as_reply(self.replies[0]) if self.replies else DEFAULT_REPLY
             output = self._output_tokens(reply, entry["max_tokens"])
+            if reply.extra_input_tokens:
+                prompt = Prompt(prompt.total + reply.extra_input_tokens, prompt.prefixes)
             read, write = self._cache_split(dialect, prompt)
             counted = prompt.total - read if dialect.explicit_cache else prompt.total
             refusal = self.windows[api].admit(now, counted, output)

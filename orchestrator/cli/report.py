@@ -116,6 +116,10 @@ def print_spend(data: dict[str, Any]) -> None:
         f"({total['input_tokens']:,} input, {total['output_tokens']:,} output, "
         f"{total['cache_read_tokens']:,} cache-read tokens)"
     )
+    if total.get("lost"):
+        console.print(
+            f"{total['lost']} lost calls (their worker died mid-call), charged at reservation"
+        )
     table = Table("by", "name", "calls", "input", "output", "USD")
     for dimension in ("role", "model", "task"):
         for name, row in spend.get(dimension, {}).items():

@@ -28,10 +28,15 @@ class SendGate:
 
     def __init__(self) -> None:
         self.send_by = 0.0  # time.monotonic(); 0: no deadline
+        # Told the moment a request goes out (pd's limiter counts the call from then).
+        self.on_send: Callable[[float], None] | None = None
 
     def __call__(self, request: Any) -> None:
-        if self.send_by and time.monotonic() > self.send_by:
+        now = time.monotonic()
+        if self.send_by and now > self.send_by:
             raise PermitExpired("the rate-limit permit ran out before the request was sent")
+        if self.on_send is not None:
+            self.on_send(now)
 
 
 def warm_up(complete: Callable[[ModelRequest], ModelResponse], model: str) -> None:

@@ -1,0 +1,113 @@
+"""The budget against real workers, the real SDK and the local API server: a worker killed
+mid-call, and a provider that counts more input than pd reserved for."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from orchestrator.apiserver import LocalAPIServer, Reply
+from tests.conftest import pd
+from tests.test_e2e_api import MODEL, final_state, run, server_cost, writer
+
+pytestmark = pytest.mark.slow
+
+
+def events_of(home: Path) -> list[dict[str, Any]]:
+    run_dir = sorted((home / ".pd" / "runs").iterdir())[-1]
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+def caller_of(port: int) -> int:
+    """The process (not this one) with a connection open to the server's port."""
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.raddr and conn.raddr.port == port and conn.pid and conn.pid != os.getpid():
+            return conn.pid
+    raise AssertionError(f"no process is connected to port {port}")
+
+
+def test_a_worker_killed_mid_call_is_charged_and_the_report_matches_the_ledger(
+    project: Path, tmp_path: Path
+) -> None:
+    budget = Decimal("0.1")
+    held, release = threading.Event(), threading.Event()
+    replies = writer()
+
+    def hold_the_first(api: str, body: dict[str, Any]) -> Reply:
+        if not held.is_set():
+            held.set()
+            release.wait()  # the test kills the caller, then lets the answer go nowhere
+        return replies(api, body)
+
+    outcome: list[Any] = []
+    args = ("anthropic", "test-key", "--budget", str(budget), "--workers", "1")
+    with LocalAPIServer(hold_the_first) as server:
+        runner = threading.Thread(
+            target=lambda: outcome.append(run(tmp_path, project, server, ["a", "b"], *args))
+        )
+        runner.start()
+        try:
+            held.wait()
+            os.kill(caller_of(server.port), signal.SIGKILL)
+        finally:
+            release.set()
+            runner.join()
+    result, home = outcome[0]
+    assert result.returncode == 0, result.stdout + result.stderr
+    events = events_of(home)
+    [lost] = [e for e in events if e["kind"] == "usage" and e.get("lost")]
+    spend = final_state(home)["permits"]["spend"]
+    served = server_cost(server, MODEL)  # every answer the server gave, the lost one too
+    first = server_cost_of(server, 0)
+    assert Decimal(lost["cost"]) >= first > 0  # charged at least what it served
+    assert served <= Decimal(spend["spent"]) <= budget
+    assert spend["lost"] == 1
+    env = {"PD_HOME": str(home)}
+    report = pd("report", "--json", cwd=home, env=env, check=True)
+    total = json.loads(report.stdout)["spend"]["total"]
+    assert Decimal(total["cost"]) == Decimal(spend["spent"]) and total["lost"] == 1
+    text = pd("report", cwd=home, env=env, check=True).stdout
+    assert "1 lost calls" in text and "charged at reservation" in text
+
+
+def server_cost_of(server: LocalAPIServer, index: int) -> Decimal:
+    """What the server billed for its ``index``-th request alone."""
+    one = LocalAPIServer()
+    one.requests = [server.requests[index]]
+    return server_cost(one, MODEL)
+
+
+def test_after_a_provider_counts_more_input_than_reserved_no_call_can_cross_the_budget(
+    project: Path, tmp_path: Path
+) -> None:
+    budget = Decimal("0.15")
+    replies = writer(turns_before_finish=10_000)  # never finishes: spends until stopped
+
+    def padded(api: str, body: dict[str, Any]) -> Reply:
+        reply = replies(api, body)
+        reply.extra_input_tokens = 20_000  # far past any estimate of a ~2,000 token prompt
+        return reply
+
+    with LocalAPIServer(padded, output_mode="max") as server:
+        result, home = run(
+            tmp_path, project, server, ["a"], "anthropic", "test-key",
+            "--budget", str(budget), "--workers", "1",
+        )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    events = events_of(home)
+    overruns = [e for e in events if e["kind"] == "budget_overrun"]
+    # The first call overran: pd could not know. Every later one was reserved larger.
+    assert len(overruns) == 1, overruns
+    calls = [e for e in events if e["kind"] == "usage"]
+    assert len(calls) > 2
+    spent = Decimal(final_state(home)["permits"]["spend"]["spent"])
+    assert spent == server_cost(server, MODEL)
+    assert spent <= budget
