@@ -115,7 +115,8 @@ class MergeSteps:
             )
             self._log_session(task)
             return
-        detail = result.log_tail or "\n".join(result.conflicts)
+        # A conflict's reason already lists its paths (merger._merge): say them once.
+        detail = result.log_tail
         self.emit(
             "task_rejected",
             task=result.task_id,

@@ -12,12 +12,35 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from orchestrator.composition import default_budget
 from orchestrator.errors import BadInput
 
 TASK_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+# A timeout below a second cannot let a real command finish; it is a typo, not a setting.
+MIN_TIMEOUT = 1.0
+
+
+def branch_problem(task_id: str) -> str | None:
+    """Why git would refuse the branch ``pd/<run>/<task_id>`` (``git check-ref-format``),
+    or None. ``TASK_ID_PATTERN`` already rules out every other case of those rules."""
+    if ".." in task_id:
+        return "contains '..'"
+    if task_id.endswith(".lock"):
+        return "ends with '.lock'"
+    if task_id.endswith("."):
+        return "ends with '.'"
+    return None
 
 
 class Strict(BaseModel):
@@ -51,6 +74,19 @@ class TaskSpec(Strict):
     review: bool | None = Field(
         None, description="Review this task before it merges; default: the mission's review."
     )
+
+    @field_validator("id")
+    @classmethod
+    def _a_branch_name(cls, value: str) -> str:
+        """The id names the task's branch: git must take ``pd/<run>/<id>``."""
+        problem = branch_problem(value)
+        if problem:
+            raise PydanticCustomError(
+                "branch_name",
+                "task id '{id}' {problem}, so git refuses its branch pd/<run>/{id}",
+                {"id": value, "problem": problem},
+            )
+        return value
 
 
 class ProviderConfig(Strict):
@@ -87,15 +123,19 @@ class GateConfig(Strict):
     """The command whose success on the merged tree lets work into the target branch."""
 
     command: str | None = Field(None, description="Defaults to the mission's test_command.")
-    timeout: float = Field(900, gt=0, description="Seconds before the gate counts as failed.")
+    timeout: float = Field(
+        900, ge=MIN_TIMEOUT, description="Seconds before the gate counts as failed."
+    )
 
 
 class Limits(Strict):
     """Per-attempt limits of the agent loop and the worker's health checks."""
 
     max_turns: int = Field(40, ge=1, le=1000)
-    attempt_timeout: float = Field(3600, gt=0, description="Seconds for one command-agent run.")
-    command_timeout: float = Field(300, gt=0)
+    attempt_timeout: float = Field(
+        3600, ge=MIN_TIMEOUT, description="Seconds for one command-agent run."
+    )
+    command_timeout: float = Field(300, ge=MIN_TIMEOUT)
     output_cap: int = Field(20_000, ge=1000)
     heartbeat_interval: float = Field(1.0, gt=0, le=60)
     missed_heartbeats: int = Field(3, ge=1, le=100)
@@ -245,6 +285,8 @@ def field_problem(error: Any, model: type[BaseModel] | None = None) -> tuple[str
 
 
 def _fix_for(kind: str, error: Any) -> str:
+    if kind == "branch_name":
+        return "choose an id without '..' that ends in a letter or digit, and not in '.lock'"
     if kind == "string_pattern_mismatch":
         return "use lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
     if kind == "literal_error":

@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import get_args
 
 from orchestrator.errors import BadInput
 from orchestrator.gitutil import (
@@ -18,16 +19,15 @@ from orchestrator.gitutil import (
     current_branch,
     git,
     git_full,
-    is_dirty,
     is_git_repo,
     rev_parse,
 )
-from orchestrator.mission import Mission, load_mission
+from orchestrator.mission import Mission, ProviderConfig, load_mission
 from orchestrator.planning import PLAN_ID, PLANNER_ROLE, PlanningStep
 from orchestrator.providerplan import ProviderPlan, check_provider
 from orchestrator.review import REVIEWS
 from orchestrator.roles import Role, load_roles
-from orchestrator.scheduling import fits
+from orchestrator.scheduling import fits, overlap
 from orchestrator.targetlock import refuse_if_live
 from orchestrator.taskgraph import GraphError, TaskGraph
 
@@ -98,9 +98,9 @@ def build_plan(
     mission = load_mission(mission_path)
     where = str(mission_path)
     if provider:
-        mission.provider.name = provider  # type: ignore[assignment]
+        mission.provider.name = _provider_name(provider)  # type: ignore[assignment]
     if budget is not None:
-        if budget < 0:
+        if not budget.is_finite() or budget < 0:
             raise BadInput("--budget", f"{budget} is not a budget", "give dollars >= 0")
         mission.budget = budget
     if cassette:
@@ -119,8 +119,7 @@ def build_plan(
     _check_context_files(mission, repo, branch, head, where)
     gate = _check_gate(mission, repo, where)
     provider_plan = check_provider(mission, mission_path, roles, base_url)
-    root = Path(worktrees or mission.worktrees or workspace / "worktrees").expanduser()
-    root = root if root.is_absolute() else (workspace / root)
+    root = _check_worktrees(worktrees, mission, workspace, where)
     return RunPlan(
         mission=mission,
         mission_path=mission_path.resolve(),
@@ -128,7 +127,7 @@ def build_plan(
         repo=repo,
         target_branch=branch,
         start_head=head,
-        worktree_root=root.resolve(),
+        worktree_root=root,
         gate_command=gate,
         roles=roles,
         workers=team,
@@ -136,6 +135,32 @@ def build_plan(
         provider=provider_plan,
         planning=planning,
     )
+
+
+def _provider_name(name: str) -> str:
+    known = get_args(ProviderConfig.model_fields["name"].annotation)
+    if name not in known:
+        raise BadInput(
+            "--provider", f"unknown provider '{name}'", f"use one of: {', '.join(known)}"
+        )
+    return name
+
+
+def _check_worktrees(arg: str | None, mission: Mission, workspace: Path, where: str) -> Path:
+    """The worktrees' folder (relative paths are from the workspace): it may not exist
+    yet, but the nearest existing path on the way must be a folder."""
+    root = Path(arg or mission.worktrees or workspace / "worktrees").expanduser()
+    root = (root if root.is_absolute() else workspace / root).resolve()
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not existing.is_dir():
+        place, field = ("--worktrees", None) if arg else (where, "worktrees")
+        raise BadInput(
+            place,
+            f"{existing} is not a folder, so worktrees cannot go in {root}",
+            "point it at a folder (it is created if missing)",
+            field,
+        )
+    return root
 
 
 def _check_context_files(mission: Mission, repo: Path, branch: str, head: str, where: str) -> None:
@@ -303,15 +328,60 @@ def _check_branch(mission: Mission, repo: Path, where: str) -> tuple[str, str]:
         names = git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads").split()
         fix = f"use one of: {', '.join(names[:10])}" if names else "make a first commit"
         raise BadInput(where, f"branch '{branch}' not found in {repo}", fix, "target_branch")
-    for name, path in checked_out_branches(repo).items():
-        if name == branch and is_dirty(Path(path)):
-            raise BadInput(
-                where,
-                f"branch '{branch}' is checked out in {path} with uncommitted changes",
-                "commit or stash them first, or choose another target_branch",
-                "target_branch",
-            )
+    holder = checked_out_branches(repo).get(branch)
+    if holder is not None:
+        _check_checkout(mission, branch, Path(holder), where)
     return branch, head
+
+
+def _check_checkout(mission: Mission, branch: str, path: Path, where: str) -> None:
+    """The checkout holding the target is moved along with every merge. Tracked edits
+    there would be mixed with merged work, and an untracked file where a task says it
+    writes would be in a merge's way; other untracked files (a new mission) are fine."""
+    tracked, untracked = _status(path)
+    if tracked:
+        raise BadInput(
+            where,
+            f"branch '{branch}' is checked out in {path} with uncommitted changes: "
+            + _names(tracked),
+            "commit or stash them first, or choose another target_branch",
+            "target_branch",
+        )
+    in_the_way = [
+        (name, i)
+        for i, task in enumerate(mission.tasks)
+        for name in untracked
+        if overlap([name], task.files)
+    ]
+    if in_the_way:
+        names = _names([name for name, _ in in_the_way])
+        raise BadInput(
+            where,
+            f"branch '{branch}' is checked out in {path} with untracked files where a merge "
+            f"would write: {names} (tasks[{in_the_way[0][1]}].files)",
+            "commit, move or ignore them first, or choose another target_branch",
+            "target_branch",
+        )
+
+
+def _status(path: Path) -> tuple[list[str], list[str]]:
+    """(changed tracked paths, untracked paths) of a checkout; ignored files are neither."""
+    entries = git(path, "status", "--porcelain=v1", "-z", "--untracked-files=all").split("\0")
+    tracked, untracked, skip = [], [], False
+    for entry in entries:
+        if skip or not entry:
+            skip = False
+            continue
+        code, name = entry[:2], entry[3:]
+        (untracked if code == "??" else tracked).append(name)
+        skip = code[0] in "RC"  # a rename's or copy's source path follows
+    return tracked, untracked
+
+
+def _names(paths: list[str], most: int = 5) -> str:
+    unique = list(dict.fromkeys(paths))
+    more = f" and {len(unique) - most} more" if len(unique) > most else ""
+    return ", ".join(unique[:most]) + more
 
 
 def _check_gate(mission: Mission, repo: Path, where: str) -> str:

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from orchestrator.composition import CHEAP_TIER, TOP_TIER
 from orchestrator.errors import BadInput
 from orchestrator.ledger import PriceTable
 from orchestrator.mission import Mission
 from orchestrator.models import resolve_model
+from orchestrator.planning import PLAN_ID
 from orchestrator.providers.command.registry import get_adapter
 from orchestrator.roles import Role
 
 KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+CONNECT_TIMEOUT = 3.0  # seconds for the TCP connect that tells a server is there
 KEY_HELP = {
     "anthropic": "create one at console.anthropic.com",
     "openai": "create one at platform.openai.com",
@@ -54,13 +58,15 @@ def check_provider(
     config = mission.provider
     where = str(mission_path)
     if config.name == "scripted":
-        return ProviderPlan(
-            "scripted", _models(mission, roles, None), cassette=_cassette(mission, mission_path)
-        )
+        cassette = _cassette(mission, mission_path)
+        _check_cassette(mission, cassette, where)
+        return ProviderPlan("scripted", _models(mission, roles, None), cassette=cassette)
     if config.name == "command":
         _check_agent(mission, where)
         return ProviderPlan("command", _models(mission, roles, None))
     base = base_url or config.base_url
+    if base:
+        check_server(base, *(("--base-url", None) if base_url else (where, "provider.base_url")))
     key = KEY_ENV[config.name]
     if not os.environ.get(key) and not (config.name == "openai" and base):
         raise BadInput(
@@ -113,6 +119,67 @@ def _cassette(mission: Mission, mission_path: Path) -> Path:
             "provider.cassette",
         )
     return cassette
+
+
+def check_server(url: str, where: str, field_name: str | None) -> None:
+    """A base URL must be an http(s) URL with something listening: otherwise every model
+    call would retry for minutes before the run gives up."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise BadInput(where, f"'{url}' is not a URL ({exc})", _URL_FIX, field_name) from None
+    if parts.scheme not in ("http", "https"):
+        raise BadInput(where, f"'{url}' is not an http(s) URL", _URL_FIX, field_name)
+    if not parts.hostname:
+        raise BadInput(where, f"'{url}' names no host", _URL_FIX, field_name)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        raise BadInput(
+            where,
+            f"nothing answers at {parts.hostname}:{port} ({exc.strerror or exc})",
+            "start the server, or correct the URL",
+            field_name,
+        ) from None
+
+
+_URL_FIX = "give the server's URL, e.g. http://localhost:11434/v1"
+
+
+def _check_cassette(mission: Mission, cassette: Path, where: str) -> None:
+    """The whole cassette parses, and every job the run will ask it about has an entry
+    (or the ``*`` fallback), so a replay never stalls on a missing answer."""
+    from orchestrator.errors import ProviderError
+    from orchestrator.providers.scripted import ScriptedProvider
+
+    try:
+        entries = ScriptedProvider(cassette).tasks
+    except ProviderError as exc:
+        raise BadInput(where, str(exc), "fix the cassette file", "provider.cassette") from None
+    if "*" in entries:
+        return
+    for key, field_name in _cassette_keys(mission):
+        if key not in entries:
+            raise BadInput(
+                where,
+                f"cassette {cassette} has no entry for '{key}' ({field_name}) and no '*'",
+                f'add "{key}" (or "*") under "tasks" in the cassette',
+                "provider.cassette",
+            )
+
+
+def _cassette_keys(mission: Mission) -> list[tuple[str, str]]:
+    """The cassette entries a run asks for: each task, each reviewed task's review, or
+    the planning step of a planned mission (whose tasks are not known yet)."""
+    if mission.planned:
+        return [(PLAN_ID, "goal")]
+    keys = [(t.id, f"tasks[{i}]") for i, t in enumerate(mission.tasks)]
+    return keys + [
+        (f"{t.id}:review", f"tasks[{i}].review")
+        for i, t in enumerate(mission.tasks)
+        if (mission.review if t.review is None else t.review)
+    ]
 
 
 def _check_agent(mission: Mission, where: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -96,7 +97,7 @@ def build_report(store: RunStore) -> dict[str, Any]:
         "seconds": round(finished - started, 2) if started and finished else None,
         "tasks": list(tasks.values()),
         "counts": state.get("counts", {}),
-        "rejections": sum(len(t["rejections"]) for t in tasks.values()),
+        **_rejection_counts(r for t in tasks.values() for r in t["rejections"]),
         "crashes": crashes,
         "respawns": len(respawns),
         "median_wait": ordered[len(ordered) // 2] if ordered else None,
@@ -106,6 +107,31 @@ def build_report(store: RunStore) -> dict[str, Any]:
         "budget": (state.get("permits") or {}).get("spend", {}).get("budget"),
         **({"planning": planning.to_dict()} if planning.attempts else {}),
     }
+
+
+def is_conflict(rejection: dict[str, Any]) -> bool:
+    """A rejected merge is a conflict when git could not merge it (``conflicts`` lists
+    the paths); otherwise the gate failed it."""
+    return bool(rejection.get("conflicts"))
+
+
+def _rejection_counts(rejections: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """``rejections``: merges the gate failed; ``conflicts``: merges git could not make."""
+    conflicts = gate = 0
+    for rejection in rejections:
+        conflicts += is_conflict(rejection)
+        gate += not is_conflict(rejection)
+    return {"rejections": gate, "conflicts": conflicts}
+
+
+def merge_rejections(store: RunStore) -> dict[str, int]:
+    """Rejected merges so far, from the event log: by the gate, and by conflicts."""
+    counts = _rejection_counts(e for e in store.events() if e["kind"] == "task_rejected")
+    return {"gate": counts["rejections"], "conflicts": counts["conflicts"]}
+
+
+def rejection_line(gate: int, conflicts: int) -> str:
+    return f"{gate} rejected by the gate, {conflicts} merge conflict{'' if conflicts == 1 else 's'}"
 
 
 class Planning:

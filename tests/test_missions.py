@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from orchestrator.composition import (
     TOP_TIER,
@@ -18,7 +20,7 @@ from orchestrator.composition import (
     tier_for,
 )
 from orchestrator.errors import BadInput
-from orchestrator.mission import Mission, TaskSpec, load_mission, shipped_dir
+from orchestrator.mission import TASK_ID_PATTERN, Mission, TaskSpec, load_mission, shipped_dir
 from orchestrator.roles import load_roles
 from tests.conftest import pd
 
@@ -230,3 +232,23 @@ def test_roles_list_shows_group_and_tier(tmp_path: Path) -> None:
     assert [r["group"] for r in rows] == sorted((r["group"] for r in rows), key="builder".__ne__)
     shown = json.loads(pd("roles", "show", "tech-lead", "--json", cwd=tmp_path).stdout)
     assert "## Handoff format" in shown["system_prompt"] and shown["skills"]
+
+
+# Ids made of the characters git's rules are about ('.', "lock"), and any id at all.
+PIECES = st.sampled_from(["a", "1", ".", ".lock", "lock", "-", "_"])
+DOTTY_IDS = st.lists(PIECES, min_size=1, max_size=6).map("".join).filter(lambda s: s[0] in "a1l")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(DOTTY_IDS, st.from_regex(TASK_ID_PATTERN, fullmatch=True)))
+def test_a_task_id_passes_exactly_when_git_takes_its_branch(task_id: str) -> None:
+    git = subprocess.run(
+        ["git", "check-ref-format", "--branch", f"pd/20250101-000000-abcd/{task_id}"],
+        capture_output=True,
+    )
+    try:
+        TaskSpec(id=task_id, title="t")
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert accepted == (git.returncode == 0), task_id

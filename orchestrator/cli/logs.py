@@ -23,7 +23,11 @@ def logs(
     lines: Annotated[int, typer.Option("--lines", "-n", help="Show the last N lines.")] = 200,
 ) -> int:
     """Print a run's logs; --follow keeps going while the run lives."""
+    if lines < 0:
+        raise BadInput("--lines", f"{lines} is not a line count", "give 0 or more (0: every line)")
     store = RunStore.open(run)
+    if task is not None:
+        _check_task(store, task)
     files = _files(store, worker)
     shown = _select(_read(files), task)
     for line in shown[-lines:] if lines > 0 else shown:
@@ -31,6 +35,40 @@ def logs(
     if follow:
         _follow(store, worker, task, {path: path.stat().st_size for path in _files(store, worker)})
     return 0
+
+
+def _check_task(store: RunStore, task: str) -> None:
+    """A filter for a task the run never had would print nothing, silently."""
+    known = _task_ids(store)
+    if known is None or task in known:  # None: a live run still planning its tasks
+        return
+    raise BadInput(
+        "--task",
+        f"no task '{task}' in run {store.run_id}",
+        f"use one of: {', '.join(known) or '(none yet)'}",
+    )
+
+
+def _task_ids(store: RunStore) -> list[str] | None:
+    """Every task id the run knows (mission, snapshot, events); None while a live run
+    may still add tasks (its goal is being planned)."""
+    try:
+        mission = store.read_json("mission.json")
+    except (FileNotFoundError, ValueError):
+        mission = {}
+    ids = [t.get("id") for t in mission.get("tasks", [])]
+    ids += [t.get("id") for t in (store.read_state() or {}).get("tasks", [])]
+    ids += [e.get("task") for e in store.events()]
+    planned = mission.get("plan")
+    if planned is None:
+        planned = bool(mission.get("goal") and not mission.get("tasks"))
+    if planned:
+        from orchestrator.planning import PLAN_ID
+
+        if coordinator_alive(store):
+            return None
+        ids.append(PLAN_ID)
+    return sorted({i for i in ids if isinstance(i, str) and i})
 
 
 def _files(store: RunStore, worker: str | None) -> list[Path]:

@@ -10,7 +10,7 @@ import typer
 
 from orchestrator import __version__
 from orchestrator.cli import abort, catalog, handoff, logs, plan, report, run, skills, status
-from orchestrator.cli.output import console, fail_line
+from orchestrator.cli.output import console, fail_line, say
 from orchestrator.errors import PdError
 from orchestrator.store import workspace
 
@@ -53,6 +53,15 @@ app.add_typer(skills.skills_app, name="skills")
 def validate(
     mission: Annotated[str, typer.Argument(help="Mission file, or a shipped mission's name.")],
     repo: Annotated[str | None, typer.Option(help="Check against this repository.")] = None,
+    provider: Annotated[str | None, typer.Option(help="Override the mission's provider.")] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="API server URL, as for `pd run`.", rich_help_panel=run.ADVANCED),
+    ] = None,
+    cassette: Annotated[
+        str | None,
+        typer.Option(help="Cassette, as for `pd run`.", rich_help_panel=run.ADVANCED),
+    ] = None,
 ) -> int:
     """Check a mission without running it: fields, roles, graph, repository, gate."""
     from orchestrator.composition import check_composition
@@ -60,17 +69,18 @@ def validate(
     from orchestrator.preflight import build_plan
 
     path = resolve_mission_path(mission)
-    plan = build_plan(path, workspace(), repo_arg=repo)
+    plan = build_plan(
+        path, workspace(), repo_arg=repo, provider=provider, base_url=base_url, cassette=cassette
+    )
     tasks = "tasks planned from the goal" if plan.planning else f"{len(plan.graph)} tasks"
-    console.print(
+    say(
         f"ok: {path}: {tasks}, {len(plan.workers)} workers, "
-        f"gate `{plan.gate_command}` on {plan.target_branch} of {plan.repo}",
-        soft_wrap=True,
+        f"gate `{plan.gate_command}` on {plan.target_branch} of {plan.repo}"
     )
     if not plan.planning:
-        console.print("critical path: " + " → ".join(plan.graph.critical_path()), soft_wrap=True)
+        say("critical path: " + " → ".join(plan.graph.critical_path()))
     for problem in check_composition(plan.mission, plan.roles):
-        console.print(f"warning: {path}: {problem}", soft_wrap=True)
+        say(f"warning: {path}: {problem}")
     return 0
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -19,4 +20,10 @@ def print_json(data: Any) -> None:
 
 
 def fail_line(message: str) -> None:
-    err_console.print(f"[bold red]pd: error:[/] {message}", soft_wrap=True)
+    """The message as it is: a pattern such as ``[a-z0-9]`` is text, not rich markup."""
+    err_console.print(Text.assemble(("pd: error:", "bold red"), " ", message), soft_wrap=True)
+
+
+def say(message: str) -> None:
+    """A plain line on stdout; paths and user text are never read as markup."""
+    console.print(message, markup=False, soft_wrap=True)

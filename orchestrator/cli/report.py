@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.cli.output import console, print_json
-from orchestrator.report import build_report
+from orchestrator.report import build_report, rejection_line
 from orchestrator.store import RunStore
 
 STATE_STYLE = {
@@ -70,7 +71,7 @@ def print_report(data: dict[str, Any]) -> None:
     counts = ", ".join(f"{n} {state}" for state, n in sorted(data.get("counts", {}).items()) if n)
     seconds = f" in {data['seconds']}s" if data.get("seconds") is not None else ""
     console.print(
-        f"{counts}{seconds}; {data['rejections']} rejected by the gate, "
+        f"{counts}{seconds}; {rejection_line(data['rejections'], data.get('conflicts', 0))}, "
         f"{len(data['crashes'])} worker crashes, {data['respawns']} respawns"
     )
     print_spend(data)
@@ -100,8 +101,9 @@ def _reviews(task: dict[str, Any]) -> str:
 
 
 def _line(text: str) -> str:
+    """The first line of a reason or a log, as text: ``test[param]`` is not rich markup."""
     first = (text or "").strip().splitlines()
-    return first[0][:90] if first else ""
+    return escape(first[0][:90]) if first else ""
 
 
 def print_spend(data: dict[str, Any]) -> None:

@@ -164,14 +164,18 @@ def _detach(mission: str, options: dict[str, object], record: bool) -> int:
 
 
 def _dollars(text: str | None) -> Decimal | None:
+    """``--budget`` as dollars: a finite amount, zero or more (NaN and inf are not)."""
     if text is None:
         return None
     try:
-        return Decimal(text.lstrip("$"))
+        amount = Decimal(text.lstrip("$"))
     except InvalidOperation:
+        amount = Decimal("NaN")
+    if not amount.is_finite() or amount < 0:
         raise BadInput(
-            "--budget", f"{text!r} is not an amount of dollars", "give a number such as 5 or 2.50"
-        ) from None
+            "--budget", f"'{text}' is not an amount of dollars", "give a number such as 5 or 2.50"
+        )
+    return amount
 
 
 def resume(

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from orchestrator.cli.output import console, print_json
 from orchestrator.control import coordinator_alive
+from orchestrator.report import merge_rejections, rejection_line
 from orchestrator.store import RunStore
 
 
@@ -46,6 +47,7 @@ def current(store: RunStore) -> dict[str, Any]:
         "workers": [],
     }
     state["coordinator_alive"] = coordinator_alive(store)
+    state["merge_rejections"] = merge_rejections(store)
     if state.get("status") == "running" and not state["coordinator_alive"]:
         state["status"] = "crashed"
         state["hint"] = f"the coordinator is gone; continue with `pd resume {store.run_id}`"
@@ -87,6 +89,9 @@ def render(state: dict[str, Any]) -> Group:
     lines = [workers, tasks]
     if state.get("planning"):
         lines.append(planning_line(state["planning"]))
+    rejected = state.get("merge_rejections") or {}
+    if any(rejected.values()):
+        lines.append("merges: " + rejection_line(rejected["gate"], rejected["conflicts"]))
     if merger.get("task") or merger.get("queue"):
         lines.append(
             f"merging: {merger.get('task') or '-'}; queued: "
