@@ -267,3 +267,21 @@ def test_a_call_counts_from_when_it_was_sent_and_its_queue_waits_for_that() -> N
     assert d.next_wake() == pytest.approx(-GRANT_AHEAD)  # looked at again at once ...
     assert d.pump(now=2.6) == []
     assert d.next_wake() == pytest.approx(12.5 - GRANT_AHEAD)  # ... and it frees at 12.5
+
+
+def test_a_429_pauses_every_worker_of_the_provider_until_retry_after() -> None:
+    d = desk()
+    first = d.ask(ask(1, worker="w1"), "dev", now=0.0)
+    assert isinstance(first, Grant)
+    limited = CallDone(
+        worker_id="w1",
+        request_id=1,
+        permit_id=first.permit_id,
+        status="rate_limited",
+        retry_after=5.0,
+    )
+    d.done(limited, now=1.0)
+    assert d.ask(ask(2, worker="w2"), "dev", now=2.0) is None  # another worker waits too
+    assert d.pump(now=5.5) == []
+    [(worker, grant)] = d.pump(now=6.0 + GRANT_AHEAD)
+    assert worker == "w2" and isinstance(grant, Grant) and grant.not_before >= 6.0
