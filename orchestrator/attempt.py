@@ -119,14 +119,22 @@ NOTHING_CHANGED = (
 )
 
 
-def commit_in_target(path: Path, claim: str, target_head: str) -> str | None:
-    """The commit ``claim`` names, if the target (at ``target_head``) contains it.
+def holder_of_no_change(
+    path: Path, target_head: str, final: dict[str, Any] | None
+) -> tuple[str | None, str]:
+    """An attempt that changed no file: (the target's commit holding its work, "") when
+    the agent named one with ``finish(already_in_target=…)``, else (None, why it fails).
 
-    An attempt that changed nothing may say its work is already in the target; pd takes
-    that only for a real commit of the target's history, never for a branch of its own.
+    pd takes the claim only for a real commit of the target's history, never for a
+    branch of the agent's own.
     """
+    claim = str((final or {}).get("already_in_target") or "")
+    if not claim:
+        return None, NOTHING_CHANGED
     sha = git(path, "rev-parse", "-q", "--verify", f"{claim}^{{commit}}", check=False)
-    if not sha:
-        return None
-    code = git_full(path, "merge-base", "--is-ancestor", sha, target_head)[0]
-    return sha if code == 0 else None
+    if sha and git_full(path, "merge-base", "--is-ancestor", sha, target_head)[0] == 0:
+        return sha, ""
+    return None, (
+        f"the attempt changed no file and named {claim!r} as already holding the work, "
+        f"but that is not a commit of the target branch. {NOTHING_CHANGED}"
+    )

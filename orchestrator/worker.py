@@ -24,11 +24,10 @@ from typing import Any
 from orchestrator import priority, procs
 from orchestrator.agent import AgentResult, run_agent
 from orchestrator.attempt import (
-    NOTHING_CHANGED,
     RunningNote,
-    commit_in_target,
     commit_work,
     context_block,
+    holder_of_no_change,
     task_prompt,
 )
 from orchestrator.errors import GitError, InfraError, PdError, ProviderError
@@ -296,8 +295,18 @@ class Worker:
                 self.config.role_id,
                 [*self.worktrees.setup_files(path), *AGENT_ARTIFACTS],
             )
-        if not changed:
-            return self._nothing_changed(assign, path, result, skills)
+        if not changed:  # not work to merge, unless the target already holds it
+            holder, problem = holder_of_no_change(path, assign.target_head, result.final)
+            if holder is None:
+                self.log(assign.task_id, f"attempt {assign.attempt} failed: {problem}")
+                return TaskFailed(
+                    worker_id=self.id,
+                    task_id=assign.task_id,
+                    attempt=assign.attempt,
+                    reason=problem,
+                    skills=skills,
+                )
+            commit = holder
         self.log(assign.task_id, f"done at {commit[:10]}: {len(changed)} files changed")
         return TaskDone(
             worker_id=self.id,
@@ -308,6 +317,7 @@ class Worker:
             summary=result.summary,
             changed_files=changed,
             skills=skills,
+            already_merged=not changed,
         )
 
     def _prepare(self, base: str, branch: str | None) -> Path:
@@ -315,40 +325,6 @@ class Worker:
         agent's (the setup command failing is the project's, and stays a failure)."""
         with _infrastructure("preparing the worktree"):
             return self.worktrees.prepare(self.id, base=base, branch=branch)
-
-    def _nothing_changed(
-        self, assign: Assign, path: Path, result: AgentResult, skills: dict[str, list[str]]
-    ) -> Message:
-        """A finish with no change is not work to merge: a failed attempt, unless the
-        agent names a commit of the target that already holds the change."""
-        claim = str((result.final or {}).get("already_in_target") or "")
-        holder = commit_in_target(path, claim, assign.target_head) if claim else None
-        if holder is not None:
-            self.log(assign.task_id, f"no changes: already in the target at {holder[:10]}")
-            return TaskDone(
-                worker_id=self.id,
-                task_id=assign.task_id,
-                attempt=assign.attempt,
-                branch=assign.branch,
-                commit=holder,
-                summary=result.summary,
-                skills=skills,
-                already_merged=True,
-            )
-        reason = NOTHING_CHANGED
-        if claim:
-            reason = (
-                f"the attempt changed no file and named {claim!r} as already holding the "
-                f"work, but that is not a commit of the target branch. {NOTHING_CHANGED}"
-            )
-        self.log(assign.task_id, f"attempt {assign.attempt} failed: {reason}")
-        return TaskFailed(
-            worker_id=self.id,
-            task_id=assign.task_id,
-            attempt=assign.attempt,
-            reason=reason,
-            skills=skills,
-        )
 
     def _progress(self, task_id: str, prefix: str = "") -> Callable[[str], None]:
         """What a tool call prints: a line of the worker log and a live progress line."""
