@@ -250,8 +250,7 @@ def child_setup() -> None:
     # The parent blocks SIGINT around start() and spawn keeps the mask across exec;
     # a blocked signal would reach no command we run, not even one that handles it.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    parent = mp.parent_process()
-    if os.name != "posix" or parent is None:
+    if os.name != "posix":
         return
     try:
         import ctypes
@@ -262,8 +261,10 @@ def child_setup() -> None:
         pass
     # PDEATHSIG alone is not enough under a forkserver: our direct parent is the
     # forkserver, and it lives as long as any of its children holds its "alive" pipe,
-    # which every child inherits. So watch the coordinator itself.
-    _watch_creator(parent.pid)
+    # which every child inherits. So watch the coordinator itself (the process that
+    # started us: multiprocessing's parent, else our parent).
+    parent = mp.parent_process()
+    _watch_creator(parent.pid if parent is not None else os.getppid())
 
 
 _creator_gone = threading.Event()

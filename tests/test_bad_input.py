@@ -17,7 +17,9 @@ TASKS = [
     {"id": "a", "title": "A", "role": "backend-dev"},
     {"id": "b", "title": "B", "role": "backend-dev", "deps": ["a"]},
 ]
-CASSETTE = {"*": [[finish_turn()]]}
+# Every task writes a file of its own (a finish without a change is not work to merge).
+WRITE_OWN_FILE = {"name": "run_command", "input": {"command": "echo $$ > out-$$.txt"}}
+CASSETTE = {"*": [[{"tool_calls": [WRITE_OWN_FILE]}, finish_turn()]]}
 
 
 def git_state(repo: Path) -> tuple[str, str, str]:
