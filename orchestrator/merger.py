@@ -25,6 +25,7 @@ from orchestrator.errors import BadInput, GitError
 from orchestrator.messages import MergeRequest, MergeResult, Ready
 from orchestrator.pool import creator_alive, serve
 from orchestrator.procs import kill_all_running, run_shell
+from orchestrator.sandbox import Policy, Sandbox
 from orchestrator.tools import scrub_env
 from orchestrator.worktree import SetupFailed, WorktreeManager
 
@@ -45,6 +46,7 @@ class MergerConfig:
     setup: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     sync_checkout: bool = True
+    sandbox: dict[str, Any] = field(default_factory=dict)  # a sandbox.Policy, as a dict
 
 
 class Merger:
@@ -62,7 +64,10 @@ class Merger:
         integration = Path(config.integration_path)
         # Gates run code agents wrote: they get our environment without its secrets.
         self.env = {**scrub_env(os.environ), **config.env}
-        self.worktrees = WorktreeManager(self.repo, integration.parent, config.setup, self.env)
+        self.policy = Policy.from_dict(config.sandbox)
+        self.worktrees = WorktreeManager(
+            self.repo, integration.parent, config.setup, self.env, policy=self.policy
+        )
         self.integration_name = integration.name
         self.log_dir = Path(config.log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -150,6 +155,7 @@ class Merger:
             env=self.env,
             timeout=self.config.gate_timeout,
             output_path=log_path,
+            sandbox=Sandbox(self.policy, path),  # detached: the gate moves no ref
         )
         if result.timed_out:
             reason = f"gate timed out after {self.config.gate_timeout:g}s"
