@@ -66,7 +66,7 @@ def test_worker_git_calls_run_no_hook_fsmonitor_or_external_diff(
     )
     commit, changed = commit_work(path, assign, "done", "w1", "backend-dev")
     assert changed == ["a.txt"]
-    stat, diff = review_diff(path, base, commit)
+    _stat, diff = review_diff(path, base, commit)
     assert "+two" in diff
     manager.prepare("w1", base, "pd/run/t1")  # a reset: checkout and clean
     assert not (marks / "ran").exists(), (marks / "ran").read_text()
