@@ -115,6 +115,9 @@ class SandboxConfig(Strict):
     read_only: list[str] = Field(
         default_factory=list, description="Host paths commands may read (home is hidden)."
     )
+    read_write: list[str] = Field(
+        default_factory=list, description="Host paths commands may write (a shared cache)."
+    )
     symlinks: Literal["none", "inside"] = Field(
         "none", description="inside: symlinks pointing inside the repository may land."
     )

@@ -143,7 +143,14 @@ def _check_sandbox(mission: Mission, where: str, hidden: list[Path]) -> Policy:
     turns it off."""
     config = mission.sandbox
     try:
-        return make_policy(config.mode, config.network, config.pass_env, config.read_only, hidden)
+        return make_policy(
+            config.mode,
+            config.network,
+            config.pass_env,
+            config.read_only,
+            config.read_write,
+            hidden,
+        )
     except SandboxUnavailable as exc:
         fix = 'install bubblewrap, or set "sandbox": "off" to run commands unconfined'
         raise BadInput(where, str(exc), fix, "sandbox") from None

@@ -66,13 +66,15 @@ class Policy:
 
     ``mode`` is resolved ("bwrap" or "off", never "auto"). ``hidden`` holds pd's own
     paths (the user's checkout, the worktree root, the run store); ``read_only`` the
-    extra host paths the mission shows to commands.
+    extra host paths the mission shows to commands, ``read_write`` those it lets them
+    write (a shared cache).
     """
 
     mode: str = "off"
     network: bool = True
     pass_env: tuple[str, ...] = ()
     read_only: tuple[str, ...] = ()
+    read_write: tuple[str, ...] = ()
     hidden: tuple[str, ...] = ()
 
     @property
@@ -91,6 +93,7 @@ class Policy:
             network=bool(data.get("network", True)),
             pass_env=tuple(data.get("pass_env") or ()),
             read_only=tuple(data.get("read_only") or ()),
+            read_write=tuple(data.get("read_write") or ()),
             hidden=tuple(data.get("hidden") or ()),
         )
 
@@ -129,13 +132,23 @@ def make_policy(
     network: bool = True,
     pass_env: Iterable[str] = (),
     read_only: Iterable[str] = (),
+    read_write: Iterable[str] = (),
     hidden: Iterable[str | Path] = (),
 ) -> Policy:
-    """A run's policy: ``mode`` resolved (SandboxUnavailable if it cannot be had) and
-    ``hidden``, pd's own folders, as real paths."""
-    real = tuple(str(Path(p).expanduser().resolve()) for p in (*read_only, *hidden))
-    shown = len(tuple(read_only))
-    return Policy(resolve_mode(mode), network, tuple(pass_env), real[:shown], real[shown:])
+    """A run's policy: ``mode`` resolved (SandboxUnavailable if it cannot be had), the
+    paths as real paths; ``hidden`` are pd's own folders."""
+    return Policy(
+        resolve_mode(mode),
+        network,
+        tuple(pass_env),
+        _real(read_only),
+        _real(read_write),
+        _real(hidden),
+    )
+
+
+def _real(paths: Iterable[str | Path]) -> tuple[str, ...]:
+    return tuple(str(Path(p).expanduser().resolve()) for p in paths)
 
 
 def describe(policy: Policy) -> str:
@@ -184,6 +197,7 @@ class Sandbox:
             args += ["--ro-bind", "/dev/null", secret]
         args += _each("--tmpfs", _existing(SECRET_DIRS, real=False))
         args += _each("--ro-bind", _existing(self.policy.read_only))
+        args += _each("--bind", _existing(self.policy.read_write))
         args += _each("--tmpfs", _outermost(_existing(self.policy.hidden)))
         args += _each("--ro-bind", _tool_paths(self.expose, self.policy.hidden))
         args += self._git(root)
