@@ -85,5 +85,7 @@ def merger_config(plan: RunPlan, store: RunStore, root: Path) -> dict[str, Any]:
                 "PD_RUN_ID": store.run_id,
             },
             sandbox=plan.sandbox.to_dict(),
+            symlinks=mission.sandbox.symlinks,
+            git_files=list(mission.sandbox.git_files),
         )
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from orchestrator import gitutil, priority
+from orchestrator import gitutil, landing, priority
 from orchestrator.errors import BadInput, GitError
 from orchestrator.messages import MergeRequest, MergeResult, Ready
 from orchestrator.pool import creator_alive, serve
@@ -47,6 +47,8 @@ class MergerConfig:
     env: dict[str, str] = field(default_factory=dict)
     sync_checkout: bool = True
     sandbox: dict[str, Any] = field(default_factory=dict)  # a sandbox.Policy, as a dict
+    symlinks: str = "none"  # "inside": symlinks within the repository may land
+    git_files: list[str] = field(default_factory=list)  # plumbing files that may change
 
 
 class Merger:
@@ -97,6 +99,11 @@ class Merger:
                 return self._rejected(req, reason, conflicts=conflicts)
             if self._tree(candidate) == self._tree(old):
                 return self._already(req, old)
+            refused = landing.refusal(
+                self.repo, old, candidate, self.config.symlinks, self.config.git_files
+            )
+            if refused:
+                return self._rejected(req, refused)
             rejection = self._gate(req, candidate, round_)
             if rejection is not None:
                 return rejection
