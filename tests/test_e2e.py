@@ -366,6 +366,7 @@ def test_setup_runs_once_per_worktree_and_its_files_stay_out_of_commits(
         setup=setup,
         port_base=30000,
         port_stride=10,
+        sandbox={"read_only": [str(env_file)]},  # setup is sandboxed: it may read this file
     )
     home = tmp_path / "home"
     home.mkdir()

@@ -44,6 +44,7 @@ def validate(
     from orchestrator.composition import check_composition
     from orchestrator.mission import resolve_mission_path
     from orchestrator.preflight import build_plan
+    from orchestrator.sandbox import describe
 
     path = resolve_mission_path(mission)
     plan = build_plan(path, workspace(), repo_arg=repo)
@@ -53,6 +54,7 @@ def validate(
         f"gate `{plan.gate_command}` on {plan.target_branch} of {plan.repo}",
         soft_wrap=True,
     )
+    console.print(f"sandbox: {describe(plan.sandbox)}", soft_wrap=True)
     if not plan.planning:
         console.print("critical path: " + " → ".join(plan.graph.critical_path()), soft_wrap=True)
     for problem in check_composition(plan.mission, plan.roles):

@@ -85,6 +85,8 @@ def render(state: dict[str, Any]) -> Group:
         tasks.add_row(*row, *([review_cell(t)] if reviewed else []))
     merger = state.get("merger") or {}
     lines = [workers, tasks]
+    if state.get("sandbox"):
+        lines.append(f"sandbox: {state['sandbox']}")
     if state.get("planning"):
         lines.append(planning_line(state["planning"]))
     if merger.get("task") or merger.get("queue"):
