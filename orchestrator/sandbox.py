@@ -155,7 +155,7 @@ def describe(policy: Policy) -> str:
     """One line for ``pd validate`` and ``pd status``."""
     if not policy.on:
         return "off (commands run unconfined, with the user's rights)"
-    net = "network on" if policy.network else "network off (loopback only)"
+    net = "network on" if policy.network else "network off, loopback only"
     return f"bwrap ({net})"
 
 

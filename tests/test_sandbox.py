@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import psutil
@@ -20,7 +21,7 @@ from orchestrator.messages import MergeRequest
 from orchestrator.procs import run_shell
 from orchestrator.sandbox import Policy, Sandbox, describe, make_policy, unavailable_reason
 from orchestrator.worktree import WorktreeManager
-from tests.conftest import make_repo, run_git
+from tests.conftest import make_repo, pd, run_git, write_mission
 from tests.test_merger import config_for
 
 pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason="no bubblewrap here")
@@ -184,3 +185,43 @@ def test_a_symlink_to_root_is_rejected_by_the_merger(tmp_path: Path) -> None:
     result = merger.merge(req)
     assert not result.merged and "symlink" in result.reason and "outside" in result.reason
     assert gitutil.rev_parse(repo, "main") == main
+
+
+def _no_bwrap_path(tmp_path: Path) -> str:
+    """A PATH with git and bash but no bwrap: a machine without the sandbox."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("git", "bash", "sh"):
+        found = shutil.which(tool)
+        assert found is not None
+        (bin_dir / tool).symlink_to(found)
+    return str(bin_dir)
+
+
+@pytest.mark.parametrize("sandbox", [None, "off"])
+def test_without_bwrap_pd_refuses_unless_the_mission_turns_it_off(
+    project: Path, tmp_path: Path, sandbox: str | None
+) -> None:
+    fields = {"sandbox": sandbox} if sandbox else {}
+    mission = write_mission(tmp_path / "m", [{"id": "a", "title": "a"}], {}, **fields)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    env = {"PATH": _no_bwrap_path(tmp_path)}
+    result = pd("validate", str(mission), "--repo", str(project), cwd=tmp_path, env=env)
+    if sandbox == "off":
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "sandbox: off" in result.stdout
+        return
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "sandbox" in lines[0] and '"sandbox": "off"' in lines[0]
+    assert str(mission) in lines[0] and "bwrap" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "bin"])
+
+
+def test_validate_names_the_sandbox_in_force(project: Path, tmp_path: Path) -> None:
+    mission = write_mission(
+        tmp_path / "m", [{"id": "a", "title": "a"}], {}, sandbox={"network": False}
+    )
+    result = pd("validate", str(mission), "--repo", str(project), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "sandbox: bwrap (network off, loopback only)" in result.stdout
