@@ -189,7 +189,7 @@ class Sandbox:
         return args if self.policy.network else [*args, "--unshare-net"]
 
     def _file_system(self, root: Path) -> list[str]:
-        args = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+        args = ["--ro-bind", "/", "/", "--dev", "/dev", "--tmpfs", "/dev/shm", "--proc", "/proc"]
         home = os.environ.get("HOME") or "/"
         hidden = [*HIDDEN_SYSTEM, *([home] if home != "/" else [])]
         args += _each("--tmpfs", _outermost(_existing(hidden, real=False)))
