@@ -44,6 +44,7 @@ def worker_config(
         role_skills=list(plan.roles[role].skills),
         role_capabilities=list(plan.roles[role].capabilities),
         record=plan.record,
+        sandbox=plan.sandbox.to_dict(),
     ).to_dict()
 
 
@@ -83,5 +84,8 @@ def merger_config(plan: RunPlan, store: RunStore, root: Path) -> dict[str, Any]:
                 "PD_PORT_BASE": str(mission.port_base),
                 "PD_RUN_ID": store.run_id,
             },
+            sandbox=plan.sandbox.to_dict(),
+            symlinks=mission.sandbox.symlinks,
+            git_files=list(mission.sandbox.git_files),
         )
     )

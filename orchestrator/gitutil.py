@@ -25,6 +25,28 @@ from orchestrator.errors import GitError
 
 PD_NAME = "pd"
 PD_EMAIL = "pd@localhost"
+# Config that would make git run a program of the repository's choosing, turned off.
+SAFE_CONFIG = (
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.untrackedCache=false",
+)
+_DIFFING = ("diff", "log", "show")  # may call diff.external or a textconv driver
+
+
+def command_line(cwd: Path | str, args: tuple[str, ...] | list[str]) -> list[str]:
+    """``git`` with pd's safe config, ``-C cwd`` and ``args``; diffs without external
+    drivers."""
+    args = list(args)
+    at = 0
+    while at < len(args) and args[at] == "-c":  # the caller's own -c options come first
+        at += 2
+    if at < len(args) and args[at] in _DIFFING:
+        args[at + 1 : at + 1] = ["--no-ext-diff", "--no-textconv"]
+    return ["git", *SAFE_CONFIG, "-C", str(cwd), *args]
 
 
 def git(
@@ -57,7 +79,7 @@ def git_full(
 
     For commands whose exit code is an answer (merge-tree, merge-base --is-ancestor).
     """
-    command = ["git", "-C", str(cwd), *args]
+    command = command_line(cwd, args)
     if input is None:
         code, out, err = gitpython.cmd.Git(str(cwd)).execute(
             command,

@@ -20,11 +20,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from orchestrator import gitutil, priority
+from orchestrator import gitutil, landing, priority
 from orchestrator.errors import BadInput, GitError
 from orchestrator.messages import MergeRequest, MergeResult, Ready
 from orchestrator.pool import creator_alive, serve
 from orchestrator.procs import kill_all_running, run_shell
+from orchestrator.sandbox import Policy, Sandbox
 from orchestrator.tools import scrub_env
 from orchestrator.worktree import SetupFailed, WorktreeManager
 
@@ -45,6 +46,9 @@ class MergerConfig:
     setup: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     sync_checkout: bool = True
+    sandbox: dict[str, Any] = field(default_factory=dict)  # a sandbox.Policy, as a dict
+    symlinks: str = "none"  # "inside": symlinks within the repository may land
+    git_files: list[str] = field(default_factory=list)  # plumbing files that may change
 
 
 class Merger:
@@ -62,7 +66,10 @@ class Merger:
         integration = Path(config.integration_path)
         # Gates run code agents wrote: they get our environment without its secrets.
         self.env = {**scrub_env(os.environ), **config.env}
-        self.worktrees = WorktreeManager(self.repo, integration.parent, config.setup, self.env)
+        self.policy = Policy.from_dict(config.sandbox)
+        self.worktrees = WorktreeManager(
+            self.repo, integration.parent, config.setup, self.env, policy=self.policy
+        )
         self.integration_name = integration.name
         self.log_dir = Path(config.log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -95,6 +102,11 @@ class Merger:
                 return self._rejected(req, reason, conflicts=conflicts)
             if self._tree(candidate) == self._tree(old):
                 return self._already(req, old)
+            refused = landing.refusal(
+                self.repo, old, candidate, self.config.symlinks, self.config.git_files
+            )
+            if refused:
+                return self._rejected(req, refused)
             rejection = self._gate(req, candidate, round_)
             if rejection is not None:
                 return rejection
@@ -153,6 +165,7 @@ class Merger:
             env=self.env,
             timeout=self.config.gate_timeout,
             output_path=log_path,
+            sandbox=Sandbox(self.policy, path),  # detached: the gate moves no ref
         )
         if result.timed_out:
             reason = f"gate timed out after {self.config.gate_timeout:g}s"

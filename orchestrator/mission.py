@@ -141,6 +141,37 @@ class Limits(Strict):
     missed_heartbeats: int = Field(3, ge=1, le=100)
 
 
+class SandboxConfig(Strict):
+    """Where agents' commands, CLI agents, setup and the gate run (see sandbox.py).
+    ``"sandbox": "off"`` is short for ``{"mode": "off"}``."""
+
+    mode: Literal["auto", "bwrap", "off"] = Field(
+        "auto", description="auto: bubblewrap, and pd refuses to start without it; off: none."
+    )
+    network: bool = Field(True, description="false: commands see only loopback.")
+    pass_env: list[str] = Field(
+        default_factory=list, description="Environment variables commands get besides PATH etc."
+    )
+    read_only: list[str] = Field(
+        default_factory=list, description="Host paths commands may read (home is hidden)."
+    )
+    read_write: list[str] = Field(
+        default_factory=list, description="Host paths commands may write (a shared cache)."
+    )
+    symlinks: Literal["none", "inside"] = Field(
+        "none", description="inside: symlinks pointing inside the repository may land."
+    )
+    git_files: list[str] = Field(
+        default_factory=list,
+        description="Git plumbing files a branch may change (.gitattributes, .gitmodules...).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"mode": data} if isinstance(data, str) else data
+
+
 class Mission(Strict):
     """A mission file, parsed. Paths inside it are relative to the file's folder."""
 
@@ -184,6 +215,7 @@ class Mission(Strict):
     )
     prices: str | None = Field(None, description="A price table in LiteLLM's layout.")
     models: str | None = Field(None, description="Model tiers (haiku/sonnet/opus) to ids.")
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     port_base: int = Field(20_000, ge=1024, le=60_000)
     port_stride: int = Field(100, ge=1, le=1000)
     _budget_is_default: bool = PrivateAttr(False)

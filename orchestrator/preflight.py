@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import get_args
@@ -27,6 +27,7 @@ from orchestrator.planning import PLAN_ID, PLANNER_ROLE, PlanningStep
 from orchestrator.providerplan import ProviderPlan, check_provider
 from orchestrator.review import REVIEWS
 from orchestrator.roles import Role, load_roles
+from orchestrator.sandbox import Policy, SandboxUnavailable, make_policy
 from orchestrator.scheduling import fits, overlap
 from orchestrator.targetlock import refuse_if_live
 from orchestrator.taskgraph import GraphError, TaskGraph
@@ -80,6 +81,7 @@ class RunPlan:
     record: bool = False  # write every model exchange into a replayable cassette
     # A goal mission's planning step: the graph is empty until the producer's plan is in.
     planning: PlanningStep | None = None
+    sandbox: Policy = field(default_factory=Policy)  # where agents' commands and the gate run
 
 
 def build_plan(
@@ -134,6 +136,7 @@ def build_plan(
         graph=graph,
         provider=provider_plan,
         planning=planning,
+        sandbox=_check_sandbox(mission, where, [repo, root, workspace / ".pd"]),
     )
 
 
@@ -161,6 +164,24 @@ def _check_worktrees(arg: str | None, mission: Mission, workspace: Path, where: 
             field,
         )
     return root
+
+
+def _check_sandbox(mission: Mission, where: str, hidden: list[Path]) -> Policy:
+    """The sandbox the run's commands get; none to be had is an error unless the mission
+    turns it off."""
+    config = mission.sandbox
+    try:
+        return make_policy(
+            config.mode,
+            config.network,
+            config.pass_env,
+            config.read_only,
+            config.read_write,
+            hidden,
+        )
+    except SandboxUnavailable as exc:
+        fix = 'install bubblewrap, or set "sandbox": "off" to run commands unconfined'
+        raise BadInput(where, str(exc), fix, "sandbox") from None
 
 
 def _check_context_files(mission: Mission, repo: Path, branch: str, head: str, where: str) -> None:

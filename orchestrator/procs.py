@@ -20,9 +20,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from orchestrator.sandbox import Sandbox
 
 DEFAULT_OUTPUT_CAP = 200_000
 KILL_GRACE = 2.0
@@ -178,6 +181,7 @@ def run_shell(
     timeout: float | None = None,
     output_path: Path | str | None = None,
     output_cap: int = DEFAULT_OUTPUT_CAP,
+    sandbox: Sandbox | None = None,
 ) -> ShellResult:
     """Run ``bash -c command`` in ``cwd``; stdout and stderr merged.
 
@@ -185,15 +189,18 @@ def run_shell(
     scrubbed secrets out of it is not undone here. ``output_path``, if given, receives the
     full output as it is produced. On timeout the whole process group is killed. When the
     command ends, anything it left running in its group is killed too (otherwise a
-    background child holding the pipe open would keep us reading forever).
+    background child holding the pipe open would keep us reading forever). With a
+    ``sandbox`` the command runs inside it, with the sandbox's environment.
     """
-    full_env = dict(os.environ if env is None else env)
+    argv, full_env = ["bash", "-c", command], dict(os.environ if env is None else env)
+    if sandbox is not None:
+        argv, full_env = sandbox.command(argv, full_env)
     start = time.monotonic()
     buffer = _CappedBuffer(output_cap)
     sink = open(output_path, "wb") if output_path is not None else None  # noqa: SIM115
     try:
         proc = subprocess.Popen(
-            ["bash", "-c", command],
+            argv,
             cwd=str(cwd),
             env=full_env,
             stdin=subprocess.DEVNULL,

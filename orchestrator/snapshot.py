@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.configs import MERGER
 from orchestrator.pool import WorkerHandle
+from orchestrator.sandbox import describe
 
 if TYPE_CHECKING:
     from orchestrator.coordinator import Coordinator
@@ -42,6 +43,7 @@ def run_snapshot(
         "updated_at": time.time(),
         "repo": str(run.plan.repo),
         "target_branch": run.plan.target_branch,
+        "sandbox": describe(run.plan.sandbox),
         "start_head": run.plan.start_head,
         "head": run.head,
         "coordinator": {"pid": os.getpid(), "create_time": run.create_time},

@@ -3,8 +3,8 @@
 Every file tool resolves the real path (following symlinks, in parent directories too)
 and refuses anything outside the worktree or inside its ``.git``: a worker must never be
 able to touch another worker's tree, the user's files or the repository's refs by name.
-``run_command`` is a shell, so it is not confined by path; it runs in its own process
-group with secrets scrubbed from its environment and is killed as a group on timeout.
+``run_command`` is a shell, so it is not confined by path: it runs in the worker's
+sandbox (``sandbox.py``), in its own process group, and is killed as a group on timeout.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from orchestrator.errors import ToolError
 from orchestrator.procs import ShellResult, kill_all_running, run_shell
+from orchestrator.sandbox import Sandbox
 
 _SECRET_MARKERS = ("API_KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL")
 _SECRET_PREFIXES = ("ANTHROPIC_", "OPENAI_")
@@ -166,6 +167,7 @@ class Toolbox:
         self.output_cap = output_cap
         self.touched: set[str] = set()
         self.used: dict[str, int] = {}  # tool name -> calls, in order of first use
+        self.sandbox: Sandbox | None = None  # set by the worker: where commands run
         self._aborted = False
 
     def specs(self) -> list[dict[str, Any]]:
@@ -342,7 +344,9 @@ class Toolbox:
             raise ToolError("timeout must be a positive number of seconds")
         limit = min(timeout or self.command_timeout, self.command_timeout)
         self._aborted = False
-        res = run_shell(command, self.root, self.env, limit, output_cap=self.output_cap)
+        res = run_shell(
+            command, self.root, self.env, limit, output_cap=self.output_cap, sandbox=self.sandbox
+        )
         if self._aborted:
             raise ToolError(f"aborted after {res.seconds:.1f}s\n{res.output}")
         if res.timed_out:

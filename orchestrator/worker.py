@@ -55,6 +55,7 @@ from orchestrator.providers.command import run_command_agent
 from orchestrator.providers.command.registry import DEFAULT_KEYS
 from orchestrator.recorder import PARTS, RecordingProvider
 from orchestrator.review import review_diff, review_prompt, review_toolbox, verdict_message
+from orchestrator.sandbox import Policy, Sandbox
 from orchestrator.skillset import Skill, SkillToolbox, choose_skills, load_registry, model_ranker
 from orchestrator.store import RunStore
 from orchestrator.tools import Toolbox, scrub_env
@@ -91,6 +92,7 @@ class WorkerConfig:
     role_capabilities: list[str] = field(default_factory=list)
     record: bool = False
     env: dict[str, str] = field(default_factory=dict)
+    sandbox: dict[str, Any] = field(default_factory=dict)  # a sandbox.Policy, as a dict
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,8 +138,13 @@ class Worker:
             "PD_PORT_STRIDE": str(config.port_stride),
             "PD_RUN_ID": config.run_id,
         }
+        self.policy = Policy.from_dict(config.sandbox)
         self.worktrees = WorktreeManager(
-            Path(config.repo), Path(config.worktree_root), setup=config.setup, env=self.env
+            Path(config.repo),
+            Path(config.worktree_root),
+            setup=config.setup,
+            env=self.env,
+            policy=self.policy,
         )
         self.current: str | None = None  # the task being attempted
         self.permits = PermitClient(worker_id, permits) if permits is not None else None
@@ -344,6 +351,7 @@ class Worker:
         toolbox = planner_toolbox(
             path, assign.payload, self.env, limits["command_timeout"], limits["output_cap"]
         )
+        toolbox.sandbox = Sandbox(self.policy, path, assign.branch)
         self.toolbox = toolbox
 
         on_line = self._progress(assign.task_id)
@@ -386,6 +394,7 @@ class Worker:
             self.env,
             self.config.limits,
         )
+        self.toolbox.sandbox = Sandbox(self.policy, path)
 
         def record(entry: dict[str, Any]) -> None:
             record_file.write(json.dumps(entry, default=str) + "\n")
@@ -433,6 +442,7 @@ class Worker:
             command_timeout=limits["command_timeout"],
             output_cap=limits["output_cap"],
         )
+        self.toolbox.sandbox = Sandbox(self.policy, path, assign.branch)
         return run_agent(
             self.provider,
             self.toolbox,
@@ -523,6 +533,8 @@ class Worker:
             should_stop=should_stop,
             on_line=on_line,
             record=record,
+            sandbox=Sandbox(self.policy, path, assign.branch),
+            keep=keys,
         )
         self.channel.send(
             UsageReport(

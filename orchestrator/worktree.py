@@ -16,6 +16,7 @@ from pathlib import Path
 from orchestrator import gitutil
 from orchestrator.errors import BadInput, GitError, PdError
 from orchestrator.procs import run_shell
+from orchestrator.sandbox import Policy, Sandbox
 
 SETUP_MARKER = "pd-setup-done"
 SETUP_FILES = "pd-setup-files"  # untracked, non-ignored paths the setup command created
@@ -44,7 +45,8 @@ class WorktreeManager:
     """Creates, resets and removes the git worktrees under ``root`` for one repository.
 
     ``env`` is the complete environment for the setup command (None: inherit ours); the
-    ``env`` given to ``prepare`` is laid over it.
+    ``env`` given to ``prepare`` is laid over it. The setup command runs in the
+    worktree's sandbox under ``policy``.
     """
 
     def __init__(
@@ -54,12 +56,14 @@ class WorktreeManager:
         setup: str | None = None,
         env: Mapping[str, str] | None = None,
         setup_timeout: float = 600,
+        policy: Policy | None = None,
     ) -> None:
         self.repo = Path(repo)
         self.root = Path(root)
         self.setup = setup
         self.env = None if env is None else dict(env)
         self.setup_timeout = setup_timeout
+        self.policy = policy or Policy()
 
     def path_for(self, name: str) -> Path:
         """Where worktree ``name`` lives; refuses names that would escape ``root``."""
@@ -84,7 +88,8 @@ class WorktreeManager:
             if fresh:
                 self._add(path, base, branch)
         if self.setup and (fresh or not self._setup_done(path)):
-            self._run_setup(path, run_env)  # a reused one: the first setup never finished
+            # a reused one: the first setup never finished
+            self._run_setup(path, run_env, branch)
         return path
 
     def _reset(self, path: Path, base: str, branch: str | None) -> bool:
@@ -208,9 +213,10 @@ class WorktreeManager:
         marker = gitutil.git_dir(path) / SETUP_MARKER
         return marker.is_file() and marker.read_text() == self.setup
 
-    def _run_setup(self, path: Path, env: Mapping[str, str]) -> None:
+    def _run_setup(self, path: Path, env: Mapping[str, str], branch: str | None) -> None:
         assert self.setup is not None
-        result = run_shell(self.setup, cwd=path, env=env, timeout=self.setup_timeout)
+        box = Sandbox(self.policy, path, branch)
+        result = run_shell(self.setup, path, env, self.setup_timeout, sandbox=box)
         if not result.ok:
             raise SetupFailed(self.setup, result.returncode, result.tail(), result.timed_out)
         made = gitutil.git(path, "ls-files", "-z", "--others", "--exclude-standard", "--directory")

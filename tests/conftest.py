@@ -84,6 +84,14 @@ def wait_file(release: Path | str) -> str:
     return f"while [ ! -e '{release}' ]; do sleep 0.02; done"
 
 
+def shared_dir(tmp_path: Path) -> tuple[Path, dict]:
+    """A folder the test and the run's sandboxed commands both see (release files, marks
+    a gate leaves), and the mission field that lets commands write it."""
+    shared = tmp_path / "shared"
+    shared.mkdir(exist_ok=True)
+    return shared, {"read_write": [str(shared)]}
+
+
 def hold_turn(release: Path | str = "/nonexistent/pd-hold") -> dict:
     """A turn whose command waits until ``release`` exists (never, by default): holds an
     agent mid-task until the test lets go, kills it or aborts it. No timing window: the

@@ -20,6 +20,7 @@ from tests.conftest import (
     hold_turn,
     pd,
     run_git,
+    shared_dir,
     wait_file,
     write_mission,
     write_turn,
@@ -252,9 +253,10 @@ def test_worker_killed_mid_task_is_respawned_and_run_finishes(
 def test_coordinator_crash_then_resume_keeps_merged_work(project: Path, tmp_path: Path) -> None:
     ids = ["t1", "t2", "t3"]
     cassette = file_cassette(ids)
-    release = tmp_path / "release-t2"  # held until the coordinator is killed
+    shared, sandbox = shared_dir(tmp_path)
+    release = shared / "release-t2"  # held until the coordinator is killed
     cassette["t2"] = [[hold_turn(release), write_turn("t2.txt", "t2\n"), finish_turn("t2")]]
-    mission = write_mission(tmp_path / "m", chain_tasks(3), cassette)
+    mission = write_mission(tmp_path / "m", chain_tasks(3), cassette, sandbox=sandbox)
     home = tmp_path / "home"
     home.mkdir()
     proc = start_run(mission, project, home)
@@ -364,6 +366,7 @@ def test_setup_runs_once_per_worktree_and_its_files_stay_out_of_commits(
         setup=setup,
         port_base=30000,
         port_stride=10,
+        sandbox={"read_only": [str(env_file)]},  # setup is sandboxed: it may read this file
     )
     home = tmp_path / "home"
     home.mkdir()
@@ -506,12 +509,13 @@ def test_abort_after_the_coordinator_died_cleans_up(project: Path, tmp_path: Pat
 def test_task_aborted_while_merging_is_recorded_as_merged_when_it_lands(
     project: Path, tmp_path: Path
 ) -> None:
-    release = tmp_path / "release-gate"
+    shared, sandbox = shared_dir(tmp_path)
+    release = shared / "release-gate"
     gate = f"if [ -f slow-gate ]; then {wait_file(release)}; fi; bash check.sh"
     cassette = {"a": [[write_turn("slow-gate", "x"), finish_turn()]]}
     tasks = [{"id": "a", "title": "a"}, {"id": "b", "title": "b", "deps": ["a"]}]
     cassette["b"] = [[write_turn("b.txt", "b"), finish_turn()]]
-    mission = write_mission(tmp_path / "m", tasks, cassette, test_command=gate)
+    mission = write_mission(tmp_path / "m", tasks, cassette, test_command=gate, sandbox=sandbox)
     home = tmp_path / "home"
     home.mkdir()
     proc = start_run(mission, project, home)

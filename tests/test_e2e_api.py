@@ -290,7 +290,8 @@ def test_command_provider_runs_an_agent_cli_as_the_agent(project: Path, tmp_path
     fake = Path(__file__).parent / "fake_agents" / "fake_claude.py"
     tasks = [{"id": "a", "title": "a"}, {"id": "b", "title": "b", "deps": ["a"]}]
     provider = {"name": "command", "agent": "claude", "executable": [sys.executable, str(fake)]}
-    mission = write_mission(tmp_path / "m", tasks, {}, provider=provider)
+    sandbox = {"pass_env": ["FAKE_MODE"]}  # the fake's switch; its key passes on its own
+    mission = write_mission(tmp_path / "m", tasks, {}, provider=provider, sandbox=sandbox)
     home = tmp_path / "home"
     home.mkdir()
     env = {
@@ -303,6 +304,7 @@ def test_command_provider_runs_an_agent_cli_as_the_agent(project: Path, tmp_path
     assert result.returncode == 0, result.stdout + result.stderr
     seen = json.loads(run_git(project, "show", "main:env.json"))
     assert seen["ANTHROPIC_API_KEY"] == "for-claude" and "OPENAI_API_KEY" not in seen
+    assert seen["HOME"] == "/tmp/home" and "PD_HOME" not in seen  # inside the sandbox
     report = json.loads(pd("report", "--json", cwd=home, env=env, check=True).stdout)
     assert report["spend"]["total"]["calls"] == 2
     assert report["spend"]["total"]["output_tokens"] > 0

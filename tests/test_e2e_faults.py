@@ -15,7 +15,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import finish_turn, pd, run_git, wait_file, write_mission, write_turn
+from tests.conftest import (
+    finish_turn,
+    pd,
+    run_git,
+    shared_dir,
+    wait_file,
+    write_mission,
+    write_turn,
+)
 from tests.test_e2e import events, no_processes_left, run_dir, start_run, state, wait_for
 
 pytestmark = pytest.mark.slow
@@ -23,12 +31,13 @@ pytestmark = pytest.mark.slow
 
 def mission_with_gate(tmp_path: Path, hold: str) -> Path:
     """Task a's gate runs ``hold`` first (b, independent, merges freely); the gate leaves
-    ``gate-started`` in ``tmp_path`` when it begins."""
-    started = tmp_path / "gate-started"
+    ``gate-started`` in the shared folder when it begins."""
+    shared, sandbox = shared_dir(tmp_path)
+    started = shared / "gate-started"
     gate = f"if [ -f a.txt ]; then touch {started}; {hold}; fi; bash check.sh"
     cassette = {t: [[write_turn(f"{t}.txt", t), finish_turn()]] for t in ("a", "b")}
     tasks = [{"id": t, "title": t} for t in ("a", "b")]
-    return write_mission(tmp_path / "m", tasks, cassette, test_command=gate)
+    return write_mission(tmp_path / "m", tasks, cassette, test_command=gate, sandbox=sandbox)
 
 
 def recorded_head(home: Path) -> str | None:
@@ -62,14 +71,14 @@ def start(tmp_path: Path, project: Path, hold: str) -> tuple[Path, subprocess.Po
     home = tmp_path / "home"
     home.mkdir()
     proc = start_run(mission_with_gate(tmp_path, hold), project, home)
-    wait_for(lambda: (tmp_path / "gate-started").exists(), what="a's gate running")
+    wait_for(lambda: (tmp_path / "shared" / "gate-started").exists(), what="a's gate running")
     return home, proc
 
 
 def test_a_killed_coordinator_takes_the_merger_and_its_gate_along(
     project: Path, tmp_path: Path
 ) -> None:
-    release = tmp_path / "release-gate"
+    release = tmp_path / "shared" / "release-gate"
     home, proc = start(tmp_path, project, wait_file(release))
     recorded = pd_processes(home)
     gates = commands_mentioning(str(release))
@@ -112,7 +121,7 @@ def test_abort_during_a_gate_leaves_the_record_and_the_target_in_agreement(
 def test_a_merge_that_landed_untold_is_recorded_on_resume(project: Path, tmp_path: Path) -> None:
     """The one window left: the merger moved the target inside its critical section and
     the coordinator died before hearing of it. Resume records that move, never redoes it."""
-    release = tmp_path / "release-gate"
+    release = tmp_path / "shared" / "release-gate"
     home, proc = start(tmp_path, project, wait_file(release))
     submitted = next(e for e in events(home) if e["kind"] == "task_submitted" and e["task"] == "a")
     merge_started = [e["commit"] for e in events(home) if e["kind"] == "merge_started"]

@@ -67,6 +67,7 @@ def validate(
     from orchestrator.composition import check_composition
     from orchestrator.mission import resolve_mission_path
     from orchestrator.preflight import build_plan
+    from orchestrator.sandbox import describe
 
     path = resolve_mission_path(mission)
     plan = build_plan(
@@ -77,6 +78,7 @@ def validate(
         f"ok: {path}: {tasks}, {len(plan.workers)} workers, "
         f"gate `{plan.gate_command}` on {plan.target_branch} of {plan.repo}"
     )
+    console.print(f"sandbox: {describe(plan.sandbox)}", soft_wrap=True)
     if not plan.planning:
         say("critical path: " + " → ".join(plan.graph.critical_path()))
     for problem in check_composition(plan.mission, plan.roles):

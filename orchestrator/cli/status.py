@@ -87,6 +87,8 @@ def render(state: dict[str, Any]) -> Group:
         tasks.add_row(*row, *([review_cell(t)] if reviewed else []))
     merger = state.get("merger") or {}
     lines = [workers, tasks]
+    if state.get("sandbox"):
+        lines.append(f"sandbox: {state['sandbox']}")
     if state.get("planning"):
         lines.append(planning_line(state["planning"]))
     rejected = state.get("merge_rejections") or {}

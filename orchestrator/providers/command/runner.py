@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import threading
@@ -34,6 +35,7 @@ from orchestrator.providers.command.base import (
     tail,
 )
 from orchestrator.providers.command.registry import get_adapter
+from orchestrator.sandbox import Sandbox
 
 POLL_SECONDS = 0.2  # how often should_stop and the deadline are checked
 KILL_GRACE = 1.0  # SIGTERM to SIGKILL
@@ -57,6 +59,8 @@ def run_command_agent(
     should_stop: Callable[[], bool] = lambda: False,
     on_line: Callable[[str], None] = lambda s: None,
     record: Record = lambda e: None,
+    sandbox: Sandbox | None = None,
+    keep: Sequence[str] = (),
 ) -> CommandAgentResult:
     """Run the tool in ``cwd`` on ``prompt`` until it exits, ``should_stop()``, or timeout.
 
@@ -64,7 +68,9 @@ def run_command_agent(
     ``[sys.executable, "fake_claude.py"]``). ``on_line`` gets a short progress line for
     stdout lines that say something; ``record`` gets one dict per stdout line and a last
     ``{"kind": "end", ...}``. An unknown adapter name raises ProviderError; everything
-    that goes wrong after that comes back as ``finished=False`` with a reason.
+    that goes wrong after that comes back as ``finished=False`` with a reason. With a
+    ``sandbox`` the tool runs inside it and gets only the variables ``keep`` names
+    besides the sandbox's allow-list.
     """
     adapter = get_adapter(adapter_or_name)
     argv = _command(adapter, prompt, model, list(extra_args), executable)
@@ -72,11 +78,15 @@ def run_command_agent(
     record({"kind": "command", "adapter": adapter.name, "argv": shown, "cwd": str(cwd)})
     if should_stop():
         return _end(CommandAgentResult(False, "", reason="aborted"), record)
+    run_argv, run_env = argv, dict(env)
+    if sandbox is not None:
+        sandbox.expose = _program_folders(argv, env)
+        run_argv, run_env = sandbox.command(argv, env, keep)
     try:
         proc = subprocess.Popen(
-            argv,
+            run_argv,
             cwd=str(cwd),
-            env=dict(env),
+            env=run_env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -209,6 +219,20 @@ def _command(
     else:
         head = [str(part) for part in executable]
     return [*head, *argv[1:]]
+
+
+def _program_folders(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, ...]:
+    """The folders of the tool's program and of the script it is given, so a sandbox
+    that hides home directories still shows them (read-only)."""
+    found = []
+    for part in argv[:2]:
+        where = shutil.which(part, path=env.get("PATH")) if os.sep not in part else part
+        if where and os.path.exists(where):
+            found += [
+                os.path.dirname(os.path.abspath(where)),
+                os.path.dirname(os.path.realpath(where)),
+            ]
+    return tuple(dict.fromkeys(found))
 
 
 def _line_record(line: str) -> dict[str, Any]:

@@ -60,7 +60,10 @@ def apply_patch(box: Toolbox, patch: str) -> ToolResult:
         box.resolve(path)  # refuse outside paths and .git before git sees them
     if not patch.endswith("\n"):
         patch += "\n"
-    with tempfile.NamedTemporaryFile("w", suffix=".patch", delete=False) as handle:
+    # Inside the worktree: a sandboxed command sees no other folder of ours.
+    with tempfile.NamedTemporaryFile(
+        "w", prefix=".pd-patch-", suffix=".patch", dir=box.root, delete=False
+    ) as handle:
         handle.write(patch)
     try:
         res = box.run(f"git apply --verbose --whitespace=nowarn {shlex.quote(handle.name)}")
