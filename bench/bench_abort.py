@@ -69,6 +69,7 @@ def setup(folder: Path) -> tuple[Path, Path, Path]:
         "team": [{"role": "backend-dev", "count": WORKERS}],
         "provider": {"name": "scripted", "cassette": "cassette.json"},
         "tasks": [{"id": t, "title": t} for t in ids],
+        "sandbox": {"read_write": [str(folder)]},  # the gate marks its start here
     }
     (folder / "cassette.json").write_text(json.dumps({"version": 1, "tasks": cassette}))
     (folder / "mission.json").write_text(json.dumps(mission))

@@ -79,6 +79,8 @@ def run_agent(
         record(_request_record(request, turn, messages[sent:], tools != shown))
         sent, shown = len(messages), tools
         response = provider.complete(request)
+        if on_text is not None:
+            on_text("\n")  # the answer is over: its last line is whole
         record({"kind": "response", "turn": turn, **response.to_dict()})
         usage += response.usage
         last_text = response.text or last_text

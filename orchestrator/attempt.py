@@ -3,7 +3,7 @@ and, when it is done, its commit."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +138,20 @@ def holder_of_no_change(
         f"the attempt changed no file and named {claim!r} as already holding the work, "
         f"but that is not a commit of the target branch. {NOTHING_CHANGED}"
     )
+
+
+class LiveLines:
+    """A streamed model answer, passed on one whole line at a time as it arrives (for
+    the worker log and live progress): deltas are often a few characters."""
+
+    PREFIX = "model: "
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self.emit = emit
+        self.pending = ""
+
+    def __call__(self, delta: str) -> None:
+        *lines, self.pending = (self.pending + delta).split("\n")
+        for line in lines:
+            if line.strip():
+                self.emit(self.PREFIX + line.strip())

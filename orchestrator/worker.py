@@ -24,6 +24,7 @@ from typing import Any
 from orchestrator import priority, procs
 from orchestrator.agent import AgentResult, run_agent
 from orchestrator.attempt import (
+    LiveLines,
     RunningNote,
     commit_work,
     context_block,
@@ -457,6 +458,7 @@ class Worker:
             on_tool=on_line,
             should_stop=should_stop,
             context_limit=context_limit,
+            on_text=LiveLines(on_line),
         )
 
     def _hand_off(

@@ -328,3 +328,13 @@ def test_attempt_near_the_context_limit_ends_with_a_handoff(tmp_path: Path) -> N
     )
     assert not result.finished and result.turns == 2
     assert "context window" in result.reason and "b.txt" in result.handoff
+
+
+def test_live_lines_pass_on_whole_lines_only() -> None:
+    from orchestrator.attempt import LiveLines
+
+    shown: list[str] = []
+    live = LiveLines(shown.append)
+    for delta in ["Hel", "lo\nwor", "ld\n\n", "  tail"]:
+        live(delta)
+    assert shown == ["model: Hello", "model: world"]

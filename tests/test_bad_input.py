@@ -18,7 +18,7 @@ TASKS = [
     {"id": "b", "title": "B", "role": "backend-dev", "deps": ["a"]},
 ]
 # Every task writes a file of its own (a finish without a change is not work to merge).
-WRITE_OWN_FILE = {"name": "run_command", "input": {"command": "echo $$ > out-$$.txt"}}
+WRITE_OWN_FILE = {"name": "run_command", "input": {"command": "mktemp -p . out.XXXXXXXX"}}
 CASSETTE = {"*": [[{"tool_calls": [WRITE_OWN_FILE]}, finish_turn()]]}
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import finish_turn, pd, run_git, write_mission, write_turn
+from tests.conftest import finish_turn, pd, run_git, shared_dir, write_mission, write_turn
 from tests.test_e2e import events, start_run, wait_for
 
 pytestmark = pytest.mark.slow
@@ -22,14 +22,15 @@ def hold(waiting: Path, release: Path) -> dict:
 def test_a_conflict_is_counted_apart_and_names_each_path_once(
     project: Path, tmp_path: Path
 ) -> None:
-    waiting, release = tmp_path / "waiting", tmp_path / "release"
+    shared, sandbox = shared_dir(tmp_path)  # seen by the test and the sandboxed command
+    waiting, release = shared / "waiting", shared / "release"
     cassette = {
         "t": [
             [write_turn("x.txt", "theirs\n"), hold(waiting, release), finish_turn("x")],
             [write_turn("y.txt", "y\n"), finish_turn("y")],
         ]
     }
-    mission = write_mission(tmp_path / "m", [{"id": "t", "title": "T"}], cassette)
+    mission = write_mission(tmp_path / "m", [{"id": "t", "title": "T"}], cassette, sandbox=sandbox)
     home = tmp_path / "home"
     home.mkdir()
     env = {"PD_HOME": str(home)}

@@ -491,3 +491,26 @@ def test_pd_plan_against_the_api_is_metered_and_holds_the_budget(
     assert len(lines) == 1 and "budget exhausted" in lines[0]
     spent = server_cost(server, MODEL) - Decimal(data["spend"]["spent"])
     assert spent <= Decimal("0.004") and len(server.requests) - calls < 3
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_streamed_text_reaches_the_worker_log_a_line_at_a_time(
+    provider: str, project: Path, tmp_path: Path
+) -> None:
+    def narrate(api: str, body: dict[str, Any]) -> Reply:
+        task = task_of(body)
+        if not any(m["role"] == "assistant" for m in body["messages"]):
+            text = f"Plan for {task}:\nwrite the file,\nthen finish."
+            return Reply(text, [("write_file", {"path": f"{task}.txt", "content": task})])
+        return Reply(tool_calls=[("finish", {"summary": "done"})])
+
+    key = "test-key"
+    with LocalAPIServer(narrate) as server:
+        result, home = run(tmp_path, project, server, ["a"], provider, key)
+    assert result.returncode == 0, result.stdout + result.stderr
+    logs = "".join(
+        p.read_text()
+        for p in (sorted((home / ".pd" / "runs").iterdir())[-1] / "logs").glob("w*.log")
+    )
+    lines = [line.split("] ", 2)[-1] for line in logs.splitlines() if "model: " in line]
+    assert lines == ["model: Plan for a:", "model: write the file,", "model: then finish."]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -100,9 +102,18 @@ def test_abort_during_a_gate_leaves_the_record_and_the_target_in_agreement(
 ) -> None:
     # The gate passes the moment the run records its abort: the worst moment, when the
     # run has given the task up while its merge could still land.
-    log = tmp_path / "home" / ".pd" / "runs" / "*" / "events.jsonl"
-    hold = f"until cat {log} | grep -q run_aborted; do sleep 0.02; done"
-    home, proc = start(tmp_path, project, hold)
+    release = tmp_path / "shared" / "release-gate"
+    home, proc = start(tmp_path, project, wait_file(release))
+
+    def release_on_abort() -> None:
+        while proc.poll() is None:
+            if any(e["kind"] == "run_aborted" for e in events(home)):
+                release.touch()
+                return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=release_on_abort, daemon=True)
+    watcher.start()
     env = {"PD_HOME": str(home)}
     recorded = pd_processes(home)
     result = pd("abort", cwd=home, env=env)
@@ -143,7 +154,7 @@ def test_a_merge_that_landed_untold_is_recorded_on_resume(project: Path, tmp_pat
 def test_abort_of_a_task_or_worker_the_live_run_lacks_is_bad_input(
     project: Path, tmp_path: Path
 ) -> None:
-    release = tmp_path / "release-gate"
+    release = tmp_path / "shared" / "release-gate"
     home, proc = start(tmp_path, project, wait_file(release))
     env = {"PD_HOME": str(home)}
     for option, name in (("--task", "nope"), ("--worker", "w99")):

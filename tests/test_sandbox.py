@@ -24,6 +24,8 @@ from orchestrator.worktree import WorktreeManager
 from tests.conftest import make_repo, pd, run_git, write_mission
 from tests.test_merger import config_for
 
+FINISH = {"*": [[{"tool_calls": [{"name": "finish", "input": {"summary": "done"}}]}]]}
+
 pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason="no bubblewrap here")
 
 
@@ -203,7 +205,7 @@ def test_without_bwrap_pd_refuses_unless_the_mission_turns_it_off(
     project: Path, tmp_path: Path, sandbox: str | None
 ) -> None:
     fields = {"sandbox": sandbox} if sandbox else {}
-    mission = write_mission(tmp_path / "m", [{"id": "a", "title": "a"}], {}, **fields)
+    mission = write_mission(tmp_path / "m", [{"id": "a", "title": "a"}], FINISH, **fields)
     before = sorted(p.name for p in tmp_path.iterdir())
     env = {"PATH": _no_bwrap_path(tmp_path)}
     result = pd("validate", str(mission), "--repo", str(project), cwd=tmp_path, env=env)
@@ -220,7 +222,7 @@ def test_without_bwrap_pd_refuses_unless_the_mission_turns_it_off(
 
 def test_validate_names_the_sandbox_in_force(project: Path, tmp_path: Path) -> None:
     mission = write_mission(
-        tmp_path / "m", [{"id": "a", "title": "a"}], {}, sandbox={"network": False}
+        tmp_path / "m", [{"id": "a", "title": "a"}], FINISH, sandbox={"network": False}
     )
     result = pd("validate", str(mission), "--repo", str(project), cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -9,7 +9,15 @@ import pytest
 
 from orchestrator.errors import BadInput
 from orchestrator.targetlock import TargetLock, live_run
-from tests.conftest import finish_turn, hold_turn, pd, run_git, write_mission, write_turn
+from tests.conftest import (
+    finish_turn,
+    hold_turn,
+    pd,
+    run_git,
+    shared_dir,
+    write_mission,
+    write_turn,
+)
 from tests.test_e2e import run_dir, start_run, state, wait_for
 
 
@@ -36,8 +44,10 @@ def test_the_lock_names_its_holder_and_is_free_once_released(git_repo: Path) -> 
 def test_a_second_run_on_a_live_branch_is_refused_naming_the_live_run(
     project: Path, tmp_path: Path
 ) -> None:
-    cassette = {"a": [[write_turn("a.txt", "a"), hold_turn(tmp_path / "go"), finish_turn()]]}
-    mission = write_mission(tmp_path / "m", [{"id": "a", "title": "a"}], cassette)
+    shared, sandbox = shared_dir(tmp_path)
+    go = shared / "go"
+    cassette = {"a": [[write_turn("a.txt", "a"), hold_turn(go), finish_turn()]]}
+    mission = write_mission(tmp_path / "m", [{"id": "a", "title": "a"}], cassette, sandbox=sandbox)
     home = tmp_path / "home"
     home.mkdir()
     proc = start_run(mission, project, home)
@@ -59,7 +69,7 @@ def test_a_second_run_on_a_live_branch_is_refused_naming_the_live_run(
         assert len(result.stderr.strip().splitlines()) == 1
         assert first in result.stderr and "pd abort" in result.stderr
         assert not (other / ".pd").exists()  # nothing created
-    (tmp_path / "go").touch()
+    go.touch()
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
     assert live_run(project, "main") is None  # the branch is free again
