@@ -111,3 +111,52 @@ def test_after_a_provider_counts_more_input_than_reserved_no_call_can_cross_the_
     spent = Decimal(final_state(home)["permits"]["spend"]["spent"])
     assert spent == server_cost(server, MODEL)
     assert spent <= budget
+
+
+def test_five_workers_killed_mid_call_never_take_spend_past_the_budget(
+    project: Path, tmp_path: Path
+) -> None:
+    """The issue's measurement: one worker killed mid-call five times. Each lost call is
+    charged at its reservation, so what pd counts is never below what the server served,
+    never above the budget, and the report says the same."""
+    kills = 5
+    budget = Decimal("0.5")
+    held = [threading.Event() for _ in range(kills)]
+    release = [threading.Event() for _ in range(kills)]
+    replies = writer()
+    lock = threading.Lock()
+    calls = [0]
+
+    def hold_the_first_five(api: str, body: dict[str, Any]) -> Reply:
+        with lock:
+            index, calls[0] = calls[0], calls[0] + 1
+        if index < kills:
+            held[index].set()
+            release[index].wait()  # the caller is killed meanwhile: the answer goes nowhere
+        return replies(api, body)
+
+    outcome: list[Any] = []
+    args = ("anthropic", "test-key", "--budget", str(budget), "--workers", "1")
+    tasks = ["a", "b", "c"]  # 3 attempts each: a fails after 3 kills, b after 2 goes on
+    with LocalAPIServer(hold_the_first_five) as server:
+        runner = threading.Thread(
+            target=lambda: outcome.append(run(tmp_path, project, server, tasks, *args))
+        )
+        runner.start()
+        try:
+            for index in range(kills):
+                held[index].wait()
+                os.kill(caller_of(server.port), signal.SIGKILL)
+                release[index].set()
+        finally:
+            for event in release:
+                event.set()
+            runner.join()
+    result, home = outcome[0]
+    spend = final_state(home)["permits"]["spend"]
+    assert spend["lost"] == kills, result.stdout
+    served = server_cost(server, MODEL)
+    assert served <= Decimal(spend["spent"]) <= budget
+    report = pd("report", "--json", cwd=home, env={"PD_HOME": str(home)}, check=True)
+    total = json.loads(report.stdout)["spend"]["total"]
+    assert Decimal(total["cost"]) == Decimal(spend["spent"]) and total["lost"] == kills
