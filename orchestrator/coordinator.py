@@ -20,6 +20,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from orchestrator import control, priority, recorder
+from orchestrator.apikeys import key_names, take_keys
 from orchestrator.composition import TOP_TIER, tier_for
 from orchestrator.configs import (
     MERGER,
@@ -94,6 +95,9 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         self._plan_payload: dict[str, Any] | None = None
         self.on_event = on_event or (lambda event: None)
         preload = [*CHILD_MODULES, *preload_modules(plan.provider.name)]
+        config = plan.mission.provider
+        # Before any child starts: keys go to workers as spawn arguments (see apikeys).
+        self.keys = take_keys(key_names(config.name, config.agent, config.pass_env))
         self.pool = WorkerPool(start_method, preload=preload)
         self.slots = {wid: Slot(wid, role) for wid, role in plan.workers}
         self.head = plan.start_head
@@ -170,6 +174,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
                 slot.id,
                 worker_main,
                 worker_config(self.plan, self.store, self.root, slot.id, slot.role),
+                self.keys,
                 side_channel=True,
             )
             self.permits.attach(slot.id, slot.role, handle.side)  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
 """Planning a goal in this process, for ``pd plan``: nothing runs, nothing merges.
 
-The planner reads a throwaway detached worktree of the target head. Paid calls pass the
+The planner reads a throwaway detached worktree of the target head; the programs its
+skills run get the run's sandbox, as a worker's planner would. Paid calls pass the
 same permit machinery as a run's (``Metering`` answering a ``PermitLoop`` over an
 in-process pipe), so the mission's budget and rate limits hold here too.
 """
@@ -26,6 +27,7 @@ from orchestrator.planner import planner_toolbox, run_planner
 from orchestrator.planning import plan_payload, planner_skills
 from orchestrator.preflight import RunPlan
 from orchestrator.providers import Provider, make_provider
+from orchestrator.sandbox import Sandbox
 from orchestrator.skillset import load_registry
 from orchestrator.tools import scrub_env
 from orchestrator.worktree import WorktreeManager
@@ -58,6 +60,7 @@ def plan_locally(plan: RunPlan, on_tool: Callable[[str], None] = lambda s: None)
             toolbox = planner_toolbox(
                 root, payload, scrub_env(os.environ), limits.command_timeout, limits.output_cap
             )
+            toolbox.sandbox = Sandbox(plan.sandbox, root)  # the run's policy, as a worker's
             try:
                 planned = run_planner(
                     provider,

@@ -51,6 +51,7 @@ from orchestrator.messages import (
 from orchestrator.metered import MeteredProvider, PermitClient, estimate
 from orchestrator.planner import planner_toolbox, run_planner
 from orchestrator.pool import child_setup
+from orchestrator.providerplan import KEY_ENV
 from orchestrator.providers import Provider, make_provider
 from orchestrator.providers.command import run_command_agent
 from orchestrator.providers.command.registry import DEFAULT_KEYS
@@ -120,8 +121,10 @@ class Worker:
         config: WorkerConfig,
         channel: Channel,
         permits: Connection | None = None,
+        keys: dict[str, str] | None = None,
     ) -> None:
         self.id = worker_id
+        self.keys = keys or {}  # never in os.environ: only the SDK client or CLI agent gets one
         self.config = config
         self.channel = channel
         self.inbox: queue.Queue[Message | None] = queue.Queue()
@@ -158,7 +161,8 @@ class Worker:
         options = self.config.provider
         if options["name"] == "command":
             return None
-        provider: Provider = make_provider(**options)
+        key = self.keys.get(KEY_ENV.get(options["name"], ""))
+        provider: Provider = make_provider(**options, **({"api_key": key} if key else {}))
         warm = getattr(provider, "warm", None)
         if warm is not None:  # the SDKs: their first-use work done now, not on a permit's clock
             warm()
@@ -520,7 +524,8 @@ class Worker:
         """A coding-agent CLI is the agent: it gets the prompt and only its own API key."""
         options = self.config.provider
         keys = options.get("pass_env") or DEFAULT_KEYS.get(options["agent"], [])
-        env = {**self.env, **{k: os.environ[k] for k in keys if k in os.environ}}
+        given = {**{k: os.environ[k] for k in keys if k in os.environ}, **self.keys}
+        env = {**self.env, **{k: given[k] for k in keys if k in given}}
         context = context_block(path, assign.context_files)
         prompt = f"{self.config.system_prompt}\n\n{task_prompt(assign, context)}"
         ran = run_command_agent(
@@ -573,16 +578,20 @@ def _write_record(record_file: Any, entry: dict[str, Any]) -> None:
 
 
 def worker_main(
-    conn: Connection, worker_id: str, config: dict[str, Any], side: Connection | None = None
+    conn: Connection,
+    worker_id: str,
+    config: dict[str, Any],
+    keys: dict[str, str] | None = None,
+    side: Connection | None = None,
 ) -> None:
-    """Process entry point (``side``: the permit pipe). Always says Ready (with the error
-    if boot failed)."""
+    """Process entry point (``keys``: the API keys by variable name, held in memory only;
+    ``side``: the permit pipe). Always says Ready (with the error if boot failed)."""
     child_setup()
     priority.as_worker(worker_id)
     signal.signal(signal.SIGTERM, _on_sigterm)
     channel = Channel(conn)
     try:
-        worker = Worker(worker_id, WorkerConfig(**config), channel, side)
+        worker = Worker(worker_id, WorkerConfig(**config), channel, side, keys)
     except Exception as exc:
         channel.send(Ready(worker_id=worker_id, pid=os.getpid(), error=f"{exc}"))
         return

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import PlanRejected
+from orchestrator.mission import shipped_dir
 from orchestrator.planning import (
     PlanCheck,
     PlanningStep,
@@ -30,7 +31,15 @@ from orchestrator.planning import (
 )
 from orchestrator.preflight import build_plan
 from orchestrator.taskgraph import TaskGraph
-from tests.conftest import IDENTITY, finish_turn, pd, run_git, write_mission, write_turn
+from tests.conftest import (
+    IDENTITY,
+    finish_turn,
+    pd,
+    run_git,
+    shared_dir,
+    write_mission,
+    write_turn,
+)
 
 TEAM = [
     TeamRole("producer", ["plans"], "Plans.", "coordination"),
@@ -358,3 +367,29 @@ def test_resume_plans_again_only_when_no_plan_was_recorded(
     assert ("planning the goal again" in result.stdout) == planned_twice
     tree = run_git(project, "ls-tree", "--name-only", "main").split()
     assert {"a.txt", "b.txt"} <= set(tree)
+
+
+def test_pd_plan_runs_the_planners_commands_in_the_runs_sandbox(
+    project: Path, tmp_path: Path
+) -> None:
+    """A read-only skill that runs a program (here a workspace's own, which shells out)
+    runs sandboxed: it cannot read a file outside its worktree, which it could unconfined."""
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("outside-the-worktree\n")
+    skills = Path(os.environ["PD_HOME"]) / "skills"
+    skills.mkdir(parents=True)
+    manifest = json.loads((shipped_dir("skills") / "file_outline.json").read_text())
+    manifest["parameters"]["properties"] = {"path": {"type": "string"}}
+    manifest["handler"] = "orchestrator.skillset.handlers.shell:run_command"
+    (skills / "file_outline.json").write_text(json.dumps(manifest).replace('"path"', '"command"'))
+    shared, sandbox = shared_dir(tmp_path)
+    for mode in ["auto", "off"]:
+        seen = shared / f"seen-{mode}"
+        peek = {"name": "file_outline", "input": {"command": f"cat '{secret}' > '{seen}' 2>&1"}}
+        cassette = {"plan": [[{"tool_calls": [peek]}, submit(FIXED)]]}
+        mission = goal_mission(tmp_path / mode, cassette, sandbox={**sandbox, "mode": mode})
+        pd("plan", str(mission), "--repo", str(project), cwd=tmp_path, check=True)
+    assert (shared / "seen-off").read_text() == "outside-the-worktree\n"  # unconfined: read
+    sandboxed = (shared / "seen-auto").read_text()
+    assert "No such file" in sandboxed and "outside-the-worktree" not in sandboxed
