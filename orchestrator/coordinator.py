@@ -60,7 +60,7 @@ from orchestrator.store import RunStore
 from orchestrator.targetlock import TargetLock
 from orchestrator.taskgraph import LANDED, TaskState
 from orchestrator.worker import worker_main
-from orchestrator.worktree import WorktreeManager, exclude_from_status
+from orchestrator.worktree import WorktreeManager, exclude_from_status, task_branch
 
 SESSION_LINES = 40  # of the session log, in each assignment
 MAX_CRASHES = 5  # per worker slot; past this the slot is retired (circuit breaker)
@@ -313,7 +313,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
 
     def _start_task(self, slot: Slot, task: Any) -> None:
         attempt = self.graph.start(task.id, slot.id)
-        branch = f"pd/{self.store.run_id}/{task.id}"
+        branch = task_branch(self.store.run_id, task.id)
         escalate = tier_for("", task.critical, attempt) == TOP_TIER
         deps = {d: self.graph.get(d).summary for d in task.deps}
         message = Assign(

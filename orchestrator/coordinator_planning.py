@@ -21,6 +21,7 @@ from orchestrator.planning import (
 )
 from orchestrator.skillset import load_registry
 from orchestrator.taskgraph import TaskGraph
+from orchestrator.worktree import task_branch
 
 if TYPE_CHECKING:
     from orchestrator.coordinator import Coordinator
@@ -57,7 +58,7 @@ class PlanningSteps:
             attempt=attempt,
             title=f"Plan the mission {mission.name}",
             description=mission.goal or "",
-            branch=f"pd/{self.store.run_id}/{PLAN_ID}",
+            branch=task_branch(self.store.run_id, PLAN_ID),
             target_head=self.head,
             feedback=list(step.feedback),
             kind="plan",

@@ -36,6 +36,13 @@ class SetupFailed(PdError):
         super().__init__(f"setup command failed ({how}): {command}\n{tail}")
 
 
+def task_branch(run_id: str, task_id: str) -> str:
+    """The branch a task's attempts commit on. Its ref sits in a folder of its own
+    (``refs/heads/pd/<run>/<task>/``): git moves a ref by writing a lock file beside it,
+    so the sandbox can make that folder writable and every other ref read-only."""
+    return f"pd/{run_id}/{task_id}/work"
+
+
 def _within(path: Path, root: Path) -> bool:
     """Whether ``path`` is ``root`` or below it, comparing real paths (symlinked /tmp)."""
     return path.resolve().is_relative_to(root.resolve())

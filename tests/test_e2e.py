@@ -161,7 +161,7 @@ def test_gate_rejection_returns_feedback_and_retry_merges(project: Path, tmp_pat
     tree = run_git(project, "ls-tree", "--name-only", "main").split()
     assert "good.txt" in tree and "bad.txt" not in tree
     kept = run_git(project, "for-each-ref", "--format=%(refname)", "refs/pd/rejected")
-    assert kept.endswith("/fix/1")  # the rejected attempt's work is not lost
+    assert kept.endswith("/fix/work/1")  # the rejected attempt's work is not lost
     assert "bad.txt" in run_git(project, "ls-tree", "--name-only", kept).split()
     assert run_git(project, "branch", "--list", "pd/*") == ""  # merged: branch dropped
 

@@ -124,7 +124,7 @@ def test_abort_during_a_gate_leaves_the_record_and_the_target_in_agreement(
     assert run_git(project, "rev-parse", "main") == recorded_head(home)
     tasks = {t["id"]: t["state"] for t in state(home)["tasks"]}
     if tasks["a"] != "merged":  # not landed: its work is kept on its branch
-        branch = f"pd/{run_dir(home).name}/a"
+        branch = f"pd/{run_dir(home).name}/a/work"
         assert "a.txt" in run_git(project, "ls-tree", "--name-only", branch).split()
     assert json.loads(pd("report", "--json", cwd=home, env=env).stdout)["status"] == "aborted"
 

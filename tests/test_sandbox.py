@@ -20,7 +20,7 @@ from orchestrator.merger import Merger
 from orchestrator.messages import MergeRequest
 from orchestrator.procs import run_shell
 from orchestrator.sandbox import Policy, Sandbox, describe, make_policy, unavailable_reason
-from orchestrator.worktree import WorktreeManager
+from orchestrator.worktree import WorktreeManager, task_branch
 from tests.conftest import make_repo, pd, run_git, write_mission
 from tests.test_merger import config_for
 
@@ -35,8 +35,8 @@ def layout(tmp_path: Path) -> dict[str, Path]:
     repo = make_repo(tmp_path / "repo", {"a.txt": "a\n"})
     manager = WorktreeManager(repo, tmp_path / "worktrees")
     head = run_git(repo, "rev-parse", "HEAD")
-    mine = manager.prepare("w1", head, "pd/run1/t1")
-    other = manager.prepare("w2", head, "pd/run1/t2")
+    mine = manager.prepare("w1", head, task_branch("run1", "t1"))
+    other = manager.prepare("w2", head, task_branch("run1", "t2"))
     store = tmp_path / "ws" / ".pd"
     store.mkdir(parents=True)
     (store / "secret.json").write_text("{}")
@@ -49,7 +49,7 @@ def _policy(layout: dict[str, Path], mode: str = "bwrap", **kw: object) -> Polic
 
 
 def _run(layout: dict[str, Path], command: str, mode: str = "bwrap", **kw: object) -> str:
-    box = Sandbox(_policy(layout, mode, **kw), layout["mine"], "pd/run1/t1")
+    box = Sandbox(_policy(layout, mode, **kw), layout["mine"], task_branch("run1", "t1"))
     env = {**os.environ, "PD_WORKER_ID": "w1", "SOME_API_KEY": "sk-secret", "DATABASE_URL": "pw"}
     result = run_shell(command, layout["mine"], env, timeout=60, sandbox=box)
     return result.output
@@ -103,18 +103,19 @@ def test_git_refs_config_and_hooks_are_read_only_but_commit_works(
 ) -> None:
     repo = layout["repo"]
     main_before = run_git(repo, "rev-parse", "main")
-    t2_before = run_git(repo, "rev-parse", "pd/run1/t2")
+    t2_before = run_git(repo, "rev-parse", "pd/run1/t2/work")
     out = _run(
         layout,
         "echo b > b.txt && git add b.txt && git -c user.name=a -c user.email=a@b "
         "commit -qm mine && echo COMMITTED; "
-        "git update-ref refs/heads/main HEAD; git config core.fsmonitor 'touch /x'; "
+        "git update-ref refs/heads/main HEAD; git update-ref refs/heads/pd/run1/t2/work HEAD; "
+        "git config core.fsmonitor 'touch /x'; "
         f"echo 'touch /x' > {repo}/.git/hooks/post-commit",
     )
     assert "COMMITTED" in out
     assert run_git(repo, "rev-parse", "main") == main_before
-    assert run_git(repo, "rev-parse", "pd/run1/t2") == t2_before
-    assert run_git(repo, "log", "-1", "--format=%s", "pd/run1/t1") == "mine"
+    assert run_git(repo, "rev-parse", "pd/run1/t2/work") == t2_before  # another task's
+    assert run_git(repo, "log", "-1", "--format=%s", "pd/run1/t1/work") == "mine"
     assert "fsmonitor" not in (repo / ".git" / "config").read_text()
     assert not (repo / ".git" / "hooks" / "post-commit").exists()
 
@@ -123,7 +124,7 @@ def test_nothing_the_command_starts_outlives_it(layout: dict[str, Path]) -> None
     pids = layout["tmp"] / "pids"
     pids.mkdir()
     policy = make_policy("bwrap", read_write=[pids])
-    box = Sandbox(policy, layout["mine"], "pd/run1/t1")
+    box = Sandbox(policy, layout["mine"], task_branch("run1", "t1"))
     marker = "pd-sandbox-survivor-probe"
     command = f"setsid bash -c 'exec -a {marker} sleep 600' & (sleep 600 &) ; echo started"
     result = run_shell(command, layout["mine"], dict(os.environ), timeout=60, sandbox=box)
