@@ -53,3 +53,25 @@ def echo(conn: Connection) -> None:
         if not data:
             return
         conn.send_bytes(data)
+
+
+def new_repo(path: Path, name: str = "README.md") -> Path:
+    """A repository at ``path`` on ``main`` with one commit of one file."""
+    path.mkdir(parents=True)
+    run_git(path, "init", "-q", "-b", "main")
+    (path / name).write_text(f"{name}\n")
+    run_git(path, "add", "-A")
+    run_git(path, "commit", "-q", "-m", "initial")
+    return path
+
+
+def alive(entry: dict) -> bool:
+    """Whether the process a run's state.json recorded (pid and start time) still runs."""
+    import psutil
+
+    try:
+        proc = psutil.Process(entry["pid"])
+        same = abs(proc.create_time() - entry["create_time"]) < 0.01
+        return same and proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, KeyError, TypeError):
+        return False

@@ -27,8 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-from _common import GIT_ENV, run_git, say
+from _common import GIT_ENV, alive, new_repo, run_git, say
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "orchestrator"]
@@ -51,12 +50,7 @@ def finish() -> dict:
 def setup(folder: Path) -> tuple[Path, Path, Path]:
     """A repository, a mission (one task merging behind a held gate, the rest held
     agents) and its workspace."""
-    repo = folder / "repo"
-    repo.mkdir(parents=True)
-    run_git(repo, "init", "-q", "-b", "main")
-    (repo / "README.md").write_text("bench\n")
-    run_git(repo, "add", "-A")
-    run_git(repo, "commit", "-q", "-m", "initial")
+    repo = new_repo(folder / "repo")
     never = folder / "never"
     gate_started = folder / "gate-started"
     ids = ["gated", *(f"held{i}" for i in range(1, WORKERS + 2))]
@@ -84,15 +78,6 @@ def state(home: Path) -> dict:
         return json.loads((run / "state.json").read_text())
     except (IndexError, FileNotFoundError, json.JSONDecodeError):
         return {}
-
-
-def alive(entry: dict) -> bool:
-    try:
-        proc = psutil.Process(entry["pid"])
-        same = abs(proc.create_time() - entry["create_time"]) < 0.01
-        return same and proc.status() != psutil.STATUS_ZOMBIE
-    except (psutil.Error, KeyError, TypeError):
-        return False
 
 
 def one_abort(folder: Path) -> tuple[float, float, int]:

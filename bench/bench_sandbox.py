@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import pct, run_git, say
+from bench._common import new_repo, pct, run_git, say
 from orchestrator.procs import run_shell
 from orchestrator.sandbox import Sandbox, make_policy, unavailable_reason
 
@@ -28,12 +28,7 @@ GOAL_MS = 20.0
 
 
 def _worktree(base: Path) -> tuple[Path, Path]:
-    repo = base / "repo"
-    repo.mkdir()
-    run_git(repo, "init", "-q", "-b", "main")
-    (repo / "a.txt").write_text("a\n")
-    run_git(repo, "add", "-A")
-    run_git(repo, "commit", "-q", "-m", "init")
+    repo = new_repo(base / "repo", "a.txt")
     tree = base / "worktrees" / "w1"
     run_git(repo, "worktree", "add", "-q", "-b", "pd/bench/t1", str(tree))
     return repo, tree

@@ -26,8 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-from _common import GIT_ENV, run_git, say
+from _common import GIT_ENV, alive, new_repo, run_git, say
 
 CLI = [sys.executable, "-m", "orchestrator"]
 TASKS = 6
@@ -73,22 +72,8 @@ def recorded(home: Path) -> list[dict]:
     return [p for p in found if p.get("pid")]
 
 
-def alive(entry: dict) -> bool:
-    try:
-        proc = psutil.Process(entry["pid"])
-        same = abs(proc.create_time() - entry["create_time"]) < 0.01
-        return same and proc.status() != psutil.STATUS_ZOMBIE
-    except (psutil.Error, KeyError, TypeError):
-        return False
-
-
 def one_round(folder: Path, rng: random.Random) -> dict:
-    repo = folder / "repo"
-    repo.mkdir()
-    run_git(repo, "init", "-q", "-b", "main")
-    (repo / "README.md").write_text("chaos\n")
-    run_git(repo, "add", "-A")
-    run_git(repo, "commit", "-q", "-m", "initial")
+    repo = new_repo(folder / "repo")
     start = run_git(repo, "rev-parse", "main")
     home = folder / "home"
     home.mkdir()
