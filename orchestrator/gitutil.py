@@ -249,7 +249,7 @@ def neutral_env(repo: Path | str) -> dict[str, str]:
     runs. The git dir is an empty one of pd's own; objects are read and written in the
     repository's object store.
     """
-    objects = str(common_dir(repo) / "objects")
+    objects = str(Path(_lock_key(repo)) / "objects")  # the shared git dir, asked once
     empty = _neutral_dirs.get(objects)
     if empty is None:
         empty = Path(tempfile.mkdtemp(prefix="pd-neutral-git-"))

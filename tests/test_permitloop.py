@@ -30,7 +30,7 @@ def metering(requests: int | None, window: float = 0.5) -> tuple[Metering, list[
     return Metering(desk, Decimal("5"), lambda kind, **data: recorded.append(data)), recorded
 
 
-def wait_until(check: Any, seconds: float = 10.0) -> None:
+def wait_until(check: Any, seconds: float = 120.0) -> None:
     deadline = time.monotonic() + seconds
     while not check():
         assert time.monotonic() < deadline, "timed out"
