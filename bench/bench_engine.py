@@ -32,9 +32,9 @@ from typing import Any
 
 from _common import echo, pct, run_git, say
 
-from orchestrator.messages import Assign, Message, TaskDone
-from orchestrator.pool import WorkerPool, child_setup, serve
-from orchestrator.worktree import WorktreeManager
+from orchestrator.engine.pool import WorkerPool, child_setup, serve
+from orchestrator.system.worktrees import WorktreeManager
+from orchestrator.wire.messages import Assign, Message, TaskDone
 
 START_METHOD = "spawn"  # pd's default; the executor gets the same, so the race is fair
 

@@ -46,10 +46,10 @@ from typing import Any
 import psutil
 from _common import GIT_ENV, echo, pct, run_git, say
 
-from orchestrator import priority
-from orchestrator.apiserver import LocalAPIServer, Reply, max_window_usage
-from orchestrator.messages import AcquireTokens
-from orchestrator.ratelimit import default_margin
+from orchestrator.limits.ratelimit import default_margin
+from orchestrator.system import oshints
+from orchestrator.testing.apiserver import LocalAPIServer, Reply, max_window_usage
+from orchestrator.wire.messages import AcquireTokens
 
 START_METHOD = "spawn"
 MODEL = "claude-haiku-4-5"
@@ -76,13 +76,16 @@ _TRACE = _os.environ.get("PD_BENCH_TRACE")
 
 def _install():
     import json, threading, time
-    from orchestrator import metered
+    from orchestrator.limits import client
 
     if not _TRACE:
         return
     import atexit, collections
-    from orchestrator import control, coordinator, permitdesk, store
-    from orchestrator.messages import Grant
+    from orchestrator.record import control
+    from orchestrator.engine import coordinator
+    from orchestrator.limits import permitdesk
+    from orchestrator.record import store
+    from orchestrator.wire.messages import Grant
 
     out = open(_os.path.join(_TRACE, f"{_os.getpid()}.jsonl"), "a", buffering=1)
     local, steps = threading.local(), collections.defaultdict(list)
@@ -90,7 +93,7 @@ def _install():
     def log(**record):
         out.write(json.dumps(record) + "\\n")
 
-    acquire, answer = metered.PermitClient.acquire, metered.PermitClient._answer
+    acquire, answer = client.PermitClient.acquire, client.PermitClient._answer
 
     def traced_answer(self, request_id, should_stop):
         got = answer(self, request_id, should_stop)
@@ -105,15 +108,15 @@ def _install():
             go=time.monotonic(), task=ask.get("task_id"), n=getattr(local, "n", None))
         return request_id, permit_id
 
-    metered.PermitClient.acquire = traced_acquire
-    metered.PermitClient._answer = traced_answer
-    complete = metered.MeteredProvider.complete
+    client.PermitClient.acquire = traced_acquire
+    client.PermitClient._answer = traced_answer
+    complete = client.MeteredProvider.complete
 
     def traced_complete(self, request):
         local.n = len(request.messages)
         return complete(self, request)
 
-    metered.MeteredProvider.complete = traced_complete
+    client.MeteredProvider.complete = traced_complete
     from orchestrator.providers import sdkgate
 
     gate = sdkgate.SendGate.__call__
@@ -179,13 +182,13 @@ if _TRACE:
 
 
 def permit_scheduling() -> str:
-    """What pd's permit threads get here (``orchestrator.priority``), asked in a thread
+    """What pd's permit threads get here (``orchestrator.system.oshints``), asked in a thread
     of our own that ends at once."""
     got: list[str] = []
-    probe = threading.Thread(target=lambda: got.append(priority.quick()))
+    probe = threading.Thread(target=lambda: got.append(oshints.quick()))
     probe.start()
     probe.join()
-    off = " (PD_REALTIME=0)" if os.environ.get(priority.REALTIME_ENV) == "0" else ""
+    off = " (PD_REALTIME=0)" if os.environ.get(oshints.REALTIME_ENV) == "0" else ""
     return f"{got[0]}{off}"
 
 
@@ -875,7 +878,7 @@ def limiter_cost(grants: int) -> tuple[float, float]:
     """Seconds per grant of ``RateLimiter.acquire`` + ``settle`` with 5,000 calls in the
     window, and with 10 (the baseline), on an injected clock: the ratio shows whether a
     full window makes a grant dearer (a scan of the log would make it ~500x dearer)."""
-    from orchestrator.ratelimit import BucketLimits, Permit, RateLimiter
+    from orchestrator.limits.ratelimit import BucketLimits, Permit, RateLimiter
 
     def per_grant(in_window: int) -> float:
         window = 10.0

@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import new_repo, pct, run_git, say
-from orchestrator.procs import run_shell
-from orchestrator.sandbox import Sandbox, make_policy, unavailable_reason
+from orchestrator.system.procs import run_shell
+from orchestrator.system.sandbox import Sandbox, make_policy, unavailable_reason
 
 GOAL_MS = 20.0
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from orchestrator.agent import NUDGE, TEXT_ONLY_LIMIT, build_handoff, run_agent
+from orchestrator.agent.loop import NUDGE, TEXT_ONLY_LIMIT, build_handoff, run_agent
+from orchestrator.agent.tools import Toolbox
 from orchestrator.errors import ProviderError
 from orchestrator.providers import make_provider
 from orchestrator.providers.base import ModelRequest, ModelResponse, ToolCall, Usage
 from orchestrator.providers.scripted import ScriptedProvider
-from orchestrator.tools import Toolbox
 
 
 def write(path: str, content: str) -> dict[str, Any]:
@@ -331,7 +331,7 @@ def test_attempt_near_the_context_limit_ends_with_a_handoff(tmp_path: Path) -> N
 
 
 def test_live_lines_pass_on_whole_lines_only() -> None:
-    from orchestrator.attempt import LiveLines
+    from orchestrator.agent.attempt import LiveLines
 
     shown: list[str] = []
     live = LiveLines(shown.append)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.apikeys import take_keys
-from orchestrator.apiserver import LocalAPIServer, Reply
+from orchestrator.system.apikeys import take_keys
+from orchestrator.testing.apiserver import LocalAPIServer, Reply
 from tests.conftest import shared_dir, wait_file, write_mission
 from tests.test_e2e import run_dir, start_run, state, wait_for
 from tests.test_e2e_api import MODEL, task_of

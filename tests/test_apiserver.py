@@ -17,7 +17,7 @@ import anthropic
 import openai
 import pytest
 
-from orchestrator.apiserver import (
+from orchestrator.testing.apiserver import (
     Fault,
     LocalAPIServer,
     Reply,
@@ -548,7 +548,7 @@ def test_keep_alive_serves_several_requests_on_one_connection() -> None:
 def test_standalone_server_from_the_command_line(tmp_path: Path) -> None:
     replies = tmp_path / "replies.json"
     replies.write_text(json.dumps([{"text": "from file", "tool_calls": [{"name": "finish"}]}]))
-    cmd = [sys.executable, "-m", "orchestrator.apiserver", "--port", "0", "--api-key", "k1"]
+    cmd = [sys.executable, "-m", "orchestrator.testing.apiserver", "--port", "0", "--api-key", "k1"]
     cmd += ["--limits", "requests=3,window=60", "--replies", str(replies)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -569,7 +569,7 @@ def test_the_command_line_injects_faults_and_serves_only_its_models(tmp_path: Pa
     replies = tmp_path / "replies.json"
     write = {"name": "write_file", "input": {"path": "a", "content": "b"}}
     replies.write_text(json.dumps([{"text": "first"}, {"tool_calls": [write]}]))
-    cmd = [sys.executable, "-m", "orchestrator.apiserver", "--port", "0", "--api-key", "k1"]
+    cmd = [sys.executable, "-m", "orchestrator.testing.apiserver", "--port", "0", "--api-key", "k1"]
     cmd += ["--faults", "500*2,ok,object_args", "--models", "gpt-test", "--replies", str(replies)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -595,7 +595,7 @@ def test_the_command_line_injects_faults_and_serves_only_its_models(tmp_path: Pa
     [("boom", "unknown fault 'boom'"), ("500*,ok", "must come last"), ("500*x", "not a number")],
 )
 def test_a_bad_fault_spec_is_one_line_and_exit_2(spec: str, problem: str) -> None:
-    cmd = [sys.executable, "-m", "orchestrator.apiserver", "--faults", spec]
+    cmd = [sys.executable, "-m", "orchestrator.testing.apiserver", "--faults", spec]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and problem in result.stderr.splitlines()[-1]
     assert result.stdout == ""

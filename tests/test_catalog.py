@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import BadInput
-from orchestrator.mission import load_mission, shipped_dir
-from orchestrator.roles import load_roles, parse_role
+from orchestrator.spec.mission import load_mission, shipped_dir
+from orchestrator.team.roles import load_roles, parse_role
 from tests.conftest import pd
 
 ROLE_FILES = sorted(shipped_dir("roles").glob("*.md"))

@@ -9,12 +9,12 @@ import sys
 # What only the commands that need them import: missions and plans (pydantic, GitPython,
 # JSON Schema), the coordinator, the worker side, the SDKs.
 HEAVY = [
-    "orchestrator.mission",
-    "orchestrator.preflight",
-    "orchestrator.coordinator",
-    "orchestrator.worker",
-    "orchestrator.worktree",
-    "orchestrator.skillset.registry",
+    "orchestrator.spec.mission",
+    "orchestrator.spec.preflight",
+    "orchestrator.engine.coordinator",
+    "orchestrator.engine.worker",
+    "orchestrator.system.worktrees",
+    "orchestrator.team.skills.registry",
     "git",
     "pydantic",
     "jsonschema",

@@ -20,15 +20,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator import procs
-from orchestrator.errors import ProviderError
-from orchestrator.providers.base import Usage
-from orchestrator.providers.command import (
+from orchestrator.agent.external import (
     ADAPTERS,
     AiderAdapter,
     CommandAgentResult,
     run_command_agent,
 )
+from orchestrator.errors import ProviderError
+from orchestrator.providers.base import Usage
+from orchestrator.system import procs
 
 FAKES = Path(__file__).resolve().parent / "fake_agents"
 ROOT = FAKES.parent.parent
@@ -238,7 +238,7 @@ def test_agent_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     pids = tmp_path / "pids.json"
     script = (
         "import sys; from pathlib import Path\n"
-        "from orchestrator.providers.command import run_command_agent\n"
+        "from orchestrator.agent.external import run_command_agent\n"
         f"run_command_agent('gemini', 'p', cwd=Path({str(tmp_path)!r}), timeout=60,\n"
         f"    env={{'FAKE_MODE': 'hang', 'FAKE_PIDS': {str(pids)!r}}},\n"
         f"    executable={fake('gemini')!r})\n"

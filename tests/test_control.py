@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator.control import (
+from orchestrator.record.control import (
     ControlRequest,
     coordinator_alive,
     kill_recorded,
@@ -26,7 +26,7 @@ from orchestrator.control import (
     send_request,
     take_requests,
 )
-from orchestrator.store import RunStore
+from orchestrator.record.store import RunStore
 from tests import workers_for_tests as targets
 
 
@@ -56,8 +56,8 @@ def test_requests_are_taken_in_order_and_only_once(store: RunStore) -> None:
 def test_a_request_sent_from_another_process_is_taken(store: RunStore) -> None:
     code = (
         "import sys\n"
-        "from orchestrator.control import ControlRequest, send_request\n"
-        "from orchestrator.store import RunStore\n"
+        "from orchestrator.record.control import ControlRequest, send_request\n"
+        "from orchestrator.record.store import RunStore\n"
         "from pathlib import Path\n"
         "send_request(RunStore.open(sys.argv[1], home=Path(sys.argv[2])), "
         "ControlRequest('abort', task='t9'))\n"

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.apiserver import Fault, LocalAPIServer, Reply
-from orchestrator.ledger import PriceTable, cost
+from orchestrator.limits.ledger import PriceTable, cost
 from orchestrator.providers.base import Usage
+from orchestrator.testing.apiserver import Fault, LocalAPIServer, Reply
 from tests.conftest import pd, run_git, write_mission
 
 pytestmark = pytest.mark.slow
@@ -336,7 +336,7 @@ def test_command_agents_stop_getting_work_once_their_reported_cost_reaches_the_b
 def test_each_attempt_is_offered_its_chosen_skills_and_the_report_counts_their_use(
     project: Path, tmp_path: Path
 ) -> None:
-    from orchestrator.roles import load_roles
+    from orchestrator.team.roles import load_roles
 
     with LocalAPIServer(writer()) as server:
         result, home = run(tmp_path, project, server, ["a", "b"], "anthropic")
@@ -357,7 +357,7 @@ def test_each_attempt_is_offered_its_chosen_skills_and_the_report_counts_their_u
 def test_a_critical_task_runs_on_the_top_tier_and_the_others_on_their_roles_tier(
     project: Path, tmp_path: Path
 ) -> None:
-    from orchestrator.models import resolve_model
+    from orchestrator.spec.tiers import resolve_model
 
     with LocalAPIServer(writer()) as server:
         url = server.url

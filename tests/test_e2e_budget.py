@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
-from orchestrator.apiserver import LocalAPIServer, Reply
+from orchestrator.testing.apiserver import LocalAPIServer, Reply
 from tests.conftest import pd
 from tests.test_e2e_api import MODEL, final_state, run, server_cost, writer
 

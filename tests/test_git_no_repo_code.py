@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import gitutil
-from orchestrator.attempt import commit_work
-from orchestrator.messages import Assign
-from orchestrator.review import review_diff
-from orchestrator.worktree import WorktreeManager
+from orchestrator.agent.attempt import commit_work
+from orchestrator.agent.reviewer import review_diff
+from orchestrator.system import gitutil
+from orchestrator.system.worktrees import WorktreeManager
+from orchestrator.wire.messages import Assign
 from tests.conftest import make_repo, run_git
 
 

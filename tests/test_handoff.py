@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.apiserver import LocalAPIServer, Reply
+from orchestrator.testing.apiserver import LocalAPIServer, Reply
 from tests.conftest import finish_turn, hold_turn, pd, run_git, write_mission, write_turn
 from tests.test_e2e import events, start_run, state, wait_for
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import landing
+from orchestrator.engine import landing
 from tests.conftest import make_repo, run_git
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from orchestrator.errors import BadInput, PdError
-from orchestrator.ledger import (
+from orchestrator.limits.ledger import (
     DEFAULT_PRICES,
     CostLedger,
     ModelPrice,
@@ -24,8 +24,8 @@ from orchestrator.ledger import (
     cost,
     worst_case,
 )
-from orchestrator.models import DEFAULT_MODELS, load_tiers, resolve_model
 from orchestrator.providers.base import Usage
+from orchestrator.spec.tiers import DEFAULT_MODELS, load_tiers, resolve_model
 
 D = Decimal
 TABLE = PriceTable.load()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import gitutil
-from orchestrator.merger import Merger
+from orchestrator.engine.merger import Merger
+from orchestrator.system import gitutil
 from tests.conftest import make_repo, run_git
 from tests.test_merger import commit_files, config_for, request, show
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator import gitutil
-from orchestrator.merger import Merger, MergerConfig, merger_main
-from orchestrator.messages import MergeRequest, MergeResult, Ready, Shutdown, from_bytes
-from orchestrator.procs import run_shell
+from orchestrator.engine.merger import Merger, MergerConfig, merger_main
+from orchestrator.system import gitutil
+from orchestrator.system.procs import run_shell
+from orchestrator.wire.messages import MergeRequest, MergeResult, Ready, Shutdown, from_bytes
 from tests.conftest import IDENTITY, make_repo, run_git
 
 
@@ -297,7 +297,7 @@ def test_sigterm_kills_the_running_gate(repo: Path, tmp_path: Path) -> None:
 def test_killed_parent_takes_its_command_along(tmp_path: Path) -> None:
     pidfile = tmp_path / "child.pid"
     script = (
-        "from orchestrator.procs import run_shell; "
+        "from orchestrator.system.procs import run_shell; "
         f"run_shell('echo $$ > {pidfile}; exec sleep 60', '.')"
     )
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parent.parent)
@@ -333,7 +333,7 @@ def test_sigterm_waits_for_the_ref_move_and_checkout_sync_to_finish() -> None:
     """A SIGTERM inside the critical section lets it finish, then exits before more work."""
     script = (
         "import os, signal\n"
-        "from orchestrator import merger\n"
+        "from orchestrator.engine import merger\n"
         "signal.signal(signal.SIGTERM, merger._on_sigterm)\n"
         "with merger._no_sigterm():\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
@@ -349,7 +349,7 @@ def test_commands_get_default_sigint_even_from_a_process_that_ignores_it(tmp_pat
     script = (
         "import signal, sys\n"
         "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-        "from orchestrator.procs import run_shell\n"
+        "from orchestrator.system.procs import run_shell\n"
         "r = run_shell('grep SigIgn /proc/self/status', cwd=sys.argv[1], env=None, timeout=10)\n"
         "print(r.output.strip())\n"
     )

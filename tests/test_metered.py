@@ -11,8 +11,7 @@ from multiprocessing.connection import Connection
 import pytest
 
 from orchestrator.errors import AttemptEnded
-from orchestrator.messages import AcquireTokens, CallDone, CallSent, Grant, Message, from_bytes
-from orchestrator.metered import (
+from orchestrator.limits.client import (
     PROVIDER_OVERHEAD,
     RESERVE_MARGIN,
     MeteredProvider,
@@ -23,6 +22,7 @@ from orchestrator.providers.base import ModelRequest, ModelResponse, Usage
 from orchestrator.providers.errors import PermitExpired
 from orchestrator.providers.estimate import estimate_input_tokens
 from orchestrator.providers.sdkgate import SendGate
+from orchestrator.wire.messages import AcquireTokens, CallDone, CallSent, Grant, Message, from_bytes
 
 
 class Desk:

@@ -12,16 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from orchestrator.composition import (
+from orchestrator.errors import BadInput
+from orchestrator.spec.mission import TASK_ID_PATTERN, Mission, TaskSpec, load_mission, shipped_dir
+from orchestrator.team.composition import (
     TOP_TIER,
     check_composition,
     default_budget,
     team_counts,
     tier_for,
 )
-from orchestrator.errors import BadInput
-from orchestrator.mission import TASK_ID_PATTERN, Mission, TaskSpec, load_mission, shipped_dir
-from orchestrator.roles import load_roles
+from orchestrator.team.roles import load_roles
 from tests.conftest import pd
 
 MISSION_FILES = sorted(

@@ -7,17 +7,17 @@ from decimal import Decimal
 
 import pytest
 
-from orchestrator.ledger import CostLedger, PriceTable, cost, worst_case
-from orchestrator.messages import AcquireTokens, CallDone, CallSent, Deny, Grant
-from orchestrator.permitdesk import (
+from orchestrator.limits.ledger import CostLedger, PriceTable, cost, worst_case
+from orchestrator.limits.permitdesk import (
     GRANT_AHEAD,
     MIN_OUTPUT,
     OVERRUN_MARGIN,
     PermitDesk,
     parse_ratelimit_headers,
 )
+from orchestrator.limits.ratelimit import BucketLimits, RateLimiter
 from orchestrator.providers.base import Usage
-from orchestrator.ratelimit import BucketLimits, RateLimiter
+from orchestrator.wire.messages import AcquireTokens, CallDone, CallSent, Deny, Grant
 
 MODEL = "claude-haiku-4-5"
 

@@ -8,14 +8,14 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from orchestrator.ledger import CostLedger, PriceTable
-from orchestrator.messages import Progress
-from orchestrator.metered import PermitClient
-from orchestrator.metering import Metering
-from orchestrator.permitdesk import PermitDesk
-from orchestrator.permitloop import PermitLoop
-from orchestrator.pool import WorkerPool
-from orchestrator.ratelimit import BucketLimits, RateLimiter
+from orchestrator.engine.pool import WorkerPool
+from orchestrator.limits.client import PermitClient
+from orchestrator.limits.ledger import CostLedger, PriceTable
+from orchestrator.limits.meter import Metering
+from orchestrator.limits.permit_thread import PermitLoop
+from orchestrator.limits.permitdesk import PermitDesk
+from orchestrator.limits.ratelimit import BucketLimits, RateLimiter
+from orchestrator.wire.messages import Progress
 from tests import workers_for_tests as targets
 
 ASK = {"task_id": "t", "provider": "anthropic", "model": "claude-haiku-4-5",

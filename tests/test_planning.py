@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orchestrator.engine.taskgraph import TaskGraph
 from orchestrator.errors import PlanRejected
-from orchestrator.mission import shipped_dir
-from orchestrator.planning import (
+from orchestrator.planning.taskplan import (
     PlanCheck,
     PlanningStep,
     TeamRole,
@@ -29,8 +29,8 @@ from orchestrator.planning import (
     plan_prompt,
     restore,
 )
-from orchestrator.preflight import build_plan
-from orchestrator.taskgraph import TaskGraph
+from orchestrator.spec.mission import shipped_dir
+from orchestrator.spec.preflight import build_plan
 from tests.conftest import (
     IDENTITY,
     finish_turn,
@@ -381,7 +381,7 @@ def test_pd_plan_runs_the_planners_commands_in_the_runs_sandbox(
     skills.mkdir(parents=True)
     manifest = json.loads((shipped_dir("skills") / "file_outline.json").read_text())
     manifest["parameters"]["properties"] = {"path": {"type": "string"}}
-    manifest["handler"] = "orchestrator.skillset.handlers.shell:run_command"
+    manifest["handler"] = "orchestrator.team.skills.handlers.shell:run_command"
     (skills / "file_outline.json").write_text(json.dumps(manifest).replace('"path"', '"command"'))
     shared, sandbox = shared_dir(tmp_path)
     for mode in ["auto", "off"]:

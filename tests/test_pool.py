@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
-from orchestrator.messages import Heartbeat, Progress, Ready
-from orchestrator.pool import PoolEvent, WorkerPool
+from orchestrator.engine.pool import PoolEvent, WorkerPool
+from orchestrator.wire.messages import Heartbeat, Progress, Ready
 from tests import workers_for_tests as targets
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from orchestrator import priority
+from orchestrator.system import oshints
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="Linux only")
 
@@ -30,7 +30,7 @@ def policy() -> int:
 def test_an_urgent_wait_is_real_time_where_allowed_and_normal_again_after() -> None:
     def probe() -> tuple[int, int, int]:
         before = policy()
-        with priority.urgent():
+        with oshints.urgent():
             during = policy()
         return before, during, policy()
 
@@ -38,16 +38,16 @@ def test_an_urgent_wait_is_real_time_where_allowed_and_normal_again_after() -> N
     assert before == after == os.SCHED_OTHER
     assert during in (os.SCHED_RR, os.SCHED_OTHER)  # RR where this user may have it
     if during == os.SCHED_RR:
-        assert in_thread(priority.quick) == "real-time"
+        assert in_thread(oshints.quick) == "real-time"
 
 
 def test_pd_realtime_0_keeps_every_thread_normal(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(priority.REALTIME_ENV, "0")
+    monkeypatch.setenv(oshints.REALTIME_ENV, "0")
 
     def probe() -> tuple[int, str]:
-        with priority.urgent():
+        with oshints.urgent():
             during = policy()
-        return during, priority.quick()
+        return during, oshints.quick()
 
     during, got = in_thread(probe)  # type: ignore[misc]
     assert during == os.SCHED_OTHER and got in ("short slice", "normal")
@@ -56,7 +56,7 @@ def test_pd_realtime_0_keeps_every_thread_normal(monkeypatch: pytest.MonkeyPatch
 
 def test_a_named_thread_shows_its_name_to_the_os() -> None:
     def probe() -> str:
-        priority.name_thread("pd-test-name-longer-than-15")
+        oshints.name_thread("pd-test-name-longer-than-15")
         with open(f"/proc/self/task/{threading.get_native_id()}/comm") as comm:
             return comm.read().strip()
 

@@ -12,8 +12,8 @@ from typing import Any
 import anthropic
 import pytest
 
-from orchestrator.agent import run_agent
-from orchestrator.apiserver import Fault, LocalAPIServer, Reply
+from orchestrator.agent.loop import run_agent
+from orchestrator.agent.tools import Toolbox
 from orchestrator.errors import ProviderError
 from orchestrator.providers import make_provider
 from orchestrator.providers.anthropic import AnthropicProvider
@@ -21,7 +21,7 @@ from orchestrator.providers.base import ModelRequest, Usage
 from orchestrator.providers.errors import FatalError, PermitExpired, RetryableError
 from orchestrator.providers.estimate import estimate_input_tokens
 from orchestrator.providers.openai import OpenAIProvider, is_official, to_openai_messages
-from orchestrator.tools import Toolbox
+from orchestrator.testing.apiserver import Fault, LocalAPIServer, Reply
 
 KEY = "sk-test-0123456789abcdef"
 SYSTEM = "You are a test agent. Use the tools. " * 20

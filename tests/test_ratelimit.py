@@ -16,8 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from orchestrator.providers.base import Usage
-from orchestrator.ratelimit import (
+from orchestrator.limits.ratelimit import (
     _COMPACT_AT,
     DIMENSIONS,
     SMOOTH_SHARE,
@@ -25,6 +24,7 @@ from orchestrator.ratelimit import (
     Permit,
     RateLimiter,
 )
+from orchestrator.providers.base import Usage
 
 
 def grant(limiter: RateLimiter, key: str, inp: int, out: int, now: float) -> Permit:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.resume import rebuild
-from orchestrator.taskgraph import TaskGraph, TaskState
+from orchestrator.engine.resume import rebuild
+from orchestrator.engine.taskgraph import TaskGraph, TaskState
 from tests.conftest import run_git
 
 TASKS = [

@@ -8,13 +8,18 @@ from typing import Any
 
 import pytest
 
-from orchestrator.apiserver import Fault, LocalAPIServer, Reply
 from orchestrator.errors import ProviderError
-from orchestrator.messages import CallDone
-from orchestrator.metered import MALFORMED_RETRIES, SAME_ERROR_LIMIT, MeteredProvider, PermitClient
+from orchestrator.limits.client import (
+    MALFORMED_RETRIES,
+    SAME_ERROR_LIMIT,
+    MeteredProvider,
+    PermitClient,
+)
 from orchestrator.providers.anthropic import AnthropicProvider
 from orchestrator.providers.base import ModelRequest, Usage
 from orchestrator.providers.openai import OpenAIProvider
+from orchestrator.testing.apiserver import Fault, LocalAPIServer, Reply
+from orchestrator.wire.messages import CallDone
 from tests.test_metered import Desk
 
 KEY = "sk-test-retries"

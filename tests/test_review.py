@@ -10,15 +10,15 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from orchestrator.resume import rebuild
-from orchestrator.review import (
+from orchestrator.agent.reviewer import (
     SUBMIT_REVIEW,
     last_review_comments,
     review_diff,
     review_feedback,
     review_toolbox,
 )
-from orchestrator.taskgraph import TaskGraph, TaskState
+from orchestrator.engine.resume import rebuild
+from orchestrator.engine.taskgraph import TaskGraph, TaskState
 from tests.conftest import run_git
 from tests.test_taskgraph import dags
 

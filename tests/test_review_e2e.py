@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.apiserver import LocalAPIServer, Reply
+from orchestrator.testing.apiserver import LocalAPIServer, Reply
 from tests.conftest import IDENTITY, pd, run_git, write_mission
 from tests.test_e2e import events, no_processes_left, run_dir, state, wait_for
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator import gitutil
-from orchestrator.merger import Merger
-from orchestrator.messages import MergeRequest
-from orchestrator.procs import run_shell
-from orchestrator.sandbox import Policy, Sandbox, describe, make_policy, unavailable_reason
-from orchestrator.worktree import WorktreeManager, task_branch
+from orchestrator.engine.merger import Merger
+from orchestrator.system import gitutil
+from orchestrator.system.procs import run_shell
+from orchestrator.system.sandbox import Policy, Sandbox, describe, make_policy, unavailable_reason
+from orchestrator.system.worktrees import WorktreeManager, task_branch
+from orchestrator.wire.messages import MergeRequest
 from tests.conftest import make_repo, pd, run_git, write_mission
 from tests.test_merger import config_for
 

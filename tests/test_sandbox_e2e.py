@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator.sandbox import unavailable_reason
+from orchestrator.system.sandbox import unavailable_reason
 from tests.conftest import finish_turn, pd, run_git, write_mission, write_turn
 from tests.test_e2e import events, run_dir
 

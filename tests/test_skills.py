@@ -21,11 +21,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.agent import run_agent
+from orchestrator.agent.loop import run_agent
 from orchestrator.errors import BadInput
-from orchestrator.mission import shipped_dir
 from orchestrator.providers.scripted import ScriptedProvider
-from orchestrator.skillset import (
+from orchestrator.spec.mission import shipped_dir
+from orchestrator.team.skills import (
     Skill,
     SkillRegistry,
     SkillToolbox,
@@ -35,8 +35,8 @@ from orchestrator.skillset import (
     parse_ranking,
     select_skills,
 )
-from orchestrator.skillset.handlers.quality import FORMATTERS, LINTERS, TESTS, detect
-from orchestrator.skillset.registry import SCHEMA_NAME, parse_skill
+from orchestrator.team.skills.handlers.quality import FORMATTERS, LINTERS, TESTS, detect
+from orchestrator.team.skills.registry import SCHEMA_NAME, parse_skill
 from tests.conftest import make_repo, pd, run_git
 
 SKILLS_DIR = shipped_dir("skills")
@@ -124,7 +124,7 @@ BROKEN = [
     ({"tags": []}, "tags", "should be non-empty"),
     ({"category": "magic"}, "category", "is not one of"),
     ({"handler": "orchestrator.nowhere:read_file"}, "handler", "cannot import"),
-    ({"handler": "orchestrator.skillset.handlers.files:nope"}, "handler", "no function nope"),
+    ({"handler": "orchestrator.team.skills.handlers.files:nope"}, "handler", "no function nope"),
     ({"requires": ["teleport"]}, "requires", "unknown skill 'teleport'"),
     ({"conflicts": ["read_file"], "requires": ["read_file"]}, "requires", "conflict"),
     ({"parameters": {"type": "object", "properties": {"x": {"type": 3}}}}, "parameters", ""),
@@ -602,7 +602,7 @@ def test_discover_skills_never_adds_a_conflicting_skill(
 
 
 def test_a_plain_toolbox_reports_its_core_tools(tmp_path: Path) -> None:
-    from orchestrator.tools import Toolbox
+    from orchestrator.agent.tools import Toolbox
 
     provider = ScriptedProvider.from_data(
         {
@@ -663,7 +663,7 @@ def test_git_commit_refuses_a_detached_head(box: SkillToolbox, repo: Path) -> No
 
 
 def test_every_shipped_roles_core_skills_can_be_offered(registry: SkillRegistry) -> None:
-    from orchestrator.roles import load_roles
+    from orchestrator.team.roles import load_roles
 
     for role in load_roles().values():
         ids = [s.id for s in select_skills(registry, role.skills, role.capabilities, role.name)]

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import RunNotFound
-from orchestrator.store import RunStore, runs_dir
+from orchestrator.record.store import RunStore, runs_dir
 from tests import workers_for_tests as targets
 
 # ---- events ----------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import BadInput
-from orchestrator.targetlock import TargetLock, live_run
+from orchestrator.system.targetlock import TargetLock, live_run
 from tests.conftest import (
     finish_turn,
     hold_turn,

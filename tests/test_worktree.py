@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import gitutil
 from orchestrator.errors import BadInput, GitError
-from orchestrator.worktree import SetupFailed, WorktreeManager, exclude_from_status
+from orchestrator.system import gitutil
+from orchestrator.system.worktrees import SetupFailed, WorktreeManager, exclude_from_status
 from tests.conftest import make_repo, run_git
 
 

@@ -19,7 +19,7 @@ ROUNDS = 20
 CHURN = """
 import sys, time
 from pathlib import Path
-from orchestrator.worktree import WorktreeManager
+from orchestrator.system.worktrees import WorktreeManager
 repo, root, name, release, rounds = sys.argv[1:6]
 while not Path(release).exists():
     time.sleep(0.001)

@@ -21,9 +21,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from orchestrator.messages import Heartbeat, Progress, Ready, Shutdown, from_bytes
-from orchestrator.pool import child_setup
-from orchestrator.store import RunStore
+from orchestrator.engine.pool import child_setup
+from orchestrator.record.store import RunStore
+from orchestrator.wire.messages import Heartbeat, Progress, Ready, Shutdown, from_bytes
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -83,7 +83,7 @@ def ignore_shutdown(conn: Connection, worker_id: str, ignore_sigterm: bool) -> N
 # multiprocessing child may not start multiprocessing children of its own).
 GRANDCHILD = """
 import os, time
-from orchestrator.pool import child_setup
+from orchestrator.engine.pool import child_setup
 child_setup()
 print(os.getpid(), flush=True)
 time.sleep(120)
@@ -215,7 +215,7 @@ def ask_permits(
     """Ask for ``asks`` permits on the side pipe without waiting for answers, report the
     answers that came within a second, then exit at once or wait for ``Shutdown``."""
     assert side is not None
-    from orchestrator.messages import AcquireTokens
+    from orchestrator.wire.messages import AcquireTokens
 
     for request_id in range(1, asks + 1):
         ask = AcquireTokens(

@@ -13,9 +13,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator.control import ControlRequest, coordinator_alive, kill_recorded, send_request
 from orchestrator.errors import BadInput, PdError
-from orchestrator.store import RunStore
+from orchestrator.record.control import (
+    ControlRequest,
+    coordinator_alive,
+    kill_recorded,
+    send_request,
+)
+from orchestrator.record.store import RunStore
 
 WAIT = 10.0  # seconds the coordinator gets to stop before its processes are killed
 
@@ -70,7 +75,7 @@ def _check_target(store: RunStore, task: str | None, worker: str | None) -> None
 
 def _clean_dead_run(store: RunStore, say: Callable[[str], None]) -> None:
     """No coordinator: kill what it left (same PID and start time only), drop worktrees."""
-    from orchestrator.worktree import WorktreeManager
+    from orchestrator.system.worktrees import WorktreeManager
 
     state = store.read_state() or {}
     killed = kill_recorded(state)

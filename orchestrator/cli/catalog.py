@@ -11,12 +11,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.cli.output import JSON, console, print_json
-from orchestrator.composition import BUILDER, COORDINATION, check_composition, team_counts
 from orchestrator.errors import BadInput
-from orchestrator.store import workspace
+from orchestrator.record.store import workspace
+from orchestrator.team.composition import BUILDER, COORDINATION, check_composition, team_counts
 
 if TYPE_CHECKING:
-    from orchestrator.roles import Role
+    from orchestrator.team.roles import Role
 
 roles_app = typer.Typer(help="The roles agents can hold.", no_args_is_help=True)
 missions_app = typer.Typer(help="The shipped mission templates.", no_args_is_help=True)
@@ -39,7 +39,7 @@ def _role_row(role: Role) -> dict[str, Any]:
 @roles_app.command("list")
 def roles_list(as_json: JSON = False) -> None:
     """Every role, builders first, with its group, model tier and capabilities."""
-    from orchestrator.roles import load_roles
+    from orchestrator.team.roles import load_roles
 
     roles = sorted(load_roles(workspace()).values(), key=lambda r: (r.group != BUILDER, r.id))
     if as_json:
@@ -54,7 +54,7 @@ def roles_list(as_json: JSON = False) -> None:
 @roles_app.command("show")
 def roles_show(name: str, as_json: JSON = False) -> None:
     """One role's front matter and the system prompt its agents get."""
-    from orchestrator.roles import load_roles
+    from orchestrator.team.roles import load_roles
 
     roles = load_roles(workspace())
     if name not in roles:
@@ -75,7 +75,7 @@ def roles_show(name: str, as_json: JSON = False) -> None:
 
 
 def _mission_files() -> list[Path]:
-    from orchestrator.mission import shipped_dir
+    from orchestrator.spec.mission import shipped_dir
 
     return sorted(
         p for p in shipped_dir("missions").glob("*.json") if not p.name.endswith(".cassette.json")
@@ -83,7 +83,7 @@ def _mission_files() -> list[Path]:
 
 
 def _mission_row(path: Path, roles: dict[str, Role]) -> dict[str, Any]:
-    from orchestrator.mission import load_mission
+    from orchestrator.spec.mission import load_mission
 
     mission = load_mission(path)
     counts = team_counts(mission, roles)
@@ -109,7 +109,7 @@ def _budget_text(row: dict[str, Any]) -> str:
 @missions_app.command("list")
 def missions_list(as_json: JSON = False) -> None:
     """Every shipped mission: team size, builders:coordination, budget, tasks."""
-    from orchestrator.roles import load_roles
+    from orchestrator.team.roles import load_roles
 
     roles = load_roles(workspace())
     rows = [_mission_row(path, roles) for path in _mission_files()]
@@ -137,8 +137,8 @@ def missions_show(
     as_json: JSON = False,
 ) -> None:
     """A mission's team and budget, the team rules it breaks, and its file."""
-    from orchestrator.mission import resolve_mission_path
-    from orchestrator.roles import load_roles
+    from orchestrator.spec.mission import resolve_mission_path
+    from orchestrator.team.roles import load_roles
 
     path = resolve_mission_path(name)
     row = _mission_row(path, load_roles(workspace()))

@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli.output import console
-from orchestrator.control import ControlRequest, coordinator_alive, send_request
 from orchestrator.errors import BadInput
-from orchestrator.store import RunStore
+from orchestrator.record.control import ControlRequest, coordinator_alive, send_request
+from orchestrator.record.store import RunStore
 
 
 def handoff(

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.control import coordinator_alive
 from orchestrator.errors import BadInput
-from orchestrator.store import RunStore
+from orchestrator.record.control import coordinator_alive
+from orchestrator.record.store import RunStore
 
 
 def logs(
@@ -63,7 +63,7 @@ def _task_ids(store: RunStore) -> list[str] | None:
     if planned is None:
         planned = bool(mission.get("goal") and not mission.get("tasks"))
     if planned:
-        from orchestrator.planning import PLAN_ID
+        from orchestrator.planning.taskplan import PLAN_ID
 
         if coordinator_alive(store):
             return None

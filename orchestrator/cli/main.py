@@ -12,7 +12,7 @@ from orchestrator import __version__
 from orchestrator.cli import abort, catalog, handoff, logs, plan, report, run, skills, status
 from orchestrator.cli.output import console, fail_line, say
 from orchestrator.errors import PdError
-from orchestrator.store import workspace
+from orchestrator.record.store import workspace
 
 app = typer.Typer(
     name="pd",
@@ -64,10 +64,10 @@ def validate(
     ] = None,
 ) -> int:
     """Check a mission without running it: fields, roles, graph, repository, gate."""
-    from orchestrator.composition import check_composition
-    from orchestrator.mission import resolve_mission_path
-    from orchestrator.preflight import build_plan
-    from orchestrator.sandbox import describe
+    from orchestrator.spec.mission import resolve_mission_path
+    from orchestrator.spec.preflight import build_plan
+    from orchestrator.system.sandbox import describe
+    from orchestrator.team.composition import check_composition
 
     path = resolve_mission_path(mission)
     plan = build_plan(

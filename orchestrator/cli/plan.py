@@ -9,7 +9,7 @@ from rich.table import Table
 
 from orchestrator.cli.output import console, print_json
 from orchestrator.cli.run import ADVANCED, _dollars
-from orchestrator.store import workspace
+from orchestrator.record.store import workspace
 
 
 def plan(
@@ -32,9 +32,9 @@ def plan(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every tool call.")] = False,
 ) -> int:
     """Print the task graph and its critical path; a goal mission is planned here first."""
-    from orchestrator.mission import resolve_mission_path
-    from orchestrator.planning import parse_plan, team_of
-    from orchestrator.preflight import build_plan
+    from orchestrator.planning.taskplan import parse_plan, team_of
+    from orchestrator.spec.mission import resolve_mission_path
+    from orchestrator.spec.preflight import build_plan
 
     path = resolve_mission_path(mission)
     run_plan = build_plan(
@@ -54,7 +54,7 @@ def plan(
             if verbose and not as_json:
                 console.print(f"  {line}", markup=False, soft_wrap=True)
 
-        from orchestrator.localplan import plan_locally  # a goal mission only
+        from orchestrator.planning.local import plan_locally  # a goal mission only
 
         local = plan_locally(run_plan, on_tool=on_tool)
         tasks = local.tasks

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from orchestrator.cli.output import console
-from orchestrator.eventfmt import format_event
+from orchestrator.record.eventtext import format_event
 
 STYLES = {
     "task_merged": "green",

@@ -9,8 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.cli.output import console, print_json
-from orchestrator.report import build_report, rejection_line
-from orchestrator.store import RunStore
+from orchestrator.record.report import build_report, rejection_line
+from orchestrator.record.store import RunStore
 
 STATE_STYLE = {
     "merged": "green",

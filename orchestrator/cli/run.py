@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from orchestrator.cli.output import console
-from orchestrator.control import coordinator_alive, kill_recorded
 from orchestrator.errors import BadInput
-from orchestrator.store import RunStore, new_run_id, workspace
+from orchestrator.record.control import coordinator_alive, kill_recorded
+from orchestrator.record.store import RunStore, new_run_id, workspace
 
 if TYPE_CHECKING:
-    from orchestrator.preflight import RunPlan
+    from orchestrator.spec.preflight import RunPlan
 
 ADVANCED = "Advanced"
 
@@ -67,8 +67,8 @@ def run(
     run_id: Annotated[str | None, typer.Option(hidden=True)] = None,
 ) -> int:
     """Run a mission on a repository until every task is merged, failed or aborted."""
-    from orchestrator.mission import resolve_mission_path
-    from orchestrator.preflight import build_plan
+    from orchestrator.spec.mission import resolve_mission_path
+    from orchestrator.spec.preflight import build_plan
 
     home = workspace()
     path = resolve_mission_path(mission)
@@ -102,7 +102,7 @@ def execute(plan: RunPlan, store: RunStore, verbose: bool = False, quiet: bool =
     """Run a checked plan in this process and print the outcome."""
     from orchestrator.cli.progress import ProgressPrinter
     from orchestrator.cli.report import print_report
-    from orchestrator.report import build_report
+    from orchestrator.record.report import build_report
 
     store.write_json("mission.json", plan.mission.model_dump(mode="json"))
     store.write_json(
@@ -129,7 +129,7 @@ def execute(plan: RunPlan, store: RunStore, verbose: bool = False, quiet: bool =
             f"repo {plan.repo} ({plan.target_branch})",
             soft_wrap=True,
         )
-    from orchestrator.coordinator import Coordinator  # only the commands that run one
+    from orchestrator.engine.coordinator import Coordinator  # only the commands that run one
 
     code = Coordinator(plan, store, on_event=ProgressPrinter(verbose, quiet)).run()
     if not quiet:
@@ -183,12 +183,12 @@ def resume(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> int:
     """Go on with a run whose coordinator stopped: merged work is kept, the rest reruns."""
-    from orchestrator import planning
     from orchestrator.cli.progress import ProgressPrinter
     from orchestrator.cli.report import print_report
-    from orchestrator.preflight import build_plan
-    from orchestrator.report import build_report
-    from orchestrator.resume import rebuild
+    from orchestrator.engine.resume import rebuild
+    from orchestrator.planning import taskplan
+    from orchestrator.record.report import build_report
+    from orchestrator.spec.preflight import build_plan
 
     store = RunStore.open(run_id)
     if coordinator_alive(store):
@@ -207,7 +207,7 @@ def resume(
         cassette=info.get("cassette"),
     )
     plan.record = bool(info.get("record"))
-    planning.restore(plan, store.events())  # a recorded plan is the graph: never plan twice
+    taskplan.restore(plan, store.events())  # a recorded plan is the graph: never plan twice
     if plan.planning is not None and plan.planning.state == "failed":
         console.print(f"run {store.run_id} has nothing to resume: its planning failed")
         return 1
@@ -219,7 +219,7 @@ def resume(
         return 0
     else:
         console.print(f"resuming run {store.run_id}: {merged} of {len(plan.graph)} tasks merged")
-    from orchestrator.coordinator import Coordinator
+    from orchestrator.engine.coordinator import Coordinator
 
     code = Coordinator(plan, store, on_event=ProgressPrinter(verbose)).run()
     print_report(build_report(store))
@@ -234,9 +234,9 @@ def demo(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> int:
     """Offline demo: a sample repo, 6 tasks, a team of 8, a rejection and a retry."""
-    from orchestrator.demo import create_sample_repo, fresh_dir
-    from orchestrator.mission import shipped_dir
-    from orchestrator.preflight import build_plan
+    from orchestrator.spec.mission import shipped_dir
+    from orchestrator.spec.preflight import build_plan
+    from orchestrator.testing.demo_repo import create_sample_repo, fresh_dir
 
     target = fresh_dir(Path(directory or "pd-demo").resolve(), explicit=directory is not None)
     create_sample_repo(target)

@@ -8,10 +8,10 @@ import typer
 from rich.table import Table
 
 from orchestrator.cli.output import JSON, console, print_json
-from orchestrator.store import workspace
+from orchestrator.record.store import workspace
 
 if TYPE_CHECKING:
-    from orchestrator.skillset.registry import Skill
+    from orchestrator.team.skills.registry import Skill
 
 skills_app = typer.Typer(help="The skills (tools) agents can be given.", no_args_is_help=True)
 
@@ -39,7 +39,7 @@ def _table(skills: list[Skill], as_json: bool) -> None:
 @skills_app.command("list")
 def skills_list(as_json: JSON = False) -> None:
     """Every skill, with its category and side effects."""
-    from orchestrator.skillset.registry import load_registry
+    from orchestrator.team.skills.registry import load_registry
 
     _table(sorted(load_registry(workspace()).skills.values(), key=lambda s: s.id), as_json)
 
@@ -47,7 +47,7 @@ def skills_list(as_json: JSON = False) -> None:
 @skills_app.command("search")
 def skills_search(query: str, as_json: JSON = False) -> None:
     """Skills matching QUERY, best first (what discover_skills would offer)."""
-    from orchestrator.skillset.registry import load_registry
+    from orchestrator.team.skills.registry import load_registry
 
     found = load_registry(workspace()).search(query)
     if not found and not as_json:
@@ -61,7 +61,7 @@ def skills_show(
     skill_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JSON = False
 ) -> None:
     """One skill's manifest."""
-    from orchestrator.skillset.registry import load_registry
+    from orchestrator.team.skills.registry import load_registry
 
     skill = load_registry(workspace()).get(skill_id)
     if as_json:

@@ -11,9 +11,9 @@ from rich.live import Live
 from rich.table import Table
 
 from orchestrator.cli.output import console, print_json
-from orchestrator.control import coordinator_alive
-from orchestrator.report import merge_rejections, rejection_line
-from orchestrator.store import RunStore
+from orchestrator.record.control import coordinator_alive
+from orchestrator.record.report import merge_rejections, rejection_line
+from orchestrator.record.store import RunStore
 
 
 def status(

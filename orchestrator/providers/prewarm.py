@@ -1,7 +1,7 @@
 """Imported last by the workers' forkserver (see ``providers.preload_modules``).
 
 It makes one call through each SDK the forkserver imported before it, to a local API
-server on loopback (``orchestrator.apiserver``; nothing leaves the machine, nothing is
+server on loopback (``orchestrator.testing.apiserver``; nothing leaves the machine, nothing is
 billed), so that every worker forked from it starts with the SDK's lazy imports done
 (host name encoding, the HTTP transport, tracing propagators) and its response models
 built. Otherwise each worker pays for them, tens of milliseconds of CPU sixteen times over
@@ -16,9 +16,9 @@ import threading
 import time
 from typing import Any
 
-from orchestrator.apiserver import LocalAPIServer, Reply
 from orchestrator.errors import ProviderError
 from orchestrator.providers.base import ModelRequest
+from orchestrator.testing.apiserver import LocalAPIServer, Reply
 
 KEY = "warm-up"
 REPLY = Reply("-", [("finish", {"summary": "-"})], output_tokens=1)

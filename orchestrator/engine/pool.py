@@ -1,0 +1,333 @@
+"""A pool of long-lived worker processes, each on its own duplex pipe.
+
+Like CPython's process pool, the parent waits on ``connection.wait(pipes + sentinels)``,
+so a child that dies is noticed the moment it dies, not at the next heartbeat. The pool
+knows nothing of tasks: it starts a module-level ``target(conn, worker_id, *args)`` in
+each process and moves typed messages. The coordinator decides what they mean.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import select
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import psutil
+
+from orchestrator.wire.messages import Message, Shutdown, from_bytes
+
+
+@dataclass
+class WorkerHandle:
+    """One live (or just dead) worker process and what is needed to start it again."""
+
+    id: str
+    target: Callable[..., None]
+    args: tuple[Any, ...]
+    process: BaseProcess
+    conn: Connection
+    started: float = field(default_factory=time.monotonic)
+    last_seen: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    ready: bool = False
+    create_time: float | None = None  # with pid, identifies the process from outside
+    # A second pipe for one latency-critical conversation (model-call permits), read by
+    # whoever the parent hands it to, never by ``poll``; None unless asked for at spawn.
+    side: Connection | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+
+@dataclass
+class PoolEvent:
+    """A message from a worker, or (``message`` None) the news that it died."""
+
+    worker_id: str
+    message: Message | None = None
+    exitcode: int | None = None
+
+    @property
+    def died(self) -> bool:
+        return self.message is None
+
+
+# A forkserver is a clean process (started by exec, so our threads are no concern) that
+# imports the workers' modules once and forks every worker from there: a worker is up in
+# milliseconds instead of each one importing the SDKs (two seconds of CPU for anthropic)
+# while the first calls are being made. Spawn where there is no forkserver.
+DEFAULT_START_METHOD = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+
+
+class WorkerPool:
+    """Spawn, watch, message, restart and stop worker processes.
+
+    ``preload``: modules a forkserver imports before forking the first child (the first
+    pool of a process sets them for the process's one forkserver)."""
+
+    def __init__(self, start_method: str | None = None, preload: Sequence[str] = ()) -> None:
+        method = start_method or DEFAULT_START_METHOD
+        self._ctx = mp.get_context(method)
+        if method == "forkserver":
+            self._ctx.set_forkserver_preload([__name__, *preload])
+        self.workers: dict[str, WorkerHandle] = {}
+
+    def spawn(
+        self,
+        worker_id: str,
+        target: Callable[..., None],
+        *args: Any,
+        side_channel: bool = False,
+    ) -> WorkerHandle:
+        """Start ``target(conn, worker_id, *args)``; with ``side_channel`` also pass it
+        ``side=`` the child's end of a second pipe (the parent's end is ``handle.side``,
+        new on every restart; it belongs to whoever reads it and ``poll`` leaves it be)."""
+        if worker_id in self.workers:
+            raise ValueError(f"worker {worker_id} already exists")
+        handle = self._start(worker_id, target, args, side_channel)
+        self.workers[worker_id] = handle
+        return handle
+
+    def _start(
+        self, worker_id: str, target: Callable[..., None], args: tuple, side_channel: bool
+    ) -> WorkerHandle:
+        parent, child = self._ctx.Pipe(duplex=True)
+        side, side_child = self._ctx.Pipe(duplex=True) if side_channel else (None, None)
+        process = self._ctx.Process(
+            target=target,
+            args=(child, worker_id, *args),
+            kwargs={"side": side_child} if side_child is not None else {},
+            name=f"pd-{worker_id}",
+            daemon=True,
+        )
+        # Children must not inherit our SIGINT handler's view: block it while they start,
+        # so a Ctrl-C during spawn cannot kill a half-started child (dramatiq does this).
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        child.close()
+        if side_child is not None:
+            side_child.close()
+        return WorkerHandle(
+            id=worker_id,
+            target=target,
+            args=args,
+            process=process,
+            conn=parent,
+            create_time=create_time_of(process.pid),
+            side=side,
+        )
+
+    def send(self, worker_id: str, message: Message) -> bool:
+        """Send one message; False when the worker's pipe is gone (it died)."""
+        try:
+            self.workers[worker_id].conn.send_bytes(message.to_bytes())
+            return True
+        except (OSError, KeyError, ValueError):
+            return False
+
+    def poll(self, timeout: float | None) -> list[PoolEvent]:
+        """Wait up to ``timeout`` for messages or deaths; return them all."""
+        by_conn = {h.conn: h for h in self.workers.values() if not h.conn.closed}
+        # A dead worker's sentinel stays ready forever: once its death is reported (pipe
+        # closed), waiting on it again would make every poll return at once.
+        by_sentinel = {h.process.sentinel: h for h in self.workers.values() if not h.conn.closed}
+        ready = wait([*by_conn, *by_sentinel], timeout)
+        events: list[PoolEvent] = []
+        now = time.monotonic()
+        for obj in ready:
+            if obj in by_conn:
+                events.extend(self._drain(by_conn[obj], now))
+        for obj in ready:
+            if obj in by_sentinel:
+                handle = by_sentinel[obj]
+                if self.workers.get(handle.id) is handle and not handle.conn.closed:
+                    events.extend(self._drain(handle, now))  # last words before death
+                    handle.process.join(0.1)
+                    handle.conn.close()
+                    events.append(PoolEvent(handle.id, exitcode=handle.process.exitcode))
+        return events
+
+    def drain(self, worker_id: str) -> list[PoolEvent]:
+        """Messages already waiting from ``worker_id`` (alive or not), without blocking."""
+        handle = self.workers.get(worker_id)
+        if handle is None or handle.conn.closed:
+            return []
+        return self._drain(handle, time.monotonic())
+
+    def _drain(self, handle: WorkerHandle, now: float) -> list[PoolEvent]:
+        events = []
+        try:
+            while handle.conn.poll():
+                events.append(PoolEvent(handle.id, from_bytes(handle.conn.recv_bytes())))
+                handle.last_seen = now
+        except (EOFError, OSError):
+            pass
+        return events
+
+    def silent(self, max_silence: float, boot_grace: float, now: float | None = None) -> list[str]:
+        """Workers heard from neither message nor heartbeat for ``max_silence`` seconds."""
+        now = time.monotonic() if now is None else now
+        out = []
+        for handle in self.workers.values():
+            limit = max_silence if handle.ready else boot_grace
+            if handle.process.is_alive() and now - handle.last_seen > limit:
+                out.append(handle.id)
+        return out
+
+    def kill(self, worker_id: str) -> None:
+        """SIGKILL now; the death is then reported by ``poll`` like any other."""
+        handle = self.workers[worker_id]
+        if handle.process.is_alive():
+            handle.process.kill()
+            handle.process.join(2)
+
+    def restart(self, worker_id: str) -> WorkerHandle:
+        """A new process with the same target and arguments in the same slot."""
+        old = self.workers[worker_id]
+        self.kill(worker_id)
+        old.conn.close()
+        handle = self._start(worker_id, old.target, old.args, old.side is not None)
+        handle.restarts = old.restarts + 1
+        self.workers[worker_id] = handle
+        return handle
+
+    def remove(self, worker_id: str) -> None:
+        self.kill(worker_id)
+        handle = self.workers.pop(worker_id)
+        handle.conn.close()
+
+    def status(self, worker_id: str) -> dict[str, Any]:
+        handle = self.workers[worker_id]
+        return {
+            "id": worker_id,
+            "pid": handle.pid,
+            "alive": handle.process.is_alive(),
+            "exitcode": handle.process.exitcode,
+            "restarts": handle.restarts,
+            "silent_for": round(time.monotonic() - handle.last_seen, 2),
+        }
+
+    def active_count(self) -> int:
+        return sum(1 for h in self.workers.values() if h.process.is_alive())
+
+    def shutdown_all(self, grace: float = 2.0) -> None:
+        """Ask every worker to stop, wait with one shared deadline, then terminate, then kill."""
+        for worker_id in list(self.workers):
+            self.send(worker_id, Shutdown())
+        deadline = time.monotonic() + grace
+        for handle in self.workers.values():
+            handle.process.join(max(0.0, deadline - time.monotonic()))
+        for handle in self.workers.values():
+            if handle.process.is_alive():
+                handle.process.terminate()
+        deadline = time.monotonic() + 0.5
+        for handle in self.workers.values():
+            handle.process.join(max(0.0, deadline - time.monotonic()))
+            if handle.process.is_alive():
+                handle.process.kill()
+                handle.process.join(1)
+            handle.conn.close()
+        self.workers.clear()
+
+
+def child_setup() -> None:
+    """First thing in every child: let the coordinator decide about Ctrl-C, and get a
+    SIGTERM the moment the process that started us dies, so a killed coordinator never
+    leaves a worker, or a merger about to move the target branch, behind."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent blocks SIGINT around start() and spawn keeps the mask across exec;
+    # a blocked signal would reach no command we run, not even one that handles it.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if os.name != "posix":
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: our direct parent
+    except (OSError, AttributeError):
+        pass
+    # PDEATHSIG alone is not enough under a forkserver: our direct parent is the
+    # forkserver, and it lives as long as any of its children holds its "alive" pipe,
+    # which every child inherits. So watch the coordinator itself (the process that
+    # started us: multiprocessing's parent, else our parent).
+    parent = mp.parent_process()
+    _watch_creator(parent.pid if parent is not None else os.getppid())
+
+
+_creator_gone = threading.Event()
+
+
+def creator_alive() -> bool:
+    """False once the process that started this child has died (see ``child_setup``)."""
+    return not _creator_gone.is_set()
+
+
+def _watch_creator(pid: int | None) -> None:
+    """SIGTERM ourselves when ``pid`` (our creator) dies; at once if it already has."""
+    if not pid or not _child_of(pid):  # died before we looked: we were adopted
+        _creator_gone.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfd (old kernel, not Linux): poll
+        pidfd = None
+
+    def watch() -> None:
+        if pidfd is not None:
+            select.select([pidfd], [], [])  # readable when the process has ended
+        else:
+            while psutil.pid_exists(pid) and _child_of(pid):
+                time.sleep(0.1)
+        _creator_gone.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="pd-lifeline", daemon=True).start()
+
+
+def _child_of(pid: int) -> bool:
+    """Whether ``pid`` started us: our parent, or the parent of the forkserver that forked
+    us (the forkserver ends when that process does, and takes us with it)."""
+    ppid = os.getppid()
+    if ppid == pid:
+        return True
+    try:
+        return bool(psutil.Process(ppid).ppid() == pid)
+    except psutil.Error:
+        return False
+
+
+def serve(conn: Connection, handle: Callable[[Message], Message | None]) -> None:
+    """The child side of a request/reply worker: answer each message with ``handle``'s
+    reply (if any) until Shutdown or until the parent's end of the pipe closes."""
+    while True:
+        try:
+            message = from_bytes(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        if isinstance(message, Shutdown):
+            return
+        reply = handle(message)
+        if reply is not None:
+            conn.send_bytes(reply.to_bytes())
+
+
+def create_time_of(pid: int | None) -> float | None:
+    """A process's start time: with its pid, it names the process beyond PID reuse."""
+    try:
+        return psutil.Process(pid).create_time() if pid else None
+    except psutil.Error:
+        return None

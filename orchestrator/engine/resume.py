@@ -1,0 +1,137 @@
+"""Rebuild a run's task graph from its event log, so ``pd resume`` goes on where it was.
+
+Merged work is never redone: a task counts as merged if its merge was recorded, or if
+its submitted commit is already in the target branch (the coordinator died between the
+merger moving the branch and the event being written).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.engine.taskgraph import LANDED, TaskGraph, TaskState
+from orchestrator.system.gitutil import is_ancestor
+
+
+def rebuild(graph: TaskGraph, events: Iterable[dict[str, Any]], repo: Path, head: str) -> int:
+    """Restore every task's state from ``events``; returns how many tasks were merged.
+
+    Review: a version that was in review is reviewed again (the job is lost with the
+    coordinator); one whose approval was recorded goes to the merge queue; requested
+    changes, rounds and the reviewed commit to build on are kept.
+    """
+    record = {t.id: _Entry() for t in graph}
+    for event in events:
+        entry = record.get(event.get("task") or "")
+        if entry is not None:
+            entry.apply(event)
+    for task_id, entry in record.items():
+        if (
+            entry.state in (TaskState.PENDING, TaskState.REVIEWING, TaskState.MERGING)
+            and entry.submitted
+            and is_ancestor(repo, entry.submitted, head)
+        ):
+            entry.state, entry.commit = TaskState.MERGED, entry.submitted
+        graph.restore(
+            task_id,
+            entry.state,
+            entry.attempts,
+            commit=entry.commit,
+            feedback=entry.feedback,
+            handoff=entry.handoff,
+            **entry.review_fields(),
+        )
+    graph.settle()
+    return sum(1 for e in record.values() if e.state in LANDED)
+
+
+@dataclass
+class _Entry:
+    """One task as its events left it."""
+
+    state: TaskState = TaskState.PENDING
+    attempts: int = 0
+    feedback: list[str] = field(default_factory=list)
+    handoff: str = ""
+    commit: str | None = None
+    submitted: str | None = None  # the latest submitted commit not yet sent back
+    version: dict[str, Any] = field(default_factory=dict)  # that submission's event
+    reviews: int = 0
+    review_rounds: int = 0
+    verdict: str = ""
+    start_from: str | None = None
+    handoffs: int = 0  # attempts handed off on request: not failures
+    infra_failures: int = 0  # attempts pd's machinery broke: not failures
+
+    def apply(self, event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        if kind == "task_submitted":
+            self.submitted, self.version = event["commit"], event
+            if event.get("state") == TaskState.REVIEWING:
+                self._in_version(TaskState.REVIEWING)
+        elif kind == "review_done":
+            self.reviews, self.verdict = event["round"], event["verdict"]
+            if event["state"] == TaskState.MERGING:
+                self._in_version(TaskState.MERGING)
+            else:
+                self.state, self.submitted = TaskState.PENDING, None
+                self.attempts = max(self.attempts, self.version.get("attempt", 0))
+                self.review_rounds += 1
+                self.feedback.append(event["feedback"])
+                self.start_from = event["commit"]
+        elif kind == "review_rounds_exhausted":
+            self._in_version(TaskState.MERGING)
+        elif kind == "review_failed" and event["state"] == TaskState.FAILED:
+            self.state = TaskState.FAILED
+            self.feedback.append(event["reason"])
+        elif kind == "task_merged":
+            self.state, self.commit = TaskState.MERGED, event["head"]
+        elif kind == "task_already_merged":
+            self.state, self.commit = TaskState.ALREADY_MERGED, event["commit"]
+        elif kind == "task_rejected":
+            self.start_from = None  # the next attempt starts over from the target
+        elif kind == "attempt_handed_off":
+            self.attempts, self.handoffs = event["attempt"], self.handoffs + 1
+            self.handoff, self.start_from = event["handoff"], event["commit"]
+        elif kind == "attempt_infra_failed":
+            self.attempts, self.infra_failures = event["attempt"], self.infra_failures + 1
+            if event["state"] == TaskState.FAILED:
+                self.state = TaskState.FAILED
+                self.feedback.append(event["reason"])
+            elif event["state"] == TaskState.PENDING:
+                self.state = TaskState.PENDING
+            # merging: the version still waits for its merge
+        elif kind == "attempt_failed":
+            self.attempts = event["attempt"]
+            self.feedback.append(event["reason"])
+            self.handoff = event.get("handoff", "")
+            self.submitted = None
+            failed = event["state"] == TaskState.FAILED
+            self.state = TaskState.FAILED if failed else TaskState.PENDING
+        elif kind == "task_aborted":
+            self.state = TaskState.ABORTED
+
+    def _in_version(self, state: TaskState) -> None:
+        """The latest submitted version is in review or waits for the merger."""
+        self.state, self.commit = state, self.submitted
+        self.attempts = max(self.attempts, self.version.get("attempt", 0))
+
+    def review_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "reviews": self.reviews,
+            "review_rounds": self.review_rounds,
+            "verdict": self.verdict,
+            "start_from": self.start_from,
+            "handoffs": self.handoffs,
+            "infra_failures": self.infra_failures,
+        }
+        if self.state in (TaskState.REVIEWING, TaskState.MERGING):
+            fields.update(
+                branch=self.version.get("branch"),
+                summary=self.version.get("summary", ""),
+                worker=self.version.get("worker"),  # the implementer never reviews it
+            )
+        return fields

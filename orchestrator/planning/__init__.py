@@ -1,0 +1,1 @@
+"""A goal becomes a task graph."""

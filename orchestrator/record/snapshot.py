@@ -1,0 +1,77 @@
+"""What a run looks like to readers: the ``state.json`` snapshot of the coordinator."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.engine.configs import MERGER
+from orchestrator.engine.pool import WorkerHandle
+from orchestrator.system.sandbox import describe
+
+if TYPE_CHECKING:
+    from orchestrator.engine.coordinator import Coordinator
+
+
+@dataclass
+class Slot:
+    """The coordinator's view of one worker."""
+
+    id: str
+    role: str
+    state: str = "booting"  # booting | idle | busy | retired
+    task: str | None = None
+    attempt: int = 0  # of its task; of the review round when ``job`` is "review"
+    crashes: int = 0
+    job: str = "task"  # task | review
+
+
+def run_snapshot(
+    run: Coordinator, status: str = "running", exit_code: int | None = None
+) -> dict[str, Any]:
+    """Everything ``pd status`` shows, and the pids (with start times) ``pd abort`` needs."""
+    merger = run.pool.workers.get(MERGER)
+    return {
+        "run_id": run.store.run_id,
+        "mission": run.plan.mission.name,
+        "status": status,
+        "exit_code": exit_code,
+        "abort_reason": run.abort_reason,
+        "started_at": run.started_at,
+        "updated_at": time.time(),
+        "repo": str(run.plan.repo),
+        "target_branch": run.plan.target_branch,
+        "sandbox": describe(run.plan.sandbox),
+        "start_head": run.plan.start_head,
+        "head": run.head,
+        "coordinator": {"pid": os.getpid(), "create_time": run.create_time},
+        "merger": {
+            "pid": merger.pid if merger else None,
+            "create_time": merger.create_time if merger else None,
+            **run.merges.view(),
+        },
+        "workers": [slot_view(s, run.pool.workers.get(s.id)) for s in run.slots.values()],
+        "tasks": run.graph.snapshot(),
+        "counts": run.graph.counts(),
+        "critical_path": run.graph.critical_path(),
+        **({"permits": view} if (view := run.metering.view()) is not None else {}),
+        **({"planning": run.planning.view()} if run.planning is not None else {}),
+    }
+
+
+def slot_view(slot: Slot, handle: WorkerHandle | None) -> dict[str, Any]:
+    return {
+        "id": slot.id,
+        "role": slot.role,
+        "state": slot.state,
+        "task": slot.task,
+        "attempt": slot.attempt if slot.task else None,
+        "job": slot.job if slot.task else None,
+        "pid": handle.pid if handle else None,
+        "create_time": handle.create_time if handle else None,
+        "crashes": slot.crashes,
+        "restarts": handle.restarts if handle else 0,
+        "silent_for": round(time.monotonic() - handle.last_seen, 1) if handle else None,
+    }

@@ -1,9 +1,0 @@
-"""The shell skill: ``Toolbox.run_command``."""
-
-from __future__ import annotations
-
-from orchestrator.tools import Toolbox, ToolResult
-
-
-def run_command(box: Toolbox, command: str, timeout: float | None = None) -> ToolResult:
-    return box.run_command(command, timeout)

@@ -1,0 +1,1 @@
+"""The operating system and git: git calls, worktrees, processes, the sandbox, OS hints, locks."""

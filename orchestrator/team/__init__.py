@@ -1,0 +1,1 @@
+"""Who works: roles, team composition rules, the skills registry and handlers."""

@@ -1,0 +1,462 @@
+"""LocalAPIServer: a threaded HTTP server that answers like the Anthropic and OpenAI APIs.
+
+One request goes: auth, body checks, injected fault, then (under one lock) the rate-limit
+decision, prompt-cache lookup, reply pick and log entry; the answer is written after the
+lock is released, so slow replies and latency never hold other requests up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from orchestrator.testing.apiserver.dialects import (
+    DIALECTS,
+    Dialect,
+    Prompt,
+    fault_message,
+    masked,
+    tokens,
+)
+from orchestrator.testing.apiserver.limits import SlidingWindows, go_duration
+from orchestrator.testing.apiserver.script import (
+    DEFAULT_REPLY,
+    FaultSource,
+    Reply,
+    ReplySource,
+    as_fault,
+    as_reply,
+)
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
+_REASONS |= {429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS |= {529: "Overloaded"}
+_FAULT_ERRORS = {"429": "rate_limit", "529": "overloaded", "500": "api_error"}
+_FAULT_ERRORS |= {"400": "invalid_request", "spend_limit": "spend_limit"}
+_NAMES = {"requests": "requests", "input_tokens": "input tokens", "output_tokens": "output tokens"}
+
+
+@dataclass
+class _Outcome:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    events: list[bytes] | None = None  # server-sent events, written one chunk each
+
+
+class LocalAPIServer:
+    """Answers ``POST /v1/messages`` and ``POST /v1/chat/completions`` on loopback (with
+    ``"stream": true`` as server-sent events), ``GET /v1/models`` (in the shape of the API
+    whose headers came) and ``POST /v1/messages/count_tokens``.
+
+    ``replies``: a list consumed in order by both endpoints, or ``(api, body) -> Reply``
+    (called before the rate-limit decision, so also for requests then refused).
+    ``faults``: a list indexed by request number, or ``(index, api, body) -> Fault|None``.
+    ``limits``: ``dict(requests=, input_tokens=, output_tokens=, window=seconds)``, any
+    subset (the rest get ``DEFAULT_LIMITS``), enforced over sliding windows of each API
+    apart, and reported in each API's rate-limit headers on every answer.
+    ``models``: the models served; any other is a 404 in the API's shape (None: any).
+    ``requests`` logs every request; token fields follow pd's Usage (input excludes cache
+    reads and writes) and ``counted_input`` is what the input bucket counted.
+    """
+
+    def __init__(
+        self,
+        replies: ReplySource = None,
+        *,
+        limits: dict[str, float] | None = None,
+        faults: FaultSource = None,
+        api_key: str = "test-key",
+        output_mode: str = "script",
+        latency: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        keep_bodies: bool = True,
+        models: list[str] | None = None,
+    ) -> None:
+        if output_mode not in ("script", "max"):
+            raise ValueError(f"output_mode must be 'script' or 'max', not {output_mode!r}")
+        self.replies = replies if callable(replies) else list(replies or [])
+        self.faults = faults
+        self.api_key = api_key
+        self.output_mode = output_mode
+        self.latency = latency
+        self.host, self.port = host, port
+        self.keep_bodies = keep_bodies
+        self.models = list(models) if models is not None else None
+        self.windows = {d.api: SlidingWindows(limits) for d in DIALECTS.values()}
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._count = 0
+        self._cached: set[str] = set()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- life cycle ----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The Anthropic SDK's base_url; the OpenAI SDK's is ``url + "/v1"``."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> LocalAPIServer:
+        self._httpd = _HTTPServer((self.host, self.port), _Handler)
+        self._httpd.app = self
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        # Keep-alive connections would otherwise go on being served by their threads.
+        for sock in list(httpd.connections):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> LocalAPIServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- one request ---------------------------------------------------------------
+
+    def handle(self, method: str, path: str, headers: Any, raw: bytes) -> _Outcome:
+        path = path.split("?", 1)[0]
+        dialect = _route(method, path, headers)
+        with self._lock:
+            index, self._count = self._count, self._count + 1
+        entry = self._entry(index, dialect, path)
+        if dialect is None:
+            guess = DIALECTS["/v1/chat/completions" if "/chat/" in path else "/v1/messages"]
+            return self._fail(entry, guess, "not_found", f"Not found: {method} {path}")
+        entry["api_key_ok"] = dialect.key_ok(headers, self.api_key)
+        if not entry["api_key_ok"]:
+            message = self._auth_message(dialect, headers)
+            return self._fail(entry, dialect, "authentication", message)
+        if path == MODELS:
+            with self._lock:
+                models = self.models or sorted(
+                    {str(r["model"]) for r in self.requests if r["model"]}
+                )
+            return self._done(entry, dialect, dialect.model_list(models))
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError("the request body must be a JSON object")
+            entry.update(model=body.get("model"), max_tokens=dialect.max_tokens(body))
+            entry["stream"] = body.get("stream") is True
+            if self.keep_bodies:
+                entry["body"] = body
+            if path == COUNT_TOKENS:  # no max_tokens here: checked with a stand-in
+                body = {"max_tokens": 1, **body}
+            problem = dialect.validate(body)
+            prompt = dialect.prompt(body)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            return self._fail(entry, dialect, "invalid_request", f"invalid request body: {exc}")
+        marks = len(prompt.prefixes) if dialect.explicit_cache else 0
+        if not problem and marks > 4:
+            problem = f"A maximum of 4 blocks with cache_control may be provided. Found {marks}."
+        if problem:
+            return self._fail(entry, dialect, "invalid_request", problem)
+        if self.models is not None and body["model"] not in self.models:
+            message = dialect.unknown_model(body["model"])
+            return self._fail(entry, dialect, "model_not_found", message)
+        if path == COUNT_TOKENS:
+            return self._done(entry, dialect, {"input_tokens": prompt.total})
+        return self._answer(entry, dialect, body, prompt)
+
+    def _answer(self, entry: dict, dialect: Dialect, body: dict, prompt: Prompt) -> _Outcome:
+        index, api = entry["index"], dialect.api
+        fault = as_fault(self._pick_fault(index, api, body))
+        kind = fault.kind if fault else ""
+        if kind in _FAULT_ERRORS:
+            entry["fault"] = kind
+            return self._fault_error(entry, dialect, body, fault)
+        reply = as_reply(self.replies(api, body)) if callable(self.replies) else None
+        with self._lock:
+            now = time.monotonic()
+            if reply is None:
+                reply = as_reply(self.replies[0]) if self.replies else DEFAULT_REPLY
+            output = self._output_tokens(reply, entry["max_tokens"])
+            if reply.extra_input_tokens:
+                prompt = Prompt(prompt.total + reply.extra_input_tokens, prompt.prefixes)
+            read, write = self._cache_split(dialect, prompt)
+            counted = prompt.total - read if dialect.explicit_cache else prompt.total
+            refusal = self.windows[api].admit(now, counted, output)
+            if refusal is None:
+                self._cached.update(key for key, _ in prompt.prefixes)
+                if not callable(self.replies) and self.replies and kind != "malformed":
+                    self.replies.pop(0)
+            entry.update(arrived=now, arrived_wall=time.time(), counted_input=counted)
+            entry["fault"] = kind or None
+            entry.update(input_tokens=prompt.total - read - write, output_tokens=output)
+            entry.update(cache_read=read, cache_write=write)
+            entry["status"] = 200 if refusal is None else 429
+            state = self._log(entry, now, api)
+        if refusal is not None:
+            return self._limited(entry, dialect, state, refusal)
+        usage = dialect.usage(prompt, read, write, output)
+        entry["usage"] = usage
+        answer = dialect.answer(entry["index"], body, reply, usage)
+        if kind == "object_args":
+            _arguments_as_objects(answer)
+        delay = self.latency + ((fault.delay or 5.0) if kind == "slow" else 0.0)
+        if entry["stream"]:
+            events = dialect.stream(answer, body)
+            if kind == "malformed":  # cut off: Anthropic's message_start (with usage) gets out
+                events = events[: max(2, len(events) // 2)]
+            outcome = self._outcome(200, b"", dialect, entry, state, delay=delay)
+            outcome.headers["content-type"] = "text/event-stream; charset=utf-8"
+            outcome.events = events
+            return outcome
+        data = json.dumps(answer).encode()
+        if kind == "malformed":
+            data = data[: len(data) // 2]
+        return self._outcome(200, data, dialect, entry, state, delay=delay)
+
+    # ---- pieces ----------------------------------------------------------------------
+
+    def _entry(self, index: int, dialect: Dialect | None, path: str) -> dict[str, Any]:
+        return {
+            "index": index,
+            "api": dialect.api if dialect else None,
+            "path": path,
+            "arrived": time.monotonic(),
+            "arrived_wall": time.time(),
+            "status": None,
+            "model": None,
+            "max_tokens": None,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cache_read": 0,
+            "cache_write": 0,
+            "counted_input": 0,
+            "api_key_ok": None,
+            "fault": None,
+            "retry_after": None,
+            "stream": False,
+        }
+
+    def _cache_split(self, dialect: Dialect, prompt: Prompt) -> tuple[int, int]:
+        """(read, write) tokens: the longest prefix seen before is read; Anthropic writes
+        the rest up to its last breakpoint. The caller holds the lock."""
+        read = max((n for key, n in prompt.prefixes if key in self._cached), default=0)
+        if dialect.explicit_cache and prompt.prefixes and prompt.prefixes[-1][1] > read:
+            return read, prompt.prefixes[-1][1] - read
+        return read, 0
+
+    def _log(self, entry: dict, now: float, api: str) -> dict[str, tuple[int, int, float]]:
+        """Append to the log; the caller holds the lock. Returns ``api``'s buckets' state."""
+        self.requests.append(entry)
+        return self.windows[api].state(now)
+
+    def _done(self, entry: dict, dialect: Dialect, answer: dict[str, Any]) -> _Outcome:
+        """A 200 that is not a model call (a model list, a token count)."""
+        entry["status"] = 200
+        with self._lock:
+            state = self._log(entry, time.monotonic(), dialect.api)
+        return self._outcome(200, json.dumps(answer).encode(), dialect, entry, state)
+
+    def _pick_fault(self, index: int, api: str, body: dict) -> Any:
+        if callable(self.faults):
+            return self.faults(index, api, body)
+        if self.faults and index < len(self.faults):
+            return self.faults[index]
+        return None
+
+    def _output_tokens(self, reply: Reply, max_tokens: int | None) -> int:
+        if self.output_mode == "max" and max_tokens:
+            return max_tokens
+        count = reply.output_tokens
+        if count is None:
+            count = max(1, tokens(len(reply.content_json())))
+        return min(count, max_tokens) if max_tokens else count
+
+    def _auth_message(self, dialect: Dialect, headers: Any) -> str:
+        if dialect.api == "anthropic":
+            return "invalid x-api-key"
+        given = (headers.get("authorization") or "").removeprefix("Bearer ")
+        return (
+            f"Incorrect API key provided: {masked(given)}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys."
+        )
+
+    def _fail(self, entry: dict, dialect: Dialect, kind: str, message: str) -> _Outcome:
+        status, data = dialect.error(kind, message, request_id=f"req_{entry['index']:012d}")
+        entry["status"] = status
+        with self._lock:
+            state = self._log(entry, time.monotonic(), dialect.api)
+        return self._outcome(status, json.dumps(data).encode(), dialect, entry, state)
+
+    def _fault_error(self, entry: dict, dialect: Dialect, body: dict, fault: Any) -> _Outcome:
+        kind = _FAULT_ERRORS[fault.kind]
+        message = fault_message(dialect.api, fault.kind, body.get("model", ""))
+        status, data = dialect.error(kind, message, request_id=f"req_{entry['index']:012d}")
+        entry["status"] = status
+        headers = {}
+        if fault.kind == "429":
+            entry["retry_after"] = fault.retry_after if fault.retry_after is not None else 1.0
+            headers = _retry_headers(entry["retry_after"])
+        with self._lock:
+            state = self._log(entry, time.monotonic(), dialect.api)
+        return self._outcome(status, json.dumps(data).encode(), dialect, entry, state, headers)
+
+    def _limited(self, entry: dict, dialect: Dialect, state: dict, refusal: tuple) -> _Outcome:
+        wait, buckets = refusal
+        entry["retry_after"] = round(wait + 0.0005, 3)
+        bucket = buckets[0]
+        windows = self.windows[dialect.api]
+        limit = windows.limits[bucket]
+        window = f"{windows.window:g} seconds"
+        if dialect.api == "anthropic":
+            message = (
+                f"This request would exceed the rate limit for your organization of {limit} "
+                f"{_NAMES[bucket]} per {window}. For details, refer to: "
+                "https://docs.claude.com/en/api/rate-limits. You can see the response headers "
+                "for current usage. Please reduce the prompt length or the maximum tokens "
+                "requested, or try again later."
+            )
+        else:
+            message = (
+                f"Rate limit reached for {entry['model']} in organization org-local on "
+                f"{_NAMES[bucket]} per {window}: Limit {limit}. Please try again in "
+                f"{go_duration(wait)}. Visit https://platform.openai.com/account/rate-limits "
+                "to learn more."
+            )
+        kind = "requests" if bucket == "requests" else "tokens"
+        request_id = f"req_{entry['index']:012d}"
+        _, data = dialect.error("rate_limit", message, bucket=kind, request_id=request_id)
+        headers = _retry_headers(entry["retry_after"])
+        return self._outcome(429, json.dumps(data).encode(), dialect, entry, state, headers)
+
+    def _outcome(
+        self,
+        status: int,
+        data: bytes,
+        dialect: Dialect,
+        entry: dict,
+        state: dict,
+        extra: dict[str, str] | None = None,
+        delay: float = 0.0,
+    ) -> _Outcome:
+        headers = {"content-type": "application/json", **dialect.request_id_header(entry["index"])}
+        headers |= dialect.limit_headers(state)
+        headers |= extra or {}
+        return _Outcome(status, data, headers, delay)
+
+
+def _arguments_as_objects(answer: dict[str, Any]) -> None:
+    """The ``object_args`` fault: OpenAI tool-call arguments sent as a JSON object
+    instead of a string, as some OpenAI-compatible servers do. Anthropic's are objects."""
+    for choice in answer.get("choices", []):
+        for call in choice["message"].get("tool_calls") or []:
+            with contextlib.suppress(ValueError):
+                call["function"]["arguments"] = json.loads(call["function"]["arguments"])
+
+
+def _retry_headers(seconds: float) -> dict[str, str]:
+    """``retry-after`` in whole seconds, rounded up, as both real APIs send it."""
+    return {"retry-after": str(max(1, math.ceil(seconds)))}
+
+
+MODELS, COUNT_TOKENS = "/v1/models", "/v1/messages/count_tokens"
+
+
+def _route(method: str, path: str, headers: Any) -> Dialect | None:
+    """The dialect of a request, None for an unknown one. ``/v1/models`` is both APIs'
+    path: the Anthropic SDK always sends ``anthropic-version``."""
+    if method == "GET" and path == MODELS:
+        return DIALECTS[
+            "/v1/messages" if headers.get("anthropic-version") else "/v1/chat/completions"
+        ]
+    if method == "POST" and path == COUNT_TOKENS:
+        return DIALECTS["/v1/messages"]
+    return DIALECTS.get(path) if method == "POST" else None
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # 16 workers connecting at once must not hit a full backlog
+    app: LocalAPIServer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.connections: set[socket.socket] = set()
+        super().__init__(*args, **kwargs)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so SDK connection pools are reused
+    disable_nagle_algorithm = True  # headers and body go out as two writes
+    server_version = "pd-local-api/1"
+    sys_version = ""
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        self.server.connections.discard(self.connection)
+        super().finish()
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self._serve("POST", self.rfile.read(length) if length else b"")
+
+    def do_GET(self) -> None:
+        self._serve("GET", b"")
+
+    def _serve(self, method: str, raw: bytes) -> None:
+        try:
+            outcome = self.server.app.handle(method, self.path, self.headers, raw)
+        except Exception as exc:  # a broken replies/faults callable: say so, keep serving
+            traceback.print_exc()
+            error = {"type": "api_error", "message": f"local API server: {exc!r}"}
+            body = json.dumps({"type": "error", "error": error}).encode()
+            outcome = _Outcome(500, body, {"content-type": "application/json"})
+        self._send(outcome)
+
+    def _send(self, outcome: _Outcome) -> None:
+        if outcome.delay:
+            time.sleep(outcome.delay)
+        try:
+            self.send_response(outcome.status, _REASONS.get(outcome.status, ""))
+            for name, value in outcome.headers.items():
+                self.send_header(name, value)
+            if outcome.events is None:
+                self.send_header("content-length", str(len(outcome.body)))
+                self.end_headers()
+                self.wfile.write(outcome.body)
+                return
+            # Streamed as the APIs do: chunked, one event per chunk, each sent at once.
+            self.send_header("cache-control", "no-cache")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            for event in outcome.events:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client gave up (a timeout test): nothing left to tell it
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the request log is ``LocalAPIServer.requests``."""
