@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from orchestrator.agent.loop import NUDGE, TEXT_ONLY_LIMIT, build_handoff, run_agent
-from orchestrator.agent.tools import Toolbox
 from orchestrator.errors import ProviderError
 from orchestrator.providers import make_provider
 from orchestrator.providers.base import ModelRequest, ModelResponse, ToolCall, Usage
 from orchestrator.providers.scripted import ScriptedProvider
+from orchestrator.team.tools import Toolbox
 
 
 def write(path: str, content: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.system.apikeys import take_keys
+from orchestrator.engine.apikeys import take_keys
 from orchestrator.testing.apiserver import LocalAPIServer, Reply
 from tests.conftest import shared_dir, wait_file, write_mission
 from tests.test_e2e import run_dir, start_run, state, wait_for

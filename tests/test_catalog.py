@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import BadInput
-from orchestrator.spec.mission import load_mission, shipped_dir
+from orchestrator.spec.mission import load_mission
+from orchestrator.team.catalog import shipped_dir
 from orchestrator.team.roles import load_roles, parse_role
 from tests.conftest import pd
 

@@ -10,7 +10,7 @@ import sys
 # JSON Schema), the coordinator, the worker side, the SDKs.
 HEAVY = [
     "orchestrator.spec.mission",
-    "orchestrator.spec.preflight",
+    "orchestrator.engine.preflight",
     "orchestrator.engine.coordinator",
     "orchestrator.engine.worker",
     "orchestrator.system.worktrees",

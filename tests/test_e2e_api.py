@@ -357,7 +357,7 @@ def test_each_attempt_is_offered_its_chosen_skills_and_the_report_counts_their_u
 def test_a_critical_task_runs_on_the_top_tier_and_the_others_on_their_roles_tier(
     project: Path, tmp_path: Path
 ) -> None:
-    from orchestrator.spec.tiers import resolve_model
+    from orchestrator.team.tiers import resolve_model
 
     with LocalAPIServer(writer()) as server:
         url = server.url

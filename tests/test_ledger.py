@@ -25,7 +25,7 @@ from orchestrator.limits.ledger import (
     worst_case,
 )
 from orchestrator.providers.base import Usage
-from orchestrator.spec.tiers import DEFAULT_MODELS, load_tiers, resolve_model
+from orchestrator.team.tiers import DEFAULT_MODELS, load_tiers, resolve_model
 
 D = Decimal
 TABLE = PriceTable.load()

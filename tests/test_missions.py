@@ -13,15 +13,15 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from orchestrator.errors import BadInput
-from orchestrator.spec.mission import TASK_ID_PATTERN, Mission, TaskSpec, load_mission, shipped_dir
-from orchestrator.team.composition import (
-    TOP_TIER,
+from orchestrator.spec.composition import (
     check_composition,
     default_budget,
     team_counts,
     tier_for,
 )
-from orchestrator.team.roles import load_roles
+from orchestrator.spec.mission import TASK_ID_PATTERN, Mission, TaskSpec, load_mission
+from orchestrator.team.catalog import shipped_dir
+from orchestrator.team.roles import TOP_TIER, load_roles
 from tests.conftest import pd
 
 MISSION_FILES = sorted(

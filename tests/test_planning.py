@@ -17,7 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.engine.taskgraph import TaskGraph
+from orchestrator.engine.preflight import build_plan, plan_payload
+from orchestrator.engine.resume import restore_plan
 from orchestrator.errors import PlanRejected
 from orchestrator.planning.taskplan import (
     PlanCheck,
@@ -25,12 +26,10 @@ from orchestrator.planning.taskplan import (
     TeamRole,
     check_plan,
     parse_plan,
-    plan_payload,
     plan_prompt,
-    restore,
 )
-from orchestrator.spec.mission import shipped_dir
-from orchestrator.spec.preflight import build_plan
+from orchestrator.tasks.taskgraph import TaskGraph
+from orchestrator.team.catalog import shipped_dir
 from tests.conftest import (
     IDENTITY,
     finish_turn,
@@ -207,12 +206,12 @@ def test_restore_takes_the_recorded_plan_and_never_plans_again(
         {"kind": "plan_attempt_failed", "attempt": 1, "reason": "no plan", "state": "pending"},
         {"kind": "plan_accepted", "attempt": 2, "tasks": FIXED, "summary": "two"},
     ]
-    assert restore(plan, events)
+    assert restore_plan(plan, events)
     assert [t.id for t in plan.graph] == ["a", "b"] and not plan.planning.open
     assert plan.planning.view()["attempts"] == 2
 
     again = build_plan(mission, tmp_path, repo_arg=str(project))
-    assert not restore(again, events[:2])
+    assert not restore_plan(again, events[:2])
     assert again.planning is not None and again.planning.open
     assert again.planning.attempts == 1 and again.planning.feedback == ["no plan"]
 

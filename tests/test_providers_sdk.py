@@ -13,7 +13,6 @@ import anthropic
 import pytest
 
 from orchestrator.agent.loop import run_agent
-from orchestrator.agent.tools import Toolbox
 from orchestrator.errors import ProviderError
 from orchestrator.providers import make_provider
 from orchestrator.providers.anthropic import AnthropicProvider
@@ -21,6 +20,7 @@ from orchestrator.providers.base import ModelRequest, Usage
 from orchestrator.providers.errors import FatalError, PermitExpired, RetryableError
 from orchestrator.providers.estimate import estimate_input_tokens
 from orchestrator.providers.openai import OpenAIProvider, is_official, to_openai_messages
+from orchestrator.team.tools import Toolbox
 from orchestrator.testing.apiserver import Fault, LocalAPIServer, Reply
 
 KEY = "sk-test-0123456789abcdef"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.engine.resume import rebuild
-from orchestrator.engine.taskgraph import TaskGraph, TaskState
+from orchestrator.tasks.taskgraph import TaskGraph, TaskState
 from tests.conftest import run_git
 
 TASKS = [

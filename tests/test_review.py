@@ -18,7 +18,7 @@ from orchestrator.agent.reviewer import (
     review_toolbox,
 )
 from orchestrator.engine.resume import rebuild
-from orchestrator.engine.taskgraph import TaskGraph, TaskState
+from orchestrator.tasks.taskgraph import TaskGraph, TaskState
 from tests.conftest import run_git
 from tests.test_taskgraph import dags
 

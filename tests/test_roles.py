@@ -9,9 +9,18 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import BadInput
-from orchestrator.spec.mission import shipped_dir
-from orchestrator.team.composition import BUILDER, COORDINATION, DEFAULT_TIER, GROUPS
-from orchestrator.team.roles import CAPABILITY_TAGS, COMMON_RULES, SECTIONS, load_roles, parse_role
+from orchestrator.team.catalog import shipped_dir
+from orchestrator.team.roles import (
+    BUILDER,
+    CAPABILITY_TAGS,
+    COMMON_RULES,
+    COORDINATION,
+    DEFAULT_TIER,
+    GROUPS,
+    SECTIONS,
+    load_roles,
+    parse_role,
+)
 
 ROLE_FILES = sorted(shipped_dir("roles").glob("*.md"))
 # The skills registry's ids (skills/*.json); roles may only list these.

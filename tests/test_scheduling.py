@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.engine.scheduling import fits, match, overlap
+from orchestrator.tasks.scheduling import fits, match, overlap
 
 CAPS = ["writes-code", "runs-tests", "writes-docs"]
 FILES = ["src/a.py", "src/b.py", "docs/", "tests/*.py", "README.md"]

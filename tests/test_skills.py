@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from orchestrator.agent.loop import run_agent
 from orchestrator.errors import BadInput
 from orchestrator.providers.scripted import ScriptedProvider
-from orchestrator.spec.mission import shipped_dir
+from orchestrator.team.catalog import shipped_dir
 from orchestrator.team.skills import (
     Skill,
     SkillRegistry,
@@ -602,7 +602,7 @@ def test_discover_skills_never_adds_a_conflicting_skill(
 
 
 def test_a_plain_toolbox_reports_its_core_tools(tmp_path: Path) -> None:
-    from orchestrator.agent.tools import Toolbox
+    from orchestrator.team.tools import Toolbox
 
     provider = ScriptedProvider.from_data(
         {

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from orchestrator.engine.taskgraph import LANDED, GraphError, TaskGraph, TaskState
+from orchestrator.tasks.taskgraph import LANDED, GraphError, TaskGraph, TaskState
 
 
 def task(tid: str, *deps: str, **extra: object) -> dict[str, object]:

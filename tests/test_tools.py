@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.agent.tools import Toolbox, cap_text, scrub_env
+from orchestrator.team.tools import Toolbox, cap_text, scrub_env
 
 
 @pytest.fixture
@@ -370,7 +370,7 @@ def test_undecodable_arguments_are_explained_to_the_model(tmp_path: Path) -> Non
 def test_a_custom_ending_is_offered_instead_of_finish_and_its_check_can_send_it_back(
     tmp_path: Path,
 ) -> None:
-    from orchestrator.agent.tools import Ending
+    from orchestrator.team.tools import Ending
 
     spec = {
         "name": "submit_plan",

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.agent.loop import build_handoff
-from orchestrator.agent.tools import Toolbox
 from orchestrator.record.store import write_atomic
 from orchestrator.system.gitutil import git, git_full, identity_env
+from orchestrator.team.tools import Toolbox
 from orchestrator.wire.messages import Assign
 
 

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.agent.tools import Toolbox, ToolResult
 from orchestrator.providers.base import ModelRequest, ModelResponse, Provider, ToolCall, Usage
+from orchestrator.team.tools import Toolbox, ToolResult
 
 NUDGE = "Use a tool, or call finish with a summary."
 CONTEXT_SHARE = 0.8  # of the model's window: room left for the next turn's tool output

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.agent.loop import AgentResult
-from orchestrator.agent.tools import Ending, cap_text
 from orchestrator.system.gitutil import git
 from orchestrator.team.skills import SkillToolbox, load_registry
+from orchestrator.team.tools import Ending, cap_text
 from orchestrator.wire.messages import Message, ReviewDone, TaskFailed
 
 REVIEWS = "reviews-code"  # the capability tag of roles that may review

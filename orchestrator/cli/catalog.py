@@ -13,7 +13,8 @@ from rich.table import Table
 from orchestrator.cli.output import JSON, console, print_json
 from orchestrator.errors import BadInput
 from orchestrator.record.store import workspace
-from orchestrator.team.composition import BUILDER, COORDINATION, check_composition, team_counts
+from orchestrator.spec.composition import check_composition, team_counts
+from orchestrator.team.roles import BUILDER, COORDINATION
 
 if TYPE_CHECKING:
     from orchestrator.team.roles import Role
@@ -75,7 +76,7 @@ def roles_show(name: str, as_json: JSON = False) -> None:
 
 
 def _mission_files() -> list[Path]:
-    from orchestrator.spec.mission import shipped_dir
+    from orchestrator.team.catalog import shipped_dir
 
     return sorted(
         p for p in shipped_dir("missions").glob("*.json") if not p.name.endswith(".cassette.json")

@@ -64,10 +64,10 @@ def validate(
     ] = None,
 ) -> int:
     """Check a mission without running it: fields, roles, graph, repository, gate."""
+    from orchestrator.engine.preflight import build_plan
+    from orchestrator.spec.composition import check_composition
     from orchestrator.spec.mission import resolve_mission_path
-    from orchestrator.spec.preflight import build_plan
     from orchestrator.system.sandbox import describe
-    from orchestrator.team.composition import check_composition
 
     path = resolve_mission_path(mission)
     plan = build_plan(

@@ -32,9 +32,9 @@ def plan(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every tool call.")] = False,
 ) -> int:
     """Print the task graph and its critical path; a goal mission is planned here first."""
+    from orchestrator.engine.preflight import build_plan
     from orchestrator.planning.taskplan import parse_plan, team_of
     from orchestrator.spec.mission import resolve_mission_path
-    from orchestrator.spec.preflight import build_plan
 
     path = resolve_mission_path(mission)
     run_plan = build_plan(
@@ -54,7 +54,7 @@ def plan(
             if verbose and not as_json:
                 console.print(f"  {line}", markup=False, soft_wrap=True)
 
-        from orchestrator.planning.local import plan_locally  # a goal mission only
+        from orchestrator.engine.localplan import plan_locally  # a goal mission only
 
         local = plan_locally(run_plan, on_tool=on_tool)
         tasks = local.tasks

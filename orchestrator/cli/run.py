@@ -17,7 +17,7 @@ from orchestrator.record.control import coordinator_alive, kill_recorded
 from orchestrator.record.store import RunStore, new_run_id, workspace
 
 if TYPE_CHECKING:
-    from orchestrator.spec.preflight import RunPlan
+    from orchestrator.engine.preflight import RunPlan
 
 ADVANCED = "Advanced"
 
@@ -67,8 +67,8 @@ def run(
     run_id: Annotated[str | None, typer.Option(hidden=True)] = None,
 ) -> int:
     """Run a mission on a repository until every task is merged, failed or aborted."""
+    from orchestrator.engine.preflight import build_plan
     from orchestrator.spec.mission import resolve_mission_path
-    from orchestrator.spec.preflight import build_plan
 
     home = workspace()
     path = resolve_mission_path(mission)
@@ -185,10 +185,9 @@ def resume(
     """Go on with a run whose coordinator stopped: merged work is kept, the rest reruns."""
     from orchestrator.cli.progress import ProgressPrinter
     from orchestrator.cli.report import print_report
-    from orchestrator.engine.resume import rebuild
-    from orchestrator.planning import taskplan
+    from orchestrator.engine.preflight import build_plan
+    from orchestrator.engine.resume import rebuild, restore_plan
     from orchestrator.record.report import build_report
-    from orchestrator.spec.preflight import build_plan
 
     store = RunStore.open(run_id)
     if coordinator_alive(store):
@@ -207,7 +206,7 @@ def resume(
         cassette=info.get("cassette"),
     )
     plan.record = bool(info.get("record"))
-    taskplan.restore(plan, store.events())  # a recorded plan is the graph: never plan twice
+    restore_plan(plan, store.events())  # a recorded plan is the graph: never plan twice
     if plan.planning is not None and plan.planning.state == "failed":
         console.print(f"run {store.run_id} has nothing to resume: its planning failed")
         return 1
@@ -234,8 +233,8 @@ def demo(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> int:
     """Offline demo: a sample repo, 6 tasks, a team of 8, a rejection and a retry."""
-    from orchestrator.spec.mission import shipped_dir
-    from orchestrator.spec.preflight import build_plan
+    from orchestrator.engine.preflight import build_plan
+    from orchestrator.team.catalog import shipped_dir
     from orchestrator.testing.demo_repo import create_sample_repo, fresh_dir
 
     target = fresh_dir(Path(directory or "pd-demo").resolve(), explicit=directory is not None)

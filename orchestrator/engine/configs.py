@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.engine.merger import MergerConfig
+from orchestrator.engine.preflight import RunPlan
 from orchestrator.engine.worker import WorkerConfig
 from orchestrator.record.store import RunStore
-from orchestrator.spec.preflight import RunPlan
 
 MERGER = "merger"
 

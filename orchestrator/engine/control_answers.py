@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from orchestrator.engine.taskgraph import TaskState
 from orchestrator.record import control
+from orchestrator.tasks.taskgraph import TaskState
 from orchestrator.wire.messages import AbortTask, HandOff, TaskFailed
 
 if TYPE_CHECKING:
     from orchestrator.engine.coordinator import Coordinator
-    from orchestrator.record.snapshot import Slot
+    from orchestrator.engine.snapshot import Slot
 
 
 class ControlSteps:

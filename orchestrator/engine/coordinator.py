@@ -20,6 +20,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from orchestrator.agent import recorder
+from orchestrator.engine.apikeys import key_names, take_keys
 from orchestrator.engine.configs import (
     MERGER,
     merger_config,
@@ -31,9 +32,9 @@ from orchestrator.engine.merger import merger_main
 from orchestrator.engine.merging import MergeSteps
 from orchestrator.engine.planning_step import PlanningSteps
 from orchestrator.engine.pool import PoolEvent, WorkerPool, child_setup, create_time_of
+from orchestrator.engine.preflight import RunPlan
 from orchestrator.engine.reviewflow import ReviewFlow
-from orchestrator.engine.scheduling import fits, match
-from orchestrator.engine.taskgraph import LANDED, TaskState
+from orchestrator.engine.snapshot import Slot, run_snapshot
 from orchestrator.engine.worker import worker_main
 from orchestrator.errors import BadInput
 from orchestrator.limits.meter import Metering
@@ -42,15 +43,15 @@ from orchestrator.planning.taskplan import PLAN_ID
 from orchestrator.providers import preload_modules
 from orchestrator.record import control
 from orchestrator.record.eventtext import format_event, stamp
-from orchestrator.record.snapshot import Slot, run_snapshot
 from orchestrator.record.store import RunStore
-from orchestrator.spec.preflight import RunPlan
+from orchestrator.spec.composition import tier_for
 from orchestrator.system import oshints
-from orchestrator.system.apikeys import key_names, take_keys
 from orchestrator.system.gitutil import git, is_ancestor
 from orchestrator.system.targetlock import TargetLock
 from orchestrator.system.worktrees import WorktreeManager, exclude_from_status, task_branch
-from orchestrator.team.composition import TOP_TIER, tier_for
+from orchestrator.tasks.scheduling import fits, match
+from orchestrator.tasks.taskgraph import LANDED, TaskState
+from orchestrator.team.roles import TOP_TIER
 from orchestrator.wire.messages import (
     Assign,
     Message,
@@ -105,7 +106,13 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         self.head = plan.start_head
         self.merges = MergeQueue()
         self.abort_reason: str | None = None
-        self.metering = Metering.for_plan(plan, store.events(), self._record_soon)
+        self.metering = Metering.for_run(
+            plan.mission,
+            plan.provider.name,
+            plan.provider.prices,
+            store.events(),
+            self._record_soon,
+        )
         self.permits = PermitLoop(self.metering)
         self._recorded: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self.ready_since: dict[str, float] = {}  # monotonic: ready -> started = waited

@@ -20,7 +20,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from orchestrator.agent.tools import scrub_env
 from orchestrator.engine import landing
 from orchestrator.engine.pool import creator_alive, serve
 from orchestrator.errors import BadInput, GitError
@@ -28,6 +27,7 @@ from orchestrator.system import gitutil, oshints
 from orchestrator.system.procs import kill_all_running, run_shell
 from orchestrator.system.sandbox import Policy, Sandbox
 from orchestrator.system.worktrees import SetupFailed, WorktreeManager
+from orchestrator.team.tools import scrub_env
 from orchestrator.wire.messages import MergeRequest, MergeResult, Ready
 
 MAX_CAS_TRIES = 3

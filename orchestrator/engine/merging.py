@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.engine.configs import MERGER
-from orchestrator.engine.taskgraph import TaskState
 from orchestrator.system.gitutil import is_ancestor, rev_parse
+from orchestrator.tasks.taskgraph import TaskState
 from orchestrator.wire.messages import MergeResult, Ready
 
 # How long an aborted merger may take to stop: killing a gate is quick, and a ref move

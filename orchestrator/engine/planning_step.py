@@ -10,22 +10,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.engine.taskgraph import TaskGraph
+from orchestrator.engine.preflight import plan_payload
 from orchestrator.planning.taskplan import (
     PLAN_ID,
     PlanProblem,
     parse_plan,
-    plan_payload,
     planner_skills,
     team_of,
 )
 from orchestrator.system.worktrees import task_branch
+from orchestrator.tasks.taskgraph import TaskGraph
 from orchestrator.team.skills import load_registry
 from orchestrator.wire.messages import Assign, PlanDone
 
 if TYPE_CHECKING:
     from orchestrator.engine.coordinator import Coordinator
-    from orchestrator.record.snapshot import Slot
+    from orchestrator.engine.snapshot import Slot
 
 
 class PlanningSteps:

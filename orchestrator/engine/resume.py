@@ -10,10 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.engine.taskgraph import LANDED, TaskGraph, TaskState
+from orchestrator.errors import BadInput
+from orchestrator.planning.taskplan import PlanProblem, parse_plan, team_of
 from orchestrator.system.gitutil import is_ancestor
+from orchestrator.tasks.taskgraph import LANDED, TaskGraph, TaskState
+
+if TYPE_CHECKING:
+    from orchestrator.engine.preflight import RunPlan
 
 
 def rebuild(graph: TaskGraph, events: Iterable[dict[str, Any]], repo: Path, head: str) -> int:
@@ -135,3 +140,34 @@ class _Entry:
                 worker=self.version.get("worker"),  # the implementer never reviews it
             )
         return fields
+
+
+def restore_plan(plan: RunPlan, events: Iterable[dict[str, Any]]) -> bool:
+    """Bring a planning run's step back from its event log (``pd resume``). A recorded
+    plan becomes the graph; otherwise the failed attempts count. True if it was accepted."""
+    step = plan.planning
+    if step is None:
+        return False
+    accepted: dict[str, Any] | None = None
+    for event in events:
+        if event["kind"] == "plan_attempt_failed":
+            step.attempts = event["attempt"]
+            step.failed(event["reason"])
+        elif event["kind"] == "plan_accepted":
+            accepted = event
+    if accepted is None:
+        return False
+    team = team_of(plan.workers, plan.roles)
+    try:
+        specs, _ = parse_plan(accepted["tasks"], team, plan.mission.max_attempts)
+        plan.graph = TaskGraph.for_mission(plan.mission, specs)
+    except PlanProblem as exc:
+        raise BadInput(
+            str(plan.mission_path),
+            f"the run's recorded plan no longer fits the mission ({exc})",
+            "restore the team the run was planned for",
+            "team",
+        ) from None
+    step.attempts = accepted["attempt"]
+    step.accepted(len(plan.graph), accepted.get("summary", ""))
+    return True

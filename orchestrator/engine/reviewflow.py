@@ -17,7 +17,7 @@ from orchestrator.agent.reviewer import (
     review_feedback,
     reviews_code,
 )
-from orchestrator.engine.taskgraph import TaskNode, TaskState
+from orchestrator.tasks.taskgraph import TaskNode, TaskState
 from orchestrator.wire.messages import (
     Assign,
     MergeRequest,
@@ -28,7 +28,7 @@ from orchestrator.wire.messages import (
 )
 
 if TYPE_CHECKING:
-    from orchestrator.record.snapshot import Slot
+    from orchestrator.engine.snapshot import Slot
 
 
 class ReviewFlow:

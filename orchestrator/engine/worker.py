@@ -34,18 +34,18 @@ from orchestrator.agent.external.registry import DEFAULT_KEYS
 from orchestrator.agent.loop import AgentResult, run_agent
 from orchestrator.agent.recorder import PARTS, RecordingProvider
 from orchestrator.agent.reviewer import review_diff, review_prompt, review_toolbox, verdict_message
-from orchestrator.agent.tools import Toolbox, scrub_env
 from orchestrator.engine.pool import child_setup
+from orchestrator.engine.providercheck import KEY_ENV
 from orchestrator.errors import GitError, InfraError, PdError, ProviderError
 from orchestrator.limits.client import MeteredProvider, PermitClient, estimate
 from orchestrator.planning.producer import planner_toolbox, run_planner
 from orchestrator.providers import Provider, make_provider
 from orchestrator.record.store import RunStore
-from orchestrator.spec.providercheck import KEY_ENV
 from orchestrator.system import oshints, procs
 from orchestrator.system.sandbox import Policy, Sandbox
 from orchestrator.system.worktrees import WorktreeManager
 from orchestrator.team.skills import Skill, SkillToolbox, choose_skills, load_registry, model_ranker
+from orchestrator.team.tools import Toolbox, scrub_env
 from orchestrator.wire.messages import (
     AbortTask,
     Assign,

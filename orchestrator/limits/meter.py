@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
+from orchestrator.limits.ledger import PriceTable
 from orchestrator.limits.permitdesk import PermitDesk, make_desk
-from orchestrator.spec.preflight import RunPlan
+from orchestrator.spec.mission import Mission
 from orchestrator.wire.messages import AcquireTokens, CallDone, CallSent, Message, UsageReport
 
 Record = Callable[..., None]
@@ -37,11 +38,18 @@ class Metering:
         self._told_exhausted = False
 
     @classmethod
-    def for_plan(cls, plan: RunPlan, events: Iterable[dict[str, Any]], record: Record) -> Metering:
-        desk = make_desk(plan)
+    def for_run(
+        cls,
+        mission: Mission,
+        provider: str,
+        prices: PriceTable | None,
+        events: Iterable[dict[str, Any]],
+        record: Record,
+    ) -> Metering:
+        desk = make_desk(mission, provider, prices)
         if desk is not None:
             desk.replay(events)  # a resumed run keeps what it already spent
-        return cls(desk, plan.mission.budget, record)
+        return cls(desk, mission.budget, record)
 
     def halted(self) -> str | None:
         """Why no new work may start: the budget is spent, or the provider refused us."""

@@ -25,13 +25,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.limits.ledger import CostLedger, ModelPrice, Reservation, worst_case
+from orchestrator.limits.ledger import (
+    CostLedger,
+    ModelPrice,
+    PriceTable,
+    Reservation,
+    worst_case,
+)
 from orchestrator.limits.ratelimit import BucketLimits, Permit, RateLimiter, parse_go_duration
 from orchestrator.providers.base import Usage
 from orchestrator.wire.messages import AcquireTokens, CallDone, CallSent, Deny, Grant, Message
 
 if TYPE_CHECKING:
-    from orchestrator.spec.preflight import RunPlan
+    from orchestrator.spec.mission import Mission
 
 
 NOT_SENT = ("withdrawn", "expired")  # the call never reached the provider
@@ -350,10 +356,9 @@ def fitting_output(price: ModelPrice, input_tokens: int, room: Decimal, wanted: 
     return wanted if rate == 0 else min(wanted, int(left / rate))
 
 
-def make_desk(plan: RunPlan) -> PermitDesk | None:
+def make_desk(mission: Mission, provider: str, prices: PriceTable | None) -> PermitDesk | None:
     """The desk for a run whose calls cost money; None for scripted and command runs."""
-    mission = plan.mission
-    if plan.provider.name not in ("anthropic", "openai") or plan.provider.prices is None:
+    if provider not in ("anthropic", "openai") or prices is None:
         return None
     limits = {
         key: BucketLimits(
@@ -366,7 +371,7 @@ def make_desk(plan: RunPlan) -> PermitDesk | None:
         )
         for key, config in mission.rate_limits.items()
     }
-    ledger = CostLedger(plan.provider.prices, mission.budget, mission.worker_budget)
+    ledger = CostLedger(prices, mission.budget, mission.worker_budget)
     return PermitDesk(RateLimiter(limits, until_sent=True), ledger)
 
 

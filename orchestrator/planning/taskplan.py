@@ -18,14 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from orchestrator.agent.tools import Ending
-from orchestrator.engine.scheduling import fits
-from orchestrator.engine.taskgraph import GraphError, TaskGraph
-from orchestrator.errors import BadInput, PlanRejected
+from orchestrator.errors import PlanRejected
 from orchestrator.spec.mission import TaskSpec, field_problem
+from orchestrator.tasks.scheduling import fits
+from orchestrator.tasks.taskgraph import GraphError, TaskGraph
+from orchestrator.team.tools import Ending
 
 if TYPE_CHECKING:
-    from orchestrator.spec.preflight import RunPlan
     from orchestrator.team.roles import Role
 
 PLAN_ID = "plan"  # the planning step's task id: its transcripts, its branch, its cassette key
@@ -188,22 +187,6 @@ def planner_skills(role: Role, registry: Any) -> list[str]:
     ]
 
 
-def plan_payload(plan: RunPlan, skills: Sequence[str]) -> dict[str, Any]:
-    """What a planning attempt needs: the goal, the team, the draft tasks, the skills."""
-    mission = plan.mission
-    return {
-        "mission": mission.name,
-        "goal": mission.goal or "",
-        "description": mission.description,
-        "team": [r.__dict__ for r in team_of(plan.workers, plan.roles)],
-        "draft": [t.model_dump(mode="json", exclude_defaults=True) for t in mission.tasks],
-        "max_attempts": mission.max_attempts,
-        "gate": plan.gate_command,
-        "skills": list(skills),
-        "workspace": str(plan.workspace),
-    }
-
-
 def plan_prompt(payload: Mapping[str, Any], feedback: Sequence[str] = ()) -> str:
     """The planner's first message: goal, team, draft, how to answer, earlier failures."""
     team = "\n".join(
@@ -280,34 +263,3 @@ class PlanningStep:
             "summary": self.summary,
             "last_failure": self.feedback[-1] if self.feedback else None,
         }
-
-
-def restore(plan: RunPlan, events: Iterable[dict[str, Any]]) -> bool:
-    """Bring a planning run's step back from its event log (``pd resume``). A recorded
-    plan becomes the graph; otherwise the failed attempts count. True if it was accepted."""
-    step = plan.planning
-    if step is None:
-        return False
-    accepted: dict[str, Any] | None = None
-    for event in events:
-        if event["kind"] == "plan_attempt_failed":
-            step.attempts = event["attempt"]
-            step.failed(event["reason"])
-        elif event["kind"] == "plan_accepted":
-            accepted = event
-    if accepted is None:
-        return False
-    team = team_of(plan.workers, plan.roles)
-    try:
-        specs, _ = parse_plan(accepted["tasks"], team, plan.mission.max_attempts)
-        plan.graph = TaskGraph.for_mission(plan.mission, specs)
-    except PlanProblem as exc:
-        raise BadInput(
-            str(plan.mission_path),
-            f"the run's recorded plan no longer fits the mission ({exc})",
-            "restore the team the run was planned for",
-            "team",
-        ) from None
-    step.attempts = accepted["attempt"]
-    step.accepted(len(plan.graph), accepted.get("summary", ""))
-    return True

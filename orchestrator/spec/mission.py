@@ -24,7 +24,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from orchestrator.errors import BadInput
-from orchestrator.team.composition import default_budget
+from orchestrator.spec.composition import default_budget
+from orchestrator.team.catalog import shipped_dir
 
 TASK_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 # A timeout below a second cannot let a real command finish; it is a typo, not a setting.
@@ -244,14 +245,6 @@ class Mission(Strict):
     def planned(self) -> bool:
         """Whether the producer plans the tasks at run time (``plan``, else goal, no tasks)."""
         return self.plan if self.plan is not None else bool(self.goal and not self.tasks)
-
-
-def shipped_dir(name: str) -> Path:
-    """A catalog folder (roles, missions, skills): inside the installed package, or the
-    source checkout's top level when running from an editable install."""
-    here = Path(__file__).resolve().parents[1]
-    inside = here / name
-    return inside if inside.is_dir() else here.parent / name
 
 
 def resolve_mission_path(arg: str) -> Path:

@@ -13,8 +13,17 @@ from pathlib import Path
 import yaml
 
 from orchestrator.errors import BadInput
-from orchestrator.spec.mission import shipped_dir
-from orchestrator.team.composition import DEFAULT_TIER, GROUPS, TIERS
+from orchestrator.team.catalog import shipped_dir
+
+# A role belongs to one group; its tier picks its model (cheap, balanced, top).
+BUILDER = "builder"
+COORDINATION = "coordination"
+GROUPS = (BUILDER, COORDINATION)
+
+TIERS = ("haiku", "sonnet", "opus")  # cheap, balanced, top
+TOP_TIER = "opus"
+CHEAP_TIER = "haiku"
+DEFAULT_TIER = {BUILDER: "sonnet", COORDINATION: "haiku"}
 
 COMMON_RULES = """\
 Rules for every role:

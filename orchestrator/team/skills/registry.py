@@ -21,7 +21,7 @@ from jsonschema import Draft202012Validator, SchemaError
 from jsonschema.exceptions import best_match
 
 from orchestrator.errors import BadInput
-from orchestrator.spec.mission import shipped_dir
+from orchestrator.team.catalog import shipped_dir
 
 SCHEMA_NAME = "manifest.schema.json"
 # Names the core tools had before skills; roles and cassettes written then still work.

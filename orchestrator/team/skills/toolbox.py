@@ -15,9 +15,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from orchestrator.agent.tools import FINISH, Ending, Toolbox, ToolResult
 from orchestrator.errors import ToolError
 from orchestrator.team.skills.registry import ALIASES, Skill, SkillRegistry
+from orchestrator.team.tools import FINISH, Ending, Toolbox, ToolResult
 
 MAX_OFFERED = 12  # selected skills plus discovered ones; finish and discover not counted
 DISCOVER_PER_CALL = 3

@@ -8,8 +8,8 @@ import tomllib
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator.agent.tools import Toolbox, ToolResult
 from orchestrator.errors import ToolError
+from orchestrator.team.tools import Toolbox, ToolResult
 
 
 def _pyproject(text: str) -> dict[str, list[str]]:

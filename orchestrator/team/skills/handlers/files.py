@@ -8,8 +8,8 @@ import re
 import shlex
 import tempfile
 
-from orchestrator.agent.tools import Toolbox, ToolResult
 from orchestrator.errors import ToolError
+from orchestrator.team.tools import Toolbox, ToolResult
 
 
 def read_file(box: Toolbox, path: str, offset: int = 1, limit: int = 2000) -> ToolResult:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import shlex
 
-from orchestrator.agent.tools import Toolbox, ToolResult
 from orchestrator.errors import ToolError
 from orchestrator.system.gitutil import identity_env
+from orchestrator.team.tools import Toolbox, ToolResult
 
 
 def _git(box: Toolbox, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:

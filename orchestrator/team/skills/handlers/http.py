@@ -11,8 +11,8 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
-from orchestrator.agent.tools import Toolbox, ToolResult
 from orchestrator.errors import ToolError
+from orchestrator.team.tools import Toolbox, ToolResult
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 TIMEOUT = 10.0

@@ -14,8 +14,8 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from orchestrator.agent.tools import Toolbox, ToolResult
 from orchestrator.errors import ToolError
+from orchestrator.team.tools import Toolbox, ToolResult
 
 
 @dataclass(frozen=True)

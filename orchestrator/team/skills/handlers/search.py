@@ -6,8 +6,8 @@ import ast
 import re
 from collections import Counter
 
-from orchestrator.agent.tools import MAX_SEARCH_BYTES, Toolbox, ToolResult
 from orchestrator.errors import ToolError
+from orchestrator.team.tools import MAX_SEARCH_BYTES, Toolbox, ToolResult
 
 # One line per definition in the usual languages; Python gets a real parse instead.
 _OUTLINE = re.compile(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.agent.tools import Toolbox, ToolResult
+from orchestrator.team.tools import Toolbox, ToolResult
 
 
 def run_command(box: Toolbox, command: str, timeout: float | None = None) -> ToolResult:

@@ -19,8 +19,8 @@ import os
 from pathlib import Path
 
 from orchestrator.agent.external.registry import DEFAULT_KEYS
-from orchestrator.agent.tools import scrub_env
-from orchestrator.spec.providercheck import KEY_ENV
+from orchestrator.engine.providercheck import KEY_ENV
+from orchestrator.team.tools import scrub_env
 
 
 def key_names(

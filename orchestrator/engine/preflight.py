@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import shlex
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 from orchestrator.agent.reviewer import REVIEWS
-from orchestrator.engine.scheduling import fits, overlap
-from orchestrator.engine.taskgraph import GraphError, TaskGraph
+from orchestrator.engine.providercheck import ProviderPlan, check_provider
 from orchestrator.errors import BadInput
-from orchestrator.planning.taskplan import PLAN_ID, PLANNER_ROLE, PlanningStep
+from orchestrator.planning.taskplan import PLAN_ID, PLANNER_ROLE, PlanningStep, team_of
 from orchestrator.spec.mission import Mission, ProviderConfig, load_mission
-from orchestrator.spec.providercheck import ProviderPlan, check_provider
 from orchestrator.system.gitutil import (
     checked_out_branches,
     current_branch,
@@ -30,6 +29,8 @@ from orchestrator.system.gitutil import (
 )
 from orchestrator.system.sandbox import Policy, SandboxUnavailable, make_policy
 from orchestrator.system.targetlock import refuse_if_live
+from orchestrator.tasks.scheduling import fits, overlap
+from orchestrator.tasks.taskgraph import GraphError, TaskGraph
 from orchestrator.team.roles import Role, load_roles
 
 # The gate runs under bash: its builtins and keywords are not programs to look up, and a
@@ -433,3 +434,19 @@ def _check_gate(mission: Mission, repo: Path, where: str) -> str:
             field,
         )
     return command
+
+
+def plan_payload(plan: RunPlan, skills: Sequence[str]) -> dict[str, Any]:
+    """What a planning attempt needs: the goal, the team, the draft tasks, the skills."""
+    mission = plan.mission
+    return {
+        "mission": mission.name,
+        "goal": mission.goal or "",
+        "description": mission.description,
+        "team": [r.__dict__ for r in team_of(plan.workers, plan.roles)],
+        "draft": [t.model_dump(mode="json", exclude_defaults=True) for t in mission.tasks],
+        "max_attempts": mission.max_attempts,
+        "gate": plan.gate_command,
+        "skills": list(skills),
+        "workspace": str(plan.workspace),
+    }

@@ -18,19 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.agent.tools import scrub_env
 from orchestrator.engine.configs import provider_options
+from orchestrator.engine.preflight import RunPlan, plan_payload
 from orchestrator.errors import AttemptEnded, PdError, ProviderError
 from orchestrator.limits.client import BudgetExhausted, MeteredProvider, PermitClient, estimate
 from orchestrator.limits.meter import Metering
 from orchestrator.limits.permit_thread import PermitLoop
 from orchestrator.planning.producer import planner_toolbox, run_planner
-from orchestrator.planning.taskplan import plan_payload, planner_skills
+from orchestrator.planning.taskplan import planner_skills
 from orchestrator.providers import Provider, make_provider
-from orchestrator.spec.preflight import RunPlan
 from orchestrator.system.sandbox import Sandbox
 from orchestrator.system.worktrees import WorktreeManager
 from orchestrator.team.skills import load_registry
+from orchestrator.team.tools import scrub_env
 
 PLANNER = "planner"  # the worker id the permit desk books the calls to
 
@@ -53,7 +53,9 @@ def plan_locally(plan: RunPlan, on_tool: Callable[[str], None] = lambda s: None)
     payload = plan_payload(plan, planner_skills(role, load_registry(plan.workspace)))
     model = plan.provider.models.get(step.role, "")
     limits = plan.mission.limits
-    metering = Metering.for_plan(plan, [], lambda kind, **data: None)
+    metering = Metering.for_run(
+        plan.mission, plan.provider.name, plan.provider.prices, [], lambda kind, **data: None
+    )
     feedback: list[str] = []
     with _worktree(plan) as root, _provider(plan, model, metering) as provider:
         for attempt in range(1, plan.mission.max_attempts + 1):

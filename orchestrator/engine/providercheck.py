@@ -19,9 +19,8 @@ from orchestrator.errors import BadInput
 from orchestrator.limits.ledger import PriceTable
 from orchestrator.planning.taskplan import PLAN_ID
 from orchestrator.spec.mission import Mission
-from orchestrator.spec.tiers import resolve_model
-from orchestrator.team.composition import CHEAP_TIER, TOP_TIER
-from orchestrator.team.roles import Role
+from orchestrator.team.roles import CHEAP_TIER, TOP_TIER, Role
+from orchestrator.team.tiers import resolve_model
 
 KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 CONNECT_TIMEOUT = 3.0  # seconds for the TCP connect that tells a server is there

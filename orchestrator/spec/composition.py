@@ -24,18 +24,16 @@ from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
 
+from orchestrator.team.roles import (
+    BUILDER,
+    COORDINATION,
+    GROUPS,
+    TOP_TIER,
+    Role,
+)
+
 if TYPE_CHECKING:
     from orchestrator.spec.mission import Mission
-    from orchestrator.team.roles import Role
-
-BUILDER = "builder"
-COORDINATION = "coordination"
-GROUPS = (BUILDER, COORDINATION)
-
-TIERS = ("haiku", "sonnet", "opus")  # cheap, balanced, top
-TOP_TIER = "opus"
-CHEAP_TIER = "haiku"
-DEFAULT_TIER = {BUILDER: "sonnet", COORDINATION: "haiku"}
 
 REQUIRED_ROLES = {
     "producer": "it plans the goal into tasks",
