@@ -17,6 +17,7 @@ from orchestrator.limits.permitdesk import (
 )
 from orchestrator.limits.ratelimit import BucketLimits, RateLimiter
 from orchestrator.providers.base import Usage
+from orchestrator.record import events as ev
 from orchestrator.wire.messages import AcquireTokens, CallDone, CallSent, Deny, Grant
 
 MODEL = "claude-haiku-4-5"
@@ -106,8 +107,8 @@ def test_settling_records_the_real_cost_and_frees_the_reservation() -> None:
         now=1.0,
     )
     expected = cost(usage, PriceTable.load().price(MODEL))
-    assert Decimal(data["cost"]) == expected == d.ledger.spent
-    assert d.ledger.reserved == 0 and "overrun" not in data
+    assert data is not None and Decimal(data.cost or "") == expected == d.ledger.spent
+    assert d.ledger.reserved == 0 and data.overrun is None
 
 
 def test_a_dead_workers_call_in_flight_is_charged_its_reservation_and_its_queued_ask_freed() -> (
@@ -121,10 +122,10 @@ def test_a_dead_workers_call_in_flight_is_charged_its_reservation_and_its_queued
     [lost] = d.worker_lost("w1", now=0.5)
     assert d.ledger.reserved == 0 and d.next_wake() is None
     assert d.ledger.spent == held and d.ledger.totals()["lost"] == 1
-    assert lost["lost"] is True and Decimal(lost["cost"]) == held and lost["task"] == "t"
+    assert lost.lost is True and Decimal(lost.cost or "") == held and lost.task == "t"
     # pd resume counts the charge again from the event
     again = desk(budget="1")
-    again.replay([{"kind": "usage", "role": "dev", **lost}])
+    again.replay([lost])
     assert again.ledger.spent == held and again.ledger.totals()["lost"] == 1
 
 
@@ -177,7 +178,7 @@ def test_more_input_than_reserved_makes_the_models_next_reservations_larger() ->
     d = desk(budget="1")
     grant = d.ask(ask(1, tokens=100), "dev", now=0.0)  # 300 input tokens reserved
     data = d.done(ok(grant, Usage(1200, 50)), now=1.0)  # the provider counted 1200
-    assert data is not None and Decimal(data["overrun"]) > 0
+    assert data is not None and Decimal(data.overrun or "") > 0
     d.ask(ask(2, tokens=100), "dev", now=2.0)
     # 1200 / 300 with OVERRUN_MARGIN on top
     assert d.ledger.reserved == haiku_worst(math.ceil(300 * 4 * OVERRUN_MARGIN), 50)
@@ -195,16 +196,10 @@ def test_resume_replays_recorded_spend_into_the_ledger() -> None:
     d = desk(budget="1")
     usage = Usage(input_tokens=1000, output_tokens=500)
     events = [
-        {
-            "kind": "usage",
-            "worker": "w1",
-            "role": "dev",
-            "task": "t",
-            "model": MODEL,
-            "usage": usage.to_dict(),
-            "cost": "x",
-        },
-        {"kind": "task_merged", "task": "t"},
+        ev.UsageRecorded(
+            worker="w1", role="dev", task="t", model=MODEL, usage=usage.to_dict(), cost="x"
+        ),
+        ev.TaskMerged(task="t", attempt=1, head="h"),
     ]
     d.replay(events)
     assert d.ledger.spent == cost(usage, PriceTable.load().price(MODEL)) > 0

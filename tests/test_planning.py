@@ -28,6 +28,7 @@ from orchestrator.planning.taskplan import (
     parse_plan,
     plan_prompt,
 )
+from orchestrator.record import events as ev
 from orchestrator.tasks.taskgraph import TaskGraph
 from orchestrator.team.catalog import shipped_dir
 from tests.conftest import (
@@ -202,9 +203,9 @@ def test_restore_takes_the_recorded_plan_and_never_plans_again(
     plan = build_plan(mission, tmp_path, repo_arg=str(project))
     assert plan.planning is not None and len(plan.graph) == 0
     events = [
-        {"kind": "plan_assigned", "task": "plan", "attempt": 1, "worker": "w1"},
-        {"kind": "plan_attempt_failed", "attempt": 1, "reason": "no plan", "state": "pending"},
-        {"kind": "plan_accepted", "attempt": 2, "tasks": FIXED, "summary": "two"},
+        ev.PlanAssigned(task="plan", attempt=1, worker="w1"),
+        ev.PlanAttemptFailed(task="plan", attempt=1, reason="no plan", state="pending"),
+        ev.PlanAccepted(task="plan", worker="w1", attempt=2, tasks=FIXED, summary="two"),
     ]
     assert restore_plan(plan, events)
     assert [t.id for t in plan.graph] == ["a", "b"] and not plan.planning.open

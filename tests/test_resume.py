@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.engine.resume import rebuild
+from orchestrator.record import events as ev
 from orchestrator.tasks.taskgraph import TaskGraph, TaskState
 from tests.conftest import run_git
 
@@ -14,6 +15,19 @@ TASKS = [
     {"id": "c", "title": "C"},
     {"id": "d", "title": "D", "deps": ["c"]},
 ]
+
+
+def submitted(task: str, commit: str) -> ev.TaskSubmitted:
+    return ev.TaskSubmitted(
+        task=task,
+        worker="w1",
+        attempt=1,
+        commit=commit,
+        files=["a.txt"],
+        summary="",
+        branch=f"pd/r/{task}",
+        state="merging",
+    )
 
 
 def commit_on_branch(repo: Path, branch: str, name: str) -> str:
@@ -31,12 +45,12 @@ def test_rebuild_restores_merged_failed_and_pending(git_repo: Path) -> None:
     run_git(git_repo, "merge", "-q", "--ff-only", "pd/r/a")
     graph = TaskGraph(TASKS, default_max_attempts=2)
     events = [
-        {"kind": "task_assigned", "task": "a", "attempt": 1},
-        {"kind": "task_submitted", "task": "a", "commit": merged},
-        {"kind": "task_merged", "task": "a", "head": merged},
-        {"kind": "attempt_failed", "task": "c", "attempt": 1, "reason": "gate", "state": "pending"},
-        {"kind": "attempt_failed", "task": "c", "attempt": 2, "reason": "gate", "state": "failed"},
-        {"kind": "task_assigned", "task": "b", "attempt": 1},  # running when the crash came
+        ev.TaskAssigned(task="a", attempt=1),
+        submitted("a", merged),
+        ev.TaskMerged(task="a", attempt=1, head=merged),
+        ev.AttemptFailed(task="c", attempt=1, reason="gate", state="pending"),
+        ev.AttemptFailed(task="c", attempt=2, reason="gate", state="failed"),
+        ev.TaskAssigned(task="b", attempt=1),  # running when the crash came
     ]
     count = rebuild(graph, events, git_repo, run_git(git_repo, "rev-parse", "main"))
     assert count == 1
@@ -52,8 +66,8 @@ def test_work_merged_but_not_recorded_counts_as_merged(git_repo: Path) -> None:
     run_git(git_repo, "merge", "-q", "--no-ff", "-m", "merge", "pd/r/a")
     graph = TaskGraph(TASKS)
     events = [
-        {"kind": "task_assigned", "task": "a", "attempt": 1},
-        {"kind": "task_submitted", "task": "a", "commit": landed},
+        ev.TaskAssigned(task="a", attempt=1),
+        submitted("a", landed),
     ]
     head = run_git(git_repo, "rev-parse", "main")
     assert rebuild(graph, events, git_repo, head) == 1
@@ -63,7 +77,7 @@ def test_work_merged_but_not_recorded_counts_as_merged(git_repo: Path) -> None:
 def test_submitted_but_not_landed_runs_again(git_repo: Path) -> None:
     pending = commit_on_branch(git_repo, "pd/r/a", "a.txt")
     graph = TaskGraph(TASKS)
-    events = [{"kind": "task_submitted", "task": "a", "commit": pending}]
+    events = [submitted("a", pending)]
     assert rebuild(graph, events, git_repo, run_git(git_repo, "rev-parse", "main")) == 0
     assert graph.get("a").state is TaskState.PENDING
 
@@ -74,15 +88,8 @@ def test_rebuild_keeps_handoff_notes_and_a_handed_off_attempt_does_not_count(
     wip = commit_on_branch(git_repo, "pd/r/a", "wip.txt")
     graph = TaskGraph(TASKS, default_max_attempts=1)
     events = [
-        {"kind": "attempt_handed_off", "task": "a", "attempt": 1, "commit": wip, "handoff": "n1"},
-        {
-            "kind": "attempt_failed",
-            "task": "c",
-            "attempt": 1,
-            "reason": "died",
-            "state": "failed",
-            "handoff": "c's note",
-        },
+        ev.AttemptHandedOff(task="a", worker="w1", attempt=1, commit=wip, handoff="n1"),
+        ev.AttemptFailed(task="c", attempt=1, reason="died", state="failed", handoff="c's note"),
     ]
     rebuild(graph, events, git_repo, run_git(git_repo, "rev-parse", "main"))
     a = graph.get("a")
@@ -94,11 +101,11 @@ def test_rebuild_keeps_handoff_notes_and_a_handed_off_attempt_does_not_count(
 def test_infrastructure_failures_and_already_merged_survive_a_resume(git_repo: Path) -> None:
     head = run_git(git_repo, "rev-parse", "main")
     graph = TaskGraph(TASKS, default_max_attempts=1)
-    broken = {"kind": "attempt_infra_failed", "task": "a", "reason": "git: commondir"}
+    broken = "git: commondir"
     events = [
-        {**broken, "attempt": 1, "state": "pending"},
-        {**broken, "attempt": 2, "state": "pending"},
-        {"kind": "task_already_merged", "task": "c", "attempt": 1, "commit": head},
+        ev.AttemptInfraFailed(task="a", attempt=1, reason=broken, state="pending"),
+        ev.AttemptInfraFailed(task="a", attempt=2, reason=broken, state="pending"),
+        ev.TaskAlreadyMerged(task="c", attempt=1, commit=head),
     ]
     assert rebuild(graph, events, git_repo, head) == 1
     a = graph.get("a")

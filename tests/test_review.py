@@ -18,6 +18,7 @@ from orchestrator.agent.reviewer import (
     review_toolbox,
 )
 from orchestrator.engine.resume import rebuild
+from orchestrator.record import events as ev
 from orchestrator.tasks.taskgraph import TaskGraph, TaskState
 from tests.conftest import run_git
 from tests.test_taskgraph import dags
@@ -350,31 +351,30 @@ def commit_on(repo: Path, branch: str, name: str, start: str = "main") -> str:
     return sha
 
 
-def submitted(task: str, attempt: int, commit: str, state: str) -> dict[str, object]:
-    return {
-        "kind": "task_submitted",
-        "task": task,
-        "worker": "w1",
-        "attempt": attempt,
-        "commit": commit,
-        "branch": f"pd/r/{task}",
-        "summary": f"{task} v{attempt}",
-        "state": state,
-    }
+def submitted(task: str, attempt: int, commit: str, state: str) -> ev.TaskSubmitted:
+    return ev.TaskSubmitted(
+        task=task,
+        worker="w1",
+        attempt=attempt,
+        commit=commit,
+        files=[f"{task}.txt"],
+        branch=f"pd/r/{task}",
+        summary=f"{task} v{attempt}",
+        state=state,
+    )
 
 
-def verdict(task: str, round_: int, commit: str, approve: bool) -> dict[str, object]:
-    return {
-        "kind": "review_done",
-        "task": task,
-        "worker": "w2",
-        "round": round_,
-        "verdict": "approve" if approve else "request_changes",
-        "comments": "c",
-        "commit": commit,
-        "feedback": review_feedback(round_, "w2", "tech-lead", f"fix {task}"),
-        "state": "merging" if approve else "pending",
-    }
+def verdict(task: str, round_: int, commit: str, approve: bool) -> ev.ReviewDone:
+    return ev.ReviewDone(
+        task=task,
+        worker="w2",
+        round=round_,
+        verdict="approve" if approve else "request_changes",
+        comments="c",
+        commit=commit,
+        feedback=review_feedback(round_, "w2", "tech-lead", f"fix {task}"),
+        state="merging" if approve else "pending",
+    )
 
 
 def test_rebuild_keeps_reviews_in_review_approved_and_sent_back(git_repo: Path) -> None:
@@ -384,16 +384,16 @@ def test_rebuild_keeps_reviews_in_review_approved_and_sent_back(git_repo: Path) 
     fix = commit_on(git_repo, "pd/r/exhausted", "fix.txt")
     events = [
         submitted("open", 1, v["open"], "reviewing"),
-        {"kind": "review_started", "task": "open", "worker": "w2", "round": 1},
+        ev.ReviewStarted(task="open", worker="w2", round=1, commit=v["open"]),
         submitted("approved", 1, v["approved"], "reviewing"),
         verdict("approved", 1, v["approved"], True),
-        {"kind": "merge_started", "task": "approved", "commit": v["approved"]},
+        ev.MergeStarted(task="approved", commit=v["approved"]),
         submitted("back", 1, v["back"], "reviewing"),
         verdict("back", 1, v["back"], False),
         submitted("exhausted", 1, "e1", "reviewing"),
         verdict("exhausted", 1, "e1", False),
         submitted("exhausted", 2, fix, "merging"),
-        {"kind": "review_rounds_exhausted", "task": "exhausted", "rounds": 1, "commit": fix},
+        ev.ReviewRoundsExhausted(task="exhausted", rounds=1, commit=fix),
     ]
     head = run_git(git_repo, "rev-parse", "main")
     assert rebuild(graph, events, git_repo, head) == 0
@@ -424,8 +424,8 @@ def test_rebuild_after_a_rejected_approved_version_starts_over(git_repo: Path) -
         verdict("a", 1, v1, False),
         submitted("a", 2, v2, "reviewing"),
         verdict("a", 2, v2, True),
-        {"kind": "task_rejected", "task": "a", "attempt": 2, "reason": "gate failed"},
-        {"kind": "attempt_failed", "task": "a", "attempt": 2, "reason": "gate", "state": "pending"},
+        ev.TaskRejected(task="a", attempt=2, reason="gate failed"),
+        ev.AttemptFailed(task="a", attempt=2, reason="gate", state="pending"),
     ]
     rebuild(graph, events, git_repo, run_git(git_repo, "rev-parse", "main"))
     node = graph.get("a")
@@ -438,8 +438,8 @@ def test_rebuild_of_reviews_that_failed_for_good(git_repo: Path) -> None:
     graph = TaskGraph([{"id": "a", "title": "a"}, {"id": "b", "title": "b", "deps": ["a"]}])
     events = [
         submitted("a", 1, "x", "reviewing"),
-        {"kind": "review_failed", "task": "a", "round": 1, "reason": "r", "state": "reviewing"},
-        {"kind": "review_failed", "task": "a", "round": 1, "reason": "r2", "state": "failed"},
+        ev.ReviewFailed(task="a", worker="w2", round=1, reason="r", failures=1, state="reviewing"),
+        ev.ReviewFailed(task="a", worker="w3", round=1, reason="r2", failures=2, state="failed"),
     ]
     rebuild(graph, events, git_repo, run_git(git_repo, "rev-parse", "main"))
     assert graph.get("a").state is TaskState.FAILED and graph.get("a").feedback == ["r2"]

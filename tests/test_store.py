@@ -30,7 +30,7 @@ def test_events_round_trip_in_order_with_consecutive_seq(tmp_path: Path) -> None
     ]
     store.close()
 
-    read = list(RunStore.open("run-1", home=tmp_path).events())
+    read = list(RunStore.open("run-1", home=tmp_path).raw_events())
     assert read == written
     assert [e["seq"] for e in read] == [1, 2, 3]
     assert [e["kind"] for e in read] == ["run_started", "task_assigned", "run_finished"]
@@ -40,16 +40,16 @@ def test_events_round_trip_in_order_with_consecutive_seq(tmp_path: Path) -> None
 
 
 def test_events_of_a_run_without_events_is_empty(tmp_path: Path) -> None:
-    assert list(RunStore.create(tmp_path, "run-1").events()) == []
+    assert list(RunStore.create(tmp_path, "run-1").raw_events()) == []
 
 
 def test_events_are_readable_while_the_writer_keeps_appending(tmp_path: Path) -> None:
     writer = RunStore.create(tmp_path, "run-1")
     reader = RunStore(writer.dir)
     writer.append_event("a")
-    assert [e["kind"] for e in reader.events()] == ["a"]
+    assert [e["kind"] for e in reader.raw_events()] == ["a"]
     writer.append_event("b")
-    assert [e["kind"] for e in reader.events()] == ["a", "b"]
+    assert [e["kind"] for e in reader.raw_events()] == ["a", "b"]
     writer.close()
 
 
@@ -63,7 +63,7 @@ def test_torn_last_line_is_skipped_by_readers_and_cut_before_the_next_append(
     with open(store.events_path, "ab") as handle:
         handle.write(b'{"seq":4,"at":1.0,"kind":"to')  # the crash hit mid-write
 
-    assert [e["kind"] for e in RunStore(store.dir).events()] == ["a", "b", "c"]
+    assert [e["kind"] for e in RunStore(store.dir).raw_events()] == ["a", "b", "c"]
 
     reopened = RunStore.open("run-1", home=tmp_path)
     event = reopened.append_event("d")
@@ -72,7 +72,7 @@ def test_torn_last_line_is_skipped_by_readers_and_cut_before_the_next_append(
     lines = store.events_path.read_bytes().split(b"\n")
     assert lines[-1] == b"", "the file ends with a newline"
     assert [json.loads(line)["kind"] for line in lines[:-1]] == ["a", "b", "c", "d"]
-    assert [e["seq"] for e in reopened.events()] == [1, 2, 3, 4]
+    assert [e["seq"] for e in reopened.raw_events()] == [1, 2, 3, 4]
 
 
 def test_events_appended_after_a_corrupt_complete_last_line_are_readable(
@@ -87,7 +87,7 @@ def test_events_appended_after_a_corrupt_complete_last_line_are_readable(
     reopened = RunStore(store.dir)
     reopened.append_event("c")
     reopened.close()
-    assert [e["kind"] for e in reopened.events()] == ["a", "c"]
+    assert [e["kind"] for e in reopened.raw_events()] == ["a", "c"]
 
 
 # A value that survives a JSON round trip unchanged (no NaN: NaN != NaN).
@@ -134,14 +134,14 @@ def test_any_crash_point_leaves_a_readable_prefix_that_appends_continue(
         store.events_path.write_bytes(raw[:cut] + junk)
         complete = raw[:cut].count(b"\n")
 
-        assert list(RunStore(store.dir).events()) == written[:complete]
+        assert list(RunStore(store.dir).raw_events()) == written[:complete]
 
         reopened = RunStore.open("run", home=home)
         added = [reopened.append_event(kind, **data) for kind, data in after]
         reopened.close()
 
         assert [e["seq"] for e in added] == list(range(complete + 1, complete + 1 + len(after)))
-        assert list(RunStore(store.dir).events()) == written[:complete] + added
+        assert list(RunStore(store.dir).raw_events()) == written[:complete] + added
         text = store.events_path.read_bytes()
         assert text == b"" or text.endswith(b"\n")
         lines = text.splitlines()

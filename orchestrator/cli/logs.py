@@ -58,7 +58,7 @@ def _task_ids(store: RunStore) -> list[str] | None:
         mission = {}
     ids = [t.get("id") for t in mission.get("tasks", [])]
     ids += [t.get("id") for t in (store.read_state() or {}).get("tasks", [])]
-    ids += [e.get("task") for e in store.events()]
+    ids += [getattr(e, "task", None) for e in store.events()]
     planned = mission.get("plan")
     if planned is None:
         planned = bool(mission.get("goal") and not mission.get("tasks"))

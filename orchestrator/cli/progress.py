@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from orchestrator.cli.output import console
+from orchestrator.record import events as ev
 from orchestrator.record.eventtext import format_event
 
-STYLES = {
-    "task_merged": "green",
-    "task_already_merged": "green",
-    "task_rejected": "yellow",
-    "attempt_failed": "yellow",
-    "task_failed": "bold red",
-    "plan_accepted": "green",
-    "plan_attempt_failed": "yellow",
-    "worker_crashed": "red",
-    "run_finished": "bold",
-    "run_aborted": "bold red",
-    "progress": "dim",
+QUIET = (ev.WorkerSpawned, ev.WorkerReady, ev.ControlReceived)
+STYLES: dict[type[ev.Event], str] = {
+    ev.TaskMerged: "green",
+    ev.TaskAlreadyMerged: "green",
+    ev.TaskRejected: "yellow",
+    ev.AttemptFailed: "yellow",
+    ev.TaskFailed: "bold red",
+    ev.PlanAccepted: "green",
+    ev.PlanAttemptFailed: "yellow",
+    ev.WorkerCrashed: "red",
+    ev.RunFinished: "bold",
+    ev.RunAborted: "bold red",
+    ev.Progress: "dim",
 }
 
 
@@ -31,15 +32,15 @@ class ProgressPrinter:
         self.quiet = quiet
         self.start = time.time()
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        if self.quiet or event["kind"] in ("worker_spawned", "worker_ready", "control"):
+    def __call__(self, event: ev.Event) -> None:
+        if self.quiet or isinstance(event, QUIET):
             return
-        if event["kind"] == "progress" and not self.verbose:
+        if isinstance(event, ev.Progress) and not self.verbose:
             return
         line = format_event(event)
         if line is None:
             return
-        style = STYLES.get(event["kind"], "")
-        elapsed = event.get("at", time.time()) - self.start
+        style = STYLES.get(type(event), "")
+        elapsed = (event.at or time.time()) - self.start
         text = f"{elapsed:6.1f}s  {line}"
         console.print(text, style=style or None, markup=False, soft_wrap=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from orchestrator.record import control
+from orchestrator.record import events as ev
 from orchestrator.tasks.taskgraph import TaskState
 from orchestrator.wire.messages import AbortTask, HandOff, TaskFailed
 
@@ -23,7 +24,9 @@ class ControlSteps:
     """Coordinator methods for control requests and handoffs."""
 
     def _control(self: Coordinator, request: control.ControlRequest) -> None:
-        self.emit("control", action=request.action, task=request.task, worker=request.worker)
+        self.emit(
+            ev.ControlReceived(action=request.action, task=request.task, worker=request.worker)
+        )
         if request.action == "handoff":
             self._hand_off_worker(request.worker)
             return
@@ -52,7 +55,7 @@ class ControlSteps:
             TaskState.ABORTED,
         ):
             changed = self.graph.abort(task_id)
-            self.emit("task_aborted", task=task_id, changed=changed)
+            self.emit(ev.TaskAborted(task=task_id, changed=changed))
 
     def _abort_worker(self: Coordinator, worker_id: str) -> None:
         slot = self.slots.get(worker_id)
@@ -82,9 +85,9 @@ class ControlSteps:
         see ``_handed_off`` for the fresh start."""
         slot = self.slots.get(worker_id or "")
         if slot is None or slot.task is None or slot.state != "busy":
-            self.emit("handoff_refused", worker=worker_id, reason="the worker has no task")
+            self.emit(ev.HandoffRefused(worker=worker_id, reason="the worker has no task"))
             return
-        self.emit("handoff_requested", worker=slot.id, task=slot.task)
+        self.emit(ev.HandoffRequested(worker=slot.id, task=slot.task))
         self.pool.send(slot.id, HandOff(task_id=slot.task))
 
     def _handed_off(self: Coordinator, slot: Slot, message: TaskFailed) -> None:
@@ -92,12 +95,13 @@ class ControlSteps:
         if task.state is not TaskState.RUNNING:
             return
         self.emit(
-            "attempt_handed_off",
-            task=task.id,
-            worker=slot.id,
-            attempt=message.attempt,
-            commit=message.start_from,
-            handoff=message.handoff,
+            ev.AttemptHandedOff(
+                task=task.id,
+                worker=slot.id,
+                attempt=message.attempt,
+                commit=message.start_from,
+                handoff=message.handoff,
+            )
         )
         self.graph.hand_off(task.id, message.handoff, message.start_from)
         if slot.state != "retired" and not self.abort_reason:  # a fresh process, same slot

@@ -42,6 +42,7 @@ from orchestrator.limits.permit_thread import PermitLoop
 from orchestrator.planning.taskplan import PLAN_ID
 from orchestrator.providers import preload_modules
 from orchestrator.record import control
+from orchestrator.record import events as ev
 from orchestrator.record.eventtext import format_event, stamp
 from orchestrator.record.store import RunStore
 from orchestrator.spec.composition import tier_for
@@ -88,7 +89,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         self,
         plan: RunPlan,
         store: RunStore,
-        on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_event: Callable[[ev.Event], None] | None = None,
         start_method: str | None = None,
     ) -> None:
         self.plan = plan
@@ -167,13 +168,14 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
     def _start(self) -> None:
         exclude_from_status(self.plan.repo, [self.plan.worktree_root, self.plan.workspace / ".pd"])
         self.emit(
-            "run_started",
-            mission=self.plan.mission.name,
-            repo=str(self.plan.repo),
-            target_branch=self.plan.target_branch,
-            head=self.head,
-            workers=dict(self.plan.workers),
-            pid=os.getpid(),
+            ev.RunStarted(
+                mission=self.plan.mission.name,
+                repo=str(self.plan.repo),
+                target_branch=self.plan.target_branch,
+                head=self.head,
+                workers=dict(self.plan.workers),
+                pid=os.getpid(),
+            )
         )
         self._record_recovered_merges()
         self.permits.start()
@@ -187,7 +189,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
                 side_channel=True,
             )
             self.permits.attach(slot.id, slot.role, handle.side)  # type: ignore[arg-type]
-            self.emit("worker_spawned", worker=slot.id, role=slot.role)
+            self.emit(ev.WorkerSpawned(worker=slot.id, role=slot.role))
         self._requeue_approved()
 
     def _finished(self) -> bool:
@@ -234,19 +236,19 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
                 if t.state not in (*LANDED, TaskState.FAILED, TaskState.BLOCKED, TaskState.ABORTED)
             ]
             self.graph.abort_all()
-            self.emit("run_aborted", reason=self.abort_reason, tasks=changed)
+            self.emit(ev.RunAborted(reason=self.abort_reason, tasks=changed))
         elif halted := self._halted():
             stopped = [t.id for t in self.graph if t.state is TaskState.PENDING]
             self.graph.abort_all()
-            self.emit("run_stopped", reason=halted, tasks=stopped)
+            self.emit(ev.RunStopped(reason=halted, tasks=stopped))
         elif self._planning_open():
-            self.emit("run_stalled", reason=self._planning_over())
+            self.emit(ev.RunStalled(reason=self._planning_over()))
         elif self._stalled():
-            self.emit("run_stalled", reason="no live worker can take the remaining tasks")
+            self.emit(ev.RunStalled(reason="no live worker can take the remaining tasks"))
             self.graph.abort_all()
         self._teardown(grace=0.1 if self.abort_reason else 0.8)
         if self.plan.record and (cassette := recorder.assemble(self.store.dir)):
-            self.emit("cassette_recorded", path=str(cassette))
+            self.emit(ev.CassetteRecorded(path=str(cassette)))
         counts = self.graph.counts()
         landed = sum(counts.get(str(state), 0) for state in LANDED)
         merged_all = landed == len(self.graph) and not self._unplanned()
@@ -257,7 +259,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             status = "budget exhausted" if budget else "stopped"
         elif self._unplanned() and not self.abort_reason:
             status = "planning failed"
-        self.emit("run_finished", status=status, exit_code=code, head=self.head, counts=counts)
+        self.emit(ev.RunFinished(status=status, exit_code=code, head=self.head, counts=counts))
         self._write_state(force=True, status=status, exit_code=code)
         return code
 
@@ -343,13 +345,14 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         )
         slot.state, slot.task, slot.attempt = "busy", task.id, attempt
         self.emit(
-            "task_assigned",
-            task=task.id,
-            worker=slot.id,
-            attempt=attempt,
-            branch=branch,
-            base=self.head,
-            **({"escalated": True} if escalate and self.plan.provider.escalation else {}),
+            ev.TaskAssigned(
+                task=task.id,
+                worker=slot.id,
+                attempt=attempt,
+                branch=branch,
+                base=self.head,
+                **{"escalated": True} if escalate and self.plan.provider.escalation else {},
+            )
         )
         self.assigned_at[task.id] = time.monotonic()
         self.pool.send(slot.id, message)
@@ -373,23 +376,18 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             waited = message.at - self.ready_since.pop(message.task_id, message.at)
             dispatch = message.at - self.assigned_at.pop(message.task_id, message.at)
             self.emit(
-                "task_started",
-                task=message.task_id,
-                worker=slot.id,
-                attempt=message.attempt,
-                waited=round(max(waited, 0.0), 4),
-                dispatch=round(max(dispatch, 0.0), 4),
-                sync=False,  # informational: synced with the step's others
+                ev.TaskStarted(
+                    task=message.task_id,
+                    worker=slot.id,
+                    attempt=message.attempt,
+                    waited=round(max(waited, 0.0), 4),
+                    dispatch=round(max(dispatch, 0.0), 4),
+                ),
+                sync=False,
             )
         elif isinstance(message, Progress):
             self.on_event(
-                {
-                    "kind": "progress",
-                    "worker": slot.id,
-                    "task": message.task_id,
-                    "text": message.text,
-                    "at": time.time(),
-                }
+                ev.Progress(worker=slot.id, task=message.task_id, text=message.text, at=time.time())
             )
         elif isinstance(message, TaskDone):
             self._task_done(slot, message)
@@ -412,26 +410,27 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
     def _worker_ready(self, slot: Slot, message: Ready) -> None:
         handle = self.pool.workers[slot.id]
         if message.error:
-            self.emit("worker_failed_to_start", worker=slot.id, error=message.error)
+            self.emit(ev.WorkerFailedToStart(worker=slot.id, error=message.error))
             self._retire(slot)
             return
         handle.ready = True
         slot.state = "idle"
-        self.emit("worker_ready", worker=slot.id, pid=message.pid)
+        self.emit(ev.WorkerReady(worker=slot.id, pid=message.pid))
 
     def _skills_used(
         self, slot: Slot, message: TaskDone | TaskFailed | PlanDone | ReviewDone, kind: str
     ) -> None:
         if message.skills:
             self.emit(
-                "skills_used",
-                task=message.task_id,
-                worker=slot.id,
-                role=slot.role,
-                attempt=message.attempt,
-                attempt_kind=kind,
-                offered=message.skills.get("offered", []),
-                used=message.skills.get("used", []),
+                ev.SkillsUsed(
+                    task=message.task_id,
+                    worker=slot.id,
+                    role=slot.role,
+                    attempt=message.attempt,
+                    attempt_kind=kind,
+                    offered=message.skills.get("offered", []),
+                    used=message.skills.get("used", []),
+                ),
                 sync=False,
             )
 
@@ -447,15 +446,16 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             message.task_id, message.branch, message.commit, message.summary
         )
         self.emit(
-            "task_submitted",
-            task=message.task_id,
-            worker=slot.id,
-            attempt=message.attempt,
-            commit=message.commit,
-            files=message.changed_files,
-            summary=message.summary,
-            branch=message.branch,
-            state=str(state),
+            ev.TaskSubmitted(
+                task=message.task_id,
+                worker=slot.id,
+                attempt=message.attempt,
+                commit=message.commit,
+                files=message.changed_files,
+                summary=message.summary,
+                branch=message.branch,
+                state=str(state),
+            )
         )
         self._after_submit(self.graph.get(message.task_id), state)
 
@@ -473,13 +473,14 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         before = {t.id for t in self.graph if t.state is TaskState.BLOCKED}
         state = self.graph.attempt_failed(task_id, reason, handoff)
         self.emit(
-            "attempt_failed",
-            task=task_id,
-            attempt=task.attempts,
-            reason=reason,
-            state=str(state),
-            handoff=handoff,
-            **extra,
+            ev.AttemptFailed(
+                task=task_id,
+                attempt=task.attempts,
+                reason=reason,
+                state=str(state),
+                handoff=handoff,
+                **extra,
+            )
         )
         self._failed_for_good(task, state, before)
 
@@ -490,7 +491,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
                 for t in self.graph
                 if t.state is TaskState.BLOCKED and t.id not in blocked_before
             ]
-            self.emit("task_failed", task=task.id, attempts=task.attempts, blocked=blocked)
+            self.emit(ev.TaskFailed(task=task.id, attempts=task.attempts, blocked=blocked))
 
     def _infra_failed(self, task_id: str, reason: str, **extra: Any) -> None:
         """Retried as if it never ran: the agent is not charged and never sees it."""
@@ -500,12 +501,9 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         before = {t.id for t in self.graph if t.state is TaskState.BLOCKED}
         state = self.graph.infra_failed(task_id, reason, MAX_INFRA_FAILURES)
         self.emit(
-            "attempt_infra_failed",
-            task=task_id,
-            attempt=task.attempts,
-            reason=reason,
-            state=str(state),
-            **extra,
+            ev.AttemptInfraFailed(
+                task=task_id, attempt=task.attempts, reason=reason, state=str(state), **extra
+            )
         )
         self._failed_for_good(task, state, before)
         if state is TaskState.MERGING:  # the merge is tried again
@@ -519,7 +517,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         task = slot.task
         slot.task, slot.crashes = None, slot.crashes + 1
         # Its calls are given up by the permit thread once it has read the dead pipe out.
-        self.emit("worker_crashed", worker=worker_id, exitcode=exitcode, task=task)
+        self.emit(ev.WorkerCrashed(worker=worker_id, exitcode=exitcode, task=task))
         if task is not None:
             self._attempt_failed(
                 task,
@@ -539,13 +537,13 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         handle = self.pool.restart(slot.id)
         self.permits.attach(slot.id, slot.role, handle.side)  # type: ignore[arg-type]
         slot.state = "booting"
-        self.emit("worker_respawned", worker=slot.id, pid=handle.pid, restarts=handle.restarts)
+        self.emit(ev.WorkerRespawned(worker=slot.id, pid=handle.pid, restarts=handle.restarts))
 
     def _retire(self, slot: Slot) -> None:
         if slot.id in self.pool.workers:
             self.pool.remove(slot.id)
         slot.state, slot.task = "retired", None
-        self.emit("worker_retired", worker=slot.id, crashes=slot.crashes)
+        self.emit(ev.WorkerRetired(worker=slot.id, crashes=slot.crashes))
 
     def _check_health(self) -> None:
         limits = self.plan.mission.limits
@@ -553,20 +551,20 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         for worker_id in self.pool.silent(silence, boot_grace=max(60.0, silence)):
             if worker_id == MERGER:
                 continue  # the merger runs long gates without heartbeats; gates time out
-            self.emit("heartbeat_missed", worker=worker_id, seconds=silence)
+            self.emit(ev.HeartbeatMissed(worker=worker_id, seconds=silence))
             self.pool.kill(worker_id)  # its death arrives through poll() like a crash
 
     # ---- the record --------------------------------------------------------------
 
-    def emit(self, kind: str, sync: bool = True, **data: Any) -> None:
+    def emit(self, event: ev.Event, sync: bool = True) -> None:
         """Record first, then tell: the event log is the truth others rebuild from.
         ``sync=False`` (informational) is made durable once per loop step instead."""
-        self._present(self.store.append_event(kind, sync=sync, **data))
+        self._present(self.store.append(event, sync=sync))
 
-    def _record_soon(self, kind: str, **data: Any) -> None:
+    def _record_soon(self, event: ev.Event) -> None:
         """``emit`` for the permit thread: recorded at once (the store is thread-safe),
         durable by the end of the step, told by the main loop."""
-        self._recorded.put(self.store.append_event(kind, sync=False, **data))
+        self._recorded.put(self.store.append(event, sync=False))
 
     def _present_recorded(self) -> None:
         while True:
@@ -575,14 +573,14 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             except queue.Empty:
                 return
 
-    def _present(self, event: dict[str, Any]) -> None:
+    def _present(self, event: ev.Event) -> None:
         self._state_dirty = True
         line = format_event(event)
         if line is not None:
             if self._log is None:  # opened once: an open per event cost the loop time
                 self._log = open(self.store.log_path("coordinator"), "a", buffering=1)  # noqa: SIM115
             self._log.write(
-                f"{stamp(event['at'])} [coordinator] [{event.get('task') or '-'}] {line}\n"
+                f"{stamp(event.at)} [coordinator] [{getattr(event, 'task', None) or '-'}] {line}\n"
             )
         self.on_event(event)
 

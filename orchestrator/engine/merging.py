@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.engine.configs import MERGER
+from orchestrator.record import events as ev
 from orchestrator.system.gitutil import is_ancestor, rev_parse
 from orchestrator.tasks.taskgraph import TaskState
 from orchestrator.wire.messages import MergeResult, Ready
@@ -31,29 +32,30 @@ class MergeSteps:
         if request is not None:
             # Durable before the merger hears of it: a move the merger makes and cannot
             # report (the coordinator died meanwhile) is then still in the record.
-            self.emit("merge_started", task=request.task_id, commit=request.commit)
+            self.emit(ev.MergeStarted(task=request.task_id, commit=request.commit))
             self.pool.send(MERGER, request)
 
     def _record_recovered_merges(self: Coordinator) -> None:
         """On resume: a merge that landed but whose result was never recorded (the
         coordinator died between the merger's move and the event) is recorded now."""
-        recorded = {e.get("task") for e in self.store.events() if e["kind"] == "task_merged"}
+        recorded = {e.task for e in self.store.events() if isinstance(e, ev.TaskMerged)}
         for task in self.graph:
             if task.state is TaskState.MERGED and task.id not in recorded:
                 self.emit(
-                    "task_merged",
-                    task=task.id,
-                    attempt=task.attempts,
-                    head=self.head,  # the target as found: it holds the task's commit
-                    commit=task.commit,
-                    seconds=0.0,
-                    recovered=True,
+                    ev.TaskMerged(
+                        task=task.id,
+                        attempt=task.attempts,
+                        head=self.head,
+                        commit=task.commit,
+                        seconds=0.0,
+                        recovered=True,
+                    )
                 )
 
     def _handle_merger(self: Coordinator, event: PoolEvent) -> None:
         if event.died:
             lost = self.merges.merger_lost()
-            self.emit("merger_crashed", exitcode=event.exitcode, task=lost)
+            self.emit(ev.MergerCrashed(exitcode=event.exitcode, task=lost))
             if not self.abort_reason:
                 self.pool.restart(MERGER)
             return
@@ -61,7 +63,7 @@ class MergeSteps:
         if isinstance(message, Ready):
             self.merges.merger_ready = not message.error
             if message.error:
-                self.emit("merger_failed_to_start", error=message.error)
+                self.emit(ev.MergerFailedToStart(error=message.error))
                 self.abort_reason = f"merger failed to start: {message.error}"
             self.pool.workers[MERGER].ready = True
         elif isinstance(message, MergeResult):
@@ -107,23 +109,25 @@ class MergeSteps:
                 self.graph.restore(task.id, TaskState.MERGED, task.attempts, commit=result.head)
                 self.graph.settle()
             self.emit(
-                "task_merged",
-                task=result.task_id,
-                attempt=result.attempt,
-                head=result.head,
-                seconds=round(result.seconds, 3),
+                ev.TaskMerged(
+                    task=result.task_id,
+                    attempt=result.attempt,
+                    head=result.head,
+                    seconds=round(result.seconds, 3),
+                )
             )
             self._log_session(task)
             return
         # A conflict's reason already lists its paths (merger._merge): say them once.
         detail = result.log_tail
         self.emit(
-            "task_rejected",
-            task=result.task_id,
-            attempt=result.attempt,
-            reason=result.reason,
-            conflicts=result.conflicts,
-            log_tail=result.log_tail,
+            ev.TaskRejected(
+                task=result.task_id,
+                attempt=result.attempt,
+                reason=result.reason,
+                conflicts=result.conflicts,
+                log_tail=result.log_tail,
+            )
         )
         self._attempt_failed(result.task_id, f"{result.reason}\n{detail}".strip())
 
@@ -131,7 +135,7 @@ class MergeSteps:
         """The task's change is in the target already (at ``commit``): recorded as its
         own outcome, never as a merge, and dependents may start."""
         self.graph.already_merged(task_id, commit)
-        self.emit("task_already_merged", task=task_id, attempt=attempt, commit=commit)
+        self.emit(ev.TaskAlreadyMerged(task=task_id, attempt=attempt, commit=commit))
         self._log_session(self.graph.get(task_id))
 
     def _log_session(self: Coordinator, task: Any) -> None:

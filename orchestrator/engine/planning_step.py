@@ -18,6 +18,7 @@ from orchestrator.planning.taskplan import (
     planner_skills,
     team_of,
 )
+from orchestrator.record import events as ev
 from orchestrator.system.worktrees import task_branch
 from orchestrator.tasks.taskgraph import TaskGraph
 from orchestrator.team.skills import load_registry
@@ -65,7 +66,7 @@ class PlanningSteps:
             payload=self._plan_payload,
         )
         slot.state, slot.task, slot.attempt = "busy", PLAN_ID, attempt
-        self.emit("plan_assigned", task=PLAN_ID, worker=slot.id, attempt=attempt, base=self.head)
+        self.emit(ev.PlanAssigned(task=PLAN_ID, worker=slot.id, attempt=attempt, base=self.head))
         self.pool.send(slot.id, message)
 
     def _plan_done(self: Coordinator, slot: Slot, message: PlanDone) -> None:
@@ -82,13 +83,14 @@ class PlanningSteps:
             self._plan_failed(f"the coordinator refused the plan: {exc}", worker=slot.id)
             return
         self.emit(
-            "plan_accepted",
-            task=PLAN_ID,
-            worker=slot.id,
-            attempt=message.attempt,
-            tasks=[s.model_dump(mode="json", exclude_defaults=True) for s in specs],
-            summary=message.summary,
-            critical_path=graph.critical_path(),
+            ev.PlanAccepted(
+                task=PLAN_ID,
+                worker=slot.id,
+                attempt=message.attempt,
+                tasks=[s.model_dump(mode="json", exclude_defaults=True) for s in specs],
+                summary=message.summary,
+                critical_path=graph.critical_path(),
+            )
         )
         step.accepted(len(graph), message.summary)
         self.graph = self.plan.graph = TaskGraph.for_mission(self.plan.mission, specs)
@@ -100,12 +102,7 @@ class PlanningSteps:
         attempt = step.attempts
         state = step.failed(reason)
         self.emit(
-            "plan_attempt_failed",
-            task=PLAN_ID,
-            attempt=attempt,
-            reason=reason,
-            state=state,
-            **extra,
+            ev.PlanAttemptFailed(task=PLAN_ID, attempt=attempt, reason=reason, state=state, **extra)
         )
 
     def _planning_over(self: Coordinator) -> str | None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import BadInput
 from orchestrator.planning.taskplan import PlanProblem, parse_plan, team_of
+from orchestrator.record import events as ev
 from orchestrator.system.gitutil import is_ancestor
 from orchestrator.tasks.taskgraph import LANDED, TaskGraph, TaskState
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from orchestrator.engine.preflight import RunPlan
 
 
-def rebuild(graph: TaskGraph, events: Iterable[dict[str, Any]], repo: Path, head: str) -> int:
+def rebuild(graph: TaskGraph, events: Iterable[ev.Event], repo: Path, head: str) -> int:
     """Restore every task's state from ``events``; returns how many tasks were merged.
 
     Review: a version that was in review is reviewed again (the job is lost with the
@@ -30,7 +31,7 @@ def rebuild(graph: TaskGraph, events: Iterable[dict[str, Any]], repo: Path, head
     """
     record = {t.id: _Entry() for t in graph}
     for event in events:
-        entry = record.get(event.get("task") or "")
+        entry = record.get(getattr(event, "task", None) or "")
         if entry is not None:
             entry.apply(event)
     for task_id, entry in record.items():
@@ -63,7 +64,7 @@ class _Entry:
     handoff: str = ""
     commit: str | None = None
     submitted: str | None = None  # the latest submitted commit not yet sent back
-    version: dict[str, Any] = field(default_factory=dict)  # that submission's event
+    version: ev.TaskSubmitted | None = None  # that submission's event
     reviews: int = 0
     review_rounds: int = 0
     verdict: str = ""
@@ -71,58 +72,61 @@ class _Entry:
     handoffs: int = 0  # attempts handed off on request: not failures
     infra_failures: int = 0  # attempts pd's machinery broke: not failures
 
-    def apply(self, event: dict[str, Any]) -> None:
-        kind = event["kind"]
-        if kind == "task_submitted":
-            self.submitted, self.version = event["commit"], event
-            if event.get("state") == TaskState.REVIEWING:
-                self._in_version(TaskState.REVIEWING)
-        elif kind == "review_done":
-            self.reviews, self.verdict = event["round"], event["verdict"]
-            if event["state"] == TaskState.MERGING:
+    def apply(self, event: ev.Event) -> None:
+        match event:
+            case ev.TaskSubmitted():
+                self.submitted, self.version = event.commit, event
+                if event.state == TaskState.REVIEWING:
+                    self._in_version(TaskState.REVIEWING)
+            case ev.ReviewDone():
+                self.reviews, self.verdict = event.round, event.verdict
+                if event.state == TaskState.MERGING:
+                    self._in_version(TaskState.MERGING)
+                else:
+                    self.state, self.submitted = TaskState.PENDING, None
+                    self.attempts = max(self.attempts, self._version_attempt())
+                    self.review_rounds += 1
+                    self.feedback.append(event.feedback)
+                    self.start_from = event.commit
+            case ev.ReviewRoundsExhausted():
                 self._in_version(TaskState.MERGING)
-            else:
-                self.state, self.submitted = TaskState.PENDING, None
-                self.attempts = max(self.attempts, self.version.get("attempt", 0))
-                self.review_rounds += 1
-                self.feedback.append(event["feedback"])
-                self.start_from = event["commit"]
-        elif kind == "review_rounds_exhausted":
-            self._in_version(TaskState.MERGING)
-        elif kind == "review_failed" and event["state"] == TaskState.FAILED:
-            self.state = TaskState.FAILED
-            self.feedback.append(event["reason"])
-        elif kind == "task_merged":
-            self.state, self.commit = TaskState.MERGED, event["head"]
-        elif kind == "task_already_merged":
-            self.state, self.commit = TaskState.ALREADY_MERGED, event["commit"]
-        elif kind == "task_rejected":
-            self.start_from = None  # the next attempt starts over from the target
-        elif kind == "attempt_handed_off":
-            self.attempts, self.handoffs = event["attempt"], self.handoffs + 1
-            self.handoff, self.start_from = event["handoff"], event["commit"]
-        elif kind == "attempt_infra_failed":
-            self.attempts, self.infra_failures = event["attempt"], self.infra_failures + 1
-            if event["state"] == TaskState.FAILED:
+            case ev.ReviewFailed(state=TaskState.FAILED):
                 self.state = TaskState.FAILED
-                self.feedback.append(event["reason"])
-            elif event["state"] == TaskState.PENDING:
-                self.state = TaskState.PENDING
-            # merging: the version still waits for its merge
-        elif kind == "attempt_failed":
-            self.attempts = event["attempt"]
-            self.feedback.append(event["reason"])
-            self.handoff = event.get("handoff", "")
-            self.submitted = None
-            failed = event["state"] == TaskState.FAILED
-            self.state = TaskState.FAILED if failed else TaskState.PENDING
-        elif kind == "task_aborted":
-            self.state = TaskState.ABORTED
+                self.feedback.append(event.reason)
+            case ev.TaskMerged():
+                self.state, self.commit = TaskState.MERGED, event.head
+            case ev.TaskAlreadyMerged():
+                self.state, self.commit = TaskState.ALREADY_MERGED, event.commit
+            case ev.TaskRejected():
+                self.start_from = None  # the next attempt starts over from the target
+            case ev.AttemptHandedOff():
+                self.attempts, self.handoffs = event.attempt, self.handoffs + 1
+                self.handoff, self.start_from = event.handoff, event.commit
+            case ev.AttemptInfraFailed():
+                self.attempts, self.infra_failures = event.attempt, self.infra_failures + 1
+                if event.state == TaskState.FAILED:
+                    self.state = TaskState.FAILED
+                    self.feedback.append(event.reason)
+                elif event.state == TaskState.PENDING:
+                    self.state = TaskState.PENDING
+                # merging: the version still waits for its merge
+            case ev.AttemptFailed():
+                self.attempts = event.attempt
+                self.feedback.append(event.reason)
+                self.handoff = event.handoff
+                self.submitted = None
+                failed = event.state == TaskState.FAILED
+                self.state = TaskState.FAILED if failed else TaskState.PENDING
+            case ev.TaskAborted():
+                self.state = TaskState.ABORTED
+
+    def _version_attempt(self) -> int:
+        return self.version.attempt if self.version is not None else 0
 
     def _in_version(self, state: TaskState) -> None:
         """The latest submitted version is in review or waits for the merger."""
         self.state, self.commit = state, self.submitted
-        self.attempts = max(self.attempts, self.version.get("attempt", 0))
+        self.attempts = max(self.attempts, self._version_attempt())
 
     def review_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -133,33 +137,33 @@ class _Entry:
             "handoffs": self.handoffs,
             "infra_failures": self.infra_failures,
         }
-        if self.state in (TaskState.REVIEWING, TaskState.MERGING):
+        if self.state in (TaskState.REVIEWING, TaskState.MERGING) and self.version is not None:
             fields.update(
-                branch=self.version.get("branch"),
-                summary=self.version.get("summary", ""),
-                worker=self.version.get("worker"),  # the implementer never reviews it
+                branch=self.version.branch,
+                summary=self.version.summary,
+                worker=self.version.worker,  # the implementer never reviews it
             )
         return fields
 
 
-def restore_plan(plan: RunPlan, events: Iterable[dict[str, Any]]) -> bool:
+def restore_plan(plan: RunPlan, events: Iterable[ev.Event]) -> bool:
     """Bring a planning run's step back from its event log (``pd resume``). A recorded
     plan becomes the graph; otherwise the failed attempts count. True if it was accepted."""
     step = plan.planning
     if step is None:
         return False
-    accepted: dict[str, Any] | None = None
+    accepted: ev.PlanAccepted | None = None
     for event in events:
-        if event["kind"] == "plan_attempt_failed":
-            step.attempts = event["attempt"]
-            step.failed(event["reason"])
-        elif event["kind"] == "plan_accepted":
+        if isinstance(event, ev.PlanAttemptFailed):
+            step.attempts = event.attempt
+            step.failed(event.reason)
+        elif isinstance(event, ev.PlanAccepted):
             accepted = event
     if accepted is None:
         return False
     team = team_of(plan.workers, plan.roles)
     try:
-        specs, _ = parse_plan(accepted["tasks"], team, plan.mission.max_attempts)
+        specs, _ = parse_plan(accepted.tasks, team, plan.mission.max_attempts)
         plan.graph = TaskGraph.for_mission(plan.mission, specs)
     except PlanProblem as exc:
         raise BadInput(
@@ -168,6 +172,6 @@ def restore_plan(plan: RunPlan, events: Iterable[dict[str, Any]]) -> bool:
             "restore the team the run was planned for",
             "team",
         ) from None
-    step.attempts = accepted["attempt"]
-    step.accepted(len(plan.graph), accepted.get("summary", ""))
+    step.attempts = accepted.attempt
+    step.accepted(len(plan.graph), accepted.summary)
     return True

@@ -17,6 +17,7 @@ from orchestrator.agent.reviewer import (
     review_feedback,
     reviews_code,
 )
+from orchestrator.record import events as ev
 from orchestrator.tasks.taskgraph import TaskNode, TaskState
 from orchestrator.wire.messages import (
     Assign,
@@ -86,12 +87,13 @@ class ReviewFlow:
             "test_command": self.plan.gate_command,
         }
         self.emit(
-            "review_started",
-            task=task.id,
-            worker=slot.id,
-            round=round_,
-            commit=task.commit,
-            implementer=task.worker,
+            ev.ReviewStarted(
+                task=task.id,
+                worker=slot.id,
+                round=round_,
+                commit=task.commit,
+                implementer=task.worker,
+            )
         )
         slot.state, slot.task, slot.attempt, slot.job = "busy", task.id, round_, "review"
         message = Assign(
@@ -143,15 +145,16 @@ class ReviewFlow:
         state = self.graph.reviewed(task.id, message.approved, feedback)
         self.review_tried.pop(task.id, None)
         self.emit(
-            "review_done",
-            task=task.id,
-            worker=slot.id,
-            round=message.attempt,
-            verdict=APPROVE if message.approved else REQUEST_CHANGES,
-            comments=message.comments,
-            commit=task.commit,
-            feedback=feedback,
-            state=str(state),
+            ev.ReviewDone(
+                task=task.id,
+                worker=slot.id,
+                round=message.attempt,
+                verdict=APPROVE if message.approved else REQUEST_CHANGES,
+                comments=message.comments,
+                commit=task.commit,
+                feedback=feedback,
+                state=str(state),
+            )
         )
         if state is TaskState.MERGING:
             self._queue_merge(task)
@@ -167,19 +170,20 @@ class ReviewFlow:
         why = f"review round {round_} by {worker} ended without a verdict: {reason}"
         state = self.graph.review_failed(task_id, why, MAX_REVIEW_FAILURES)
         self.emit(
-            "review_failed",
-            task=task_id,
-            worker=worker,
-            round=round_,
-            reason=why,
-            failures=task.review_failures,
-            state=str(state),
+            ev.ReviewFailed(
+                task=task_id,
+                worker=worker,
+                round=round_,
+                reason=why,
+                failures=task.review_failures,
+                state=str(state),
+            )
         )
         if state is TaskState.FAILED:
             blocked = [
                 t.id for t in self.graph if t.state is TaskState.BLOCKED and t.id not in before
             ]
-            self.emit("task_failed", task=task_id, attempts=task.attempts, blocked=blocked)
+            self.emit(ev.TaskFailed(task=task_id, attempts=task.attempts, blocked=blocked))
 
     # ---- on to the merger -----------------------------------------------------------
 
@@ -190,10 +194,9 @@ class ReviewFlow:
             return  # _assign_reviews hands it out
         if task.review:
             self.emit(
-                "review_rounds_exhausted",
-                task=task.id,
-                rounds=task.review_rounds,
-                commit=task.commit,
+                ev.ReviewRoundsExhausted(
+                    task=task.id, rounds=task.review_rounds, commit=task.commit
+                )
             )
         self._queue_merge(task)
 

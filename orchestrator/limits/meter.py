@@ -20,10 +20,11 @@ from typing import Any
 
 from orchestrator.limits.ledger import PriceTable
 from orchestrator.limits.permitdesk import PermitDesk, make_desk
+from orchestrator.record import events as ev
 from orchestrator.spec.mission import Mission
 from orchestrator.wire.messages import AcquireTokens, CallDone, CallSent, Message, UsageReport
 
-Record = Callable[..., None]
+Record = Callable[[ev.Event], None]  # records an event (durable by the step's end)
 Answers = list[tuple[str, Message]]  # (worker id, Grant or Deny) to send
 
 
@@ -43,7 +44,7 @@ class Metering:
         mission: Mission,
         provider: str,
         prices: PriceTable | None,
-        events: Iterable[dict[str, Any]],
+        events: Iterable[ev.Event],
         record: Record,
     ) -> Metering:
         desk = make_desk(mission, provider, prices)
@@ -94,14 +95,14 @@ class Metering:
         if self.desk is not None:
             with self.lock:
                 for lost in self.desk.worker_lost(worker_id, time.monotonic()):
-                    self.emit("usage", **lost)
+                    self.emit(lost)
                 self._tell_exhausted()
 
     def _tell_exhausted(self) -> None:
         assert self.desk is not None
         if self.desk.exhausted and not self._told_exhausted:
             self._told_exhausted = True
-            self.emit("budget_exhausted", reason=self.desk.exhausted)
+            self.emit(ev.BudgetExhausted(reason=self.desk.exhausted))
 
     def view(self) -> dict[str, Any] | None:
         if self.desk is None:
@@ -113,34 +114,34 @@ class Metering:
         assert self.desk is not None
         usage = self.desk.done(message, now)
         if usage is not None:
-            self.emit("usage", **usage)
-            if "overrun" in usage:
-                self.emit(
-                    "budget_overrun", worker=worker_id, task=usage["task"], amount=usage["overrun"]
-                )
+            self.emit(usage)
+            if usage.overrun is not None:
+                self.emit(ev.BudgetOverrun(worker=worker_id, task=usage.task, amount=usage.overrun))
         elif message.halt and not self.halt_reason:
             self.halt_reason = message.error
-            self.emit("run_halting", reason=message.error)
+            self.emit(ev.RunHalting(reason=message.error))
         elif message.status in ("retry", "fatal"):
             self.emit(
-                "call_failed",
-                worker=worker_id,
-                status=message.status,
-                error=message.error,
-                retry_after=message.retry_after,
+                ev.CallFailed(
+                    worker=worker_id,
+                    status=message.status,
+                    error=message.error,
+                    retry_after=message.retry_after,
+                )
             )
 
     def _reported(self, worker_id: str, role: str, report: UsageReport) -> None:
         """Agent CLIs report cost only after a run, so pd cannot reserve ahead: it stops
         starting new work once the reported spend reaches the budget."""
         self.emit(
-            "usage",
-            worker=worker_id,
-            task=report.task_id,
-            role=role,
-            model=report.model,
-            usage=report.usage,
-            cost=report.cost_usd,
+            ev.UsageRecorded(
+                worker=worker_id,
+                task=report.task_id,
+                role=role,
+                model=report.model,
+                usage=report.usage,
+                cost=report.cost_usd,
+            )
         )
         if report.cost_usd is not None:
             self.external_spent += Decimal(report.cost_usd)
@@ -149,4 +150,4 @@ class Metering:
             self.halt_reason = (
                 f"budget exhausted: agents reported ${self.external_spent} of ${self.budget}"
             )
-            self.emit("budget_exhausted", reason=self.halt_reason)
+            self.emit(ev.BudgetExhausted(reason=self.halt_reason))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,6 +34,7 @@ from orchestrator.limits.ledger import (
 )
 from orchestrator.limits.ratelimit import BucketLimits, Permit, RateLimiter, parse_go_duration
 from orchestrator.providers.base import Usage
+from orchestrator.record import events as ev
 from orchestrator.wire.messages import AcquireTokens, CallDone, CallSent, Deny, Grant, Message
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ class PermitDesk:
             self.limiter.sent(call.permit.id, msg.at, now)
             self._recheck()
 
-    def done(self, msg: CallDone, now: float) -> dict[str, Any] | None:
+    def done(self, msg: CallDone, now: float) -> ev.UsageRecorded | None:
         """Settle a call; returns the usage event's data for a call that was made.
 
         Settling refunds what the call did not use, so the queued calls get looked at
@@ -199,23 +200,25 @@ class PermitDesk:
         self._fund_waiting(now)
         return data
 
-    def _settle(self, call: _Call, msg: CallDone, now: float) -> dict[str, Any]:
+    def _settle(self, call: _Call, msg: CallDone, now: float) -> ev.UsageRecorded:
         assert call.permit is not None
         usage = Usage.from_dict(msg.usage)
         self.limiter.settle_usage(call.permit.id, usage, now)
         cost = self.ledger.settle(call.reservation, usage) if call.reservation else None
         self._calibrate(call.key, msg.headers, now)
-        data = {
-            "worker": msg.worker_id,
-            "task": call.ask.task_id,
-            "role": call.role,
-            "model": call.ask.model,
-            "usage": usage.to_dict(),
-            "cost": None if cost is None else format(cost, "f"),
-            "permit_rtt": msg.permit_rtt,
-        }
+        overrun = None
         if cost is not None and call.reservation and cost > call.reservation.amount:
-            data["overrun"] = format(cost - call.reservation.amount, "f")
+            overrun = format(cost - call.reservation.amount, "f")
+        data = ev.UsageRecorded(
+            worker=msg.worker_id,
+            task=call.ask.task_id,
+            role=call.role,
+            model=call.ask.model,
+            usage=usage.to_dict(),
+            cost=None if cost is None else format(cost, "f"),
+            permit_rtt=msg.permit_rtt,
+            overrun=overrun,
+        )
         prompt = usage.input_tokens + usage.cache_write_tokens + usage.cache_read_tokens
         if call.reservation is not None and prompt > call.input_reserved > 0:
             # The estimate fell short: reserve this model's next calls larger, with room.
@@ -224,7 +227,7 @@ class PermitDesk:
             self._input_scale[call.ask.model] = max(scale * ratio, scale)
         return data
 
-    def worker_lost(self, worker_id: str, now: float) -> list[dict[str, Any]]:
+    def worker_lost(self, worker_id: str, now: float) -> list[ev.UsageRecorded]:
         """A dead worker's calls: keep counting their permits, and charge each call in
         flight its whole reservation (it may have reached the provider, which bills it
         whether or not anyone reads the answer). Returns the lost calls' usage events."""
@@ -243,35 +246,32 @@ class PermitDesk:
         self._fund_waiting(now)
         return lost
 
-    def _lost_event(self, call: _Call, charged: Decimal) -> dict[str, Any]:
-        return {
-            "worker": call.ask.worker_id,
-            "task": call.ask.task_id,
-            "role": call.role,
-            "model": call.ask.model,
-            "usage": {},
-            "cost": format(charged, "f"),
-            "lost": True,
-            "reserved_input": call.input_reserved,
-            "max_output": call.max_output,
-        }
+    def _lost_event(self, call: _Call, charged: Decimal) -> ev.UsageRecorded:
+        return ev.UsageRecorded(
+            worker=call.ask.worker_id,
+            task=call.ask.task_id,
+            role=call.role,
+            model=call.ask.model,
+            cost=format(charged, "f"),
+            lost=True,
+            reserved_input=call.input_reserved,
+            max_output=call.max_output,
+        )
 
-    def replay(self, events: Any) -> None:
+    def replay(self, events: Iterable[ev.Event]) -> None:
         """Spend recorded before a restart (``pd resume``) still counts against the budget."""
         if self.ledger is None:
             return
         for event in events:
-            if event["kind"] != "usage" or event.get("model") not in self.ledger.prices:
+            if not isinstance(event, ev.UsageRecorded) or event.model not in self.ledger.prices:
                 continue
-            if event.get("lost"):
-                who = (event["worker"], event["role"], event["task"], event["model"])
-                self.ledger.charge(*who, Decimal(event["cost"]), lost=True)
+            who = (event.worker, event.role, event.task, event.model)
+            if event.lost:
+                self.ledger.charge(*who, Decimal(event.cost or 0), lost=True)
             else:
-                reservation = self.ledger.reserve(
-                    event["worker"], event["role"], event["task"], event["model"], Decimal(0)
-                )
+                reservation = self.ledger.reserve(*who, Decimal(0))
                 if reservation is not None:
-                    self.ledger.settle(reservation, Usage.from_dict(event["usage"]))
+                    self.ledger.settle(reservation, Usage.from_dict(event.usage))
 
     def view(self) -> dict[str, Any]:
         spend = self.ledger.totals() if self.ledger is not None else {}

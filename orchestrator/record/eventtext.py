@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
+
+from orchestrator.record import events as ev
 
 
 def _short(sha: str | None) -> str:
@@ -15,120 +18,112 @@ def _first_line(text: str | None, width: int = 100) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-FORMATS: dict[str, Any] = {
-    "run_started": lambda e: (
-        f"run started: mission {e['mission']} on {e['target_branch']} "
-        f"at {_short(e['head'])} with {len(e['workers'])} workers"
+FORMATS: dict[type[ev.Event], Callable[[Any], str | None]] = {
+    ev.RunStarted: lambda e: (
+        f"run started: mission {e.mission} on {e.target_branch} "
+        f"at {_short(e.head)} with {len(e.workers)} workers"
     ),
-    "worker_spawned": lambda e: f"{e['worker']} spawned ({e['role']})",
-    "worker_ready": lambda e: f"{e['worker']} ready (pid {e['pid']})",
-    "worker_crashed": lambda e: (
-        f"{e['worker']} died (exit code {e['exitcode']})"
-        + (f" during {e['task']}" if e.get("task") else "")
+    ev.WorkerSpawned: lambda e: f"{e.worker} spawned ({e.role})",
+    ev.WorkerReady: lambda e: f"{e.worker} ready (pid {e.pid})",
+    ev.WorkerCrashed: lambda e: (
+        f"{e.worker} died (exit code {e.exitcode})" + (f" during {e.task}" if e.task else "")
     ),
-    "worker_respawned": lambda e: f"{e['worker']} respawned (pid {e['pid']})",
-    "worker_retired": lambda e: f"{e['worker']} retired",
-    "worker_failed_to_start": lambda e: f"{e['worker']} failed to start: {e['error']}",
-    "heartbeat_missed": lambda e: f"{e['worker']} silent for {e['seconds']}s: killing it",
-    "task_assigned": lambda e: f"{e['worker']} ▶ {e['task']} (attempt {e['attempt']})",
-    "task_submitted": lambda e: (
-        f"{e['worker']} ✓ {e['task']} done: {len(e['files'])} files at {_short(e['commit'])}"
+    ev.WorkerRespawned: lambda e: f"{e.worker} respawned (pid {e.pid})",
+    ev.WorkerRetired: lambda e: f"{e.worker} retired",
+    ev.WorkerFailedToStart: lambda e: f"{e.worker} failed to start: {e.error}",
+    ev.HeartbeatMissed: lambda e: f"{e.worker} silent for {e.seconds}s: killing it",
+    ev.TaskAssigned: lambda e: f"{e.worker} ▶ {e.task} (attempt {e.attempt})",
+    ev.TaskSubmitted: lambda e: (
+        f"{e.worker} ✓ {e.task} done: {len(e.files)} files at {_short(e.commit)}"
     ),
-    "merge_started": lambda e: f"merge ⇢ {e['task']}",
-    "task_merged": lambda e: f"merge ✓ {e['task']} → {_short(e['head'])} ({e['seconds']}s)",
-    "task_rejected": lambda e: f"merge ✗ {e['task']}: {e['reason']}",
-    "task_already_merged": lambda e: (
-        f"{e['task']} changed nothing: already in the target at {_short(e['commit'])}"
+    ev.MergeStarted: lambda e: f"merge ⇢ {e.task}",
+    ev.TaskMerged: lambda e: f"merge ✓ {e.task} → {_short(e.head)} ({e.seconds}s)",
+    ev.TaskRejected: lambda e: f"merge ✗ {e.task}: {e.reason}",
+    ev.TaskAlreadyMerged: lambda e: (
+        f"{e.task} changed nothing: already in the target at {_short(e.commit)}"
     ),
-    "attempt_failed": lambda e: (
-        f"{e['task']} attempt {e['attempt']} failed: {_first_line(e['reason'])} → {e['state']}"
+    ev.AttemptFailed: lambda e: (
+        f"{e.task} attempt {e.attempt} failed: {_first_line(e.reason)} → {e.state}"
     ),
-    "attempt_infra_failed": lambda e: (
-        f"{e['task']} attempt {e['attempt']} broke on pd's side, retried without charge: "
-        f"{_first_line(e['reason'])} → {e['state']}"
+    ev.AttemptInfraFailed: lambda e: (
+        f"{e.task} attempt {e.attempt} broke on pd's side, retried without charge: "
+        f"{_first_line(e.reason)} → {e.state}"
     ),
-    "task_failed": lambda e: (
-        f"{e['task']} failed after {e['attempts']} attempts"
-        + (f"; blocked: {', '.join(e['blocked'])}" if e.get("blocked") else "")
+    ev.TaskFailed: lambda e: (
+        f"{e.task} failed after {e.attempts} attempts"
+        + (f"; blocked: {', '.join(e.blocked)}" if e.blocked else "")
     ),
-    "task_aborted": lambda e: f"{e['task']} aborted",
-    "handoff_requested": lambda e: f"{e['worker']} asked to hand off {e['task']}",
-    "handoff_refused": lambda e: f"no handoff for {e['worker']}: {e['reason']}",
-    "attempt_handed_off": lambda e: (
-        f"{e['task']} attempt {e['attempt']} handed off by {e['worker']}: work in progress at "
-        f"{_short(e['commit'])}; a fresh start goes on from it"
+    ev.TaskAborted: lambda e: f"{e.task} aborted",
+    ev.HandoffRequested: lambda e: f"{e.worker} asked to hand off {e.task}",
+    ev.HandoffRefused: lambda e: f"no handoff for {e.worker}: {e.reason}",
+    ev.AttemptHandedOff: lambda e: (
+        f"{e.task} attempt {e.attempt} handed off by {e.worker}: work in progress at "
+        f"{_short(e.commit)}; a fresh start goes on from it"
     ),
-    "plan_assigned": lambda e: f"{e['worker']} ▶ planning the goal (attempt {e['attempt']})",
-    "plan_accepted": lambda e: (
-        f"{e['worker']} ✓ plan accepted: {len(e['tasks'])} tasks; critical path "
-        + " → ".join(e.get("critical_path", []))
+    ev.PlanAssigned: lambda e: f"{e.worker} ▶ planning the goal (attempt {e.attempt})",
+    ev.PlanAccepted: lambda e: (
+        f"{e.worker} ✓ plan accepted: {len(e.tasks)} tasks; critical path "
+        + " → ".join(e.critical_path)
     ),
-    "plan_attempt_failed": lambda e: (
-        f"planning attempt {e['attempt']} failed: {_first_line(e['reason'])} → {e['state']}"
+    ev.PlanAttemptFailed: lambda e: (
+        f"planning attempt {e.attempt} failed: {_first_line(e.reason)} → {e.state}"
     ),
-    "review_started": lambda e: (
-        f"{e['worker']} ▶ review of {e['task']} (round {e['round']}) at {_short(e['commit'])}"
+    ev.ReviewStarted: lambda e: (
+        f"{e.worker} ▶ review of {e.task} (round {e.round}) at {_short(e.commit)}"
     ),
-    "review_done": lambda e: (
-        f"{e['worker']} review of {e['task']} round {e['round']}: "
-        + ("approved" if e["verdict"] == "approve" else "changes requested")
-        + (f": {_first_line(e['comments'])}" if e.get("comments") else "")
+    ev.ReviewDone: lambda e: (
+        f"{e.worker} review of {e.task} round {e.round}: "
+        + ("approved" if e.verdict == "approve" else "changes requested")
+        + (f": {_first_line(e.comments)}" if e.comments else "")
     ),
-    "review_failed": lambda e: (
-        f"review of {e['task']} round {e['round']} failed ({e['failures']}): "
-        f"{_first_line(e['reason'])} → {e['state']}"
+    ev.ReviewFailed: lambda e: (
+        f"review of {e.task} round {e.round} failed ({e.failures}): "
+        f"{_first_line(e.reason)} → {e.state}"
     ),
-    "review_rounds_exhausted": lambda e: (
-        f"{e['task']}: {e['rounds']} review rounds asked for changes; this version goes "
+    ev.ReviewRoundsExhausted: lambda e: (
+        f"{e.task}: {e.rounds} review rounds asked for changes; this version goes "
         "to the merge queue unreviewed (the gate still decides)"
     ),
-    "merger_crashed": lambda e: f"merger died (exit code {e['exitcode']}): restarting",
-    "control": lambda e: (
-        f"request: {e['action']}"
-        + (f" task {e['task']}" if e.get("task") else "")
-        + (f" worker {e['worker']}" if e.get("worker") else "")
+    ev.MergerFailedToStart: lambda e: f"merger failed to start: {e.error}",
+    ev.MergerCrashed: lambda e: f"merger died (exit code {e.exitcode}): restarting",
+    ev.ControlReceived: lambda e: (
+        f"request: {e.action}"
+        + (f" task {e.task}" if e.task else "")
+        + (f" worker {e.worker}" if e.worker else "")
     ),
-    "run_aborted": lambda e: f"run aborted: {e['reason']}",
-    "run_stalled": lambda e: f"run stalled: {e['reason']}",
-    "run_finished": lambda e: (
-        f"run {e['status']} (exit code {e['exit_code']}) at {_short(e['head'])}"
+    ev.RunAborted: lambda e: f"run aborted: {e.reason}",
+    ev.RunStalled: lambda e: f"run stalled: {e.reason}",
+    ev.RunFinished: lambda e: f"run {e.status} (exit code {e.exit_code}) at {_short(e.head)}",
+    ev.BudgetExhausted: lambda e: f"{e.reason}: no new calls; finished work still merges",
+    ev.RunHalting: lambda e: f"stopping: {e.reason}",
+    ev.RunStopped: lambda e: (
+        f"run stopped: {e.reason}" + (f"; not run: {', '.join(e.tasks)}" if e.tasks else "")
     ),
-    "budget_exhausted": lambda e: f"{e['reason']}: no new calls; finished work still merges",
-    "run_halting": lambda e: f"stopping: {e['reason']}",
-    "run_stopped": lambda e: (
-        f"run stopped: {e['reason']}"
-        + (f"; not run: {', '.join(e['tasks'])}" if e.get("tasks") else "")
-    ),
-    "call_failed": lambda e: (
-        f"{e['worker']} model call failed ({e['status']}): "
-        f"{_first_line(e['error'])}"
-        + (f"; everyone waits {e['retry_after']:.1f}s" if e.get("retry_after") else "")
+    ev.CallFailed: lambda e: (
+        f"{e.worker} model call failed ({e.status}): "
+        f"{_first_line(e.error)}"
+        + (f"; everyone waits {e.retry_after:.1f}s" if e.retry_after else "")
     ),
     # Only a lost call's usage is worth a line: the others are summed by ``pd report``.
-    "usage": lambda e: (
-        f"{e['worker']} died mid-call on {e['task']}: lost call, charged at reservation "
-        f"(${e['cost']})"
-        if e.get("lost")
+    ev.UsageRecorded: lambda e: (
+        f"{e.worker} died mid-call on {e.task}: lost call, charged at reservation (${e.cost})"
+        if e.lost
         else None
     ),
-    "budget_overrun": lambda e: (
-        f"{e['worker']}: the provider billed ${e['amount']} more than reserved on {e['task']}; "
+    ev.BudgetOverrun: lambda e: (
+        f"{e.worker}: the provider billed ${e.amount} more than reserved on {e.task}; "
         "later calls of that model reserve more"
     ),
-    "cassette_recorded": lambda e: f"recorded every model exchange in {e['path']}",
-    "progress": lambda e: f"{e['worker']}   {e['task']}: {e['text']}",
+    ev.CassetteRecorded: lambda e: f"recorded every model exchange in {e.path}",
+    ev.Progress: lambda e: f"{e.worker}   {e.task}: {e.text}",
 }
 
 
-def format_event(event: dict[str, Any]) -> str | None:
-    """The event as one line, or None for events nobody needs to read (task_started)."""
-    fmt = FORMATS.get(event.get("kind", ""))
-    if fmt is None:
-        return None
-    try:
-        return fmt(event)
-    except (KeyError, TypeError):
-        return f"{event.get('kind')}: {event}"
+def format_event(event: ev.Event) -> str | None:
+    """The event as one line, or None for events nobody needs to read (task_started)
+    and for kinds this version does not know."""
+    fmt = FORMATS.get(type(event))
+    return None if fmt is None else fmt(event)
 
 
 def stamp(at: float) -> str:

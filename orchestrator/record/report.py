@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
+from orchestrator.record import events as ev
 from orchestrator.record.store import RunStore
 
 
@@ -35,60 +36,36 @@ def build_report(store: RunStore) -> dict[str, Any]:
     info: dict[str, Any] = defaultdict(lambda: None)
     planning = Planning()
     for event in store.events():
-        kind = event["kind"]
         planning.add(event)
-        task = tasks.get(event.get("task") or "")
-        if kind == "run_started":
-            started = event["at"]
-            info.update(
-                mission=event["mission"],
-                target_branch=event["target_branch"],
-                start_head=event["head"],
-                repo=event["repo"],
-            )
-        elif kind == "run_finished":
-            finished = event["at"]
-            info.update(status=event["status"], exit_code=event["exit_code"], head=event["head"])
-        elif kind == "task_assigned" and task is not None:
-            task["workers"].append(event["worker"])
-        elif kind == "task_started":
-            waits.append(event.get("waited", 0.0))
-        elif kind == "task_rejected" and task is not None:
-            task["rejections"].append(
-                {
-                    "attempt": event["attempt"],
-                    "reason": event["reason"],
-                    "conflicts": event.get("conflicts", []),
-                    "detail": telling_line(event.get("log_tail", "")),
-                }
-            )
-        elif kind == "attempt_failed" and task is not None:
-            task["failures"].append({"attempt": event["attempt"], "reason": event["reason"]})
-        elif kind == "attempt_infra_failed" and task is not None:
-            reason = f"infrastructure (not charged to the agent): {event['reason']}"
-            task["failures"].append({"attempt": event["attempt"], "reason": reason})
-        elif kind in REVIEW_EVENTS and task is not None:
-            task["reviews"].append(review_entry(event))
-        elif kind == "task_merged" and task is not None:
-            task["merged_at"] = event["head"]
-        elif kind == "task_already_merged" and task is not None:
-            task["already_in"] = event["commit"]
-        elif kind == "worker_crashed":
-            crashes.append(
-                {
-                    "worker": event["worker"],
-                    "task": event.get("task"),
-                    "exitcode": event.get("exitcode"),
-                }
-            )
-        elif kind == "worker_respawned":
-            respawns.append(event["worker"])
-        elif kind == "usage":
-            spend.add(event)
-        elif kind == "skills_used":
-            skills.add(event)
-        elif kind in ("budget_exhausted", "run_stopped", "run_halting"):
-            info["stop_reason"] = info["stop_reason"] or event.get("reason")
+        task = tasks.get(getattr(event, "task", None) or "")
+        match event:
+            case ev.RunStarted():
+                started = event.at
+                info.update(
+                    mission=event.mission,
+                    target_branch=event.target_branch,
+                    start_head=event.head,
+                    repo=event.repo,
+                )
+            case ev.RunFinished():
+                finished = event.at
+                info.update(status=event.status, exit_code=event.exit_code, head=event.head)
+            case ev.TaskStarted():
+                waits.append(event.waited)
+            case ev.WorkerCrashed():
+                crashes.append(
+                    {"worker": event.worker, "task": event.task, "exitcode": event.exitcode}
+                )
+            case ev.WorkerRespawned():
+                respawns.append(event.worker)
+            case ev.UsageRecorded():
+                spend.add(event)
+            case ev.SkillsUsed():
+                skills.add(event)
+            case ev.BudgetExhausted() | ev.RunStopped() | ev.RunHalting():
+                info["stop_reason"] = info["stop_reason"] or event.reason
+        if task is not None:
+            _task_event(task, event)
     ordered = sorted(waits)
     return {
         "run_id": store.run_id,
@@ -109,6 +86,33 @@ def build_report(store: RunStore) -> dict[str, Any]:
     }
 
 
+def _task_event(task: dict[str, Any], event: ev.Event) -> None:
+    """What one event adds to its task's part of the report."""
+    match event:
+        case ev.TaskAssigned():
+            task["workers"].append(event.worker)
+        case ev.TaskRejected():
+            task["rejections"].append(
+                {
+                    "attempt": event.attempt,
+                    "reason": event.reason,
+                    "conflicts": event.conflicts,
+                    "detail": telling_line(event.log_tail),
+                }
+            )
+        case ev.AttemptFailed():
+            task["failures"].append({"attempt": event.attempt, "reason": event.reason})
+        case ev.AttemptInfraFailed():
+            reason = f"infrastructure (not charged to the agent): {event.reason}"
+            task["failures"].append({"attempt": event.attempt, "reason": reason})
+        case ev.ReviewDone() | ev.ReviewFailed() | ev.ReviewRoundsExhausted():
+            task["reviews"].append(review_entry(event))
+        case ev.TaskMerged():
+            task["merged_at"] = event.head
+        case ev.TaskAlreadyMerged():
+            task["already_in"] = event.commit
+
+
 def is_conflict(rejection: dict[str, Any]) -> bool:
     """A rejected merge is a conflict when git could not merge it (``conflicts`` lists
     the paths); otherwise the gate failed it."""
@@ -126,7 +130,9 @@ def _rejection_counts(rejections: Iterable[dict[str, Any]]) -> dict[str, int]:
 
 def merge_rejections(store: RunStore) -> dict[str, int]:
     """Rejected merges so far, from the event log: by the gate, and by conflicts."""
-    counts = _rejection_counts(e for e in store.events() if e["kind"] == "task_rejected")
+    counts = _rejection_counts(
+        {"conflicts": e.conflicts} for e in store.events() if isinstance(e, ev.TaskRejected)
+    )
     return {"gate": counts["rejections"], "conflicts": counts["conflicts"]}
 
 
@@ -141,48 +147,42 @@ class Planning:
         self.attempts = 0
         self.workers: list[str] = []
         self.failures: list[dict[str, Any]] = []
-        self.accepted: dict[str, Any] | None = None
+        self.accepted: ev.PlanAccepted | None = None
 
-    def add(self, event: dict[str, Any]) -> None:
-        kind = event["kind"]
-        if kind == "plan_assigned":
-            self.attempts = max(self.attempts, event["attempt"])
-            self.workers.append(event["worker"])
-        elif kind == "plan_attempt_failed":
-            self.failures.append({"attempt": event["attempt"], "reason": event["reason"]})
-        elif kind == "plan_accepted":
-            self.accepted = event
+    def add(self, event: ev.Event) -> None:
+        match event:
+            case ev.PlanAssigned():
+                self.attempts = max(self.attempts, event.attempt)
+                self.workers.append(event.worker)
+            case ev.PlanAttemptFailed():
+                self.failures.append({"attempt": event.attempt, "reason": event.reason})
+            case ev.PlanAccepted():
+                self.accepted = event
 
     def to_dict(self) -> dict[str, Any]:
-        done = self.accepted or {}
+        done = self.accepted
         return {
-            "state": "accepted" if self.accepted else "not accepted",
+            "state": "accepted" if done else "not accepted",
             "attempts": self.attempts,
             "workers": list(dict.fromkeys(self.workers)),
             "failures": self.failures,
-            "tasks": [t["id"] for t in done.get("tasks", [])],
-            "critical_path": done.get("critical_path", []),
-            "summary": done.get("summary", ""),
+            "tasks": [t["id"] for t in done.tasks] if done else [],
+            "critical_path": done.critical_path if done else [],
+            "summary": done.summary if done else "",
         }
 
 
-REVIEW_EVENTS = ("review_done", "review_failed", "review_rounds_exhausted")
-
-
-def review_entry(event: dict[str, Any]) -> dict[str, Any]:
+def review_entry(
+    event: ev.ReviewDone | ev.ReviewFailed | ev.ReviewRoundsExhausted,
+) -> dict[str, Any]:
     """One review outcome of a task: a verdict, a failed job, or rounds used up."""
-    if event["kind"] == "review_rounds_exhausted":
+    if isinstance(event, ev.ReviewRoundsExhausted):
         return {"round": None, "worker": None, "verdict": "rounds exhausted", "comments": ""}
-    if event["kind"] == "review_failed":
-        verdict, comments = "no verdict", event.get("reason", "")
+    if isinstance(event, ev.ReviewFailed):
+        verdict, comments = "no verdict", event.reason
     else:
-        verdict, comments = event["verdict"], event.get("comments", "")
-    return {
-        "round": event["round"],
-        "worker": event["worker"],
-        "verdict": verdict,
-        "comments": comments,
-    }
+        verdict, comments = event.verdict, event.comments
+    return {"round": event.round, "worker": event.worker, "verdict": verdict, "comments": comments}
 
 
 def telling_line(log_tail: str) -> str:
@@ -201,14 +201,14 @@ class SkillUse:
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
 
-    def add(self, event: dict[str, Any]) -> None:
-        role, kind = event.get("role") or "?", event.get("attempt_kind") or "task"
-        used = set(event.get("used", []))
-        for skill in event.get("offered", []):
+    def add(self, event: ev.SkillsUsed) -> None:
+        role, kind = event.role or "?", event.attempt_kind or "task"
+        used = set(event.used)
+        for skill in event.offered:
             row = self.counts[(role, kind, skill)]
             row[0] += 1
             row[1] += skill in used
-        for skill in used - set(event.get("offered", [])):  # offered by name only (aliases)
+        for skill in used - set(event.offered):  # offered by name only (aliases)
             self.counts[(role, kind, skill)][1] += 1
 
     def rows(self) -> list[dict[str, Any]]:
@@ -240,17 +240,17 @@ class Spend:
             "lost": 0,  # calls whose worker died mid-call, charged at their reservation
         }
 
-    def add(self, event: dict[str, Any]) -> None:
-        rows = [self.total] + [self.by[d][event.get(d) or "?"] for d in self.by]
+    def add(self, event: ev.UsageRecorded) -> None:
+        rows = [self.total] + [self.by[d][getattr(event, d) or "?"] for d in self.by]
         for row in rows:
             row["calls"] += 1
-            row["lost"] += bool(event.get("lost"))
+            row["lost"] += event.lost
             for name in TOKENS:
-                row[name] += int(event.get("usage", {}).get(name, 0))
-            if event.get("cost") is None:
+                row[name] += int(event.usage.get(name, 0))
+            if event.cost is None:
                 row["unpriced"] += 1
             else:
-                row["cost"] += Decimal(event["cost"])
+                row["cost"] += Decimal(event.cost)
 
     def to_dict(self) -> dict[str, Any]:
         def plain(row: dict[str, Any]) -> dict[str, Any]:

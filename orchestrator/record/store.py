@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import RunNotFound
+from orchestrator.record.events import VERSION, E, Event, decode
 
 
 def workspace() -> Path:
@@ -139,7 +140,13 @@ class RunStore:
             if self._events_handle is None:
                 self._open_for_append()
             self._seq += 1
-            event = {**data, "seq": self._seq, "at": round(time.time(), 4), "kind": kind}
+            event = {
+                "kind": kind,
+                "v": VERSION,
+                "seq": self._seq,
+                "at": round(time.time(), 4),
+                **data,
+            }
             self._events_handle.write(json.dumps(event, separators=(",", ":")) + "\n")
             self._events_handle.flush()
         if sync:
@@ -177,8 +184,19 @@ class RunStore:
             self._seq = self._synced = count
         self._events_handle = open(path, "a")  # noqa: SIM115 - held for the run's life
 
-    def events(self) -> Iterator[dict[str, Any]]:
-        """Every complete event in order; a torn or corrupt line ends the stream there."""
+    def append(self, event: E, sync: bool = True) -> E:
+        """Append a typed event (see ``append_event``); returns it stamped with its
+        ``seq`` and ``at``."""
+        raw = self.append_event(event.kind, sync=sync, **event.data())
+        return event.stamped(raw["seq"], raw["at"])
+
+    def events(self) -> Iterator[Event]:
+        """Every complete event in order, typed (``record.events``); a kind this version
+        does not know comes as ``Unknown``. A torn or corrupt line ends the stream there."""
+        return map(decode, self.raw_events())
+
+    def raw_events(self) -> Iterator[dict[str, Any]]:
+        """Every complete event in order, as the JSON objects on disk."""
         try:
             handle = open(self.events_path, "rb")  # noqa: SIM115
         except FileNotFoundError:
