@@ -431,3 +431,40 @@ def test_infrastructure_failures_are_not_attempts_until_their_own_bound() -> Non
     assert graph.infra_failed("a", "git broke", max_failures=3) is TaskState.FAILED
     assert graph.get("a").feedback == ["git broke"]
     assert graph.get("b").state is TaskState.BLOCKED
+
+
+# ---- escalation to the top model tier ----------------------------------------------
+
+
+def send_back_by_review(graph: TaskGraph, task_id: str) -> None:
+    graph.start(task_id, "w1")
+    graph.submitted(task_id, "pd/r/a/work", "c1", "done")
+    graph.start_review(task_id, "w2")
+    assert graph.reviewed(task_id, approved=False, feedback="fix it") is TaskState.PENDING
+
+
+def test_review_send_backs_handoffs_and_pds_failures_do_not_escalate() -> None:
+    """README: "the third attempt of a task that failed twice" runs on the top tier. A
+    review's request for changes, a handoff and pd's own breakage are not failures."""
+    graph = TaskGraph([{"id": "a", "title": "A"}], review=True, max_review_rounds=3)
+    send_back_by_review(graph, "a")
+    send_back_by_review(graph, "a")
+    graph.start("a", "w1")
+    assert not graph.escalated("a")  # attempt 3, no failure yet
+    graph.attempt_failed("a", "tests fail")
+    graph.start("a", "w1")
+    graph.hand_off("a", "note", "c2")
+    graph.start("a", "w1")
+    graph.infra_failed("a", "git broke", max_failures=5)
+    graph.start("a", "w1")
+    assert not graph.escalated("a")  # attempt 6, one failure
+    graph.attempt_failed("a", "tests fail again")
+    graph.start("a", "w1")
+    assert graph.escalated("a")  # two failures: this attempt goes to the top tier
+
+
+def test_a_critical_task_is_escalated_from_its_first_attempt() -> None:
+    graph = TaskGraph([{"id": "a", "title": "A", "critical": True}, {"id": "b", "title": "B"}])
+    graph.start("a", "w1")
+    graph.start("b", "w2")
+    assert graph.escalated("a") and not graph.escalated("b")

@@ -45,14 +45,12 @@ from orchestrator.record import control
 from orchestrator.record import events as ev
 from orchestrator.record.eventtext import format_event, stamp
 from orchestrator.record.store import RunStore
-from orchestrator.spec.composition import tier_for
 from orchestrator.system import oshints
 from orchestrator.system.gitutil import git, is_ancestor
 from orchestrator.system.targetlock import TargetLock
 from orchestrator.system.worktrees import WorktreeManager, exclude_from_status, task_branch
 from orchestrator.tasks.scheduling import fits, match
 from orchestrator.tasks.taskgraph import LANDED, TaskState
-from orchestrator.team.roles import TOP_TIER
 from orchestrator.wire.messages import (
     Assign,
     Message,
@@ -325,7 +323,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
     def _start_task(self, slot: Slot, task: Any) -> None:
         attempt = self.graph.start(task.id, slot.id)
         branch = task_branch(self.store.run_id, task.id)
-        escalate = tier_for("", task.critical, attempt) == TOP_TIER
+        escalate = self.graph.escalated(task.id)
         deps = {d: self.graph.get(d).summary for d in task.deps}
         message = Assign(
             task_id=task.id,
@@ -351,7 +349,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
                 attempt=attempt,
                 branch=branch,
                 base=self.head,
-                **{"escalated": True} if escalate and self.plan.provider.escalation else {},
+                escalated=escalate and bool(self.plan.provider.escalation),
             )
         )
         self.assigned_at[task.id] = time.monotonic()

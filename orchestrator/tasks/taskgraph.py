@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from orchestrator.spec.composition import tier_for
+from orchestrator.team.roles import TOP_TIER
+
 
 class TaskState(StrEnum):
     PENDING = "pending"
@@ -377,6 +380,13 @@ class TaskGraph:
             node.state = TaskState.FAILED
             self.settle()
         return node.state
+
+    def escalated(self, task_id: str) -> bool:
+        """Whether the running attempt goes to the top model tier: the task is critical,
+        or it failed twice before (``tier_for``). Review send-backs, handoffs and pd's own
+        breakage are not failures, so they never escalate (README, "Models")."""
+        node = self._expect(task_id, "escalate", TaskState.RUNNING)
+        return tier_for("", node.critical, self.failed_attempts(node)) == TOP_TIER
 
     @staticmethod
     def failed_attempts(node: TaskNode) -> int:
