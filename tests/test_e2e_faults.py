@@ -17,6 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from orchestrator.record import events as ev
+from orchestrator.record.control import await_answer
+from orchestrator.record.store import RunStore
 from tests.conftest import (
     finish_turn,
     pd,
@@ -163,6 +166,35 @@ def test_abort_of_a_task_or_worker_the_live_run_lacks_is_bad_input(
         assert len(result.stderr.strip().splitlines()) == 1 and name in result.stderr
         assert "Traceback" not in result.stderr
     assert pd("abort", "--help", cwd=home, env=env).returncode == 0
+    assert state(home)["status"] == "running"  # nothing was stopped
+    release.touch()
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+
+
+def test_a_request_pd_cannot_act_on_is_answered_not_dropped(project: Path, tmp_path: Path) -> None:
+    """A malformed control request, or one naming what the live run lacks, gets an answer
+    with the reason and an event; the run goes on, and a good request still works."""
+    release = tmp_path / "shared" / "release-gate"
+    home, proc = start(tmp_path, project, wait_file(release))
+    store = RunStore.open(home=home)
+    bad = {
+        "garbage": "not json at all",
+        "unknown": json.dumps({"action": "explode"}),
+        "typed": json.dumps({"action": "abort", "task": 5}),
+        "both": json.dumps({"action": "abort", "task": "a", "worker": "w1"}),
+        "ghost": json.dumps({"action": "abort", "task": "nope"}),
+    }
+    sent = {}
+    for name, body in bad.items():
+        path = store.control_dir / f"0-{name}.json"
+        path.write_text(body)
+        sent[name] = path
+    answers = {name: await_answer(store, path) for name, path in sent.items()}
+    assert all(answers.values()), answers
+    assert "explode" in answers["unknown"] and "nope" in answers["ghost"]
+    refused = [e for e in store.events() if isinstance(e, ev.ControlRefused)]
+    assert len(refused) == len(bad)
     assert state(home)["status"] == "running"  # nothing was stopped
     release.touch()
     output, _ = proc.communicate(timeout=120)

@@ -16,6 +16,7 @@ from pathlib import Path
 from orchestrator.errors import BadInput, PdError
 from orchestrator.record.control import (
     ControlRequest,
+    await_answer,
     coordinator_alive,
     kill_recorded,
     send_request,
@@ -46,9 +47,12 @@ def stop(
         _clean_dead_run(store, say)
         return 0
     _check_target(store, task, worker)
-    send_request(store, ControlRequest("abort", task=task, worker=worker))
+    sent = send_request(store, ControlRequest("abort", task=task, worker=worker))
     if task or worker:
-        say(f"asked run {store.run_id} to stop {'task ' + task if task else worker}")
+        refused = await_answer(store, sent)
+        if refused is not None:
+            raise BadInput(store.run_id, refused, "check `pd status` for its tasks and workers")
+        say(f"run {store.run_id} stopped {'task ' + task if task else worker}")
         return 0
     deadline = time.monotonic() + wait
     while coordinator_alive(store) and time.monotonic() < deadline:

@@ -8,7 +8,12 @@ import typer
 
 from orchestrator.cli.output import console
 from orchestrator.errors import BadInput
-from orchestrator.record.control import ControlRequest, coordinator_alive, send_request
+from orchestrator.record.control import (
+    ControlRequest,
+    await_answer,
+    coordinator_alive,
+    send_request,
+)
 from orchestrator.record.store import RunStore
 
 
@@ -27,6 +32,8 @@ def handoff(
     if workers and worker not in workers:
         raise BadInput("--worker", f"no worker {worker!r} in run {store.run_id}",
                        f"use one of: {', '.join(workers)}")  # fmt: skip
-    send_request(store, ControlRequest("handoff", worker=worker))
-    console.print(f"asked run {store.run_id} to hand off {worker}")
+    refused = await_answer(store, send_request(store, ControlRequest("handoff", worker=worker)))
+    if refused is not None:
+        raise BadInput(store.run_id, refused, "hand off a worker that is on a task (`pd status`)")
+    console.print(f"run {store.run_id} is handing off {worker}")
     return 0

@@ -24,26 +24,36 @@ class ControlSteps:
     """Coordinator methods for control requests and handoffs."""
 
     def _control(self: Coordinator, request: control.ControlRequest) -> None:
+        """Act on a request and answer it; one pd cannot act on is refused with the
+        reason, which its sender prints (``control.await_answer``)."""
+        problem = request.problem() or self._missing_target(request)
+        if problem is not None:
+            self.emit(ev.ControlRefused(action=request.action, reason=problem))
+            control.answer(self.store, request, problem)
+            return
         self.emit(
             ev.ControlReceived(action=request.action, task=request.task, worker=request.worker)
         )
         if request.action == "handoff":
-            self._hand_off_worker(request.worker)
-            return
-        if request.action != "abort":
-            return
-        if request.task:
+            problem = self._hand_off_worker(request.worker)
+        elif request.task:
             self._abort_task(request.task)
         elif request.worker:
             self._abort_worker(request.worker)
         else:
             self.abort_reason = "aborted by user"
+        control.answer(self.store, request, problem)
+
+    def _missing_target(self: Coordinator, request: control.ControlRequest) -> str | None:
+        if request.task and request.task not in self.graph:
+            return f"no task {request.task!r} in this run"
+        slot = self.slots.get(request.worker or "")
+        if request.worker and (slot is None or slot.state == "retired"):
+            return f"no live worker {request.worker!r} in this run"
+        return None
 
     def _abort_task(self: Coordinator, task_id: str) -> None:
-        try:
-            task = self.graph.get(task_id)
-        except KeyError:
-            return
+        task = self.graph.get(task_id)
         for slot in self.slots.values():
             if slot.task == task_id:
                 self.pool.send(slot.id, AbortTask(task_id=task_id))
@@ -80,15 +90,17 @@ class ControlSteps:
         except (OSError, KeyError):
             return ""
 
-    def _hand_off_worker(self: Coordinator, worker_id: str | None) -> None:
+    def _hand_off_worker(self: Coordinator, worker_id: str | None) -> str | None:
         """``pd handoff``: the worker commits its work in progress and stops the attempt;
-        see ``_handed_off`` for the fresh start."""
+        see ``_handed_off`` for the fresh start. Returns why it cannot, if it cannot."""
         slot = self.slots.get(worker_id or "")
         if slot is None or slot.task is None or slot.state != "busy":
-            self.emit(ev.HandoffRefused(worker=worker_id, reason="the worker has no task"))
-            return
+            reason = f"worker {worker_id} has no task to hand off"
+            self.emit(ev.HandoffRefused(worker=worker_id or "", reason=reason))
+            return reason
         self.emit(ev.HandoffRequested(worker=slot.id, task=slot.task))
         self.pool.send(slot.id, HandOff(task_id=slot.task))
+        return None
 
     def _handed_off(self: Coordinator, slot: Slot, message: TaskFailed) -> None:
         task = self.graph.get(message.task_id)

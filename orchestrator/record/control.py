@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -18,34 +18,83 @@ from filelock import FileLock, Timeout
 
 from orchestrator.record.store import RunStore, write_atomic
 
+ACTIONS = ("abort", "handoff")
+
 
 @dataclass
 class ControlRequest:
-    """``abort`` the whole run, or only ``task`` or ``worker`` when one is named."""
+    """``abort`` the whole run, or only ``task`` or ``worker`` when one is named;
+    ``handoff`` a ``worker``. ``name`` is the request's file stem, its answer's key."""
 
     action: str
     task: str | None = None
     worker: str | None = None
+    name: str = ""
+
+    def problem(self) -> str | None:
+        """Why the coordinator cannot act on this request, or None."""
+        if self.action not in ACTIONS:
+            return f"unknown action {self.action!r} (known: {', '.join(ACTIONS)})"
+        for name in ("task", "worker"):
+            if not isinstance(getattr(self, name), str | None):
+                return f"{name} must be a string"
+        if self.task and self.worker:
+            return "name a task or a worker, not both"
+        if self.action == "handoff" and not self.worker:
+            return "a handoff names its worker"
+        return None
 
 
 def send_request(store: RunStore, request: ControlRequest) -> Path:
     path = store.control_dir / f"{time.time():.6f}-{secrets.token_hex(3)}.json"
     store.control_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(asdict(request)))
+    body = {"action": request.action, "task": request.task, "worker": request.worker}
+    write_atomic(path, json.dumps(body))
     return path
 
 
 def take_requests(store: RunStore) -> list[ControlRequest]:
-    """Requests waiting for the coordinator, oldest first; each is taken only once."""
+    """Requests waiting for the coordinator, oldest first; each is taken only once. A file
+    that is not a request comes back as one with an empty action, so it is answered with
+    an error (``ControlRequest.problem``) rather than silently dropped."""
     out = []
     for path in sorted(store.control_dir.glob("*.json")):
         try:
             data = json.loads(path.read_text())
-            out.append(ControlRequest(**data))
+            if not isinstance(data, dict):
+                raise TypeError
+            request = ControlRequest(**{**data, "name": path.stem})
+        except FileNotFoundError:
+            continue
         except (OSError, ValueError, TypeError):
-            pass  # a malformed request is dropped, not fatal to the run
+            request = ControlRequest(action="", name=path.stem)
+        out.append(request)
         path.unlink(missing_ok=True)
     return out
+
+
+def _answer_path(store: RunStore, name: str) -> Path:
+    return store.control_dir / "answers" / f"{name}.json"
+
+
+def answer(store: RunStore, request: ControlRequest, error: str | None = None) -> None:
+    """The coordinator's answer to a request: done, or why not (the sender prints it)."""
+    path = _answer_path(store, request.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps({"ok": error is None, "error": error or ""}), durable=False)
+
+
+def await_answer(store: RunStore, sent: Path) -> str | None:
+    """Wait for the live coordinator's answer to the request at ``sent``: None when it was
+    done (or the coordinator ended meanwhile), else the reason it was refused."""
+    path = _answer_path(store, sent.stem)
+    while not path.exists():
+        if not coordinator_alive(store):
+            return None
+        time.sleep(0.01)
+    data = json.loads(path.read_text())
+    path.unlink(missing_ok=True)
+    return None if data.get("ok") else str(data.get("error") or "refused")
 
 
 def coordinator_alive(store: RunStore) -> bool:

@@ -146,6 +146,15 @@ class ControlReceived(Event):
     worker: str | None = None
 
 
+@kind("control_refused")
+class ControlRefused(Event):
+    """A request pd could not act on (malformed, or naming what the run lacks); the
+    sender is told why."""
+
+    action: str
+    reason: str
+
+
 # ---- workers ----------------------------------------------------------------------
 
 

@@ -91,6 +91,7 @@ FORMATS: dict[type[ev.Event], Callable[[Any], str | None]] = {
         + (f" task {e.task}" if e.task else "")
         + (f" worker {e.worker}" if e.worker else "")
     ),
+    ev.ControlRefused: lambda e: f"request refused: {e.action or '?'}: {e.reason}",
     ev.RunAborted: lambda e: f"run aborted: {e.reason}",
     ev.RunStalled: lambda e: f"run stalled: {e.reason}",
     ev.RunFinished: lambda e: f"run {e.status} (exit code {e.exit_code}) at {_short(e.head)}",

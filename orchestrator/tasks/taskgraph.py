@@ -219,6 +219,9 @@ class TaskGraph:
     def __len__(self) -> int:
         return len(self._nodes)
 
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._nodes
+
     def _waiting_on(self, node: TaskNode) -> list[str]:
         return [d for d in node.deps if self._nodes[d].state not in LANDED]
 
