@@ -67,19 +67,14 @@ def test_a_log_from_a_newer_pd_is_read_not_crashed_on(tmp_path: Path) -> None:
     lines = [
         {"kind": "run_started", "v": 2, "seq": 1, "at": 1.0, "mission": "m", "shiny": [1]},
         {"kind": "task_teleported", "v": 2, "seq": 2, "at": 2.0, "task": "a", "to": "mars"},
-        {
-            "kind": "task_merged",
-            "v": 1,
-            "seq": 3,
-            "at": 3.0,
-            "task": "a",
-            "attempt": 1,
-            "head": "h",
-        },
-        {"kind": "run_finished", "v": 2, "seq": 4, "at": 4.0, "status": "completed"},
+        {"kind": "task_assigned", "v": 2, "seq": 3, "at": 3, "task": "a", "attempt": 1},
+        {"kind": "task_submitted", "seq": 4, "at": 4, "task": "a", "worker": "w1", "attempt": 1}
+        | {"commit": "h", "files": [], "summary": "", "branch": "b", "state": "merging"},
+        {"kind": "task_merged", "seq": 5, "at": 5, "task": "a", "attempt": 1, "head": "h"},
+        {"kind": "run_finished", "v": 2, "seq": 6, "at": 6.0, "status": "completed"},
     ]
     store.events_path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    started, future, merged, _ = RunStore(store.dir).events()
+    started, future, _, _, merged, _ = RunStore(store.dir).events()
     assert isinstance(started, ev.RunStarted) and started.mission == "m" and started.workers == {}
     assert isinstance(future, ev.Unknown) and future.to_json() == lines[1]
     assert isinstance(merged, ev.TaskMerged) and merged.recovered is False

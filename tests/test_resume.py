@@ -45,17 +45,20 @@ def test_rebuild_restores_merged_failed_and_pending(git_repo: Path) -> None:
     run_git(git_repo, "merge", "-q", "--ff-only", "pd/r/a")
     graph = TaskGraph(TASKS, default_max_attempts=2)
     events = [
-        ev.TaskAssigned(task="a", attempt=1),
+        ev.TaskAssigned(task="a", worker="w1", attempt=1),
         submitted("a", merged),
         ev.TaskMerged(task="a", attempt=1, head=merged),
+        ev.TaskAssigned(task="c", worker="w2", attempt=1),
         ev.AttemptFailed(task="c", attempt=1, reason="gate", state="pending"),
+        ev.TaskAssigned(task="c", worker="w2", attempt=2),
         ev.AttemptFailed(task="c", attempt=2, reason="gate", state="failed"),
-        ev.TaskAssigned(task="b", attempt=1),  # running when the crash came
+        ev.TaskAssigned(task="b", worker="w1", attempt=1),  # running when the crash came
     ]
     count = rebuild(graph, events, git_repo, run_git(git_repo, "rev-parse", "main"))
     assert count == 1
     assert graph.get("a").state is TaskState.MERGED
     assert graph.get("b").state is TaskState.PENDING and [t.id for t in graph.ready()] == ["b"]
+    assert graph.get("b").attempts == 0  # the attempt the crash cut short is not counted
     assert graph.get("c").state is TaskState.FAILED and graph.get("c").feedback == ["gate"] * 2
     assert graph.get("d").state is TaskState.BLOCKED
 
@@ -66,7 +69,7 @@ def test_work_merged_but_not_recorded_counts_as_merged(git_repo: Path) -> None:
     run_git(git_repo, "merge", "-q", "--no-ff", "-m", "merge", "pd/r/a")
     graph = TaskGraph(TASKS)
     events = [
-        ev.TaskAssigned(task="a", attempt=1),
+        ev.TaskAssigned(task="a", worker="w1", attempt=1),
         submitted("a", landed),
     ]
     head = run_git(git_repo, "rev-parse", "main")
@@ -74,12 +77,15 @@ def test_work_merged_but_not_recorded_counts_as_merged(git_repo: Path) -> None:
     assert graph.get("a").state is TaskState.MERGED
 
 
-def test_submitted_but_not_landed_runs_again(git_repo: Path) -> None:
+def test_submitted_but_not_landed_waits_for_the_merger_again(git_repo: Path) -> None:
+    """Finished work is not redone: the version that waited for the merger when the
+    coordinator died goes to the merger again (its branch is still there)."""
     pending = commit_on_branch(git_repo, "pd/r/a", "a.txt")
     graph = TaskGraph(TASKS)
-    events = [submitted("a", pending)]
+    events = [ev.TaskAssigned(task="a", worker="w1", attempt=1), submitted("a", pending)]
     assert rebuild(graph, events, git_repo, run_git(git_repo, "rev-parse", "main")) == 0
-    assert graph.get("a").state is TaskState.PENDING
+    a = graph.get("a")
+    assert a.state is TaskState.MERGING and a.commit == pending and a.attempts == 1
 
 
 def test_rebuild_keeps_handoff_notes_and_a_handed_off_attempt_does_not_count(
@@ -88,7 +94,9 @@ def test_rebuild_keeps_handoff_notes_and_a_handed_off_attempt_does_not_count(
     wip = commit_on_branch(git_repo, "pd/r/a", "wip.txt")
     graph = TaskGraph(TASKS, default_max_attempts=1)
     events = [
+        ev.TaskAssigned(task="a", worker="w1", attempt=1),
         ev.AttemptHandedOff(task="a", worker="w1", attempt=1, commit=wip, handoff="n1"),
+        ev.TaskAssigned(task="c", worker="w2", attempt=1),
         ev.AttemptFailed(task="c", attempt=1, reason="died", state="failed", handoff="c's note"),
     ]
     rebuild(graph, events, git_repo, run_git(git_repo, "rev-parse", "main"))
@@ -103,8 +111,11 @@ def test_infrastructure_failures_and_already_merged_survive_a_resume(git_repo: P
     graph = TaskGraph(TASKS, default_max_attempts=1)
     broken = "git: commondir"
     events = [
+        ev.TaskAssigned(task="a", worker="w1", attempt=1),
         ev.AttemptInfraFailed(task="a", attempt=1, reason=broken, state="pending"),
+        ev.TaskAssigned(task="a", worker="w1", attempt=2),
         ev.AttemptInfraFailed(task="a", attempt=2, reason=broken, state="pending"),
+        ev.TaskAssigned(task="c", worker="w2", attempt=1),
         ev.TaskAlreadyMerged(task="c", attempt=1, commit=head),
     ]
     assert rebuild(graph, events, git_repo, head) == 1

@@ -351,30 +351,39 @@ def commit_on(repo: Path, branch: str, name: str, start: str = "main") -> str:
     return sha
 
 
-def submitted(task: str, attempt: int, commit: str, state: str) -> ev.TaskSubmitted:
-    return ev.TaskSubmitted(
-        task=task,
-        worker="w1",
-        attempt=attempt,
-        commit=commit,
-        files=[f"{task}.txt"],
-        branch=f"pd/r/{task}",
-        summary=f"{task} v{attempt}",
-        state=state,
-    )
+def submitted(task: str, attempt: int, commit: str, state: str) -> list[ev.Event]:
+    """An attempt as the coordinator records it: assigned, then submitted."""
+    return [
+        ev.TaskAssigned(task=task, worker="w1", attempt=attempt),
+        ev.TaskSubmitted(
+            task=task,
+            worker="w1",
+            attempt=attempt,
+            commit=commit,
+            files=[f"{task}.txt"],
+            branch=f"pd/r/{task}",
+            summary=f"{task} v{attempt}",
+            state=state,
+        ),
+    ]
 
 
-def verdict(task: str, round_: int, commit: str, approve: bool) -> ev.ReviewDone:
-    return ev.ReviewDone(
-        task=task,
-        worker="w2",
-        round=round_,
-        verdict="approve" if approve else "request_changes",
-        comments="c",
-        commit=commit,
-        feedback=review_feedback(round_, "w2", "tech-lead", f"fix {task}"),
-        state="merging" if approve else "pending",
-    )
+def verdict(task: str, round_: int, commit: str, approve: bool) -> list[ev.Event]:
+    """A review job as the coordinator records it: started, then its verdict."""
+    started = ev.ReviewStarted(task=task, worker="w2", round=round_, commit=commit)
+    return [
+        started,
+        ev.ReviewDone(
+            task=task,
+            worker="w2",
+            round=round_,
+            verdict="approve" if approve else "request_changes",
+            comments="c",
+            commit=commit,
+            feedback=review_feedback(round_, "w2", "tech-lead", f"fix {task}"),
+            state="merging" if approve else "pending",
+        ),
+    ]
 
 
 def test_rebuild_keeps_reviews_in_review_approved_and_sent_back(git_repo: Path) -> None:
@@ -383,16 +392,16 @@ def test_rebuild_keeps_reviews_in_review_approved_and_sent_back(git_repo: Path) 
     v = {t: commit_on(git_repo, f"pd/r/{t}", f"{t}.txt") for t in ("open", "approved", "back")}
     fix = commit_on(git_repo, "pd/r/exhausted", "fix.txt")
     events = [
-        submitted("open", 1, v["open"], "reviewing"),
+        *submitted("open", 1, v["open"], "reviewing"),
         ev.ReviewStarted(task="open", worker="w2", round=1, commit=v["open"]),
-        submitted("approved", 1, v["approved"], "reviewing"),
-        verdict("approved", 1, v["approved"], True),
+        *submitted("approved", 1, v["approved"], "reviewing"),
+        *verdict("approved", 1, v["approved"], True),
         ev.MergeStarted(task="approved", commit=v["approved"]),
-        submitted("back", 1, v["back"], "reviewing"),
-        verdict("back", 1, v["back"], False),
-        submitted("exhausted", 1, "e1", "reviewing"),
-        verdict("exhausted", 1, "e1", False),
-        submitted("exhausted", 2, fix, "merging"),
+        *submitted("back", 1, v["back"], "reviewing"),
+        *verdict("back", 1, v["back"], False),
+        *submitted("exhausted", 1, "e1", "reviewing"),
+        *verdict("exhausted", 1, "e1", False),
+        *submitted("exhausted", 2, fix, "merging"),
         ev.ReviewRoundsExhausted(task="exhausted", rounds=1, commit=fix),
     ]
     head = run_git(git_repo, "rev-parse", "main")
@@ -420,10 +429,10 @@ def test_rebuild_after_a_rejected_approved_version_starts_over(git_repo: Path) -
     v1 = commit_on(git_repo, "pd/r/a", "a1.txt")
     v2 = commit_on(git_repo, "pd/r/a", "a2.txt", start="pd/r/a")
     events = [
-        submitted("a", 1, v1, "reviewing"),
-        verdict("a", 1, v1, False),
-        submitted("a", 2, v2, "reviewing"),
-        verdict("a", 2, v2, True),
+        *submitted("a", 1, v1, "reviewing"),
+        *verdict("a", 1, v1, False),
+        *submitted("a", 2, v2, "reviewing"),
+        *verdict("a", 2, v2, True),
         ev.TaskRejected(task="a", attempt=2, reason="gate failed"),
         ev.AttemptFailed(task="a", attempt=2, reason="gate", state="pending"),
     ]
@@ -437,7 +446,7 @@ def test_rebuild_after_a_rejected_approved_version_starts_over(git_repo: Path) -
 def test_rebuild_of_reviews_that_failed_for_good(git_repo: Path) -> None:
     graph = TaskGraph([{"id": "a", "title": "a"}, {"id": "b", "title": "b", "deps": ["a"]}])
     events = [
-        submitted("a", 1, "x", "reviewing"),
+        *submitted("a", 1, "x", "reviewing"),
         ev.ReviewFailed(task="a", worker="w2", round=1, reason="r", failures=1, state="reviewing"),
         ev.ReviewFailed(task="a", worker="w3", round=1, reason="r2", failures=2, state="failed"),
     ]

@@ -227,19 +227,6 @@ def test_abort_blocks_dependents_and_reports_changes() -> None:
     }
 
 
-def test_restore_and_settle_rebuild_blocked_state() -> None:
-    graph = TaskGraph([task("a"), task("b", "a"), task("c", "b"), task("d")])
-    graph.restore("a", "failed", 3, feedback=["x", "y", "z"])
-    graph.restore("d", TaskState.MERGED, 1, commit="abc")
-    assert graph.settle() == ["b", "c"]
-    assert graph.get("c").state is TaskState.BLOCKED and graph.done()
-    graph.restore("a", "pending", 0)  # a retried run: blocked dependents come back
-    assert graph.settle() == ["b", "c"]
-    assert [n.id for n in graph.ready()] == ["a"]
-    with pytest.raises(ValueError):
-        graph.restore("a", "exploded", 0)
-
-
 def test_snapshot_is_json_serialisable() -> None:
     graph = TaskGraph([task("a", capabilities=["py"]), task("b", "a")])
     graph.start("a", "w1")

@@ -22,7 +22,6 @@ from orchestrator.team.tools import Ending, cap_text
 from orchestrator.wire.messages import Message, ReviewDone, TaskFailed
 
 REVIEWS = "reviews-code"  # the capability tag of roles that may review
-MAX_REVIEW_FAILURES = 3  # review jobs of one version that may end without a verdict
 DIFF_CAP = 40_000  # characters of diff in the prompt; the reviewer can page with git_diff
 # Read-only skills every reviewer gets; its role may add others that only read.
 # run_tests and run_linter run commands, but nothing a reviewer leaves is ever committed.

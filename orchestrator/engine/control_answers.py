@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from orchestrator.record import control
 from orchestrator.record import events as ev
-from orchestrator.tasks.taskgraph import TaskState
+from orchestrator.tasks.taskgraph import ACTIVE, TaskState
+from orchestrator.tasks.transitions import apply
 from orchestrator.wire.messages import AbortTask, HandOff, TaskFailed
 
 if TYPE_CHECKING:
@@ -58,14 +59,8 @@ class ControlSteps:
             if slot.task == task_id:
                 self.pool.send(slot.id, AbortTask(task_id=task_id))
         self.merges.drop(task_id)
-        if task.state not in (
-            TaskState.MERGED,
-            TaskState.FAILED,
-            TaskState.BLOCKED,
-            TaskState.ABORTED,
-        ):
-            changed = self.graph.abort(task_id)
-            self.emit(ev.TaskAborted(task=task_id, changed=changed))
+        if task.state in ACTIVE:  # what ended (merged, failed...) stays as it ended
+            self.emit(apply(self.graph, ev.TaskAborted(task=task_id)).event)
 
     def _abort_worker(self: Coordinator, worker_id: str) -> None:
         slot = self.slots.get(worker_id)
@@ -106,15 +101,13 @@ class ControlSteps:
         task = self.graph.get(message.task_id)
         if task.state is not TaskState.RUNNING:
             return
-        self.emit(
-            ev.AttemptHandedOff(
-                task=task.id,
-                worker=slot.id,
-                attempt=message.attempt,
-                commit=message.start_from,
-                handoff=message.handoff,
-            )
+        handed = ev.AttemptHandedOff(
+            task=task.id,
+            worker=slot.id,
+            attempt=message.attempt,
+            commit=message.start_from,
+            handoff=message.handoff,
         )
-        self.graph.hand_off(task.id, message.handoff, message.start_from)
+        self.emit(apply(self.graph, handed).event)
         if slot.state != "retired" and not self.abort_reason:  # a fresh process, same slot
             self._respawn(slot)

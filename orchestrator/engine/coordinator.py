@@ -8,6 +8,7 @@ what happened to the run store before acting on it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import signal
@@ -51,6 +52,7 @@ from orchestrator.system.targetlock import TargetLock
 from orchestrator.system.worktrees import WorktreeManager, exclude_from_status, task_branch
 from orchestrator.tasks.scheduling import fits, match
 from orchestrator.tasks.taskgraph import LANDED, TaskState
+from orchestrator.tasks.transitions import apply
 from orchestrator.wire.messages import (
     Assign,
     Message,
@@ -66,7 +68,6 @@ from orchestrator.wire.messages import (
 
 SESSION_LINES = 40  # of the session log, in each assignment
 MAX_CRASHES = 5  # per worker slot; past this the slot is retired (circuit breaker)
-MAX_INFRA_FAILURES = 5  # per task: git or disk failures retried before the task fails
 TICK = 0.2
 # How long a thread may hold the GIL while another wants it (CPython's default: 5 ms).
 # The permit thread answers within this even while the main loop runs Python code.
@@ -321,8 +322,11 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             self._start_task(self.slots[worker_id], task)
 
     def _start_task(self, slot: Slot, task: Any) -> None:
-        attempt = self.graph.start(task.id, slot.id)
         branch = task_branch(self.store.run_id, task.id)
+        started = apply(
+            self.graph, ev.TaskAssigned(task=task.id, worker=slot.id, branch=branch, base=self.head)
+        ).event
+        attempt = started.attempt
         escalate = self.graph.escalated(task.id)
         deps = {d: self.graph.get(d).summary for d in task.deps}
         message = Assign(
@@ -343,14 +347,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         )
         slot.state, slot.task, slot.attempt = "busy", task.id, attempt
         self.emit(
-            ev.TaskAssigned(
-                task=task.id,
-                worker=slot.id,
-                attempt=attempt,
-                branch=branch,
-                base=self.head,
-                escalated=escalate and bool(self.plan.provider.escalation),
-            )
+            dataclasses.replace(started, escalated=escalate and bool(self.plan.provider.escalation))
         )
         self.assigned_at[task.id] = time.monotonic()
         self.pool.send(slot.id, message)
@@ -440,22 +437,19 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         if message.already_merged:
             self._already_merged(message.task_id, message.attempt, message.commit)
             return
-        state = self.graph.submitted(
-            message.task_id, message.branch, message.commit, message.summary
+        submitted = ev.TaskSubmitted(
+            task=message.task_id,
+            worker=slot.id,
+            attempt=message.attempt,
+            commit=message.commit,
+            files=message.changed_files,
+            summary=message.summary,
+            branch=message.branch,
+            state="",
         )
-        self.emit(
-            ev.TaskSubmitted(
-                task=message.task_id,
-                worker=slot.id,
-                attempt=message.attempt,
-                commit=message.commit,
-                files=message.changed_files,
-                summary=message.summary,
-                branch=message.branch,
-                state=str(state),
-            )
-        )
-        self._after_submit(self.graph.get(message.task_id), state)
+        self.emit(apply(self.graph, submitted).event)
+        task = self.graph.get(message.task_id)
+        self._after_submit(task, task.state)
 
     def _release(self, slot: Slot, task_id: str) -> None:
         if slot.task == task_id:
@@ -468,27 +462,15 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         task = self.graph.get(task_id)
         if task.state not in (TaskState.RUNNING, TaskState.MERGING):
             return
-        before = {t.id for t in self.graph if t.state is TaskState.BLOCKED}
-        state = self.graph.attempt_failed(task_id, reason, handoff)
-        self.emit(
-            ev.AttemptFailed(
-                task=task_id,
-                attempt=task.attempts,
-                reason=reason,
-                state=str(state),
-                handoff=handoff,
-                **extra,
-            )
+        failed = ev.AttemptFailed(
+            task=task_id, attempt=task.attempts, reason=reason, state="", handoff=handoff, **extra
         )
-        self._failed_for_good(task, state, before)
+        change = apply(self.graph, failed)
+        self.emit(change.event)
+        self._failed_for_good(task, change.blocked)
 
-    def _failed_for_good(self, task: Any, state: TaskState, blocked_before: set[str]) -> None:
-        if state is TaskState.FAILED:
-            blocked = [
-                t.id
-                for t in self.graph
-                if t.state is TaskState.BLOCKED and t.id not in blocked_before
-            ]
+    def _failed_for_good(self, task: Any, blocked: list[str]) -> None:
+        if task.state is TaskState.FAILED:
             self.emit(ev.TaskFailed(task=task.id, attempts=task.attempts, blocked=blocked))
 
     def _infra_failed(self, task_id: str, reason: str, **extra: Any) -> None:
@@ -496,15 +478,13 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         task = self.graph.get(task_id)
         if task.state not in (TaskState.RUNNING, TaskState.MERGING):
             return
-        before = {t.id for t in self.graph if t.state is TaskState.BLOCKED}
-        state = self.graph.infra_failed(task_id, reason, MAX_INFRA_FAILURES)
-        self.emit(
-            ev.AttemptInfraFailed(
-                task=task_id, attempt=task.attempts, reason=reason, state=str(state), **extra
-            )
+        broke = ev.AttemptInfraFailed(
+            task=task_id, attempt=task.attempts, reason=reason, state="", **extra
         )
-        self._failed_for_good(task, state, before)
-        if state is TaskState.MERGING:  # the merge is tried again
+        change = apply(self.graph, broke)
+        self.emit(change.event)
+        self._failed_for_good(task, change.blocked)
+        if task.state is TaskState.MERGING:  # the merge is tried again
             self._queue_merge(task)
 
     # ---- health and control ------------------------------------------------------

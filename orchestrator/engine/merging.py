@@ -13,6 +13,7 @@ from orchestrator.engine.configs import MERGER
 from orchestrator.record import events as ev
 from orchestrator.system.gitutil import is_ancestor, rev_parse
 from orchestrator.tasks.taskgraph import TaskState
+from orchestrator.tasks.transitions import apply
 from orchestrator.wire.messages import MergeResult, Ready
 
 # How long an aborted merger may take to stop: killing a gate is quick, and a ref move
@@ -103,19 +104,14 @@ class MergeSteps:
             return
         if result.merged:
             self.head = result.head
-            if task.state is TaskState.MERGING:
-                self.graph.merged(result.task_id, result.head)
-            else:  # aborted while the merger had it: it landed all the same; say so
-                self.graph.restore(task.id, TaskState.MERGED, task.attempts, commit=result.head)
-                self.graph.settle()
-            self.emit(
-                ev.TaskMerged(
-                    task=result.task_id,
-                    attempt=result.attempt,
-                    head=result.head,
-                    seconds=round(result.seconds, 3),
-                )
+            merged = ev.TaskMerged(
+                task=result.task_id,
+                attempt=result.attempt,
+                head=result.head,
+                seconds=round(result.seconds, 3),
             )
+            # Aborted while the merger had it: it landed all the same, and says so.
+            self.emit(apply(self.graph, merged).event)
             self._log_session(task)
             return
         # A conflict's reason already lists its paths (merger._merge): say them once.
@@ -134,8 +130,8 @@ class MergeSteps:
     def _already_merged(self: Coordinator, task_id: str, attempt: int, commit: str) -> None:
         """The task's change is in the target already (at ``commit``): recorded as its
         own outcome, never as a merge, and dependents may start."""
-        self.graph.already_merged(task_id, commit)
-        self.emit(ev.TaskAlreadyMerged(task=task_id, attempt=attempt, commit=commit))
+        event = ev.TaskAlreadyMerged(task=task_id, attempt=attempt, commit=commit)
+        self.emit(apply(self.graph, event).event)
         self._log_session(self.graph.get(task_id))
 
     def _log_session(self: Coordinator, task: Any) -> None:

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.agent.reviewer import (
     APPROVE,
-    MAX_REVIEW_FAILURES,
     REQUEST_CHANGES,
     last_review_comments,
     review_feedback,
@@ -19,6 +18,7 @@ from orchestrator.agent.reviewer import (
 )
 from orchestrator.record import events as ev
 from orchestrator.tasks.taskgraph import TaskNode, TaskState
+from orchestrator.tasks.transitions import apply
 from orchestrator.wire.messages import (
     Assign,
     MergeRequest,
@@ -69,7 +69,19 @@ class ReviewFlow:
         return min(pick, key=lambda s: int(s.id.lstrip("w") or 0), default=None)
 
     def _start_review(self, slot: Slot, task: TaskNode) -> None:
-        round_ = self.graph.start_review(task.id, slot.id)
+        round_ = task.reviews + 1
+        self.emit(
+            apply(
+                self.graph,
+                ev.ReviewStarted(
+                    task=task.id,
+                    worker=slot.id,
+                    round=round_,
+                    commit=task.commit or "",
+                    implementer=task.worker or "",
+                ),
+            ).event
+        )
         payload = {
             "branch": task.branch,
             "commit": task.commit,
@@ -86,15 +98,6 @@ class ReviewFlow:
             "skills": list(self.plan.roles[slot.role].skills),
             "test_command": self.plan.gate_command,
         }
-        self.emit(
-            ev.ReviewStarted(
-                task=task.id,
-                worker=slot.id,
-                round=round_,
-                commit=task.commit,
-                implementer=task.worker,
-            )
-        )
         slot.state, slot.task, slot.attempt, slot.job = "busy", task.id, round_, "review"
         message = Assign(
             task_id=task.id,
@@ -142,21 +145,19 @@ class ReviewFlow:
         if task.state is not TaskState.REVIEWING or task.reviewer != slot.id:
             return  # aborted meanwhile
         feedback = review_feedback(message.attempt, slot.id, slot.role, message.comments)
-        state = self.graph.reviewed(task.id, message.approved, feedback)
-        self.review_tried.pop(task.id, None)
-        self.emit(
-            ev.ReviewDone(
-                task=task.id,
-                worker=slot.id,
-                round=message.attempt,
-                verdict=APPROVE if message.approved else REQUEST_CHANGES,
-                comments=message.comments,
-                commit=task.commit,
-                feedback=feedback,
-                state=str(state),
-            )
+        done = ev.ReviewDone(
+            task=task.id,
+            worker=slot.id,
+            round=message.attempt,
+            verdict=APPROVE if message.approved else REQUEST_CHANGES,
+            comments=message.comments,
+            commit=task.commit or "",
+            feedback=feedback,
         )
-        if state is TaskState.MERGING:
+        change = apply(self.graph, done)
+        self.review_tried.pop(task.id, None)
+        self.emit(change.event)
+        if task.state is TaskState.MERGING:
             self._queue_merge(task)
 
     def _review_lost(self, worker: str, task_id: str | None, round_: int, reason: str) -> None:
@@ -166,24 +167,19 @@ class ReviewFlow:
         if task.state is not TaskState.REVIEWING or task.reviewer != worker:
             return
         self.review_tried.setdefault(task_id, set()).add(worker)
-        before = {t.id for t in self.graph if t.state is TaskState.BLOCKED}
         why = f"review round {round_} by {worker} ended without a verdict: {reason}"
-        state = self.graph.review_failed(task_id, why, MAX_REVIEW_FAILURES)
-        self.emit(
-            ev.ReviewFailed(
-                task=task_id,
-                worker=worker,
-                round=round_,
-                reason=why,
-                failures=task.review_failures,
-                state=str(state),
-            )
+        failed = ev.ReviewFailed(
+            task=task_id,
+            worker=worker,
+            round=round_,
+            reason=why,
+            failures=task.review_failures + 1,
+            state="",
         )
-        if state is TaskState.FAILED:
-            blocked = [
-                t.id for t in self.graph if t.state is TaskState.BLOCKED and t.id not in before
-            ]
-            self.emit(ev.TaskFailed(task=task_id, attempts=task.attempts, blocked=blocked))
+        change = apply(self.graph, failed)
+        self.emit(change.event)
+        if task.state is TaskState.FAILED:
+            self.emit(ev.TaskFailed(task=task_id, attempts=task.attempts, blocked=change.blocked))
 
     # ---- on to the merger -----------------------------------------------------------
 

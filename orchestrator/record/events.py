@@ -217,7 +217,7 @@ class Progress(Event):
 @kind("task_assigned")
 class TaskAssigned(Event):
     task: str
-    attempt: int
+    attempt: int = 0  # filled in by the transition (``tasks.transitions``)
     worker: str = ""
     branch: str = ""
     base: str = ""
@@ -243,7 +243,7 @@ class TaskSubmitted(Event):
     files: list[str]
     summary: str
     branch: str
-    state: str  # where the task went: reviewing or merging
+    state: str = ""  # where the task went, reviewing or merging: filled in by the transition
 
 
 @kind("attempt_failed")
@@ -251,7 +251,7 @@ class AttemptFailed(Event):
     task: str
     attempt: int
     reason: str
-    state: str  # the task's state after: pending (retried) or failed
+    state: str = ""  # the task's state after, pending (retried) or failed: filled in
     handoff: str = ""
     worker: str | None = None
 

@@ -40,21 +40,6 @@ LANDED = frozenset({TaskState.MERGED, TaskState.ALREADY_MERGED})
 DEAD_ENDS = frozenset({TaskState.FAILED, TaskState.ABORTED, TaskState.BLOCKED})
 
 
-_RESTORABLE = frozenset(
-    {
-        "branch",
-        "summary",
-        "worker",
-        "reviews",
-        "review_rounds",
-        "verdict",
-        "start_from",
-        "handoffs",
-        "infra_failures",
-    }
-)
-
-
 class GraphError(Exception):
     """The mission's tasks do not form a valid graph. Carries where, what and the fix, so the
     mission loader can report it as one actionable line."""
@@ -222,6 +207,10 @@ class TaskGraph:
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._nodes
 
+    def waits(self, node: TaskNode) -> bool:
+        """Whether some dependency of ``node`` has not landed yet."""
+        return any(self._nodes[d].state not in LANDED for d in node.deps)
+
     def _waiting_on(self, node: TaskNode) -> list[str]:
         return [d for d in node.deps if self._nodes[d].state not in LANDED]
 
@@ -267,21 +256,24 @@ class TaskGraph:
             raise ValueError(f"cannot {action} task {task_id!r}: it is {node.state}, not {wanted}")
         return node
 
-    def start(self, task_id: str, worker: str) -> int:
-        """Hand a ready task to ``worker``; returns the attempt number (1 for the first)."""
+    def start(self, task_id: str, worker: str, attempt: int | None = None) -> int:
+        """Hand a ready task to ``worker``; returns the attempt number (1 for the first,
+        or ``attempt`` as a replayed log recorded it)."""
         node = self._expect(task_id, "start", TaskState.PENDING)
         if waiting := self._waiting_on(node):
             raise ValueError(f"cannot start task {task_id!r}: dependencies not merged: {waiting}")
         node.state, node.worker = TaskState.RUNNING, worker
-        node.attempts += 1
+        node.attempts = attempt if attempt is not None else node.attempts + 1
         return node.attempts
 
-    def submitted(self, task_id: str, branch: str, commit: str, summary: str) -> TaskState:
+    def submitted(
+        self, task_id: str, branch: str, commit: str, summary: str, state: TaskState | None = None
+    ) -> TaskState:
         """The worker finished; its branch now waits for a reviewer (review on, rounds
-        left) or for the merger. Returns which."""
+        left) or for the merger. Returns which (``state``: as a replayed log decided)."""
         node = self._expect(task_id, "submit", TaskState.RUNNING)
         reviewed = node.review and node.review_rounds < node.max_review_rounds
-        node.state = TaskState.REVIEWING if reviewed else TaskState.MERGING
+        node.state = state or (TaskState.REVIEWING if reviewed else TaskState.MERGING)
         node.branch, node.commit, node.summary = branch, commit, summary
         node.review_failures = 0
         return node.state
@@ -318,23 +310,36 @@ class TaskGraph:
         node.state, node.worker, node.start_from = TaskState.PENDING, None, node.commit
         return node.state
 
-    def review_failed(self, task_id: str, reason: str, max_failures: int) -> TaskState:
+    def review_failed(
+        self, task_id: str, reason: str, max_failures: int, state: TaskState | None = None
+    ) -> TaskState:
         """A review job ended without a verdict (crash, turn limit, error). The version
         waits for another reviewer until ``max_failures`` jobs failed; then the task fails
         (it never merges unreviewed because reviewers broke) and dependents are blocked."""
         node = self._expect(task_id, "fail a review of", TaskState.REVIEWING)
         node.reviewer = None
         node.review_failures += 1
-        if node.review_failures >= max_failures:
+        failed = (
+            node.review_failures >= max_failures if state is None else state is TaskState.FAILED
+        )
+        if failed:
             node.feedback.append(reason)
             node.state = TaskState.FAILED
             self.settle()
         return node.state
 
     def merged(self, task_id: str, commit: str) -> None:
-        """The merger moved the target to ``commit``; dependents may now become ready."""
-        node = self._expect(task_id, "merge", TaskState.MERGING)
+        """The merger moved the target to ``commit``; dependents may now become ready. A
+        task aborted while the merger had it landed all the same: it is merged, and the
+        dependents its abort blocked are unblocked. (From review: on resume, a version
+        found in the target already, see ``resume.rebuild``.)"""
+        node = self._expect(
+            task_id, "merge", TaskState.MERGING, TaskState.REVIEWING, TaskState.ABORTED
+        )
+        aborted = node.state is TaskState.ABORTED
         node.state, node.commit = TaskState.MERGED, commit
+        if aborted:
+            self.settle()
 
     def already_merged(self, task_id: str, commit: str) -> None:
         """The attempt's change was already in the target at ``commit``: nothing to merge,
@@ -342,7 +347,9 @@ class TaskGraph:
         node = self._expect(task_id, "mark already merged", TaskState.RUNNING, TaskState.MERGING)
         node.state, node.commit = TaskState.ALREADY_MERGED, commit
 
-    def attempt_failed(self, task_id: str, reason: str, handoff: str = "") -> TaskState:
+    def attempt_failed(
+        self, task_id: str, reason: str, handoff: str = "", state: TaskState | None = None
+    ) -> TaskState:
         """An attempt ended without a merge (gate, conflict, agent error or crash alike).
 
         The task goes back to the queue with ``reason`` as feedback until it has used
@@ -353,7 +360,11 @@ class TaskGraph:
             node.start_from = None
         node.feedback.append(reason)
         node.handoff, node.worker = handoff, None
-        if self.failed_attempts(node) < node.max_attempts:
+        if state is None:
+            retry = self.failed_attempts(node) < node.max_attempts
+        else:
+            retry = state is not TaskState.FAILED
+        if retry:
             node.state = TaskState.PENDING
         else:
             node.state = TaskState.FAILED
@@ -368,14 +379,20 @@ class TaskGraph:
         node.handoff, node.start_from = handoff, start_from
         node.handoffs += 1
 
-    def infra_failed(self, task_id: str, reason: str, max_failures: int) -> TaskState:
+    def infra_failed(
+        self, task_id: str, reason: str, max_failures: int, state: TaskState | None = None
+    ) -> TaskState:
         """pd's machinery broke the running attempt or its merge (a git or disk failure):
         a running task goes back to the queue as it was, a merging one waits for the
         merge to be tried again; not counted against ``max_attempts`` and no feedback for
         the agent, until ``max_failures`` such breaks; then the task fails with ``reason``."""
         node = self._expect(task_id, "retry", TaskState.RUNNING, TaskState.MERGING)
         node.infra_failures += 1
-        if node.infra_failures < max_failures:  # a merge is tried again as it is
+        if state is None:
+            retry = node.infra_failures < max_failures
+        else:
+            retry = state is not TaskState.FAILED
+        if retry:  # a merge is tried again as it is
             if node.state is TaskState.RUNNING:
                 node.state, node.worker = TaskState.PENDING, None
         else:
@@ -410,30 +427,9 @@ class TaskGraph:
             node.state = TaskState.ABORTED
         return [n.id for n in changed]
 
-    def restore(
-        self,
-        task_id: str,
-        state: TaskState | str,
-        attempts: int,
-        commit: str | None = None,
-        feedback: list[str] | None = None,
-        handoff: str = "",
-        **review: Any,
-    ) -> None:
-        """Set a task as the event log recorded it, with no transition checks; call
-        ``settle()`` once every task is restored. ``review`` sets the fields of a reviewed
-        task (branch, summary, worker, reviews, review_rounds, verdict, start_from)."""
-        node = self.get(task_id)
-        node.state, node.attempts, node.commit = TaskState(state), attempts, commit
-        node.feedback, node.handoff = list(feedback or []), handoff
-        for name, value in review.items():
-            if name not in _RESTORABLE:
-                raise TypeError(f"restore() cannot set {name!r}")
-            setattr(node, name, value)
-
     def settle(self) -> list[str]:
         """Re-derive BLOCKED: a pending or blocked task is blocked exactly when a dependency
-        is failed, aborted or blocked. Runs after each failure or abort and after restores;
+        is failed, aborted or blocked. Runs after each failure or abort and after a replay;
         other states are kept, so a user's abort is never rewritten. Returns the ids that
         changed, dependencies first."""
         changed = []
