@@ -7,15 +7,11 @@ from decimal import Decimal
 
 import pytest
 
+from orchestrator.limits.bucket import BucketLimits
+from orchestrator.limits.headers import parse_ratelimit_headers
 from orchestrator.limits.ledger import CostLedger, PriceTable, cost, worst_case
-from orchestrator.limits.permitdesk import (
-    GRANT_AHEAD,
-    MIN_OUTPUT,
-    OVERRUN_MARGIN,
-    PermitDesk,
-    parse_ratelimit_headers,
-)
-from orchestrator.limits.ratelimit import BucketLimits, RateLimiter
+from orchestrator.limits.permitdesk import GRANT_AHEAD, MIN_OUTPUT, OVERRUN_MARGIN, PermitDesk
+from orchestrator.limits.ratelimit import RateLimiter
 from orchestrator.providers.base import Usage
 from orchestrator.wire.messages import AcquireTokens, CallDone, CallSent, Deny, Grant
 

@@ -16,14 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from orchestrator.limits.ratelimit import (
-    _COMPACT_AT,
-    DIMENSIONS,
-    SMOOTH_SHARE,
-    BucketLimits,
-    Permit,
-    RateLimiter,
-)
+from orchestrator.limits.bucket import _COMPACT_AT, DIMENSIONS, SMOOTH_SHARE, BucketLimits
+from orchestrator.limits.ratelimit import Permit, RateLimiter
 from orchestrator.providers.base import Usage
 
 

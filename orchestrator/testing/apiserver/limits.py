@@ -12,8 +12,6 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from orchestrator.limits.ratelimit import parse_go_duration  # noqa: F401 - part of this API
-
 BUCKETS = ("requests", "input_tokens", "output_tokens")
 # Buckets not configured still hold (and are reported, as the real APIs always report
 # theirs): a high tier's limits per minute.
