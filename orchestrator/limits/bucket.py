@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from orchestrator.errors import PdError
 from orchestrator.providers.base import Usage
 
 DIMENSIONS = ("requests", "input_tokens", "output_tokens")
@@ -21,6 +22,11 @@ _COMPACT_AT = 4096  # drop expired log entries once this many pile up
 # Smoothing spaces grants a little closer than the window allows on average, so that it
 # only spreads bursts and never lowers the rate a saturated bucket sustains.
 SMOOTH_SHARE = 0.9
+
+
+class NeverFits(PdError):
+    """A call needs more than a whole window of a bucket allows: waiting cannot help, so
+    the permit desk denies it at once with this message."""
 
 
 @dataclass(frozen=True)
@@ -202,7 +208,7 @@ class Bucket:
             limit = self.limits.limit(d)
             if limit is not None and amount > limit:
                 what = DIMENSIONS[d].replace("_", " ")
-                raise ValueError(
+                raise NeverFits(
                     f"a call needing {amount} {what} can never fit rate limit {self.name!r} "
                     f"({limit} per {self.limits.window:g}s); lower max_tokens or shorten the "
                     f"prompt, or raise the limit"

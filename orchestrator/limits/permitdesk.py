@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.limits.bucket import BucketLimits
+from orchestrator.limits.bucket import BucketLimits, NeverFits
 from orchestrator.limits.headers import parse_ratelimit_headers
 from orchestrator.limits.ledger import (
     CostLedger,
@@ -292,7 +292,9 @@ class PermitDesk:
     def _try(self, call: _Call, now: float, queue: bool) -> Message | None:
         try:
             got = self.limiter.acquire(call.key, call.ask.input_tokens, call.max_output, now)
-        except ValueError as exc:  # larger than a whole window allows: never grantable
+        # NeverFits: larger than a whole window allows. ValueError: a negative count (a
+        # worker's bug). Neither is ever grantable.
+        except (NeverFits, ValueError) as exc:
             self._release(call)
             return Deny(request_id=call.ask.request_id, reason=str(exc))
         if isinstance(got, Permit):
