@@ -46,7 +46,7 @@ from typing import Any
 import psutil
 from _common import GIT_ENV, echo, pct, run_git, say
 
-from orchestrator.limits.ratelimit import default_margin
+from orchestrator.limits.bucket import default_margin
 from orchestrator.system import oshints
 from orchestrator.testing.apiserver import LocalAPIServer, Reply, max_window_usage
 from orchestrator.wire.messages import AcquireTokens
@@ -878,7 +878,8 @@ def limiter_cost(grants: int) -> tuple[float, float]:
     """Seconds per grant of ``RateLimiter.acquire`` + ``settle`` with 5,000 calls in the
     window, and with 10 (the baseline), on an injected clock: the ratio shows whether a
     full window makes a grant dearer (a scan of the log would make it ~500x dearer)."""
-    from orchestrator.limits.ratelimit import BucketLimits, Permit, RateLimiter
+    from orchestrator.limits.bucket import BucketLimits
+    from orchestrator.limits.ratelimit import Permit, RateLimiter
 
     def per_grant(in_window: int) -> float:
         window = 10.0

@@ -17,11 +17,13 @@ import anthropic
 import openai
 import pytest
 
+from orchestrator.errors import BadInput
 from orchestrator.testing.apiserver import (
     Fault,
     LocalAPIServer,
     Reply,
     go_duration,
+    load_replies,
     max_window_usage,
     parse_go_duration,
 )
@@ -599,3 +601,46 @@ def test_a_bad_fault_spec_is_one_line_and_exit_2(spec: str, problem: str) -> Non
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and problem in result.stderr.splitlines()[-1]
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ('{"text": "a list was meant"}', "replies must be a JSON list"),
+        ("[1, 2", "not JSON"),
+        ('[{"tool_calls": [{"input": {}}]}]', "reply 1"),
+    ],
+)
+def test_a_bad_replies_file_is_a_bad_input_naming_the_file(
+    tmp_path: Path, content: str, problem: str
+) -> None:
+    path = tmp_path / "replies.json"
+    path.write_text(content)
+    with pytest.raises(BadInput, match=problem) as err:
+        load_replies(path)
+    assert str(path) in str(err.value) and "(fix: " in str(err.value)
+    with pytest.raises(BadInput, match="does not exist"):
+        load_replies(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    ("limits", "problem"), [({"tokens": 5}, "unknown limits"), ({"window": 0}, "window")]
+)
+def test_bad_limits_are_a_bad_input_saying_what_is_known(
+    limits: dict[str, float], problem: str
+) -> None:
+    with pytest.raises(BadInput, match=problem) as err:
+        LocalAPIServer(limits=limits)
+    assert "(fix: " in str(err.value)
+
+
+def test_a_bad_replies_file_on_the_command_line_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "replies.json"
+    path.write_text("{}")
+    cmd = [sys.executable, "-m", "orchestrator.testing.apiserver", "--replies", str(path)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"error: {path}: replies must be a JSON list (fix: write a list of replies, "
+        'e.g. [{"text": "done"}])'
+    ]

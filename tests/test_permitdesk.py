@@ -7,15 +7,11 @@ from decimal import Decimal
 
 import pytest
 
+from orchestrator.limits.bucket import BucketLimits
+from orchestrator.limits.headers import parse_ratelimit_headers
 from orchestrator.limits.ledger import CostLedger, PriceTable, cost, worst_case
-from orchestrator.limits.permitdesk import (
-    GRANT_AHEAD,
-    MIN_OUTPUT,
-    OVERRUN_MARGIN,
-    PermitDesk,
-    parse_ratelimit_headers,
-)
-from orchestrator.limits.ratelimit import BucketLimits, RateLimiter
+from orchestrator.limits.permitdesk import GRANT_AHEAD, MIN_OUTPUT, OVERRUN_MARGIN, PermitDesk
+from orchestrator.limits.ratelimit import RateLimiter
 from orchestrator.providers.base import Usage
 from orchestrator.record import events as ev
 from orchestrator.wire.messages import AcquireTokens, CallDone, CallSent, Deny, Grant
@@ -280,3 +276,14 @@ def test_a_429_pauses_every_worker_of_the_provider_until_retry_after() -> None:
     assert d.pump(now=5.5) == []
     [(worker, grant)] = d.pump(now=6.0 + GRANT_AHEAD)
     assert worker == "w2" and isinstance(grant, Grant) and grant.not_before >= 6.0
+
+
+def test_a_call_no_window_can_hold_is_denied_with_what_to_do_and_its_money_freed() -> None:
+    limits = {"anthropic": BucketLimits(input_tokens=1000, window=10.0)}
+    ledger = CostLedger(PriceTable.load(), Decimal("1"))
+    d = PermitDesk(RateLimiter(limits, margin=0.0), ledger)
+    denied = d.ask(ask(1, tokens=5000), "dev", now=0.0)
+    assert isinstance(denied, Deny) and not denied.budget
+    assert "5000 input tokens can never fit rate limit 'anthropic'" in denied.reason
+    assert "lower max_tokens or shorten the prompt" in denied.reason
+    assert ledger.reserved == 0 and isinstance(d.ask(ask(2), "dev", now=0.0), Grant)

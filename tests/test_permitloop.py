@@ -9,12 +9,13 @@ from decimal import Decimal
 from typing import Any
 
 from orchestrator.engine.pool import WorkerPool
+from orchestrator.limits.bucket import BucketLimits
 from orchestrator.limits.client import PermitClient
 from orchestrator.limits.ledger import CostLedger, PriceTable
 from orchestrator.limits.meter import Metering
 from orchestrator.limits.permit_thread import PermitLoop
 from orchestrator.limits.permitdesk import PermitDesk
-from orchestrator.limits.ratelimit import BucketLimits, RateLimiter
+from orchestrator.limits.ratelimit import RateLimiter
 from orchestrator.wire.messages import Progress
 from tests import workers_for_tests as targets
 

@@ -16,14 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from orchestrator.limits.ratelimit import (
+from orchestrator.errors import PdError
+from orchestrator.limits.bucket import (
     _COMPACT_AT,
     DIMENSIONS,
     SMOOTH_SHARE,
     BucketLimits,
-    Permit,
-    RateLimiter,
+    NeverFits,
 )
+from orchestrator.limits.ratelimit import Permit, RateLimiter
 from orchestrator.providers.base import Usage
 
 
@@ -123,8 +124,9 @@ def test_a_call_too_big_for_a_bucket_is_an_error_not_a_wait(
     limits: BucketLimits, inp: int, out: int, words: str
 ) -> None:
     limiter = RateLimiter({"anthropic/m": limits})
-    with pytest.raises(ValueError, match=f"{words} can never fit rate limit 'anthropic/m'"):
+    with pytest.raises(NeverFits, match=f"{words} can never fit rate limit 'anthropic/m'") as err:
         limiter.acquire("anthropic/m", inp, out, now=0)
+    assert isinstance(err.value, PdError)  # what to do is in the message, for the user
 
 
 def test_pause_blocks_until_its_end_and_is_never_shortened() -> None:
@@ -386,7 +388,7 @@ class LimiterMachine(RuleBasedStateMachine):
     )
     def acquire(self, key: str, inp: int, out: int, data: st.DataObject) -> None:
         if not self.fits(key, inp, out):
-            with pytest.raises(ValueError, match="can never fit"):
+            with pytest.raises(NeverFits, match="can never fit"):
                 self.limiter.acquire(key, inp, out, self.now)
             return
         result = self.limiter.acquire(key, inp, out, self.now)

@@ -19,12 +19,12 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.limits.bucket import BucketLimits, NeverFits
+from orchestrator.limits.headers import parse_ratelimit_headers
 from orchestrator.limits.ledger import (
     CostLedger,
     ModelPrice,
@@ -32,7 +32,7 @@ from orchestrator.limits.ledger import (
     Reservation,
     worst_case,
 )
-from orchestrator.limits.ratelimit import BucketLimits, Permit, RateLimiter, parse_go_duration
+from orchestrator.limits.ratelimit import Permit, RateLimiter
 from orchestrator.providers.base import Usage
 from orchestrator.record import events as ev
 from orchestrator.wire.messages import AcquireTokens, CallDone, CallSent, Deny, Grant, Message
@@ -292,7 +292,9 @@ class PermitDesk:
     def _try(self, call: _Call, now: float, queue: bool) -> Message | None:
         try:
             got = self.limiter.acquire(call.key, call.ask.input_tokens, call.max_output, now)
-        except ValueError as exc:  # larger than a whole window allows: never grantable
+        # NeverFits: larger than a whole window allows. ValueError: a negative count (a
+        # worker's bug). Neither is ever grantable.
+        except (NeverFits, ValueError) as exc:
             self._release(call)
             return Deny(request_id=call.ask.request_id, reason=str(exc))
         if isinstance(got, Permit):
@@ -373,36 +375,3 @@ def make_desk(mission: Mission, provider: str, prices: PriceTable | None) -> Per
     }
     ledger = CostLedger(prices, mission.budget, mission.worker_budget)
     return PermitDesk(RateLimiter(limits, until_sent=True), ledger)
-
-
-_ANTHROPIC = {
-    "requests": "requests",
-    "input-tokens": "input_tokens",
-    "output-tokens": "output_tokens",
-}
-
-
-def parse_ratelimit_headers(
-    headers: dict[str, str], wall_now: float
-) -> tuple[dict[str, int], dict[str, float]]:
-    """Remaining counts and seconds to reset, from either provider's header names."""
-    remaining: dict[str, int] = {}
-    resets: dict[str, float] = {}
-    h = {k.lower(): v for k, v in headers.items()}
-    for name, dim in _ANTHROPIC.items():
-        left = h.get(f"anthropic-ratelimit-{name}-remaining")
-        if left is not None and left.isdigit():
-            remaining[dim] = int(left)
-            reset = h.get(f"anthropic-ratelimit-{name}-reset")
-            if reset:
-                try:
-                    at = datetime.fromisoformat(reset.replace("Z", "+00:00")).timestamp()
-                    resets[dim] = max(0.0, at - wall_now)
-                except ValueError:
-                    pass
-    left = h.get("x-ratelimit-remaining-requests")
-    if left is not None and left.isdigit():
-        remaining["requests"] = int(left)
-        with suppress(ValueError):  # no (or an unreadable) reset: a whole window is assumed
-            resets["requests"] = parse_go_duration(h.get("x-ratelimit-reset-requests", ""))
-    return remaining, resets

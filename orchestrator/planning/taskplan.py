@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from orchestrator.errors import PlanRejected
+from orchestrator.errors import PdError, PlanRejected
 from orchestrator.spec.mission import TaskSpec, field_problem
 from orchestrator.tasks.scheduling import fits
 from orchestrator.tasks.taskgraph import GraphError, TaskGraph
@@ -93,7 +93,7 @@ def team_of(workers: Iterable[tuple[str, str]], roles: Mapping[str, Role]) -> li
     ]
 
 
-class PlanProblem(Exception):
+class PlanProblem(PdError):
     """One line the model (or the user) can act on: field, problem and fix."""
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.errors import ProviderError
+from orchestrator.errors import PdError, ProviderError
 from orchestrator.providers.base import ModelResponse, Usage
 
 # Statuses worth another try: rate limited, overloaded, timeouts, server trouble.
@@ -48,7 +48,7 @@ class RetryableError(ProviderError):
         self.malformed = malformed
 
 
-class Malformed(Exception):
+class Malformed(PdError):
     """Raised while reading an answer that breaks the API's own format."""
 
 

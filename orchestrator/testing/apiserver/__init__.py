@@ -13,7 +13,8 @@ time, so a test can check limits from the server's side::
 Run it on its own with ``python -m orchestrator.testing.apiserver --port 8765``.
 """
 
-from orchestrator.testing.apiserver.limits import go_duration, max_window_usage, parse_go_duration
+from orchestrator.limits.headers import parse_go_duration
+from orchestrator.testing.apiserver.limits import go_duration, max_window_usage
 from orchestrator.testing.apiserver.script import FAULT_KINDS, Fault, Reply, load_replies
 from orchestrator.testing.apiserver.server import LocalAPIServer
 

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 
+from orchestrator.errors import PdError
 from orchestrator.testing.apiserver.script import FAULT_KINDS, Fault, load_replies
 from orchestrator.testing.apiserver.server import LocalAPIServer
 
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             faults=args.faults,
             models=args.models,
         )
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+    except (PdError, OSError, ValueError, TypeError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()

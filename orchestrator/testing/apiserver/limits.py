@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from orchestrator.limits.ratelimit import parse_go_duration  # noqa: F401 - part of this API
+from orchestrator.errors import BadInput
 
 BUCKETS = ("requests", "input_tokens", "output_tokens")
 # Buckets not configured still hold (and are reported, as the real APIs always report
@@ -28,9 +28,10 @@ class SlidingWindows:
         limits = dict(limits or {})
         self.window = float(limits.pop("window", 60.0))
         if unknown := set(limits) - set(BUCKETS):
-            raise ValueError(f"unknown limits {sorted(unknown)} (known: {[*BUCKETS, 'window']})")
+            known = ", ".join([*BUCKETS, "window"])
+            raise BadInput("limits", f"unknown limits {sorted(unknown)}", f"use {known}")
         if self.window <= 0:
-            raise ValueError("limits: window must be > 0 seconds")
+            raise BadInput("limits", "window must be > 0 seconds", "give a positive window")
         self.limits: dict[str, int] = dict(DEFAULT_LIMITS)
         self.limits |= {k: int(v) for k, v in limits.items() if v is not None}
         self._entries: deque[tuple[float, int, int]] = deque()

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import BadInput
+
 FAULT_KINDS = ("429", "529", "500", "400", "slow", "malformed", "object_args", "spend_limit")
 
 
@@ -92,7 +94,22 @@ def as_fault(value: Any) -> Fault | None:
 
 def load_replies(path: str | Path) -> list[Reply]:
     """A JSON list of replies: ``{"text", "tool_calls": [{"name", "input"}], ...}``."""
-    data = json.loads(Path(path).read_text())
+    where, example = str(path), 'e.g. [{"text": "done"}]'
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise BadInput(where, "the replies file does not exist", "check the path") from None
+    except OSError as exc:
+        raise BadInput(where, f"cannot read it ({exc.strerror})", "check the path") from None
+    except ValueError as exc:
+        raise BadInput(where, f"not JSON ({exc})", "fix the JSON") from None
     if not isinstance(data, list):
-        raise ValueError(f"{path}: replies must be a JSON list")
-    return [as_reply(item) for item in data]
+        raise BadInput(where, "replies must be a JSON list", f"write a list of replies, {example}")
+    replies = []
+    for i, item in enumerate(data, 1):
+        try:
+            replies.append(as_reply(item))
+        except (TypeError, KeyError, IndexError, ValueError) as exc:
+            fix = 'give text and/or tool_calls [{"name", "input"}]'
+            raise BadInput(where, f"reply {i} is not a reply ({exc!r})", fix) from None
+    return replies

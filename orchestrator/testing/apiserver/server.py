@@ -2,7 +2,9 @@
 
 One request goes: auth, body checks, injected fault, then (under one lock) the rate-limit
 decision, prompt-cache lookup, reply pick and log entry; the answer is written after the
-lock is released, so slow replies and latency never hold other requests up.
+lock is released, so slow replies and latency never hold other requests up. What differs
+between the APIs is asked of the request's dialect (``dialects/``); sockets and streaming
+are ``transport.py``'s.
 """
 
 from __future__ import annotations
@@ -13,20 +15,11 @@ import math
 import socket
 import threading
 import time
-import traceback
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from orchestrator.testing.apiserver.dialects import (
-    DIALECTS,
-    Dialect,
-    Prompt,
-    fault_message,
-    masked,
-    tokens,
-)
-from orchestrator.testing.apiserver.limits import SlidingWindows, go_duration
+from orchestrator.testing.apiserver.dialects import DIALECTS
+from orchestrator.testing.apiserver.dialects.base import Dialect, Prompt, tokens
+from orchestrator.testing.apiserver.limits import SlidingWindows
 from orchestrator.testing.apiserver.script import (
     DEFAULT_REPLY,
     FaultSource,
@@ -35,22 +28,10 @@ from orchestrator.testing.apiserver.script import (
     as_fault,
     as_reply,
 )
+from orchestrator.testing.apiserver.transport import HTTPServer, Outcome
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
-_REASONS |= {429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
-_REASONS |= {529: "Overloaded"}
 _FAULT_ERRORS = {"429": "rate_limit", "529": "overloaded", "500": "api_error"}
 _FAULT_ERRORS |= {"400": "invalid_request", "spend_limit": "spend_limit"}
-_NAMES = {"requests": "requests", "input_tokens": "input tokens", "output_tokens": "output tokens"}
-
-
-@dataclass
-class _Outcome:
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    events: list[bytes] | None = None  # server-sent events, written one chunk each
 
 
 class LocalAPIServer:
@@ -98,7 +79,7 @@ class LocalAPIServer:
         self._lock = threading.Lock()
         self._count = 0
         self._cached: set[str] = set()
-        self._httpd: _HTTPServer | None = None
+        self._httpd: HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # ---- life cycle ----------------------------------------------------------------
@@ -109,8 +90,7 @@ class LocalAPIServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> LocalAPIServer:
-        self._httpd = _HTTPServer((self.host, self.port), _Handler)
-        self._httpd.app = self
+        self._httpd = HTTPServer((self.host, self.port), self)
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -139,7 +119,7 @@ class LocalAPIServer:
 
     # ---- one request ---------------------------------------------------------------
 
-    def handle(self, method: str, path: str, headers: Any, raw: bytes) -> _Outcome:
+    def handle(self, method: str, path: str, headers: Any, raw: bytes) -> Outcome:
         path = path.split("?", 1)[0]
         dialect = _route(method, path, headers)
         with self._lock:
@@ -150,7 +130,7 @@ class LocalAPIServer:
             return self._fail(entry, guess, "not_found", f"Not found: {method} {path}")
         entry["api_key_ok"] = dialect.key_ok(headers, self.api_key)
         if not entry["api_key_ok"]:
-            message = self._auth_message(dialect, headers)
+            message = dialect.auth_message(headers)
             return self._fail(entry, dialect, "authentication", message)
         if path == MODELS:
             with self._lock:
@@ -184,7 +164,7 @@ class LocalAPIServer:
             return self._done(entry, dialect, {"input_tokens": prompt.total})
         return self._answer(entry, dialect, body, prompt)
 
-    def _answer(self, entry: dict, dialect: Dialect, body: dict, prompt: Prompt) -> _Outcome:
+    def _answer(self, entry: dict, dialect: Dialect, body: dict, prompt: Prompt) -> Outcome:
         index, api = entry["index"], dialect.api
         fault = as_fault(self._pick_fault(index, api, body))
         kind = fault.kind if fault else ""
@@ -269,7 +249,7 @@ class LocalAPIServer:
         self.requests.append(entry)
         return self.windows[api].state(now)
 
-    def _done(self, entry: dict, dialect: Dialect, answer: dict[str, Any]) -> _Outcome:
+    def _done(self, entry: dict, dialect: Dialect, answer: dict[str, Any]) -> Outcome:
         """A 200 that is not a model call (a model list, a token count)."""
         entry["status"] = 200
         with self._lock:
@@ -291,25 +271,16 @@ class LocalAPIServer:
             count = max(1, tokens(len(reply.content_json())))
         return min(count, max_tokens) if max_tokens else count
 
-    def _auth_message(self, dialect: Dialect, headers: Any) -> str:
-        if dialect.api == "anthropic":
-            return "invalid x-api-key"
-        given = (headers.get("authorization") or "").removeprefix("Bearer ")
-        return (
-            f"Incorrect API key provided: {masked(given)}. You can find your API key at "
-            "https://platform.openai.com/account/api-keys."
-        )
-
-    def _fail(self, entry: dict, dialect: Dialect, kind: str, message: str) -> _Outcome:
+    def _fail(self, entry: dict, dialect: Dialect, kind: str, message: str) -> Outcome:
         status, data = dialect.error(kind, message, request_id=f"req_{entry['index']:012d}")
         entry["status"] = status
         with self._lock:
             state = self._log(entry, time.monotonic(), dialect.api)
         return self._outcome(status, json.dumps(data).encode(), dialect, entry, state)
 
-    def _fault_error(self, entry: dict, dialect: Dialect, body: dict, fault: Any) -> _Outcome:
+    def _fault_error(self, entry: dict, dialect: Dialect, body: dict, fault: Any) -> Outcome:
         kind = _FAULT_ERRORS[fault.kind]
-        message = fault_message(dialect.api, fault.kind, body.get("model", ""))
+        message = dialect.fault_message(fault.kind, body.get("model", ""))
         status, data = dialect.error(kind, message, request_id=f"req_{entry['index']:012d}")
         entry["status"] = status
         headers = {}
@@ -320,28 +291,13 @@ class LocalAPIServer:
             state = self._log(entry, time.monotonic(), dialect.api)
         return self._outcome(status, json.dumps(data).encode(), dialect, entry, state, headers)
 
-    def _limited(self, entry: dict, dialect: Dialect, state: dict, refusal: tuple) -> _Outcome:
+    def _limited(self, entry: dict, dialect: Dialect, state: dict, refusal: tuple) -> Outcome:
         wait, buckets = refusal
         entry["retry_after"] = round(wait + 0.0005, 3)
         bucket = buckets[0]
         windows = self.windows[dialect.api]
         limit = windows.limits[bucket]
-        window = f"{windows.window:g} seconds"
-        if dialect.api == "anthropic":
-            message = (
-                f"This request would exceed the rate limit for your organization of {limit} "
-                f"{_NAMES[bucket]} per {window}. For details, refer to: "
-                "https://docs.claude.com/en/api/rate-limits. You can see the response headers "
-                "for current usage. Please reduce the prompt length or the maximum tokens "
-                "requested, or try again later."
-            )
-        else:
-            message = (
-                f"Rate limit reached for {entry['model']} in organization org-local on "
-                f"{_NAMES[bucket]} per {window}: Limit {limit}. Please try again in "
-                f"{go_duration(wait)}. Visit https://platform.openai.com/account/rate-limits "
-                "to learn more."
-            )
+        message = dialect.limit_message(bucket, limit, windows.window, entry["model"], wait)
         kind = "requests" if bucket == "requests" else "tokens"
         request_id = f"req_{entry['index']:012d}"
         _, data = dialect.error("rate_limit", message, bucket=kind, request_id=request_id)
@@ -357,11 +313,11 @@ class LocalAPIServer:
         state: dict,
         extra: dict[str, str] | None = None,
         delay: float = 0.0,
-    ) -> _Outcome:
+    ) -> Outcome:
         headers = {"content-type": "application/json", **dialect.request_id_header(entry["index"])}
         headers |= dialect.limit_headers(state)
         headers |= extra or {}
-        return _Outcome(status, data, headers, delay)
+        return Outcome(status, data, headers, delay)
 
 
 def _arguments_as_objects(answer: dict[str, Any]) -> None:
@@ -391,72 +347,3 @@ def _route(method: str, path: str, headers: Any) -> Dialect | None:
     if method == "POST" and path == COUNT_TOKENS:
         return DIALECTS["/v1/messages"]
     return DIALECTS.get(path) if method == "POST" else None
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256  # 16 workers connecting at once must not hit a full backlog
-    app: LocalAPIServer
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.connections: set[socket.socket] = set()
-        super().__init__(*args, **kwargs)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, so SDK connection pools are reused
-    disable_nagle_algorithm = True  # headers and body go out as two writes
-    server_version = "pd-local-api/1"
-    sys_version = ""
-    server: _HTTPServer
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.connections.add(self.connection)
-
-    def finish(self) -> None:
-        self.server.connections.discard(self.connection)
-        super().finish()
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        self._serve("POST", self.rfile.read(length) if length else b"")
-
-    def do_GET(self) -> None:
-        self._serve("GET", b"")
-
-    def _serve(self, method: str, raw: bytes) -> None:
-        try:
-            outcome = self.server.app.handle(method, self.path, self.headers, raw)
-        except Exception as exc:  # a broken replies/faults callable: say so, keep serving
-            traceback.print_exc()
-            error = {"type": "api_error", "message": f"local API server: {exc!r}"}
-            body = json.dumps({"type": "error", "error": error}).encode()
-            outcome = _Outcome(500, body, {"content-type": "application/json"})
-        self._send(outcome)
-
-    def _send(self, outcome: _Outcome) -> None:
-        if outcome.delay:
-            time.sleep(outcome.delay)
-        try:
-            self.send_response(outcome.status, _REASONS.get(outcome.status, ""))
-            for name, value in outcome.headers.items():
-                self.send_header(name, value)
-            if outcome.events is None:
-                self.send_header("content-length", str(len(outcome.body)))
-                self.end_headers()
-                self.wfile.write(outcome.body)
-                return
-            # Streamed as the APIs do: chunked, one event per chunk, each sent at once.
-            self.send_header("cache-control", "no-cache")
-            self.send_header("transfer-encoding", "chunked")
-            self.end_headers()
-            for event in outcome.events:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
-                self.wfile.flush()
-            self.wfile.write(b"0\r\n\r\n")
-        except OSError:  # the client gave up (a timeout test): nothing left to tell it
-            self.close_connection = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the request log is ``LocalAPIServer.requests``."""
