@@ -21,8 +21,8 @@ from orchestrator.testing.apiserver.script import Reply
 _dumps = json.dumps
 
 
-def tokens(chars: int) -> int:
-    return math.ceil(chars / 4)
+def tokens(chars: int, chars_per_token: float = 4.0) -> int:
+    return math.ceil(chars / chars_per_token)
 
 
 @dataclass
@@ -48,7 +48,8 @@ class Dialect:
     def max_tokens(self, body: dict[str, Any]) -> int | None:
         raise NotImplementedError
 
-    def prompt(self, body: dict[str, Any]) -> Prompt:
+    def prompt(self, body: dict[str, Any], chars_per_token: float = 4.0) -> Prompt:
+        """The prompt's tokens: its JSON's characters over ``chars_per_token``."""
         raise NotImplementedError
 
     def answer(self, index: int, body: dict[str, Any], reply: Reply, usage: dict) -> dict:
@@ -145,10 +146,10 @@ class Anthropic(Dialect):
     def max_tokens(self, body: dict[str, Any]) -> int | None:
         return body.get("max_tokens")
 
-    def prompt(self, body: dict[str, Any]) -> Prompt:
+    def prompt(self, body: dict[str, Any], chars_per_token: float = 4.0) -> Prompt:
         system, tools = body.get("system"), body.get("tools") or []
         everything = {"system": system, "messages": body["messages"], "tools": tools}
-        total = tokens(len(_dumps(everything)))
+        total = tokens(len(_dumps(everything)), chars_per_token)
         segments: list[Any] = list(tools)
         segments += system if isinstance(system, list) else [system] if system else []
         for message in body["messages"]:
@@ -160,7 +161,7 @@ class Anthropic(Dialect):
             digest.update(text.encode())
             chars += len(text)
             if isinstance(segment, dict) and segment.get("cache_control"):
-                prefixes.append((digest.hexdigest(), min(total, tokens(chars))))
+                prefixes.append((digest.hexdigest(), min(total, tokens(chars, chars_per_token))))
         return Prompt(total, prefixes)
 
     def usage(self, prompt: Prompt, read: int, write: int, output: int) -> dict[str, Any]:
@@ -313,16 +314,16 @@ class OpenAI(Dialect):
     def max_tokens(self, body: dict[str, Any]) -> int | None:
         return body.get("max_completion_tokens") or body.get("max_tokens")
 
-    def prompt(self, body: dict[str, Any]) -> Prompt:
+    def prompt(self, body: dict[str, Any], chars_per_token: float = 4.0) -> Prompt:
         tools = body.get("tools") or []
-        total = tokens(len(_dumps({"messages": body["messages"], "tools": tools})))
+        total = tokens(len(_dumps({"messages": body["messages"], "tools": tools})), chars_per_token)
         head = _dumps(tools)
         digest, chars, prefixes = _hash(f"{body.get('model')}{head}"), len(head), []
         for message in body["messages"]:
             text = _dumps(message)
             digest.update(text.encode())
             chars += len(text)
-            prefixes.append((digest.hexdigest(), min(total, tokens(chars))))
+            prefixes.append((digest.hexdigest(), min(total, tokens(chars, chars_per_token))))
         return Prompt(total, prefixes)
 
     def usage(self, prompt: Prompt, read: int, write: int, output: int) -> dict[str, Any]:
