@@ -286,7 +286,8 @@ def counted(tokens: int) -> tuple[int, int]:
 
 
 def estimate(request: ModelRequest) -> tuple[int, int]:
-    """(likely input tokens for the limiter, the input the budget reserves for).
+    """(likely input tokens for the limiter, the input the budget reserves for), when the
+    provider cannot count them itself (``counted``) or its count failed.
 
     The likely count is a third of the prompt's UTF-8 bytes, where real tokenizers give
     about a quarter for English and code (and about one token per character of CJK
