@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         type=FaultPlan,
         default=None,
         metavar="SPEC",
-        help="faults to inject by request number, e.g. 500*3,ok,malformed,429* (see below)",
+        help="faults to inject by model call number, e.g. 500*3,ok,malformed,429* (see below)",
     )
     parser.add_argument("--models", type=parse_models, default=None, help=parse_models.__doc__)
     parser.add_argument(
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-FAULT_HELP = """faults (--faults, comma-separated, one per request in arrival order):
+FAULT_HELP = """faults (--faults, comma-separated, one per model call in arrival order):
   429          rate limited (retry-after 1 s)
   529          overloaded (a 503 on the OpenAI endpoint)
   500          internal server error
