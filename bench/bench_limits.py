@@ -489,7 +489,7 @@ def pd_run(
         cpu_pd += sampler.forked_cpu
         cpu_bench = _cpu(resource.getrusage(0)) - _cpu(own)
         loaded = pipes.stop_background() if pipes is not None else []
-        log = list(server.requests)
+        log = list(server.calls)
     events = []
     runs = home / ".pd" / "runs"
     if runs.is_dir() and (found := sorted(runs.iterdir())):

@@ -515,6 +515,49 @@ def test_models_are_listed_in_each_apis_shape_and_tokens_counted() -> None:
     ]
 
 
+@pytest.mark.parametrize("chars_per_token", [4.0, 1.0])
+def test_a_token_count_is_what_the_same_prompt_is_then_billed(chars_per_token: float) -> None:
+    """Cache breakpoints, tools and a denser tokenizer included: the count is the prompt
+    the call then bills, whether written to the cache (first call) or read from it."""
+    system = [{"type": "text", "text": SYSTEM_TEXT, "cache_control": {"type": "ephemeral"}}]
+    tools = [WRITE, {**FINISH, "cache_control": {"type": "ephemeral"}}]
+    prompt = {"system": system, "tools": tools, "messages": [{"role": "user", "content": "go"}]}
+    with LocalAPIServer(["a", "b"], chars_per_token=chars_per_token) as server:
+        client = claude(server)
+        counted = client.messages.count_tokens(model="claude-test", **prompt).input_tokens
+        billed = [client.messages.create(model="claude-test", max_tokens=50, **prompt).usage]
+        billed.append(client.messages.create(model="claude-test", max_tokens=50, **prompt).usage)
+    totals = [
+        u.input_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens for u in billed
+    ]
+    assert totals == [counted, counted]
+    assert billed[0].cache_creation_input_tokens > 0 and billed[1].cache_read_input_tokens > 0
+    assert counted == math.ceil(len(json.dumps(prompt)) / chars_per_token)
+
+
+def test_count_faults_fail_token_counts_and_leave_the_model_calls_faults_in_place() -> None:
+    """A count is not a model call: ``faults`` stay numbered by model call, counts get theirs."""
+    with LocalAPIServer(
+        ["answered"], faults=[None, Fault("529")], count_faults=[Fault("500"), None]
+    ) as server:
+        client = claude(server)
+        with pytest.raises(anthropic.InternalServerError) as failed:
+            client.messages.count_tokens(model="claude-test", messages=USER)
+        assert failed.value.status_code == 500
+        assert failed.value.body["error"]["type"] == "api_error"
+        assert ask_claude(client).content[0].text == "answered"  # model call 0: no fault
+        assert client.messages.count_tokens(model="claude-test", messages=USER).input_tokens
+        with pytest.raises(anthropic.InternalServerError):  # model call 1: its 529
+            ask_claude(client)
+    assert [(r["path"], r["status"]) for r in server.requests] == [
+        ("/v1/messages/count_tokens", 500),
+        ("/v1/messages", 200),
+        ("/v1/messages/count_tokens", 200),
+        ("/v1/messages", 529),
+    ]
+    assert [r["index"] for r in server.calls] == [1, 3]
+
+
 def test_each_api_has_its_own_rate_limit_windows() -> None:
     with LocalAPIServer(limits={"requests": 1, "window": 60}) as server:
         ask_claude(claude(server))
@@ -590,6 +633,24 @@ def test_the_command_line_injects_faults_and_serves_only_its_models(tmp_path: Pa
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_the_command_line_fails_token_counts_and_tokenizes_densely() -> None:
+    cmd = [sys.executable, "-m", "orchestrator.testing.apiserver", "--port", "0"]
+    cmd += ["--count-faults", "500,ok", "--chars-per-token", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split()[2]
+        client = anthropic.Anthropic(api_key=KEY, base_url=url, max_retries=0)
+        with pytest.raises(anthropic.InternalServerError):
+            client.messages.count_tokens(model="claude-test", messages=USER)
+        counted = client.messages.count_tokens(model="claude-test", messages=USER)
+        billed = ask_claude(client).usage
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+    prompt = {"system": None, "messages": USER, "tools": []}
+    assert counted.input_tokens == billed.input_tokens == len(json.dumps(prompt))
 
 
 @pytest.mark.parametrize(

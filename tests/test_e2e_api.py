@@ -81,7 +81,7 @@ def final_state(home: Path) -> dict[str, Any]:
 def server_cost(server: LocalAPIServer, model: str) -> Decimal:
     price = PriceTable.load().price(model)
     total = Decimal(0)
-    for entry in server.requests:
+    for entry in server.calls:
         if entry["status"] == 200:
             total += cost(
                 Usage(
@@ -107,7 +107,7 @@ def test_tasks_complete_and_the_ledger_matches_the_server(
     spend = final_state(home)["permits"]["spend"]
     model = MODEL if provider == "anthropic" else "gpt-4.1-mini"
     assert Decimal(spend["spent"]) == server_cost(server, model) > 0
-    assert spend["run"]["calls"] == sum(e["status"] == 200 for e in server.requests)
+    assert spend["run"]["calls"] == sum(e["status"] == 200 for e in server.calls)
     assert set(spend["task"]) == {"a", "b", "c"}
     env = {"PD_HOME": str(home)}
     report = json.loads(pd("report", "--json", cwd=home, env=env, check=True).stdout)
@@ -146,7 +146,7 @@ def test_a_storm_of_429s_pauses_everyone_and_every_task_completes(
     with LocalAPIServer(writer(), faults=storm) as server:
         result, _ = run(tmp_path, project, server, ["a", "b", "c", "d"])
     assert result.returncode == 0, result.stdout + result.stderr
-    log = server.requests
+    log = server.calls
     limited = [e for e in log if e["status"] == 429]
     assert limited
     # Every 429 was survived: each call it refused was made again and answered. (That
@@ -192,7 +192,7 @@ def test_wrong_key_stops_the_run_with_the_providers_message(project: Path, tmp_p
     out = result.stdout + result.stderr
     assert "401" in out and "Traceback" not in out
     assert final_state(home)["status"] == "stopped"
-    assert len(server.requests) <= 2  # one per worker at most: no retry of a bad key
+    assert len(server.calls) <= 2  # one per worker at most: no retry of a bad key
 
 
 def test_record_then_replay_offline(project: Path, tmp_path: Path) -> None:
@@ -252,7 +252,7 @@ def test_spend_limit_is_not_retried(project: Path, tmp_path: Path) -> None:
     with LocalAPIServer(writer(), faults=lambda i, api, body: Fault("spend_limit")) as server:
         result, home = run(tmp_path, project, server, ["a"])
     assert result.returncode == 1
-    assert len(server.requests) == 1
+    assert len(server.calls) == 1
     assert final_state(home)["status"] == "stopped"
 
 
@@ -265,7 +265,7 @@ def test_overload_server_errors_and_malformed_replies_are_retried(
             tmp_path, project, server, ["a", "b"], "anthropic", "test-key", "--workers", "1"
         )
     assert result.returncode == 0, result.stdout + result.stderr
-    statuses = [e["status"] for e in server.requests]
+    statuses = [e["status"] for e in server.calls]
     assert statuses[1:3] == [529, 500] and statuses.count(200) >= 4
 
 
@@ -276,8 +276,8 @@ def test_an_answer_cut_off_is_retried_once_and_what_it_carried_reaches_the_ledge
     with LocalAPIServer(writer(), faults=faults) as server:
         result, home = run(tmp_path, project, server, ["a"], "anthropic", "test-key")
     assert result.returncode == 0, result.stdout + result.stderr
-    cut = server.requests[1]
-    assert cut["fault"] == "malformed" and [e["status"] for e in server.requests] == [200] * 3
+    cut = server.calls[1]
+    assert cut["fault"] == "malformed" and [e["status"] for e in server.calls] == [200] * 3
     # The cut stream reported its input (message_start) and one output token: billed.
     price = PriceTable.load().price(MODEL)
     unread = cost(Usage(output_tokens=cut["output_tokens"] - 1), price)
@@ -343,7 +343,7 @@ def test_each_attempt_is_offered_its_chosen_skills_and_the_report_counts_their_u
     assert result.returncode == 0, result.stdout + result.stderr
     core = set(load_roles()["backend-dev"].skills)
     builtin = {"finish", "discover_skills"}
-    for entry in server.requests:
+    for entry in server.calls:
         names = {tool["name"] for tool in entry["body"]["tools"]}
         assert core | builtin <= names and 3 <= len(names - builtin) <= 8
     report = json.loads(pd("report", "--json", cwd=home, env={"PD_HOME": str(home)}).stdout)
@@ -372,7 +372,7 @@ def test_a_critical_task_runs_on_the_top_tier_and_the_others_on_their_roles_tier
         env = {"PD_HOME": str(home), "ANTHROPIC_API_KEY": "test-key"}
         result = pd("run", str(mission), "--repo", str(project), cwd=home, env=env, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
-    models = {(task_of(e["body"]), e["body"]["model"]) for e in server.requests}
+    models = {(task_of(e["body"]), e["body"]["model"]) for e in server.calls}
     assert models == {
         ("a", resolve_model("anthropic", "opus")),
         ("b", resolve_model("anthropic", "sonnet")),  # backend-dev's tier
@@ -483,14 +483,14 @@ def test_pd_plan_against_the_api_is_metered_and_holds_the_budget(
         assert [t["id"] for t in data["tasks"]] == ["a", "b", "c"]
         assert data["critical_path"] == ["a", "b"]
         assert Decimal(data["spend"]["spent"]) == server_cost(server, MODEL) > 0
-        assert data["spend"]["run"]["calls"] == len(server.requests) == 3
-        calls = len(server.requests)
+        assert data["spend"]["run"]["calls"] == len(server.calls) == 3
+        calls = len(server.calls)
         broke = pd(*args, "--budget", "0.004", cwd=tmp_path, env=env)
     assert broke.returncode == 1, broke.stdout + broke.stderr
     lines = broke.stderr.strip().splitlines()
     assert len(lines) == 1 and "budget exhausted" in lines[0]
     spent = server_cost(server, MODEL) - Decimal(data["spend"]["spent"])
-    assert spent <= Decimal("0.004") and len(server.requests) - calls < 3
+    assert spent <= Decimal("0.004") and len(server.calls) - calls < 3
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])

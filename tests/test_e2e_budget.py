@@ -14,6 +14,8 @@ from typing import Any
 import psutil
 import pytest
 
+from orchestrator.limits.client import estimate
+from orchestrator.providers.base import ModelRequest
 from orchestrator.testing.apiserver import LocalAPIServer, Reply
 from tests.conftest import pd
 from tests.test_e2e_api import MODEL, final_state, run, server_cost, writer
@@ -81,7 +83,7 @@ def test_a_worker_killed_mid_call_is_charged_and_the_report_matches_the_ledger(
 def server_cost_of(server: LocalAPIServer, index: int) -> Decimal:
     """What the server billed for its ``index``-th request alone."""
     one = LocalAPIServer()
-    one.requests = [server.requests[index]]
+    one.requests = [server.calls[index]]
     return server_cost(one, MODEL)
 
 
@@ -108,6 +110,72 @@ def test_after_a_provider_counts_more_input_than_reserved_no_call_can_cross_the_
     assert len(overruns) == 1, overruns
     calls = [e for e in events if e["kind"] == "usage"]
     assert len(calls) > 2
+    spent = Decimal(final_state(home)["permits"]["spend"]["spent"])
+    assert spent == server_cost(server, MODEL)
+    assert spent <= budget
+
+
+def estimated(body: dict[str, Any]) -> int:
+    """What pd's size estimate reserves for the input of the call ``body`` was sent as."""
+    system = "".join(block["text"] for block in body.get("system") or [])
+    tools = [{k: v for k, v in t.items() if k != "cache_control"} for t in body["tools"]]
+    request = ModelRequest(system, body["messages"], tools, 1, MODEL, "", 0)
+    return estimate(request)[1]
+
+
+def prompt_billed(entry: dict[str, Any]) -> int:
+    return entry["input_tokens"] + entry["cache_write"] + entry["cache_read"]
+
+
+def spend_until_the_budget_is_gone(
+    project: Path, tmp_path: Path, budget: Decimal, **server: Any
+) -> tuple[Any, Path, LocalAPIServer]:
+    """One task that never finishes, against a server that tokenizes a token per
+    character: three times what pd's size estimate guesses for the same prompt."""
+    replies = writer(turns_before_finish=10_000)
+    with LocalAPIServer(replies, output_mode="max", chars_per_token=1.0, **server) as api:
+        result, home = run(
+            tmp_path, project, api, ["a"], "anthropic", "test-key",
+            "--budget", str(budget), "--workers", "1",
+        )  # fmt: skip
+    return result, home, api
+
+
+def test_calls_reserved_from_the_providers_count_never_overrun_the_budget(
+    project: Path, tmp_path: Path
+) -> None:
+    budget = Decimal("0.15")
+    result, home, server = spend_until_the_budget_is_gone(project, tmp_path, budget)
+    assert result.returncode == 1, result.stdout + result.stderr
+    events = events_of(home)
+    assert [e for e in events if e["kind"] == "budget_overrun"] == []
+    calls = server.calls
+    counts = [r for r in server.requests if r["path"] == "/v1/messages/count_tokens"]
+    assert len(calls) > 2 and all(r["status"] == 200 for r in counts)
+    # A count per call, and one for the call the budget then refused.
+    assert len(calls) <= len(counts) <= len(calls) + 1
+    # Every call was billed more input than the estimate would have reserved for it.
+    assert all(prompt_billed(c) > estimated(c["body"]) for c in calls)
+    spent = Decimal(final_state(home)["permits"]["spend"]["spent"])
+    assert spent == server_cost(server, MODEL)
+    assert spent <= budget
+
+
+def test_with_counting_failing_calls_go_through_on_the_estimate(
+    project: Path, tmp_path: Path
+) -> None:
+    budget = Decimal("0.15")
+    result, home, server = spend_until_the_budget_is_gone(
+        project, tmp_path, budget, count_faults=lambda index, body: "500"
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    calls = server.calls
+    assert len(calls) > 2 and all(r["status"] == 200 for r in calls)
+    counts = [r for r in server.requests if r["path"] == "/v1/messages/count_tokens"]
+    assert counts and all(r["status"] == 500 for r in counts)
+    # The estimate fell short of the dense count: the first call overran, as it can.
+    overruns = [e for e in events_of(home) if e["kind"] == "budget_overrun"]
+    assert len(overruns) == 1, overruns
     spent = Decimal(final_state(home)["permits"]["spend"]["spent"])
     assert spent == server_cost(server, MODEL)
     assert spent <= budget

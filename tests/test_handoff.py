@@ -62,7 +62,7 @@ def test_a_worker_killed_mid_task_leaves_a_note_the_next_attempts_first_request_
         killed.set()
         output, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, output
-    second = [e["body"] for e in server.requests if NOTE in prompt_of(e["body"])]
+    second = [e["body"] for e in server.calls if NOTE in prompt_of(e["body"])]
     assert second, "no request carried the handoff note"
     first_prompt = prompt_of(second[0])
     assert "notes.txt" in first_prompt and "I will write notes.txt" in first_prompt

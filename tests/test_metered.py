@@ -10,8 +10,10 @@ from multiprocessing.connection import Connection
 
 import pytest
 
-from orchestrator.errors import AttemptEnded
+from orchestrator.errors import AttemptEnded, ProviderError
 from orchestrator.limits.client import (
+    COUNT_MARGIN,
+    COUNT_SLACK,
     PROVIDER_OVERHEAD,
     RESERVE_MARGIN,
     MeteredProvider,
@@ -19,7 +21,7 @@ from orchestrator.limits.client import (
     estimate,
 )
 from orchestrator.providers.base import ModelRequest, ModelResponse, Usage
-from orchestrator.providers.errors import PermitExpired
+from orchestrator.providers.errors import PermitExpired, RetryableError
 from orchestrator.providers.estimate import estimate_input_tokens
 from orchestrator.providers.sdkgate import SendGate
 from orchestrator.wire.messages import AcquireTokens, CallDone, CallSent, Grant, Message, from_bytes
@@ -194,6 +196,73 @@ def test_the_budget_reserves_the_input_estimate_with_a_margin_and_the_providers_
     assert likely == estimate_input_tokens(req)
     assert upper == math.ceil(likely * RESERVE_MARGIN) + PROVIDER_OVERHEAD
     assert upper < len(text.encode())  # not a byte per token any more
+
+
+class Counting(Model):
+    """A provider that counts input itself: ``counts`` answered in turn (an exception
+    is raised), then None (it does not count any more)."""
+
+    def __init__(self, *counts: int | Exception) -> None:
+        super().__init__()
+        self.counts = list(counts)
+        self.counted = 0
+
+    def count_input_tokens(self, request: ModelRequest) -> int | None:
+        self.counted += 1
+        if not self.counts:
+            return None
+        count = self.counts.pop(0)
+        if isinstance(count, Exception):
+            raise count
+        return count
+
+
+def asks_of(provider: MeteredProvider, ours: Connection, desk: Desk) -> list[AcquireTokens]:
+    ours.close()
+    desk.thread.join(2)
+    return [m for m in desk.got if isinstance(m, AcquireTokens)]
+
+
+def test_a_provider_that_counts_has_its_count_reserved_with_a_small_margin() -> None:
+    ours, theirs = Pipe()
+    desk, model = Desk(theirs), Counting(50_000, 7)
+    provider = MeteredProvider(model, PermitClient("w1", ours), estimate)
+    provider.complete(request())
+    provider.complete(request())
+    first, second = asks_of(provider, ours, desk)
+    assert (first.input_tokens, first.worst_case_input) == (50_000, 51_016)
+    assert (second.input_tokens, second.worst_case_input) == (7, 24)
+    assert first.worst_case_input == math.ceil(50_000 * COUNT_MARGIN) + COUNT_SLACK
+    assert first.worst_case_input > estimate(request())[1]  # the estimate would have fallen short
+
+
+def test_a_count_that_fails_or_is_not_given_falls_back_to_the_estimate() -> None:
+    ours, theirs = Pipe()
+    desk, model = Desk(theirs), Counting(ProviderError("anthropic: API error 500"))
+    provider = MeteredProvider(model, PermitClient("w1", ours), lambda r: (10, 100))
+    assert provider.complete(request()).text == "ok"  # the count failed
+    assert provider.complete(request()).text == "ok"  # the provider counts no more
+    asks = asks_of(provider, ours, desk)
+    assert [(a.input_tokens, a.worst_case_input) for a in asks] == [(10, 100), (10, 100)]
+    assert model.counted == 2 and model.calls == 2
+
+
+class FailsFirst(Counting):
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        if self.calls == 0:
+            self.calls += 1
+            raise RetryableError("anthropic: API error 500", status=500)
+        return super().complete(request)
+
+
+def test_a_call_is_counted_once_however_often_it_is_retried() -> None:
+    ours, theirs = Pipe()
+    desk, model = Desk(theirs), FailsFirst(900, 5)
+    provider = MeteredProvider(model, PermitClient("w1", ours), estimate, sleep=lambda s: None)
+    provider.complete(request())
+    asks = asks_of(provider, ours, desk)
+    assert [a.input_tokens for a in asks] == [900, 900]
+    assert model.counted == 1
 
 
 def test_a_stop_withdraws_the_ask_and_a_late_grant_for_it_is_skipped() -> None:

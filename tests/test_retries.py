@@ -58,7 +58,7 @@ def test_a_500_that_repeats_backs_off_then_stops_early(kind: str) -> None:
         model, desk, pipe = metered(kind, server, slept)
         with pytest.raises(ProviderError) as caught:
             model.complete(request())
-    assert len(server.requests) == SAME_ERROR_LIMIT < model.max_retries
+    assert len(server.calls) == SAME_ERROR_LIMIT < model.max_retries
     assert f"failed {SAME_ERROR_LIMIT} times in a row with the same error" in str(caught.value)
     assert f"{kind} API error 500" in str(caught.value)
     assert len(slept) == SAME_ERROR_LIMIT - 1 and all(s > 0 for s in slept)
@@ -71,7 +71,7 @@ def test_server_errors_that_differ_are_retried_on() -> None:
     with LocalAPIServer(["through"], api_key=KEY, faults=faults) as server:
         model, desk, pipe = metered("anthropic", server, slept)
         assert model.complete(request()).text == "through"
-    assert [r["status"] for r in server.requests] == [500, 500, 529, 500, 500, 200]
+    assert [r["status"] for r in server.calls] == [500, 500, 529, 500, 500, 200]
     assert [d.status for d in calls_done(desk, pipe)] == ["retry"] * 5 + ["ok"]
 
 
@@ -82,7 +82,7 @@ def test_a_malformed_answer_is_retried_once_and_what_it_carried_is_booked(kind: 
         model, desk, pipe = metered(kind, server, slept)
         assert model.complete(request()).text == "second try"
     first, second = calls_done(desk, pipe)
-    cut, whole = server.requests
+    cut, whole = server.calls
     assert cut["fault"] == "malformed" and whole["status"] == 200
     if kind == "anthropic":  # the cut stream carried message_start's usage: it is billed
         assert first.status == "ok"
@@ -100,7 +100,7 @@ def test_malformed_answers_are_not_retried_more_than_once(kind: str) -> None:
         model, desk, pipe = metered(kind, server, slept)
         with pytest.raises(ProviderError) as caught:
             model.complete(request())
-    assert len(server.requests) == MALFORMED_RETRIES + 1
+    assert len(server.calls) == MALFORMED_RETRIES + 1
     text = str(caught.value)
     assert f"the API server sent {MALFORMED_RETRIES + 1} malformed responses" in text
     assert "its fault, not the model's" in text
@@ -116,4 +116,4 @@ def test_tool_arguments_as_an_object_through_the_meter_need_no_retry() -> None:
     assert response.tool_calls[0].input == {"path": "a", "content": "b"}
     (done,) = calls_done(desk, pipe)
     assert done.status == "ok" and done.usage == response.usage.to_dict()
-    assert len(server.requests) == 1
+    assert len(server.calls) == 1

@@ -102,7 +102,7 @@ def builder_first_requests(server: LocalAPIServer) -> list[dict[str, Any]]:
     """The first request of each of the builder's attempts, in order."""
     return [
         e["body"]
-        for e in server.requests
+        for e in server.calls
         if e["status"] == 200 and not is_review(e["body"]) and turns(e["body"]) == 0
     ]
 
@@ -121,7 +121,7 @@ def test_requested_changes_reach_the_implementer_and_the_fix_merges(
     assert len(firsts) == 2
     assert MARKER not in first_prompt(firsts[0])
     assert MARKER in first_prompt(firsts[1])  # the reviewer's comment, in the next prompt
-    reviews = [e["body"] for e in server.requests if is_review(e["body"]) and turns(e["body"]) == 0]
+    reviews = [e["body"] for e in server.calls if is_review(e["body"]) and turns(e["body"]) == 0]
     assert len(reviews) == 2
     assert "+def greet" in first_prompt(reviews[0])  # the reviewer saw the diff
     assert "+def hello" in first_prompt(reviews[1]) and MARKER in first_prompt(reviews[1])

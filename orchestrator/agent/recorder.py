@@ -26,7 +26,14 @@ class RecordingProvider:
         self.inner = inner
         self.name = inner.name
         self.part = part
+        # The SDK's request hook, for the meter: the limiter hears when the call went out.
+        self.gate = getattr(inner, "gate", None)
         part.parent.mkdir(parents=True, exist_ok=True)
+
+    def count_input_tokens(self, request: ModelRequest) -> int | None:
+        """The inner provider's count, when it counts (not an exchange: not recorded)."""
+        count = getattr(self.inner, "count_input_tokens", None)
+        return count(request) if count is not None else None
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         response = self.inner.complete(request)

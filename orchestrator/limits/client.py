@@ -4,6 +4,10 @@ Every call first asks the coordinator for a rate-limit permit and a budget reser
 (``AcquireTokens``), then reports how it went (``CallDone``), so one limiter and one
 ledger see every call of every worker. Retries go through the same door: a 429 pauses
 the whole run at the coordinator, not just this worker.
+
+The reservation's input is the provider's own count of the prompt where it has one
+(Anthropic's token-counting endpoint), with a small margin; else, or when the count
+fails, an estimate from the prompt's size with a large one (``estimate``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ RATE_LIMITED = {429, 529}
 HALTING = {401, 403}  # the key is wrong or lacks access: every other call would fail too
 PROVIDER_OVERHEAD = 1024  # tokens a provider may add to a prompt on its own
 RESERVE_MARGIN = 1.25  # the budget reserves this much over the chars/3 estimate
+COUNT_MARGIN = 1.02  # ... and this much over a provider's own count (see ``counted``)
+COUNT_SLACK = 16  # ... plus these tokens
 STOP_CHECK_MS = 100  # how often a wait for a permit looks whether the attempt was stopped
 MALFORMED_RETRIES = 1  # an unreadable answer is the server's fault: one more try at most
 SAME_ERROR_LIMIT = 3  # the same server error this many times in a row: retrying won't help
@@ -155,8 +161,8 @@ class MeteredProvider:
     def complete(self, request: ModelRequest) -> ModelResponse:
         last: PdError | None = None
         retry, malformed, repeats = 0, 0, 0
+        likely, upper = self._input(request)  # once: every retry sends the same input
         while retry <= self.max_retries:
-            likely, upper = self.estimate(request)
             ask = {
                 "task_id": request.task_id,
                 "provider": self.name,
@@ -222,6 +228,20 @@ class MeteredProvider:
             return response
         raise ProviderError(f"{self.name}: gave up after {self.max_retries} retries: {last}")
 
+    def _input(self, request: ModelRequest) -> tuple[int, int]:
+        """(likely input tokens, input to reserve): from the provider's count when it
+        offers one, else from the estimate. A count is not a model call: no permit, no
+        charge, one short try (the provider's), and a failed count costs only precision."""
+        count = getattr(self.inner, "count_input_tokens", None)
+        if count is not None:
+            try:
+                tokens = count(request)
+            except ProviderError:
+                tokens = None
+            if tokens is not None:
+                return counted(tokens)
+        return self.estimate(request)
+
     def _settle_failed(
         self, request_id: int, permit_id: int, exc: RetryableError, retry_after: float | None
     ) -> None:
@@ -251,8 +271,23 @@ def _backoff(retry: int) -> float:
     return random.uniform(0.5, 1.0) * min(30.0, 2.0**retry)
 
 
+def counted(tokens: int) -> tuple[int, int]:
+    """(likely input tokens, input to reserve) from the provider's own count.
+
+    The count is the provider's tokenizer run on the very prompt the call sends, tools,
+    cache breakpoints and what the API adds itself included, so the margin is small:
+    Anthropic calls its count an estimate that may differ from what the call is billed
+    "by a small amount". ``COUNT_MARGIN`` covers a difference that grows with the prompt,
+    ``COUNT_SLACK`` one that does not (a few framing tokens, which weigh most in a short
+    prompt). A count that still falls short is an overrun: spent all the same, and the
+    model's later reservations grow (``permitdesk``).
+    """
+    return tokens, math.ceil(tokens * COUNT_MARGIN) + COUNT_SLACK
+
+
 def estimate(request: ModelRequest) -> tuple[int, int]:
-    """(likely input tokens for the limiter, the input the budget reserves for).
+    """(likely input tokens for the limiter, the input the budget reserves for), when the
+    provider cannot count them itself (``counted``) or its count failed.
 
     The likely count is a third of the prompt's UTF-8 bytes, where real tokenizers give
     about a quarter for English and code (and about one token per character of CJK

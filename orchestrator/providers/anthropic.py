@@ -5,6 +5,9 @@ conversation plus two cache breakpoints: the system prompt and the last tool def
 which together form the prefix every turn of every task of a role repeats. Calls stream
 (``messages.stream``): the SDK refuses long non-streaming calls (a large ``max_tokens``),
 text can be shown as it comes, and usage is read from the events as they arrive.
+
+``count_input_tokens`` asks the API's token-counting endpoint for the same prompt, so the
+budget can reserve what the call will be billed rather than a guess from its size.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ from orchestrator.providers.sdkgate import SendGate, warm_up
 _EPHEMERAL = {"type": "ephemeral"}
 # An error event in the middle of a stream comes with the stream's 200: its type says more.
 _STREAM_ERRORS = {"overloaded_error": 529, "rate_limit_error": 429, "api_error": 500}
+# A token count waits this long at most: past it, the estimate serves (one round trip
+# more per call is the price of counting; a slow one must not hold the call up for long).
+COUNT_TIMEOUT = 10.0
+NO_COUNTING = {404, 405, 501}  # counts answered so: the endpoint is not there, stop asking
 
 
 class AnthropicProvider:
@@ -50,6 +57,7 @@ class AnthropicProvider:
         self.base_url = base_url
         self.timeout = timeout
         self._secret = api_key
+        self.counts = True  # False once the API has shown it has no token counting
         self.gate = SendGate()
         self._client = anthropic.Anthropic(
             api_key=api_key,
@@ -79,6 +87,32 @@ class AnthropicProvider:
             self._failure,
             self._secret,
         )
+
+    def count_input_tokens(self, request: ModelRequest) -> int | None:
+        """The input tokens the API counts for ``request``: the very system, tools and
+        messages ``complete`` sends, cache breakpoints included (cached or not, the whole
+        prompt). Not a model call: no permit (the gate lets it by), one try, a short
+        timeout. Raises RetryableError or FatalError when the count failed; once one
+        failed with a status of ``NO_COUNTING`` (a proxy or gateway without the endpoint)
+        returns None without asking again."""
+        if not self.counts:
+            return None
+        params = self.params(request)
+        del params["max_tokens"]
+        timeout = min(self.timeout, COUNT_TIMEOUT)
+
+        def count(seen: Seen) -> int:
+            tokens = self._client.messages.count_tokens(**params, timeout=timeout).input_tokens
+            if not isinstance(tokens, int) or tokens < 0:
+                raise Malformed(f"count_tokens answered input_tokens={tokens!r}")
+            return tokens
+
+        with self.gate.not_a_call():
+            try:
+                return call_sdk("anthropic", count, anthropic.APIError, self._failure, self._secret)
+            except (FatalError, RetryableError) as exc:
+                self.counts = exc.status not in NO_COUNTING
+                raise
 
     def _stream(self, request: ModelRequest, seen: Seen) -> ModelResponse:
         """Read the whole stream; usage from message_start, then from message_delta."""

@@ -11,11 +11,12 @@ import contextlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from orchestrator.errors import PdError, ProviderError
-from orchestrator.providers.base import ModelResponse, Usage
+from orchestrator.providers.base import Usage
 
+_T = TypeVar("_T")
 # Statuses worth another try: rate limited, overloaded, timeouts, server trouble.
 RETRY_STATUSES = {408, 429, 529}
 _SPEND_WORDS = re.compile(
@@ -130,11 +131,11 @@ def limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 def call_sdk(
     provider: str,
-    run: Callable[[Seen], ModelResponse],
+    run: Callable[[Seen], _T],
     sdk_error: type[Exception],
     failure: Callable[[Any], Exception],
     secret: str,
-) -> ModelResponse:
+) -> _T:
     """One streamed SDK call, its failures sorted into Retryable or Fatal.
 
     ``run`` sends the request and reads the stream, noting headers and usage in ``seen``

@@ -44,6 +44,10 @@ class OpenAIProvider:
     The official API gets ``max_completion_tokens`` (``max_tokens`` is deprecated there
     and refused by reasoning models); any other base URL gets ``max_tokens``, which
     Ollama, vLLM and llama.cpp's server read.
+
+    No ``count_input_tokens``: Chat Completions has no token-counting endpoint (the
+    Responses API's input-token count takes another input format, and compatible
+    servers lack it), so the budget reserves for these calls from the size estimate.
     """
 
     name = "openai"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from orchestrator.errors import ProviderError
@@ -30,8 +30,21 @@ class SendGate:
         self.send_by = 0.0  # time.monotonic(); 0: no deadline
         # Told the moment a request goes out (pd's limiter counts the call from then).
         self.on_send: Callable[[float], None] | None = None
+        self._open = False  # requests go out unchecked and untold (``not_a_call``)
+
+    @contextlib.contextmanager
+    def not_a_call(self) -> Iterator[None]:
+        """Requests sent inside are not model calls (a token count): they hold no permit,
+        so there is none to check, and the limiter has no call to count."""
+        self._open = True
+        try:
+            yield
+        finally:
+            self._open = False
 
     def __call__(self, request: Any) -> None:
+        if self._open:
+            return
         now = time.monotonic()
         if self.send_by and now > self.send_by:
             raise PermitExpired("the rate-limit permit ran out before the request was sent")

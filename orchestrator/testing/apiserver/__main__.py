@@ -59,7 +59,7 @@ class FaultPlan:
                 raise argparse.ArgumentTypeError(f"{part!r}: the count is not a number")
             self.kinds += [fault] * (int(count) if star else 1)
 
-    def __call__(self, index: int, api: str, body: dict) -> Fault | None:
+    def __call__(self, index: int, *request: object) -> Fault | None:
         kind = self.kinds[index] if index < len(self.kinds) else self.forever
         return Fault(kind) if kind else None
 
@@ -88,9 +88,22 @@ def main(argv: list[str] | None = None) -> int:
         type=FaultPlan,
         default=None,
         metavar="SPEC",
-        help="faults to inject by request number, e.g. 500*3,ok,malformed,429* (see below)",
+        help="faults to inject by model call number, e.g. 500*3,ok,malformed,429* (see below)",
     )
     parser.add_argument("--models", type=parse_models, default=None, help=parse_models.__doc__)
+    parser.add_argument(
+        "--count-faults",
+        type=FaultPlan,
+        default=None,
+        metavar="SPEC",
+        help="faults for POST /v1/messages/count_tokens by count number (error kinds, slow)",
+    )
+    parser.add_argument(
+        "--chars-per-token",
+        type=float,
+        default=4.0,
+        help="how densely prompts are tokenized (default 4; lower bills more input)",
+    )
     args = parser.parse_args(argv)
     try:
         replies = load_replies(args.replies) if args.replies else None
@@ -105,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             keep_bodies=False,
             faults=args.faults,
             models=args.models,
+            count_faults=args.count_faults,
+            chars_per_token=args.chars_per_token,
         )
     except (PdError, OSError, ValueError, TypeError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -118,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-FAULT_HELP = """faults (--faults, comma-separated, one per request in arrival order):
+FAULT_HELP = """faults (--faults, comma-separated, one per model call in arrival order):
   429          rate limited (retry-after 1 s)
   529          overloaded (a 503 on the OpenAI endpoint)
   500          internal server error
@@ -128,7 +143,8 @@ FAULT_HELP = """faults (--faults, comma-separated, one per request in arrival or
   malformed    a 200 with broken JSON, or a stream cut off halfway; the reply is kept
   object_args  OpenAI tool-call arguments sent as a JSON object, not a string
   ok (or -)    no fault
-  KIND*N repeats a fault N times; KIND* (last) repeats it for every later request."""
+  KIND*N repeats a fault N times; KIND* (last) repeats it for every later request.
+Model calls and token counts are numbered apart (--faults and --count-faults)."""
 
 
 if __name__ == "__main__":

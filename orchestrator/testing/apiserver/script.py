@@ -18,8 +18,8 @@ class Reply:
     """One model answer. ``tool_calls`` are ``(name, input)`` pairs; an input given as a
     string is sent verbatim as OpenAI ``arguments`` (to script malformed JSON).
     ``stop`` overrides the stop reason (either API's vocabulary). ``extra_input_tokens``
-    are billed on top of the prompt's own count (a provider that counts more input than
-    a client could estimate)."""
+    are billed on top of the prompt's own count (a provider that bills more input than a
+    client could estimate, or than a token count of the same prompt said)."""
 
     text: str = ""
     tool_calls: list[tuple[str, Any]] = field(default_factory=list)
@@ -56,7 +56,7 @@ class Fault:
 
 DEFAULT_REPLY = Reply(text="ok")
 ReplySource = Sequence[Any] | Callable[[str, dict[str, Any]], Any] | None
-FaultSource = Sequence[Any] | Callable[[int, str, dict[str, Any]], Any] | None
+FaultSource = Sequence[Any] | Callable[..., Any] | None  # (index, api, body); counts: (index, body)
 
 
 def as_reply(value: Any) -> Reply:

@@ -41,13 +41,19 @@ class LocalAPIServer:
 
     ``replies``: a list consumed in order by both endpoints, or ``(api, body) -> Reply``
     (called before the rate-limit decision, so also for requests then refused).
-    ``faults``: a list indexed by request number, or ``(index, api, body) -> Fault|None``.
+    ``faults``: a list indexed by model call (requests to /v1/messages and
+    /v1/chat/completions, in arrival order), or ``(index, api, body) -> Fault|None``.
+    ``count_faults``: the same for token counts, by count number (``(index, body)`` for a
+    callable); a fault that answers with an error (not ``malformed`` or ``object_args``).
+    ``chars_per_token``: how densely prompts are tokenized (the input of both a model
+    call and a token count; 4 as for English, lower counts more tokens for the same text).
     ``limits``: ``dict(requests=, input_tokens=, output_tokens=, window=seconds)``, any
     subset (the rest get ``DEFAULT_LIMITS``), enforced over sliding windows of each API
     apart, and reported in each API's rate-limit headers on every answer.
     ``models``: the models served; any other is a 404 in the API's shape (None: any).
-    ``requests`` logs every request; token fields follow pd's Usage (input excludes cache
-    reads and writes) and ``counted_input`` is what the input bucket counted.
+    ``requests`` logs every request (``calls``: the model calls among them); token
+    fields follow pd's Usage (input excludes cache reads and writes) and
+    ``counted_input`` is what the input bucket counted.
     """
 
     def __init__(
@@ -63,11 +69,17 @@ class LocalAPIServer:
         port: int = 0,
         keep_bodies: bool = True,
         models: list[str] | None = None,
+        count_faults: FaultSource = None,
+        chars_per_token: float = 4.0,
     ) -> None:
         if output_mode not in ("script", "max"):
             raise ValueError(f"output_mode must be 'script' or 'max', not {output_mode!r}")
+        if not chars_per_token > 0:
+            raise ValueError(f"chars_per_token must be above 0, not {chars_per_token!r}")
         self.replies = replies if callable(replies) else list(replies or [])
         self.faults = faults
+        self.count_faults = count_faults
+        self.chars_per_token = chars_per_token
         self.api_key = api_key
         self.output_mode = output_mode
         self.latency = latency
@@ -78,6 +90,7 @@ class LocalAPIServer:
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._count = 0
+        self._calls, self._counts = 0, 0  # faults are picked by these numbers
         self._cached: set[str] = set()
         self._httpd: HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -117,6 +130,11 @@ class LocalAPIServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        """The model calls in ``requests`` (not model lists, not token counts)."""
+        return [r for r in self.requests if r["path"] not in (MODELS, COUNT_TOKENS)]
+
     # ---- one request ---------------------------------------------------------------
 
     def handle(self, method: str, path: str, headers: Any, raw: bytes) -> Outcome:
@@ -124,6 +142,9 @@ class LocalAPIServer:
         dialect = _route(method, path, headers)
         with self._lock:
             index, self._count = self._count, self._count + 1
+            call = self._calls  # this request's number among model calls
+            if path not in (MODELS, COUNT_TOKENS):
+                self._calls += 1
         entry = self._entry(index, dialect, path)
         if dialect is None:
             guess = DIALECTS["/v1/chat/completions" if "/chat/" in path else "/v1/messages"]
@@ -149,7 +170,7 @@ class LocalAPIServer:
             if path == COUNT_TOKENS:  # no max_tokens here: checked with a stand-in
                 body = {"max_tokens": 1, **body}
             problem = dialect.validate(body)
-            prompt = dialect.prompt(body)
+            prompt = dialect.prompt(body, self.chars_per_token)
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             return self._fail(entry, dialect, "invalid_request", f"invalid request body: {exc}")
         marks = len(prompt.prefixes) if dialect.explicit_cache else 0
@@ -161,12 +182,31 @@ class LocalAPIServer:
             message = dialect.unknown_model(body["model"])
             return self._fail(entry, dialect, "model_not_found", message)
         if path == COUNT_TOKENS:
-            return self._done(entry, dialect, {"input_tokens": prompt.total})
-        return self._answer(entry, dialect, body, prompt)
+            return self._count_tokens(entry, dialect, body, prompt)
+        return self._answer(entry, dialect, body, prompt, call)
 
-    def _answer(self, entry: dict, dialect: Dialect, body: dict, prompt: Prompt) -> Outcome:
-        index, api = entry["index"], dialect.api
-        fault = as_fault(self._pick_fault(index, api, body))
+    def _count_tokens(self, entry: dict, dialect: Dialect, body: dict, prompt: Prompt) -> Outcome:
+        """The prompt's tokens as a call would bill them (a reply's ``extra_input_tokens``
+        aside: the count cannot know which reply comes), or an injected fault."""
+        with self._lock:
+            number, self._counts = self._counts, self._counts + 1
+        fault = as_fault(_pick(self.count_faults, number, body))
+        if fault is not None and fault.kind not in (*_FAULT_ERRORS, "slow"):
+            raise ValueError(f"count_faults: {fault.kind!r} is no fault of a token count")
+        if fault is not None and fault.kind in _FAULT_ERRORS:
+            entry["fault"] = fault.kind
+            return self._fault_error(entry, dialect, body, fault)
+        outcome = self._done(entry, dialect, {"input_tokens": prompt.total})
+        if fault is not None:
+            entry["fault"] = fault.kind
+            outcome.delay = fault.delay or 5.0
+        return outcome
+
+    def _answer(
+        self, entry: dict, dialect: Dialect, body: dict, prompt: Prompt, call: int
+    ) -> Outcome:
+        api = dialect.api
+        fault = as_fault(_pick(self.faults, call, api, body))
         kind = fault.kind if fault else ""
         if kind in _FAULT_ERRORS:
             entry["fault"] = kind
@@ -256,13 +296,6 @@ class LocalAPIServer:
             state = self._log(entry, time.monotonic(), dialect.api)
         return self._outcome(200, json.dumps(answer).encode(), dialect, entry, state)
 
-    def _pick_fault(self, index: int, api: str, body: dict) -> Any:
-        if callable(self.faults):
-            return self.faults(index, api, body)
-        if self.faults and index < len(self.faults):
-            return self.faults[index]
-        return None
-
     def _output_tokens(self, reply: Reply, max_tokens: int | None) -> int:
         if self.output_mode == "max" and max_tokens:
             return max_tokens
@@ -318,6 +351,15 @@ class LocalAPIServer:
         headers |= dialect.limit_headers(state)
         headers |= extra or {}
         return Outcome(status, data, headers, delay)
+
+
+def _pick(faults: FaultSource, index: int, *args: Any) -> Any:
+    """The ``index``-th fault of a list, or what a callable says for it."""
+    if callable(faults):
+        return faults(index, *args)
+    if faults and index < len(faults):
+        return faults[index]
+    return None
 
 
 def _arguments_as_objects(answer: dict[str, Any]) -> None:

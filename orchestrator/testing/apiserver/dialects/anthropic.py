@@ -109,10 +109,10 @@ class Anthropic(Dialect):
     def max_tokens(self, body: dict[str, Any]) -> int | None:
         return body.get("max_tokens")
 
-    def prompt(self, body: dict[str, Any]) -> Prompt:
+    def prompt(self, body: dict[str, Any], chars_per_token: float = 4.0) -> Prompt:
         system, tools = body.get("system"), body.get("tools") or []
         everything = {"system": system, "messages": body["messages"], "tools": tools}
-        total = tokens(len(dumps(everything)))
+        total = tokens(len(dumps(everything)), chars_per_token)
         segments: list[Any] = list(tools)
         segments += system if isinstance(system, list) else [system] if system else []
         for message in body["messages"]:
@@ -124,7 +124,7 @@ class Anthropic(Dialect):
             digest.update(text.encode())
             chars += len(text)
             if isinstance(segment, dict) and segment.get("cache_control"):
-                prefixes.append((digest.hexdigest(), min(total, tokens(chars))))
+                prefixes.append((digest.hexdigest(), min(total, tokens(chars, chars_per_token))))
         return Prompt(total, prefixes)
 
     def usage(self, prompt: Prompt, read: int, write: int, output: int) -> dict[str, Any]:

@@ -25,8 +25,8 @@ BUCKET_WORDS = {
 }
 
 
-def tokens(chars: int) -> int:
-    return math.ceil(chars / 4)
+def tokens(chars: int, chars_per_token: float = 4.0) -> int:
+    return math.ceil(chars / chars_per_token)
 
 
 @dataclass
@@ -56,7 +56,8 @@ class Dialect:
     def max_tokens(self, body: dict[str, Any]) -> int | None:
         raise NotImplementedError
 
-    def prompt(self, body: dict[str, Any]) -> Prompt:
+    def prompt(self, body: dict[str, Any], chars_per_token: float = 4.0) -> Prompt:
+        """The prompt's tokens: its JSON's characters over ``chars_per_token``."""
         raise NotImplementedError
 
     def answer(self, index: int, body: dict[str, Any], reply: Reply, usage: dict) -> dict:

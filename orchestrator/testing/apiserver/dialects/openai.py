@@ -107,16 +107,17 @@ class OpenAI(Dialect):
     def max_tokens(self, body: dict[str, Any]) -> int | None:
         return body.get("max_completion_tokens") or body.get("max_tokens")
 
-    def prompt(self, body: dict[str, Any]) -> Prompt:
+    def prompt(self, body: dict[str, Any], chars_per_token: float = 4.0) -> Prompt:
         tools = body.get("tools") or []
-        total = tokens(len(dumps({"messages": body["messages"], "tools": tools})))
+        everything = {"messages": body["messages"], "tools": tools}
+        total = tokens(len(dumps(everything)), chars_per_token)
         head = dumps(tools)
         digest, chars, prefixes = prefix_hash(f"{body.get('model')}{head}"), len(head), []
         for message in body["messages"]:
             text = dumps(message)
             digest.update(text.encode())
             chars += len(text)
-            prefixes.append((digest.hexdigest(), min(total, tokens(chars))))
+            prefixes.append((digest.hexdigest(), min(total, tokens(chars, chars_per_token))))
         return Prompt(total, prefixes)
 
     def usage(self, prompt: Prompt, read: int, write: int, output: int) -> dict[str, Any]:
