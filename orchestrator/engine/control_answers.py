@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.record import control
 from orchestrator.tasks.taskgraph import TaskState
-from orchestrator.wire.messages import AbortTask, HandOff, TaskFailed
+from orchestrator.wire.messages import AbortTask, HandedOff, HandOff
 
 if TYPE_CHECKING:
     from orchestrator.engine.coordinator import Coordinator
@@ -87,7 +87,7 @@ class ControlSteps:
         self.emit("handoff_requested", worker=slot.id, task=slot.task)
         self.pool.send(slot.id, HandOff(task_id=slot.task))
 
-    def _handed_off(self: Coordinator, slot: Slot, message: TaskFailed) -> None:
+    def _handed_off(self: Coordinator, slot: Slot, message: HandedOff) -> None:
         task = self.graph.get(message.task_id)
         if task.state is not TaskState.RUNNING:
             return

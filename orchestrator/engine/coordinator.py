@@ -53,7 +53,7 @@ from orchestrator.tasks.scheduling import fits, match
 from orchestrator.tasks.taskgraph import LANDED, TaskState
 from orchestrator.team.roles import TOP_TIER
 from orchestrator.wire.messages import (
-    Assign,
+    HandedOff,
     Message,
     PlanDone,
     Progress,
@@ -61,6 +61,7 @@ from orchestrator.wire.messages import (
     ReviewDone,
     TaskDone,
     TaskFailed,
+    TaskJob,
     TaskStarted,
     UsageReport,
 )
@@ -325,7 +326,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         branch = task_branch(self.store.run_id, task.id)
         escalate = tier_for("", task.critical, attempt) == TOP_TIER
         deps = {d: self.graph.get(d).summary for d in task.deps}
-        message = Assign(
+        message = TaskJob(
             task_id=task.id,
             attempt=attempt,
             title=task.title,
@@ -397,10 +398,10 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             self._plan_done(slot, message)
         elif isinstance(message, UsageReport):  # permits have a pipe of their own
             self.metering.handle(slot.id, slot.role, message)
-        elif isinstance(message, TaskFailed):
+        elif isinstance(message, TaskFailed | HandedOff):
             self._skills_used(slot, message, "task")
             self._release(slot, message.task_id)
-            if message.handed_off:
+            if isinstance(message, HandedOff):
                 self._handed_off(slot, message)
             elif message.infrastructure and message.task_id != PLAN_ID:
                 self._infra_failed(message.task_id, message.reason, worker=slot.id)
@@ -420,7 +421,10 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         self.emit("worker_ready", worker=slot.id, pid=message.pid)
 
     def _skills_used(
-        self, slot: Slot, message: TaskDone | TaskFailed | PlanDone | ReviewDone, kind: str
+        self,
+        slot: Slot,
+        message: TaskDone | TaskFailed | HandedOff | PlanDone | ReviewDone,
+        kind: str,
     ) -> None:
         if message.skills:
             self.emit(

@@ -1,6 +1,6 @@
 """The coordinator's planning step: before any task exists, a producer plans the goal.
 
-Mixed into ``Coordinator``. The step hands ``Assign(kind="plan")`` to an idle producer,
+Mixed into ``Coordinator``. The step hands a ``PlanJob`` to an idle producer,
 checks the plan that comes back exactly as the worker did, records it as
 ``plan_accepted`` and only then makes it the run's graph. A failed attempt goes back
 to the queue with its reason, up to the mission's ``max_attempts``.
@@ -21,7 +21,7 @@ from orchestrator.planning.taskplan import (
 from orchestrator.system.worktrees import task_branch
 from orchestrator.tasks.taskgraph import TaskGraph
 from orchestrator.team.skills import load_registry
-from orchestrator.wire.messages import Assign, PlanDone
+from orchestrator.wire.messages import PlanDone, PlanJob
 
 if TYPE_CHECKING:
     from orchestrator.engine.coordinator import Coordinator
@@ -52,17 +52,13 @@ class PlanningSteps:
             skills = planner_skills(self.plan.roles[step.role], registry)
             self._plan_payload = plan_payload(self.plan, skills)
         attempt = step.start(slot.id)
-        mission = self.plan.mission
-        message = Assign(
+        message = PlanJob(
             task_id=PLAN_ID,
             attempt=attempt,
-            title=f"Plan the mission {mission.name}",
-            description=mission.goal or "",
             branch=task_branch(self.store.run_id, PLAN_ID),
             target_head=self.head,
             feedback=list(step.feedback),
-            kind="plan",
-            payload=self._plan_payload,
+            **self._plan_payload,
         )
         slot.state, slot.task, slot.attempt = "busy", PLAN_ID, attempt
         self.emit("plan_assigned", task=PLAN_ID, worker=slot.id, attempt=attempt, base=self.head)

@@ -19,10 +19,10 @@ from orchestrator.agent.reviewer import (
 )
 from orchestrator.tasks.taskgraph import TaskNode, TaskState
 from orchestrator.wire.messages import (
-    Assign,
     MergeRequest,
     Message,
     ReviewDone,
+    ReviewJob,
     TaskFailed,
     TaskStarted,
 )
@@ -69,22 +69,22 @@ class ReviewFlow:
 
     def _start_review(self, slot: Slot, task: TaskNode) -> None:
         round_ = self.graph.start_review(task.id, slot.id)
-        payload = {
-            "branch": task.branch,
-            "commit": task.commit,
-            "base": self.head,  # the diff is base...commit: the task's work only
-            "title": task.title,
-            "description": task.description,
-            "summary": task.summary,
-            "round": round_,
-            "rounds_used": task.review_rounds,
-            "max_rounds": task.max_review_rounds,
-            "previous_comments": last_review_comments(task.feedback)
+        message = ReviewJob(
+            task_id=task.id,
+            attempt=round_,
+            commit=task.commit or "",
+            base=self.head,  # the diff is base...commit: the task's work only
+            title=task.title,
+            description=task.description,
+            summary=task.summary,
+            rounds_used=task.review_rounds,
+            max_rounds=task.max_review_rounds,
+            previous_comments=last_review_comments(task.feedback)
             if task.verdict == REQUEST_CHANGES
             else "",
-            "skills": list(self.plan.roles[slot.role].skills),
-            "test_command": self.plan.gate_command,
-        }
+            skills=list(self.plan.roles[slot.role].skills),
+            test_command=self.plan.gate_command,
+        )
         self.emit(
             "review_started",
             task=task.id,
@@ -94,16 +94,6 @@ class ReviewFlow:
             implementer=task.worker,
         )
         slot.state, slot.task, slot.attempt, slot.job = "busy", task.id, round_, "review"
-        message = Assign(
-            task_id=task.id,
-            attempt=round_,
-            title=task.title,
-            description=task.description,
-            branch=task.branch or "",
-            target_head=self.head,
-            kind="review",
-            payload=payload,
-        )
         self.pool.send(slot.id, message)
 
     # ---- answers --------------------------------------------------------------------
