@@ -17,6 +17,7 @@ from orchestrator.agent.protocol import Workspace
 from orchestrator.engine.agents import command_agent, make_agent
 from orchestrator.engine.configs import worker_config
 from orchestrator.engine.preflight import build_plan, plan_payload
+from orchestrator.engine.snapshot import Slot, SlotJob, SlotState, slot_view
 from orchestrator.engine.worker import Channel, Worker
 from orchestrator.engine.workerconfig import ProviderOptions, WorkerConfig, WorkerLimits
 from orchestrator.errors import PdError
@@ -296,3 +297,15 @@ def test_a_worker_answers_a_job_its_agent_refuses_with_the_refusal(tmp_path: Pat
     assert "cannot plan" in store.log_path("w1").read_text()
     assert worker.workspace is None
 
+
+# ---- slot states ----------------------------------------------------------------------
+
+
+def test_slot_states_are_enums_that_read_as_before_in_state_json() -> None:
+    """``pd status`` and other readers of state.json compare the plain strings."""
+    slot = Slot("w1", "backend-dev")
+    assert json.loads(json.dumps(slot_view(slot, None)))["state"] == "booting"
+    slot.state, slot.task, slot.job = SlotState.BUSY, "t1", SlotJob.REVIEW
+    view = json.loads(json.dumps(slot_view(slot, None)))
+    assert (view["state"], view["job"]) == ("busy", "review")
+    assert [s.value for s in SlotState] == ["booting", "idle", "busy", "retired"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from orchestrator.engine.snapshot import SlotState
 from orchestrator.record import control
 from orchestrator.tasks.taskgraph import TaskState
 from orchestrator.wire.messages import AbortTask, HandedOff, HandOff
@@ -56,7 +57,7 @@ class ControlSteps:
 
     def _abort_worker(self: Coordinator, worker_id: str) -> None:
         slot = self.slots.get(worker_id)
-        if slot is None or slot.state == "retired":
+        if slot is None or slot.state == SlotState.RETIRED:
             return
         self._review_interrupted(slot, f"worker {worker_id} was stopped by the user")
         task = slot.task
@@ -81,7 +82,7 @@ class ControlSteps:
         """``pd handoff``: the worker commits its work in progress and stops the attempt;
         see ``_handed_off`` for the fresh start."""
         slot = self.slots.get(worker_id or "")
-        if slot is None or slot.task is None or slot.state != "busy":
+        if slot is None or slot.task is None or slot.state != SlotState.BUSY:
             self.emit("handoff_refused", worker=worker_id, reason="the worker has no task")
             return
         self.emit("handoff_requested", worker=slot.id, task=slot.task)
@@ -100,5 +101,5 @@ class ControlSteps:
             handoff=message.handoff,
         )
         self.graph.hand_off(task.id, message.handoff, message.start_from)
-        if slot.state != "retired" and not self.abort_reason:  # a fresh process, same slot
+        if slot.state != SlotState.RETIRED and not self.abort_reason:  # a fresh process, same slot
             self._respawn(slot)

@@ -34,7 +34,7 @@ from orchestrator.engine.planning_step import PlanningSteps
 from orchestrator.engine.pool import PoolEvent, WorkerPool, child_setup, create_time_of
 from orchestrator.engine.preflight import RunPlan
 from orchestrator.engine.reviewflow import ReviewFlow
-from orchestrator.engine.snapshot import Slot, run_snapshot
+from orchestrator.engine.snapshot import Slot, SlotState, run_snapshot
 from orchestrator.engine.worker import worker_main
 from orchestrator.errors import BadInput
 from orchestrator.limits.meter import Metering
@@ -206,7 +206,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
 
     def _stalled(self) -> bool:
         """No live worker can take any task that is still waiting: the run cannot go on."""
-        live = [s for s in self.slots.values() if s.state != "retired"]
+        live = [s for s in self.slots.values() if s.state != SlotState.RETIRED]
         waiting = [t for t in self.graph if t.state in (TaskState.PENDING, TaskState.RUNNING)]
         reviewing = any(t.state is TaskState.REVIEWING for t in self.graph)
         if not (waiting or reviewing) or not self.merges.idle:
@@ -270,7 +270,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         self.permits.stop()
         self._present_recorded()
         for slot in self.slots.values():
-            if slot.state != "retired":
+            if slot.state != SlotState.RETIRED:
                 slot.state, slot.task = "stopped", None
         WorktreeManager(self.plan.repo, self.root).remove_all()
         self._drop_spent_branches()
@@ -313,7 +313,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         now = time.monotonic()
         for task in ready:  # stamped even when every worker is busy: queueing counts
             self.ready_since.setdefault(task.id, now)
-        idle = [s.id for s in self.slots.values() if s.state == "idle"]
+        idle = [s.id for s in self.slots.values() if s.state == SlotState.IDLE]
         if not idle or not ready:
             return
         busy = [f for t in self.graph if t.state is TaskState.RUNNING for f in t.files]
@@ -342,7 +342,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             context_files=list(self.plan.mission.context_files),
             session=self.session[-SESSION_LINES:],
         )
-        slot.state, slot.task, slot.attempt = "busy", task.id, attempt
+        slot.state, slot.task, slot.attempt = SlotState.BUSY, task.id, attempt
         self.emit(
             "task_assigned",
             task=task.id,
@@ -417,7 +417,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             self._retire(slot)
             return
         handle.ready = True
-        slot.state = "idle"
+        slot.state = SlotState.IDLE
         self.emit("worker_ready", worker=slot.id, pid=message.pid)
 
     def _skills_used(
@@ -465,7 +465,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
 
     def _release(self, slot: Slot, task_id: str) -> None:
         if slot.task == task_id:
-            slot.task, slot.state = None, "idle"
+            slot.task, slot.state = None, SlotState.IDLE
 
     def _attempt_failed(self, task_id: str, reason: str, handoff: str = "", **extra: Any) -> None:
         if task_id == PLAN_ID and self._planning_open():
@@ -542,13 +542,13 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         """A fresh process in the slot, with a permit pipe of its own."""
         handle = self.pool.restart(slot.id)
         self.permits.attach(slot.id, slot.role, handle.side)  # type: ignore[arg-type]
-        slot.state = "booting"
+        slot.state = SlotState.BOOTING
         self.emit("worker_respawned", worker=slot.id, pid=handle.pid, restarts=handle.restarts)
 
     def _retire(self, slot: Slot) -> None:
         if slot.id in self.pool.workers:
             self.pool.remove(slot.id)
-        slot.state, slot.task = "retired", None
+        slot.state, slot.task = SlotState.RETIRED, None
         self.emit("worker_retired", worker=slot.id, crashes=slot.crashes)
 
     def _check_health(self) -> None:

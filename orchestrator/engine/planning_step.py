@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.engine.preflight import plan_payload
+from orchestrator.engine.snapshot import SlotState
 from orchestrator.planning.taskplan import (
     PLAN_ID,
     PlanProblem,
@@ -43,7 +44,8 @@ class PlanningSteps:
         if step is None or step.state != "pending":
             return
         slot = next(
-            (s for s in self.slots.values() if s.state == "idle" and s.role == step.role), None
+            (s for s in self.slots.values() if s.state == SlotState.IDLE and s.role == step.role),
+            None,
         )
         if slot is None:
             return
@@ -60,7 +62,7 @@ class PlanningSteps:
             feedback=list(step.feedback),
             **self._plan_payload,
         )
-        slot.state, slot.task, slot.attempt = "busy", PLAN_ID, attempt
+        slot.state, slot.task, slot.attempt = SlotState.BUSY, PLAN_ID, attempt
         self.emit("plan_assigned", task=PLAN_ID, worker=slot.id, attempt=attempt, base=self.head)
         self.pool.send(slot.id, message)
 
@@ -116,6 +118,8 @@ class PlanningSteps:
             return None  # its attempt ends (done, failed or crashed) before anything else
         if halted := self._halted():
             return halted
-        if not any(s.role == step.role and s.state != "retired" for s in self.slots.values()):
+        if not any(
+            s.role == step.role and s.state != SlotState.RETIRED for s in self.slots.values()
+        ):
             return f"no live {step.role} worker is left to plan the goal"
         return None

@@ -17,6 +17,7 @@ from orchestrator.agent.reviewer import (
     review_feedback,
     reviews_code,
 )
+from orchestrator.engine.snapshot import SlotJob, SlotState
 from orchestrator.tasks.taskgraph import TaskNode, TaskState
 from orchestrator.wire.messages import (
     MergeRequest,
@@ -58,13 +59,13 @@ class ReviewFlow:
         able = [
             s
             for s in self.slots.values()
-            if s.state in ("idle", "booting")
+            if s.state in (SlotState.IDLE, SlotState.BOOTING)
             and s.id != task.worker
             and reviews_code(self.plan.roles[s.role])
         ]
         tried = self.review_tried.get(task.id, set())
         fresh = [s for s in able if s.id not in tried]
-        pick = [s for s in (fresh or able) if s.state == "idle"]
+        pick = [s for s in (fresh or able) if s.state == SlotState.IDLE]
         return min(pick, key=lambda s: int(s.id.lstrip("w") or 0), default=None)
 
     def _start_review(self, slot: Slot, task: TaskNode) -> None:
@@ -93,14 +94,21 @@ class ReviewFlow:
             commit=task.commit,
             implementer=task.worker,
         )
-        slot.state, slot.task, slot.attempt, slot.job = "busy", task.id, round_, "review"
+        slot.state, slot.task, slot.attempt, slot.job = (
+            SlotState.BUSY,
+            task.id,
+            round_,
+            SlotJob.REVIEW,
+        )
         self.pool.send(slot.id, message)
 
     # ---- answers --------------------------------------------------------------------
 
     def _review_message(self, slot: Slot, message: Message | None) -> bool:
         """Handle what a reviewing worker sends about its review; False: not ours."""
-        if slot.job != "review" or not isinstance(message, ReviewDone | TaskFailed | TaskStarted):
+        if slot.job != SlotJob.REVIEW or not isinstance(
+            message, ReviewDone | TaskFailed | TaskStarted
+        ):
             return False
         if message.task_id != slot.task or message.attempt != slot.attempt:
             return True  # a stale answer about an earlier job
@@ -114,14 +122,14 @@ class ReviewFlow:
         return True
 
     def _end_review_job(self, slot: Slot) -> None:
-        slot.task, slot.state, slot.job = None, "idle", "task"
+        slot.task, slot.state, slot.job = None, SlotState.IDLE, SlotJob.TASK
 
     def _review_interrupted(self, slot: Slot, reason: str) -> None:
         """The reviewer died or was stopped mid-review: the job goes to another reviewer."""
-        if slot.job != "review" or slot.task is None:
+        if slot.job != SlotJob.REVIEW or slot.task is None:
             return
         task_id, round_ = slot.task, slot.attempt
-        slot.task, slot.job = None, "task"
+        slot.task, slot.job = None, SlotJob.TASK
         self._review_lost(slot.id, task_id, round_, reason)
 
     def _review_done(self, slot: Slot, message: ReviewDone) -> None:
