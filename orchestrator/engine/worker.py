@@ -100,7 +100,6 @@ class Worker:
             policy=self.policy,
         )
         self.current: str | None = None  # the task being attempted
-        self.permits = PermitClient(worker_id, permits) if permits is not None else None
         record_to = self.store.dir / PARTS / f"{worker_id}.jsonl" if config.record else None
         self.agent: Agent = make_agent(
             config,
