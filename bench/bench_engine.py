@@ -34,7 +34,7 @@ from _common import echo, pct, run_git, say
 
 from orchestrator.engine.pool import WorkerPool, child_setup, serve
 from orchestrator.system.worktrees import WorktreeManager
-from orchestrator.wire.messages import Assign, Message, TaskDone
+from orchestrator.wire.messages import Message, TaskDone, TaskJob
 
 START_METHOD = "spawn"  # pd's default; the executor gets the same, so the race is fair
 
@@ -58,11 +58,11 @@ class Row:
 
 
 def noop_worker(conn: Connection, worker_id: str) -> None:
-    """A pool worker that answers every Assign at once: only the engine's cost remains."""
+    """A pool worker that answers every TaskJob at once: only the engine's cost remains."""
     child_setup()
 
     def done(message: Message) -> Message | None:
-        if not isinstance(message, Assign):
+        if not isinstance(message, TaskJob):
             return None
         return TaskDone(
             worker_id=worker_id,
@@ -86,8 +86,8 @@ def _sleepy_call(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def _assign(n: int) -> Assign:
-    return Assign(
+def _assign(n: int) -> TaskJob:
+    return TaskJob(
         task_id=f"t{n}",
         attempt=1,
         title="noop",
@@ -169,7 +169,7 @@ def bench_throughput(tasks: int, workers: int, repeats: int) -> Row:
 
 
 def pipe_round_trip(trips: int) -> float:
-    """Median seconds for one Assign-sized message there and back over a bare Pipe."""
+    """Median seconds for one TaskJob-sized message there and back over a bare Pipe."""
     ctx = mp.get_context(START_METHOD)
     parent, child = ctx.Pipe(duplex=True)
     proc = ctx.Process(target=echo, args=(child,), daemon=True)
@@ -280,7 +280,7 @@ def bench_latency(tmp: Path, tasks: int, trips: int) -> tuple[Row, dict[str, flo
     dispatch = [e["dispatch"] for e in events if e["kind"] == "task_started"]
     extra["dispatch_median"] = statistics.median(dispatch)
     say(
-        f"    Assign sent -> worker started (dispatch only, no queueing): median "
+        f"    TaskJob sent -> worker started (dispatch only, no queueing): median "
         f"{extra['dispatch_median'] * 1e3:.2f} ms, p90 {pct(dispatch, 0.9) * 1e3:.2f} ms"
     )
     say(f"    bare Pipe round trip: median {rtt * 1e6:.0f} us over {trips} trips")

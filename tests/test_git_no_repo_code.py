@@ -15,7 +15,7 @@ from orchestrator.agent.attempt import commit_work
 from orchestrator.agent.reviewer import review_diff
 from orchestrator.system import gitutil
 from orchestrator.system.worktrees import WorktreeManager
-from orchestrator.wire.messages import Assign
+from orchestrator.wire.messages import TaskJob
 from tests.conftest import make_repo, run_git
 
 
@@ -61,10 +61,10 @@ def test_worker_git_calls_run_no_hook_fsmonitor_or_external_diff(
     path = manager.prepare("w1", base, "pd/run/t1")
     (path / "a.txt").write_text("two\n")
     assert gitutil.is_dirty(path)
-    assign = Assign(
+    job = TaskJob(
         task_id="t1", attempt=1, title="t", description="", branch="pd/run/t1", target_head=base
     )
-    commit, changed = commit_work(path, assign, "done", "w1", "backend-dev")
+    commit, changed = commit_work(path, job, "done", "w1", "backend-dev")
     assert changed == ["a.txt"]
     _stat, diff = review_diff(path, base, commit)
     assert "+two" in diff

@@ -23,8 +23,6 @@ from orchestrator.tasks.taskgraph import TaskGraph, TaskState
 from tests.conftest import run_git
 from tests.test_taskgraph import dags
 
-LIMITS = {"command_timeout": 30, "output_cap": 20_000}
-
 
 def reviewed_graph(rounds: int = 2, **extra: object) -> TaskGraph:
     return TaskGraph(
@@ -307,7 +305,7 @@ test_review_machine = ReviewMachine.TestCase
 
 
 def test_submit_review_sends_malformed_verdicts_back(tmp_path: Path) -> None:
-    box = review_toolbox(tmp_path, ["git_blame", "write_file"], None, {}, LIMITS)
+    box = review_toolbox(tmp_path, ["git_blame", "write_file"], None, {}, 30, 20_000)
     names = {s["name"] for s in box.specs()}
     assert {"read_file", "git_diff", "run_tests", "git_blame", "submit_review"} <= names
     assert not names & {"write_file", "edit_file", "run_command", "finish", "git_commit"}

@@ -11,7 +11,7 @@ from orchestrator.agent.loop import build_handoff
 from orchestrator.record.store import write_atomic
 from orchestrator.system.gitutil import git, git_full, identity_env
 from orchestrator.team.tools import Toolbox
-from orchestrator.wire.messages import Assign
+from orchestrator.wire.messages import TaskJob
 
 
 class RunningNote:
@@ -50,28 +50,28 @@ def context_block(root: Path, paths: Sequence[str]) -> str:
     return "## Project context\n" + "\n\n".join(parts) if parts else ""
 
 
-def task_prompt(assign: Assign, context: str = "") -> str:
+def task_prompt(job: TaskJob, context: str = "") -> str:
     """What the agent is asked to do, with what earlier attempts and dependencies left."""
     parts = [context] if context else []
-    if assign.session:
-        done = "\n".join(f"- {line}" for line in assign.session)
+    if job.session:
+        done = "\n".join(f"- {line}" for line in job.session)
         parts.append(f"## What the team has merged so far in this run\n{done}")
-    parts += [f"# Task {assign.task_id}: {assign.title}", assign.description or ""]
-    if assign.files:
-        parts.append("Files you are expected to touch: " + ", ".join(assign.files))
-    if assign.dependencies:
-        done = "\n".join(f"- {tid}: {summary}" for tid, summary in assign.dependencies.items())
+    parts += [f"# Task {job.task_id}: {job.title}", job.description or ""]
+    if job.files:
+        parts.append("Files you are expected to touch: " + ", ".join(job.files))
+    if job.dependencies:
+        done = "\n".join(f"- {tid}: {summary}" for tid, summary in job.dependencies.items())
         parts.append(f"These tasks are already merged into your starting point:\n{done}")
-    if assign.feedback:
+    if job.feedback:
         notes = "\n\n".join(
-            f"Attempt {i} was rejected:\n{text}" for i, text in enumerate(assign.feedback, 1)
+            f"Attempt {i} was rejected:\n{text}" for i, text in enumerate(job.feedback, 1)
         )
         parts.append(f"Earlier attempts of this task failed. Fix what they got wrong.\n\n{notes}")
-    if assign.handoff:
-        parts.append(f"Handoff note from the previous attempt:\n{assign.handoff}")
-    if assign.start_from:
+    if job.handoff:
+        parts.append(f"Handoff note from the previous attempt:\n{job.handoff}")
+    if job.start_from:
         parts.append(
-            f"Your worktree starts from the reviewed version ({assign.start_from[:12]}): "
+            f"Your worktree starts from the reviewed version ({job.start_from[:12]}): "
             "change it as the review asks; do not start over."
         )
     parts.append("When the work is complete and the tests pass, call `finish` with a summary.")
@@ -80,7 +80,7 @@ def task_prompt(assign: Assign, context: str = "") -> str:
 
 def commit_work(
     path: Path,
-    assign: Assign,
+    job: TaskJob,
     summary: str,
     worker_id: str,
     role_id: str,
@@ -92,7 +92,7 @@ def commit_work(
     git(path, "add", "-A", "--", ".", *(f":(exclude,top){p}" for p in exclude), env=env)
     staged = git(path, "diff", "--cached", "--name-only", env=env)
     if staged:
-        message = f"{assign.task_id}: {assign.title}\n\n{summary}\n\npd-attempt: {assign.attempt}"
+        message = f"{job.task_id}: {job.title}\n\n{summary}\n\npd-attempt: {job.attempt}"
         git(
             path,
             "-c",
@@ -107,7 +107,7 @@ def commit_work(
     commit = git(path, "rev-parse", "HEAD")
     # From the merge base: an attempt that started from earlier work (start_from) must not
     # list what other tasks merged into the target meanwhile.
-    changed = git(path, "diff", "--name-only", f"{assign.target_head}...{commit}").splitlines()
+    changed = git(path, "diff", "--name-only", f"{job.target_head}...{commit}").splitlines()
     return commit, changed
 
 

@@ -1,7 +1,7 @@
 """Review: a reviewer role judges a finished task's diff before the merge queue.
 
 The coordinator hands a submitted version to an idle worker whose role reviews code (never
-the implementer's own worker) as ``Assign(kind="review")``. That worker checks out the
+the implementer's own worker) as a ``ReviewJob``. That worker checks out the
 task's commit detached, reads the task, the implementer's summary and the diff, may look
 around with read-only skills, and ends with ``submit_review``. Nothing a reviewer does is
 committed. This module holds the reviewer's side (prompt, tools, verdict) and the texts
@@ -19,7 +19,7 @@ from orchestrator.agent.loop import AgentResult
 from orchestrator.system.gitutil import git
 from orchestrator.team.skills import SkillToolbox, load_registry
 from orchestrator.team.tools import Ending, cap_text
-from orchestrator.wire.messages import Message, ReviewDone, TaskFailed
+from orchestrator.wire.messages import Message, ReviewDone, ReviewJob, TaskFailed
 
 REVIEWS = "reviews-code"  # the capability tag of roles that may review
 DIFF_CAP = 40_000  # characters of diff in the prompt; the reviewer can page with git_diff
@@ -77,7 +77,8 @@ def review_toolbox(
     role_skills: list[str],
     test_command: str | None,
     env: Mapping[str, str],
-    limits: Mapping[str, Any],
+    command_timeout: float,
+    output_cap: int,
 ) -> SkillToolbox:
     """Read-only skills (plus the role's own that only read), ending with submit_review."""
     registry = load_registry()
@@ -97,8 +98,8 @@ def review_toolbox(
         skills,
         test_command=test_command,
         env=env,
-        command_timeout=limits["command_timeout"],
-        output_cap=limits["output_cap"],
+        command_timeout=command_timeout,
+        output_cap=output_cap,
         ending=SUBMIT_REVIEW,
     )
 
@@ -111,22 +112,21 @@ def review_diff(path: Path, base: str, commit: str, cap: int = DIFF_CAP) -> tupl
     return stat, cap_text(diff, cap)
 
 
-def review_prompt(task_id: str, payload: Mapping[str, Any], stat: str, diff: str) -> str:
+def review_prompt(job: ReviewJob, stat: str, diff: str) -> str:
     """What the reviewer is asked: the task, the summary, the diff, the round."""
-    round_, rounds = int(payload["round"]), int(payload.get("max_rounds", 0))
-    last = rounds and int(payload.get("rounds_used", 0)) + 1 >= rounds
+    last = job.max_rounds and job.rounds_used + 1 >= job.max_rounds
     parts = [
-        f"# Review of task {task_id}: {payload['title']} (round {round_})",
-        payload.get("description") or "",
-        f"The implementer's summary:\n{payload.get('summary') or '(none)'}",
-        f"Your worktree is checked out at the work to review ({str(payload['commit'])[:12]}). "
+        f"# Review of task {job.task_id}: {job.title} (round {job.attempt})",
+        job.description or "",
+        f"The implementer's summary:\n{job.summary or '(none)'}",
+        f"Your worktree is checked out at the work to review ({job.commit[:12]}). "
         f"The change against the target branch:\n{stat or '(no files changed)'}",
         f"```diff\n{diff}\n```" if diff else "The diff is empty.",
     ]
-    if payload.get("previous_comments"):
+    if job.previous_comments:
         parts.append(
             "An earlier round asked for these changes; check they were made:\n"
-            + str(payload["previous_comments"])
+            + job.previous_comments
         )
     if last:
         parts.append(

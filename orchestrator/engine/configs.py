@@ -8,7 +8,7 @@ from typing import Any
 
 from orchestrator.engine.merger import MergerConfig
 from orchestrator.engine.preflight import RunPlan
-from orchestrator.engine.worker import WorkerConfig
+from orchestrator.engine.workerconfig import ProviderOptions, WorkerConfig, WorkerLimits
 from orchestrator.record.store import RunStore
 
 MERGER = "merger"
@@ -31,7 +31,7 @@ def worker_config(
         provider=provider,
         model=model,
         max_tokens=mission.provider.max_tokens,
-        limits=mission.limits.model_dump(),
+        limits=WorkerLimits.from_dict(mission.limits.model_dump()),
         setup=mission.setup,
         port_base=mission.port_base + index * mission.port_stride,
         port_stride=mission.port_stride,
@@ -48,23 +48,21 @@ def worker_config(
     ).to_dict()
 
 
-def provider_options(plan: RunPlan, model: str) -> dict[str, Any]:
+def provider_options(plan: RunPlan, model: str) -> ProviderOptions:
     """What ``make_provider`` (or the command runner) needs; keys are read from the
     environment inside the worker, never carried in a config that could be logged."""
     config = plan.mission.provider
-    options: dict[str, Any] = {"name": config.name}
     if config.name == "scripted":
-        options["cassette"] = str(plan.provider.cassette)
-    elif config.name == "command":
-        options.update(
-            agent=config.agent,
+        return ProviderOptions(config.name, cassette=str(plan.provider.cassette))
+    if config.name == "command":
+        return ProviderOptions(
+            config.name,
+            agent=config.agent or "",
             executable=config.executable,
-            args=config.args,
-            pass_env=config.pass_env,
+            args=list(config.args or []),
+            pass_env=list(config.pass_env or []),
         )
-    else:
-        options.update(model=model, base_url=plan.provider.base_url)
-    return options
+    return ProviderOptions(config.name, model=model, base_url=plan.provider.base_url)
 
 
 def merger_config(plan: RunPlan, store: RunStore, root: Path) -> dict[str, Any]:

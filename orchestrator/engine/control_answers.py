@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from orchestrator.engine.snapshot import SlotState
 from orchestrator.record import control
 from orchestrator.record import events as ev
 from orchestrator.tasks.taskgraph import ACTIVE, TaskState
 from orchestrator.tasks.transitions import apply
-from orchestrator.wire.messages import AbortTask, HandOff, TaskFailed
+from orchestrator.wire.messages import AbortTask, HandedOff, HandOff
 
 if TYPE_CHECKING:
     from orchestrator.engine.coordinator import Coordinator
@@ -64,7 +65,7 @@ class ControlSteps:
 
     def _abort_worker(self: Coordinator, worker_id: str) -> None:
         slot = self.slots.get(worker_id)
-        if slot is None or slot.state == "retired":
+        if slot is None or slot.state == SlotState.RETIRED:
             return
         self._review_interrupted(slot, f"worker {worker_id} was stopped by the user")
         task = slot.task
@@ -89,7 +90,7 @@ class ControlSteps:
         """``pd handoff``: the worker commits its work in progress and stops the attempt;
         see ``_handed_off`` for the fresh start. Returns why it cannot, if it cannot."""
         slot = self.slots.get(worker_id or "")
-        if slot is None or slot.task is None or slot.state != "busy":
+        if slot is None or slot.task is None or slot.state != SlotState.BUSY:
             reason = f"worker {worker_id} has no task to hand off"
             self.emit(ev.HandoffRefused(worker=worker_id or "", reason=reason))
             return reason
@@ -97,7 +98,7 @@ class ControlSteps:
         self.pool.send(slot.id, HandOff(task_id=slot.task))
         return None
 
-    def _handed_off(self: Coordinator, slot: Slot, message: TaskFailed) -> None:
+    def _handed_off(self: Coordinator, slot: Slot, message: HandedOff) -> None:
         task = self.graph.get(message.task_id)
         if task.state is not TaskState.RUNNING:
             return
@@ -109,5 +110,5 @@ class ControlSteps:
             handoff=message.handoff,
         )
         self.emit(apply(self.graph, handed).event)
-        if slot.state != "retired" and not self.abort_reason:  # a fresh process, same slot
+        if slot.state != SlotState.RETIRED and not self.abort_reason:  # a fresh process, same slot
             self._respawn(slot)

@@ -35,7 +35,7 @@ from orchestrator.engine.planning_step import PlanningSteps
 from orchestrator.engine.pool import PoolEvent, WorkerPool, child_setup, create_time_of
 from orchestrator.engine.preflight import RunPlan
 from orchestrator.engine.reviewflow import ReviewFlow
-from orchestrator.engine.snapshot import Slot, run_snapshot
+from orchestrator.engine.snapshot import Slot, SlotState, run_snapshot
 from orchestrator.engine.worker import worker_main
 from orchestrator.errors import BadInput
 from orchestrator.limits.meter import Metering
@@ -54,7 +54,7 @@ from orchestrator.tasks.scheduling import fits, match
 from orchestrator.tasks.taskgraph import LANDED, TaskState
 from orchestrator.tasks.transitions import apply
 from orchestrator.wire.messages import (
-    Assign,
+    HandedOff,
     Message,
     PlanDone,
     Progress,
@@ -62,6 +62,7 @@ from orchestrator.wire.messages import (
     ReviewDone,
     TaskDone,
     TaskFailed,
+    TaskJob,
     TaskStarted,
     UsageReport,
 )
@@ -206,7 +207,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
 
     def _stalled(self) -> bool:
         """No live worker can take any task that is still waiting: the run cannot go on."""
-        live = [s for s in self.slots.values() if s.state != "retired"]
+        live = [s for s in self.slots.values() if s.state != SlotState.RETIRED]
         waiting = [t for t in self.graph if t.state in (TaskState.PENDING, TaskState.RUNNING)]
         reviewing = any(t.state is TaskState.REVIEWING for t in self.graph)
         if not (waiting or reviewing) or not self.merges.idle:
@@ -270,7 +271,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         self.permits.stop()
         self._present_recorded()
         for slot in self.slots.values():
-            if slot.state != "retired":
+            if slot.state != SlotState.RETIRED:
                 slot.state, slot.task = "stopped", None
         WorktreeManager(self.plan.repo, self.root).remove_all()
         self._drop_spent_branches()
@@ -313,7 +314,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         now = time.monotonic()
         for task in ready:  # stamped even when every worker is busy: queueing counts
             self.ready_since.setdefault(task.id, now)
-        idle = [s.id for s in self.slots.values() if s.state == "idle"]
+        idle = [s.id for s in self.slots.values() if s.state == SlotState.IDLE]
         if not idle or not ready:
             return
         busy = [f for t in self.graph if t.state is TaskState.RUNNING for f in t.files]
@@ -329,7 +330,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         attempt = started.attempt
         escalate = self.graph.escalated(task.id)
         deps = {d: self.graph.get(d).summary for d in task.deps}
-        message = Assign(
+        message = TaskJob(
             task_id=task.id,
             attempt=attempt,
             title=task.title,
@@ -345,7 +346,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             context_files=list(self.plan.mission.context_files),
             session=self.session[-SESSION_LINES:],
         )
-        slot.state, slot.task, slot.attempt = "busy", task.id, attempt
+        slot.state, slot.task, slot.attempt = SlotState.BUSY, task.id, attempt
         self.emit(
             dataclasses.replace(started, escalated=escalate and bool(self.plan.provider.escalation))
         )
@@ -390,10 +391,10 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             self._plan_done(slot, message)
         elif isinstance(message, UsageReport):  # permits have a pipe of their own
             self.metering.handle(slot.id, slot.role, message)
-        elif isinstance(message, TaskFailed):
+        elif isinstance(message, TaskFailed | HandedOff):
             self._skills_used(slot, message, "task")
             self._release(slot, message.task_id)
-            if message.handed_off:
+            if isinstance(message, HandedOff):
                 self._handed_off(slot, message)
             elif message.infrastructure and message.task_id != PLAN_ID:
                 self._infra_failed(message.task_id, message.reason, worker=slot.id)
@@ -409,11 +410,14 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             self._retire(slot)
             return
         handle.ready = True
-        slot.state = "idle"
+        slot.state = SlotState.IDLE
         self.emit(ev.WorkerReady(worker=slot.id, pid=message.pid))
 
     def _skills_used(
-        self, slot: Slot, message: TaskDone | TaskFailed | PlanDone | ReviewDone, kind: str
+        self,
+        slot: Slot,
+        message: TaskDone | TaskFailed | HandedOff | PlanDone | ReviewDone,
+        kind: str,
     ) -> None:
         if message.skills:
             self.emit(
@@ -453,7 +457,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
 
     def _release(self, slot: Slot, task_id: str) -> None:
         if slot.task == task_id:
-            slot.task, slot.state = None, "idle"
+            slot.task, slot.state = None, SlotState.IDLE
 
     def _attempt_failed(self, task_id: str, reason: str, handoff: str = "", **extra: Any) -> None:
         if task_id == PLAN_ID and self._planning_open():
@@ -514,13 +518,13 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         """A fresh process in the slot, with a permit pipe of its own."""
         handle = self.pool.restart(slot.id)
         self.permits.attach(slot.id, slot.role, handle.side)  # type: ignore[arg-type]
-        slot.state = "booting"
+        slot.state = SlotState.BOOTING
         self.emit(ev.WorkerRespawned(worker=slot.id, pid=handle.pid, restarts=handle.restarts))
 
     def _retire(self, slot: Slot) -> None:
         if slot.id in self.pool.workers:
             self.pool.remove(slot.id)
-        slot.state, slot.task = "retired", None
+        slot.state, slot.task = SlotState.RETIRED, None
         self.emit(ev.WorkerRetired(worker=slot.id, crashes=slot.crashes))
 
     def _check_health(self) -> None:

@@ -111,7 +111,7 @@ def _worktree(plan: RunPlan) -> Iterator[Path]:
 @contextmanager
 def _provider(plan: RunPlan, model: str, metering: Metering) -> Iterator[Provider]:
     """The planner's provider; metered (permit loop + ledger) when calls cost money."""
-    inner = make_provider(**provider_options(plan, model))
+    inner = make_provider(**provider_options(plan, model).sdk_options())
     if metering.desk is None:
         yield inner
         return

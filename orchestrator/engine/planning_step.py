@@ -1,6 +1,6 @@
 """The coordinator's planning step: before any task exists, a producer plans the goal.
 
-Mixed into ``Coordinator``. The step hands ``Assign(kind="plan")`` to an idle producer,
+Mixed into ``Coordinator``. The step hands a ``PlanJob`` to an idle producer,
 checks the plan that comes back exactly as the worker did, records it as
 ``plan_accepted`` and only then makes it the run's graph. A failed attempt goes back
 to the queue with its reason, up to the mission's ``max_attempts``.
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.engine.preflight import plan_payload
+from orchestrator.engine.snapshot import SlotState
 from orchestrator.planning.taskplan import (
     PLAN_ID,
     PlanProblem,
@@ -22,7 +23,7 @@ from orchestrator.record import events as ev
 from orchestrator.system.worktrees import task_branch
 from orchestrator.tasks.taskgraph import TaskGraph
 from orchestrator.team.skills import load_registry
-from orchestrator.wire.messages import Assign, PlanDone
+from orchestrator.wire.messages import PlanDone, PlanJob
 
 if TYPE_CHECKING:
     from orchestrator.engine.coordinator import Coordinator
@@ -44,7 +45,8 @@ class PlanningSteps:
         if step is None or step.state != "pending":
             return
         slot = next(
-            (s for s in self.slots.values() if s.state == "idle" and s.role == step.role), None
+            (s for s in self.slots.values() if s.state == SlotState.IDLE and s.role == step.role),
+            None,
         )
         if slot is None:
             return
@@ -53,19 +55,15 @@ class PlanningSteps:
             skills = planner_skills(self.plan.roles[step.role], registry)
             self._plan_payload = plan_payload(self.plan, skills)
         attempt = step.start(slot.id)
-        mission = self.plan.mission
-        message = Assign(
+        message = PlanJob(
             task_id=PLAN_ID,
             attempt=attempt,
-            title=f"Plan the mission {mission.name}",
-            description=mission.goal or "",
             branch=task_branch(self.store.run_id, PLAN_ID),
             target_head=self.head,
             feedback=list(step.feedback),
-            kind="plan",
-            payload=self._plan_payload,
+            **self._plan_payload,
         )
-        slot.state, slot.task, slot.attempt = "busy", PLAN_ID, attempt
+        slot.state, slot.task, slot.attempt = SlotState.BUSY, PLAN_ID, attempt
         self.emit(ev.PlanAssigned(task=PLAN_ID, worker=slot.id, attempt=attempt, base=self.head))
         self.pool.send(slot.id, message)
 
@@ -117,6 +115,8 @@ class PlanningSteps:
             return None  # its attempt ends (done, failed or crashed) before anything else
         if halted := self._halted():
             return halted
-        if not any(s.role == step.role and s.state != "retired" for s in self.slots.values()):
+        if not any(
+            s.role == step.role and s.state != SlotState.RETIRED for s in self.slots.values()
+        ):
             return f"no live {step.role} worker is left to plan the goal"
         return None

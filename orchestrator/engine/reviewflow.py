@@ -16,14 +16,15 @@ from orchestrator.agent.reviewer import (
     review_feedback,
     reviews_code,
 )
+from orchestrator.engine.snapshot import SlotJob, SlotState
 from orchestrator.record import events as ev
 from orchestrator.tasks.taskgraph import TaskNode, TaskState
 from orchestrator.tasks.transitions import apply
 from orchestrator.wire.messages import (
-    Assign,
     MergeRequest,
     Message,
     ReviewDone,
+    ReviewJob,
     TaskFailed,
     TaskStarted,
 )
@@ -59,55 +60,46 @@ class ReviewFlow:
         able = [
             s
             for s in self.slots.values()
-            if s.state in ("idle", "booting")
+            if s.state in (SlotState.IDLE, SlotState.BOOTING)
             and s.id != task.worker
             and reviews_code(self.plan.roles[s.role])
         ]
         tried = self.review_tried.get(task.id, set())
         fresh = [s for s in able if s.id not in tried]
-        pick = [s for s in (fresh or able) if s.state == "idle"]
+        pick = [s for s in (fresh or able) if s.state == SlotState.IDLE]
         return min(pick, key=lambda s: int(s.id.lstrip("w") or 0), default=None)
 
     def _start_review(self, slot: Slot, task: TaskNode) -> None:
         round_ = task.reviews + 1
-        self.emit(
-            apply(
-                self.graph,
-                ev.ReviewStarted(
-                    task=task.id,
-                    worker=slot.id,
-                    round=round_,
-                    commit=task.commit or "",
-                    implementer=task.worker or "",
-                ),
-            ).event
-        )
-        payload = {
-            "branch": task.branch,
-            "commit": task.commit,
-            "base": self.head,  # the diff is base...commit: the task's work only
-            "title": task.title,
-            "description": task.description,
-            "summary": task.summary,
-            "round": round_,
-            "rounds_used": task.review_rounds,
-            "max_rounds": task.max_review_rounds,
-            "previous_comments": last_review_comments(task.feedback)
-            if task.verdict == REQUEST_CHANGES
-            else "",
-            "skills": list(self.plan.roles[slot.role].skills),
-            "test_command": self.plan.gate_command,
-        }
-        slot.state, slot.task, slot.attempt, slot.job = "busy", task.id, round_, "review"
-        message = Assign(
+        message = ReviewJob(
             task_id=task.id,
             attempt=round_,
+            commit=task.commit or "",
+            base=self.head,  # the diff is base...commit: the task's work only
             title=task.title,
             description=task.description,
-            branch=task.branch or "",
-            target_head=self.head,
-            kind="review",
-            payload=payload,
+            summary=task.summary,
+            rounds_used=task.review_rounds,
+            max_rounds=task.max_review_rounds,
+            previous_comments=last_review_comments(task.feedback)
+            if task.verdict == REQUEST_CHANGES
+            else "",
+            skills=list(self.plan.roles[slot.role].skills),
+            test_command=self.plan.gate_command,
+        )
+        started = ev.ReviewStarted(
+            task=task.id,
+            worker=slot.id,
+            round=round_,
+            commit=task.commit or "",
+            implementer=task.worker or "",
+        )
+        self.emit(apply(self.graph, started).event)
+        slot.state, slot.task, slot.attempt, slot.job = (
+            SlotState.BUSY,
+            task.id,
+            round_,
+            SlotJob.REVIEW,
         )
         self.pool.send(slot.id, message)
 
@@ -115,7 +107,9 @@ class ReviewFlow:
 
     def _review_message(self, slot: Slot, message: Message | None) -> bool:
         """Handle what a reviewing worker sends about its review; False: not ours."""
-        if slot.job != "review" or not isinstance(message, ReviewDone | TaskFailed | TaskStarted):
+        if slot.job != SlotJob.REVIEW or not isinstance(
+            message, ReviewDone | TaskFailed | TaskStarted
+        ):
             return False
         if message.task_id != slot.task or message.attempt != slot.attempt:
             return True  # a stale answer about an earlier job
@@ -129,14 +123,14 @@ class ReviewFlow:
         return True
 
     def _end_review_job(self, slot: Slot) -> None:
-        slot.task, slot.state, slot.job = None, "idle", "task"
+        slot.task, slot.state, slot.job = None, SlotState.IDLE, SlotJob.TASK
 
     def _review_interrupted(self, slot: Slot, reason: str) -> None:
         """The reviewer died or was stopped mid-review: the job goes to another reviewer."""
-        if slot.job != "review" or slot.task is None:
+        if slot.job != SlotJob.REVIEW or slot.task is None:
             return
         task_id, round_ = slot.task, slot.attempt
-        slot.task, slot.job = None, "task"
+        slot.task, slot.job = None, SlotJob.TASK
         self._review_lost(slot.id, task_id, round_, reason)
 
     def _review_done(self, slot: Slot, message: ReviewDone) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.engine.configs import MERGER
@@ -15,17 +16,33 @@ if TYPE_CHECKING:
     from orchestrator.engine.coordinator import Coordinator
 
 
+class SlotState(StrEnum):
+    """Where a worker slot is; the values are what state.json shows."""
+
+    BOOTING = "booting"  # spawned (or respawned), not Ready yet
+    IDLE = "idle"
+    BUSY = "busy"  # holds a job
+    RETIRED = "retired"  # crashed too often, failed to start, or stopped for good
+
+
+class SlotJob(StrEnum):
+    """What a busy slot's job is (state.json ``job``)."""
+
+    TASK = "task"  # a task attempt or the planning attempt
+    REVIEW = "review"
+
+
 @dataclass
 class Slot:
     """The coordinator's view of one worker."""
 
     id: str
     role: str
-    state: str = "booting"  # booting | idle | busy | retired
+    state: SlotState = SlotState.BOOTING
     task: str | None = None
-    attempt: int = 0  # of its task; of the review round when ``job`` is "review"
+    attempt: int = 0  # of its task; of the review round when ``job`` is REVIEW
     crashes: int = 0
-    job: str = "task"  # task | review
+    job: SlotJob = SlotJob.TASK
 
 
 def run_snapshot(

@@ -1,17 +1,18 @@
 """One planning attempt: the producer's agent over a read-only view of the repository.
 
-A worker runs it for ``Assign(kind="plan")``, and ``pd plan`` runs it in its own process:
-the same skills, the same ``submit_plan`` tool and the same checks either way.
+A worker's model agent runs it for a ``PlanJob`` (``plan_job``), and ``pd plan`` runs it
+in its own process: the same skills, the same ``submit_plan`` tool and the same checks either way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.agent.loop import AgentResult, run_agent
+from orchestrator.agent.loop import run_agent
+from orchestrator.agent.model import ModelSettings
+from orchestrator.agent.protocol import PlanOutcome, Workspace
 from orchestrator.errors import AttemptEnded
 from orchestrator.planning.taskplan import (
     PLAN_ID,
@@ -22,15 +23,9 @@ from orchestrator.planning.taskplan import (
 )
 from orchestrator.providers.base import Provider
 from orchestrator.team.skills import SkillToolbox, load_registry
+from orchestrator.wire.messages import PlanJob
 
-
-@dataclass
-class PlanResult:
-    """An accepted plan: ``tasks`` as mission task dicts (defaults left out)."""
-
-    tasks: list[dict[str, Any]]
-    summary: str
-    agent: AgentResult
+PlanResult = PlanOutcome  # an accepted plan: tasks as mission task dicts, and the run
 
 
 def planner_toolbox(
@@ -92,3 +87,31 @@ def run_planner(
     specs, _ = parse_plan(result.final.get("tasks"), team, int(payload.get("max_attempts", 3)))
     tasks = [s.model_dump(mode="json", exclude_defaults=True) for s in specs]
     return PlanResult(tasks, result.summary, result)
+
+
+def plan_job(
+    provider: Provider, job: PlanJob, workspace: Workspace, settings: ModelSettings
+) -> PlanResult:
+    """A worker's planning attempt (``ModelAgent``'s planner): the job's brief over the
+    prepared worktree, with the worker's sandbox and limits."""
+    brief = job.brief()
+    toolbox = planner_toolbox(
+        workspace.path, brief, workspace.env, settings.command_timeout, settings.output_cap
+    )
+    toolbox.sandbox = workspace.sandbox
+    workspace.toolbox = toolbox
+    return run_planner(
+        provider,
+        toolbox,
+        brief,
+        system=settings.system_prompt,
+        model=settings.model,
+        max_tokens=settings.max_tokens,
+        max_turns=settings.max_turns,
+        attempt=job.attempt,
+        feedback=job.feedback,
+        record=workspace.record,
+        on_tool=workspace.on_line,
+        should_stop=workspace.should_stop,
+        context_limit=settings.context_limit,
+    )

@@ -57,7 +57,7 @@ def from_bytes(raw: bytes) -> Message:
 
 
 @dataclass
-class Assign(Message):
+class TaskJob(Message):
     """Run one attempt of a task, starting from ``target_head`` on branch ``branch``."""
 
     task_id: str
@@ -70,16 +70,72 @@ class Assign(Message):
     feedback: list[str] = field(default_factory=list)
     handoff: str = ""
     dependencies: dict[str, str] = field(default_factory=dict)
-    # "task" (the default), "plan" (turn the mission's goal into a task graph) or
-    # "review" (judge another task's commit); what a kind needs beyond the fields above.
-    kind: str = "task"
-    payload: dict[str, Any] = field(default_factory=dict)
     # Start from this commit (earlier work of the task: a reviewed version to fix, or the
     # work in progress a handoff committed) instead of ``target_head``.
     start_from: str = ""
     escalate: bool = False  # use the run's top-tier model (critical task, repeated failure)
     context_files: list[str] = field(default_factory=list)  # read from the worktree
     session: list[str] = field(default_factory=list)  # the run's session log so far
+
+
+@dataclass
+class PlanJob(Message):
+    """Turn the mission's goal into a task graph, reading the repository at
+    ``target_head``. The fields after ``feedback`` are the planner's brief
+    (``brief()``), as ``preflight.plan_payload`` builds it."""
+
+    task_id: str
+    attempt: int
+    branch: str
+    target_head: str
+    feedback: list[str] = field(default_factory=list)
+    mission: str = ""
+    goal: str = ""
+    description: str = ""
+    team: list[dict[str, Any]] = field(default_factory=list)  # planning.taskplan.TeamRole
+    draft: list[dict[str, Any]] = field(default_factory=list)  # mission task dicts
+    max_attempts: int = 3
+    gate: str | None = None
+    skills: list[str] = field(default_factory=list)
+    workspace: str = ""
+
+    BRIEF: ClassVar[tuple[str, ...]] = (
+        "mission",
+        "goal",
+        "description",
+        "team",
+        "draft",
+        "max_attempts",
+        "gate",
+        "skills",
+        "workspace",
+    )
+
+    def brief(self) -> dict[str, Any]:
+        """What the planner reads (the same brief ``pd plan`` builds without a job)."""
+        return {name: getattr(self, name) for name in self.BRIEF}
+
+
+@dataclass
+class ReviewJob(Message):
+    """Judge task ``task_id``'s submitted ``commit`` (review round ``attempt``); the diff
+    is ``base...commit``, the task's work only."""
+
+    task_id: str
+    attempt: int
+    commit: str
+    base: str
+    title: str
+    description: str = ""
+    summary: str = ""  # the implementer's
+    rounds_used: int = 0
+    max_rounds: int = 0
+    previous_comments: str = ""  # what the last round asked for, to check
+    skills: list[str] = field(default_factory=list)  # the reviewer role's
+    test_command: str | None = None
+
+
+Job = TaskJob | PlanJob | ReviewJob
 
 
 @dataclass
@@ -169,12 +225,22 @@ class TaskFailed(Message):
     reason: str
     handoff: str = ""
     skills: dict[str, list[str]] = field(default_factory=dict)  # offered, used
-    # Handed off on request (``pd handoff``): not a failure; the work in progress is
-    # committed at ``start_from`` and the next attempt goes on from there.
-    handed_off: bool = False
-    start_from: str = ""
     # pd's machinery failed (InfraError), not the agent: retried, not an attempt.
     infrastructure: bool = False
+
+
+@dataclass
+class HandedOff(Message):
+    """The attempt stopped on request (``pd handoff``): not a failure. Its work in
+    progress is committed at ``start_from``; the next attempt goes on from there,
+    briefed by ``handoff``."""
+
+    worker_id: str
+    task_id: str
+    attempt: int
+    start_from: str
+    handoff: str
+    skills: dict[str, list[str]] = field(default_factory=dict)  # offered, used
 
 
 @dataclass
