@@ -5,8 +5,8 @@ by the single writer (the coordinator). The coordinator's store commits in group
 (``group_commit``): the events of a loop step share one fsync, made before anything
 they cause happens (its pool calls ``commit`` before every send, spawn and kill). A
 crash can leave at most a torn last line; readers skip it and the next writer cuts it
-off before appending. ``state.json`` is a snapshot for fast reads, replaced atomically (temp file + rename), so a reader sees the
-old snapshot or the new one, never half of one.
+off before appending. ``state.json`` is a snapshot for fast reads, replaced atomically
+(temp file + rename), so a reader sees the old snapshot or the new one, never half of one.
 """
 
 from __future__ import annotations
