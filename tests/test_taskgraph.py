@@ -3,8 +3,10 @@ that drives random DAGs through random events and checks the rules after every s
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from orchestrator.tasks.taskgraph import LANDED, GraphError, TaskGraph, TaskState
+from orchestrator.tasks.taskgraph import ACTIVE, LANDED, GraphError, TaskGraph, TaskState
 
 
 def task(tid: str, *deps: str, **extra: object) -> dict[str, object]:
@@ -307,10 +309,33 @@ class GraphMachine(RuleBasedStateMachine):
 
     graph: TaskGraph
 
-    @initialize(tasks=dags())
-    def build(self, tasks: list[dict[str, object]]) -> None:
-        self.graph = TaskGraph(tasks)
+    @initialize(
+        tasks=dags(),
+        needs=st.lists(st.sampled_from([None, "dev", "qa", ("py",), ("py", "web")]), max_size=8),
+    )
+    def build(self, tasks: list[dict[str, object]], needs: list[object]) -> None:
+        for spec, need in zip(tasks, needs, strict=False):  # requirements, for ready_needs
+            if isinstance(need, tuple):
+                spec["capabilities"] = list(need)
+            elif need:
+                spec["role"] = need
+        self.now = 0.0
+        self.graph = TaskGraph(tasks, clock=lambda: self.now)
         self.attempts_seen: dict[str, int] = {n.id: 0 for n in self.graph}
+        self.stamps: dict[str, float] = {}  # when each task became ready, by the model
+        self.note_ready()
+
+    def note_ready(self) -> None:
+        """The model of readiness stamps: a task is stamped when it becomes ready."""
+        for node in self.graph:
+            ready = node.state is TaskState.PENDING and all(
+                self.graph.get(d).state in LANDED for d in node.deps
+            )
+            if ready:
+                self.stamps.setdefault(node.id, self.now)
+
+    def tick(self) -> None:
+        self.now += 1.0
 
     def in_state(self, *states: TaskState) -> list[str]:
         return sorted(n.id for n in self.graph if n.state in states)
@@ -319,42 +344,85 @@ class GraphMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def start(self, data: st.DataObject) -> None:
         tid = data.draw(st.sampled_from([n.id for n in self.graph.ready()]))
+        self.tick()
         assert self.graph.start(tid, "w") == self.attempts_seen[tid] + 1
         self.attempts_seen[tid] += 1
+        # Stamped when its last dependency landed (or the graph began), not now.
+        assert self.graph.take_ready_at(tid) == self.stamps.pop(tid)
+        assert self.graph.take_ready_at(tid) is None  # given out once
 
     @precondition(lambda self: self.in_state(TaskState.RUNNING))
     @rule(data=st.data())
     def submit(self, data: st.DataObject) -> None:
+        self.tick()
         tid = data.draw(st.sampled_from(self.in_state(TaskState.RUNNING)))
         self.graph.submitted(tid, f"pd/r/{tid}", "abc", "ok")
 
     @precondition(lambda self: self.in_state(TaskState.MERGING))
     @rule(data=st.data())
     def merge(self, data: st.DataObject) -> None:
+        self.tick()
         tid = data.draw(st.sampled_from(self.in_state(TaskState.MERGING)))
         self.graph.merged(tid, "def")
 
     @precondition(lambda self: self.in_state(TaskState.RUNNING, TaskState.MERGING))
     @rule(data=st.data())
     def already_merged(self, data: st.DataObject) -> None:
+        self.tick()
         tid = data.draw(st.sampled_from(self.in_state(TaskState.RUNNING, TaskState.MERGING)))
         self.graph.already_merged(tid, "def")
 
     @precondition(lambda self: self.in_state(TaskState.RUNNING, TaskState.MERGING))
     @rule(data=st.data())
     def fail(self, data: st.DataObject) -> None:
+        self.tick()
         tid = data.draw(st.sampled_from(self.in_state(TaskState.RUNNING, TaskState.MERGING)))
         node = self.graph.get(tid)
-        expected = TaskState.PENDING if node.attempts < node.max_attempts else TaskState.FAILED
+        left = TaskGraph.failed_attempts(node) < node.max_attempts
+        expected = TaskState.PENDING if left else TaskState.FAILED
         assert self.graph.attempt_failed(tid, f"reason {node.attempts}") is expected
-        assert len(node.feedback) == node.attempts
+        assert node.feedback[-1] == f"reason {node.attempts}"
 
     @precondition(lambda self: self.in_state(TaskState.PENDING, TaskState.RUNNING))
     @rule(data=st.data())
     def abort(self, data: st.DataObject) -> None:
+        self.tick()
         tid = data.draw(st.sampled_from(self.in_state(TaskState.PENDING, TaskState.RUNNING)))
         changed = self.graph.abort(tid)
         assert changed[0] == tid and set(changed[1:]) <= self.graph.dependents(tid)
+
+    @precondition(lambda self: self.in_state(TaskState.RUNNING, TaskState.MERGING))
+    @rule(data=st.data())
+    def infra_fail(self, data: st.DataObject) -> None:
+        self.tick()
+        tid = data.draw(st.sampled_from(self.in_state(TaskState.RUNNING, TaskState.MERGING)))
+        self.graph.infra_failed(tid, "disk full", max_failures=2)
+
+    @precondition(lambda self: self.in_state(TaskState.RUNNING))
+    @rule(data=st.data())
+    def hand_off(self, data: st.DataObject) -> None:
+        self.tick()
+        tid = data.draw(st.sampled_from(self.in_state(TaskState.RUNNING)))
+        self.graph.hand_off(tid, "note", "abc")
+
+    @invariant()
+    def readiness_is_stamped_when_it_happens(self) -> None:
+        self.note_ready()
+
+    @invariant()
+    def incremental_queries_equal_a_recomputation(self) -> None:
+        nodes = list(self.graph)
+        for state in TaskState:
+            scanned = [n for n in nodes if n.state is state]
+            assert self.graph.in_state(state) == scanned
+            assert self.graph.count(state) == len(scanned)
+        assert self.graph.counts() == {str(s): sum(n.state is s for n in nodes) for s in TaskState}
+        assert self.graph.done() == all(n.state not in ACTIVE for n in nodes)
+        ready = self.graph.ready()
+        wanted = Counter((n.role or None, frozenset(n.capabilities)) for n in ready)
+        assert dict(self.graph.ready_needs()) == dict(wanted)
+        scratch = [{**dataclasses.asdict(n), "state": str(n.state)} for n in nodes]
+        assert json.loads(self.graph.snapshot_json()) == json.loads(json.dumps(scratch))
 
     @invariant()
     def started_tasks_have_merged_deps(self) -> None:
@@ -365,10 +433,11 @@ class GraphMachine(RuleBasedStateMachine):
     @invariant()
     def attempts_are_bounded(self) -> None:
         for node in self.graph:
-            assert node.attempts <= node.max_attempts
+            failed = TaskGraph.failed_attempts(node)
+            assert failed <= node.max_attempts
             assert node.attempts == self.attempts_seen[node.id]
             if node.state is TaskState.FAILED:
-                assert node.attempts == node.max_attempts
+                assert failed == node.max_attempts or node.infra_failures == 2
 
     @invariant()
     def blocked_tasks_have_a_dead_dependency(self) -> None:
@@ -418,6 +487,17 @@ def test_infrastructure_failures_are_not_attempts_until_their_own_bound() -> Non
     assert graph.infra_failed("a", "git broke", max_failures=3) is TaskState.FAILED
     assert graph.get("a").feedback == ["git broke"]
     assert graph.get("b").state is TaskState.BLOCKED
+
+
+def test_a_dependent_is_stamped_ready_when_its_dependency_merges() -> None:
+    clock = iter([1.0, 2.0, 3.0, 4.0])
+    graph = TaskGraph([task("a"), task("b", "a")], clock=lambda: next(clock))
+    assert graph.take_ready_at("a") == 1.0  # ready from the start: stamped at build
+    graph.start("a", "w1")
+    graph.submitted("a", "pd/r/a", "c0ffee", "ok")
+    graph.merged("a", "merged-a")  # b becomes ready now: the clock's next reading
+    assert [n.id for n in graph.ready()] == ["b"]
+    assert graph.take_ready_at("b") == 2.0
 
 
 # ---- escalation to the top model tier ----------------------------------------------

@@ -35,7 +35,7 @@ from orchestrator.engine.planning_step import PlanningSteps
 from orchestrator.engine.pool import PoolEvent, WorkerPool, child_setup, create_time_of
 from orchestrator.engine.preflight import RunPlan
 from orchestrator.engine.reviewflow import ReviewFlow
-from orchestrator.engine.snapshot import Slot, SlotState, run_snapshot
+from orchestrator.engine.snapshot import Slot, SlotState, snapshot_text, state_interval
 from orchestrator.engine.worker import worker_main
 from orchestrator.errors import BadInput
 from orchestrator.limits.meter import Metering
@@ -102,7 +102,8 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         config = plan.mission.provider
         # Before any child starts: keys go to workers as spawn arguments (see apikeys).
         self.keys = take_keys(key_names(config.name, config.agent, config.pass_env))
-        self.pool = WorkerPool(start_method, preload=preload)
+        # Group commit: the pool commits the store before every effect it makes.
+        self.pool = WorkerPool(start_method, preload=preload, record=store.group_commit())
         self.slots = {wid: Slot(wid, role) for wid, role in plan.workers}
         self.head = plan.start_head
         self.merges = MergeQueue()
@@ -116,7 +117,6 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         )
         self.permits = PermitLoop(self.metering)
         self._recorded: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-        self.ready_since: dict[str, float] = {}  # monotonic: ready -> started = waited
         self.assigned_at: dict[str, float] = {}  # Assign sent -> started = dispatch
         self.review_tried: dict[str, set[str]] = {}
         self.root = plan.worktree_root / store.run_id
@@ -198,7 +198,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         if self._planning_open():
             return self._planning_over() is not None
         if self._halted():  # no new work; what is running and merging finishes
-            running = any(t.state is TaskState.RUNNING for t in self.graph)
+            running = self.graph.count(TaskState.RUNNING)
             return not running and not self._reviews_in_flight() and self.merges.idle
         return (self.graph.done() and self.merges.idle) or self._stalled()
 
@@ -208,13 +208,14 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
     def _stalled(self) -> bool:
         """No live worker can take any task that is still waiting: the run cannot go on."""
         live = [s for s in self.slots.values() if s.state != SlotState.RETIRED]
-        waiting = [t for t in self.graph if t.state in (TaskState.PENDING, TaskState.RUNNING)]
-        reviewing = any(t.state is TaskState.REVIEWING for t in self.graph)
-        if not (waiting or reviewing) or not self.merges.idle:
+        waiting = (TaskState.PENDING, TaskState.RUNNING)  # counted, not scanned: every step
+        reviewing = self.graph.count(TaskState.REVIEWING)
+        if not self.merges.idle or not (sum(map(self.graph.count, waiting)) or reviewing):
             return False
         if self._reviewable(live):
             return False
-        return not any(fits(t, self.plan.roles[s.role]) for t in waiting for s in live)
+        tasks = self.graph.any_in(*waiting)
+        return not any(fits(t, self.plan.roles[s.role]) for t in tasks for s in live)
 
     def _step(self) -> None:
         self._assign()
@@ -310,16 +311,13 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             self._assign_plan()
             return
         self._assign_reviews()  # first: a verdict lets finished work merge
-        ready = self.graph.ready()
-        now = time.monotonic()
-        for task in ready:  # stamped even when every worker is busy: queueing counts
-            self.ready_since.setdefault(task.id, now)
+        ready = self.graph.ready()  # each stamped by the graph when it became ready
         idle = [s.id for s in self.slots.values() if s.state == SlotState.IDLE]
         if not idle or not ready:
             return
-        busy = [f for t in self.graph if t.state is TaskState.RUNNING for f in t.files]
+        busy = [f for t in self.graph.any_in(TaskState.RUNNING) for f in t.files]
         roles = {wid: self.plan.roles[self.slots[wid].role] for wid in idle}
-        for worker_id, task in match(ready, idle, roles, busy):
+        for worker_id, task in match(ready, idle, roles, busy, self.graph.ready_needs()):
             self._start_task(self.slots[worker_id], task)
 
     def _start_task(self, slot: Slot, task: Any) -> None:
@@ -369,7 +367,8 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         if isinstance(message, Ready):
             self._worker_ready(slot, message)
         elif isinstance(message, TaskStarted):
-            waited = message.at - self.ready_since.pop(message.task_id, message.at)
+            ready_at = self.graph.take_ready_at(message.task_id)
+            waited = message.at - (message.at if ready_at is None else ready_at)
             dispatch = message.at - self.assigned_at.pop(message.task_id, message.at)
             self.emit(
                 ev.TaskStarted(
@@ -568,7 +567,8 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
 
     def _write_state(self, force: bool = False, **final: Any) -> None:
         now = time.monotonic()
-        if not force and (not self._state_dirty or now - self._state_written < 0.25):
+        waited = now - self._state_written
+        if not force and (not self._state_dirty or waited < state_interval(len(self.graph))):
             return
-        self.store.write_state(run_snapshot(self, **final))
+        self.store.write_state_text(snapshot_text(self, **final))
         self._state_dirty, self._state_written = False, now

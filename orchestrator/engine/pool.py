@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
@@ -61,6 +61,19 @@ class PoolEvent:
         return self.message is None
 
 
+class Record(Protocol):
+    """The durable record the pool's effects wait for (the run store in group commit)."""
+
+    def commit(self) -> None: ...
+
+    def durable(self) -> bool: ...
+
+
+class UnrecordedEffect(RuntimeError):
+    """An effect was about to happen before the events that caused it were durable: a
+    crash then would leave a worker acting on something the record does not hold."""
+
+
 # A forkserver is a clean process (started by exec, so our threads are no concern) that
 # imports the workers' modules once and forks every worker from there: a worker is up in
 # milliseconds instead of each one importing the SDKs (two seconds of CPU for anthropic)
@@ -72,14 +85,46 @@ class WorkerPool:
     """Spawn, watch, message, restart and stop worker processes.
 
     ``preload``: modules a forkserver imports before forking the first child (the first
-    pool of a process sets them for the process's one forkserver)."""
+    pool of a process sets them for the process's one forkserver).
 
-    def __init__(self, start_method: str | None = None, preload: Sequence[str] = ()) -> None:
+    ``record``: every effect (a message sent, a spawn, a kill) first passes ``_barrier``,
+    which commits the record and checks that it holds every event the caller appended
+    (else ``UnrecordedEffect``). With a record, ``send`` queues the message and ``poll``
+    (or the next spawn, kill or shutdown) delivers the queue after one commit: the
+    messages of a loop step share one fsync."""
+
+    def __init__(
+        self,
+        start_method: str | None = None,
+        preload: Sequence[str] = (),
+        record: Record | None = None,
+    ) -> None:
         method = start_method or DEFAULT_START_METHOD
         self._ctx = mp.get_context(method)
         if method == "forkserver":
             self._ctx.set_forkserver_preload([__name__, *preload])
         self.workers: dict[str, WorkerHandle] = {}
+        self._record = record
+        self._outbox: list[tuple[str, Message]] = []
+        self.effects = 0  # effects that passed the barrier
+
+    def _barrier(self) -> None:
+        """Where every effect passes: queued messages go first (effects keep their
+        order), after the record is committed."""
+        if self._record is None:
+            return
+        self._record.commit()
+        if not self._record.durable():
+            raise UnrecordedEffect("an effect came before the events that caused it were durable")
+        self.effects += 1
+        outbox, self._outbox = self._outbox, []
+        for worker_id, message in outbox:
+            self._send_now(worker_id, message)
+
+    def flush(self) -> None:
+        """Deliver the queued messages (after the barrier's commit)."""
+        if self._outbox:
+            self._barrier()
 
     def spawn(
         self,
@@ -93,6 +138,7 @@ class WorkerPool:
         new on every restart; it belongs to whoever reads it and ``poll`` leaves it be)."""
         if worker_id in self.workers:
             raise ValueError(f"worker {worker_id} already exists")
+        self._barrier()
         handle = self._start(worker_id, target, args, side_channel)
         self.workers[worker_id] = handle
         return handle
@@ -130,7 +176,14 @@ class WorkerPool:
         )
 
     def send(self, worker_id: str, message: Message) -> bool:
-        """Send one message; False when the worker's pipe is gone (it died)."""
+        """Send one message; False when the worker's pipe is gone (it died). With a
+        record, queued for the next ``flush`` (True when the worker is known)."""
+        if self._record is not None:
+            self._outbox.append((worker_id, message))
+            return worker_id in self.workers
+        return self._send_now(worker_id, message)
+
+    def _send_now(self, worker_id: str, message: Message) -> bool:
         try:
             self.workers[worker_id].conn.send_bytes(message.to_bytes())
             return True
@@ -138,7 +191,9 @@ class WorkerPool:
             return False
 
     def poll(self, timeout: float | None) -> list[PoolEvent]:
-        """Wait up to ``timeout`` for messages or deaths; return them all."""
+        """Deliver queued messages, then wait up to ``timeout`` for messages or deaths;
+        return them all."""
+        self.flush()
         by_conn = {h.conn: h for h in self.workers.values() if not h.conn.closed}
         # A dead worker's sentinel stays ready forever: once its death is reported (pipe
         # closed), waiting on it again would make every poll return at once.
@@ -188,6 +243,7 @@ class WorkerPool:
 
     def kill(self, worker_id: str) -> None:
         """SIGKILL now; the death is then reported by ``poll`` like any other."""
+        self._barrier()
         handle = self.workers[worker_id]
         if handle.process.is_alive():
             handle.process.kill()
@@ -196,7 +252,7 @@ class WorkerPool:
     def restart(self, worker_id: str) -> WorkerHandle:
         """A new process with the same target and arguments in the same slot."""
         old = self.workers[worker_id]
-        self.kill(worker_id)
+        self.kill(worker_id)  # passes the barrier
         old.conn.close()
         handle = self._start(worker_id, old.target, old.args, old.side is not None)
         handle.restarts = old.restarts + 1
@@ -224,8 +280,9 @@ class WorkerPool:
 
     def shutdown_all(self, grace: float = 2.0) -> None:
         """Ask every worker to stop, wait with one shared deadline, then terminate, then kill."""
+        self._barrier()
         for worker_id in list(self.workers):
-            self.send(worker_id, Shutdown())
+            self._send_now(worker_id, Shutdown())
         deadline = time.monotonic() + grace
         for handle in self.workers.values():
             handle.process.join(max(0.0, deadline - time.monotonic()))

@@ -209,13 +209,12 @@ class ReviewFlow:
                 self._queue_merge(task)
 
     def _reviews_in_flight(self) -> bool:
-        return any(t.state is TaskState.REVIEWING and t.reviewer for t in self.graph)
+        return any(t.reviewer for t in self.graph.any_in(TaskState.REVIEWING))
 
     def _reviewable(self, live: list[Slot]) -> bool:
         """Whether some task in review has, or can get, a live reviewer."""
         return any(
             task.reviewer is not None
             or any(s.id != task.worker and reviews_code(self.plan.roles[s.role]) for s in live)
-            for task in self.graph
-            if task.state is TaskState.REVIEWING
+            for task in self.graph.any_in(TaskState.REVIEWING)
         )

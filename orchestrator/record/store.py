@@ -1,10 +1,12 @@
 """The run store: everything about one run, in one folder, safe against crashes.
 
 ``events.jsonl`` is the source of truth: one JSON object per line, appended and fsync'd
-by the single writer (the coordinator). A crash can leave at most a torn last line;
-readers skip it and the next writer cuts it off before appending. ``state.json`` is a
-snapshot for fast reads, replaced atomically (temp file + rename), so a reader sees the
-old snapshot or the new one, never half of one.
+by the single writer (the coordinator). The coordinator's store commits in groups
+(``group_commit``): the events of a loop step share one fsync, made before anything
+they cause happens (its pool calls ``commit`` before every send, spawn and kill). A
+crash can leave at most a torn last line; readers skip it and the next writer cuts it
+off before appending. ``state.json`` is a snapshot for fast reads, replaced atomically
+(temp file + rename), so a reader sees the old snapshot or the new one, never half of one.
 """
 
 from __future__ import annotations
@@ -85,6 +87,10 @@ class RunStore:
         self._events_handle: Any = None
         self._seq = 0
         self._synced = 0  # the last seq known to be on disk
+        self._must = 0  # the last seq appended with sync=True: due before the next effect
+        self._group = False
+        self._caller = threading.local()  # per thread: the last sync=True seq it appended
+        self.fsyncs = 0
         # Appends may come from two threads of the coordinator (the permit thread records
         # usage); the lock covers the write only, never an fsync.
         self._lock = threading.Lock()
@@ -149,9 +155,33 @@ class RunStore:
             }
             self._events_handle.write(json.dumps(event, separators=(",", ":")) + "\n")
             self._events_handle.flush()
-        if sync:
+            if sync:
+                self._must = self._seq
+                self._caller.last = self._seq
+        if sync and not self._group:
             self._fsync(event["seq"])
         return event
+
+    def group_commit(self) -> RunStore:
+        """From now on a ``sync=True`` event is made durable by the next ``commit()`` (or
+        ``sync()``), together with every other event before it: one fsync per loop step
+        instead of one per event. Whoever acts on events must call ``commit()`` first;
+        the coordinator's pool does, before every effect. Returns the store."""
+        self._group = True
+        return self
+
+    def commit(self) -> None:
+        """Make every ``sync=True`` event durable, with one fsync; none when none is due
+        (``sync=False`` events alone wait for ``sync()``)."""
+        with self._lock:
+            seq, due = self._seq, self._must > self._synced
+        if due:
+            self._fsync(seq)
+
+    def durable(self) -> bool:
+        """Whether every ``sync=True`` event the calling thread appended is on disk: what
+        must hold before the thread acts on them."""
+        return getattr(self._caller, "last", 0) <= self._synced
 
     def sync(self) -> None:
         """Make events appended with ``sync=False`` durable."""
@@ -164,6 +194,7 @@ class RunStore:
         if handle is None or seq <= self._synced:
             return
         os.fsync(handle.fileno())  # everything written before this call is on disk after
+        self.fsyncs += 1
         self._synced = max(self._synced, seq)
 
     def _open_for_append(self) -> None:
@@ -218,7 +249,11 @@ class RunStore:
     def write_state(self, state: dict[str, Any]) -> None:
         """The snapshot is not fsync'd: ``events.jsonl`` is the durable record, and an fsync
         here stalled the coordinator's loop (and every permit waiting on it) for ~60 ms."""
-        text = json.dumps(state, indent=1, default=str)
+        self.write_state_text(json.dumps(state, indent=1, default=str))
+
+    def write_state_text(self, text: str) -> None:
+        """``write_state`` for a snapshot already in JSON (the coordinator's, built from
+        cached pieces)."""
         write_atomic(self.dir / "state.json", text, durable=False)
 
     def read_state(self) -> dict[str, Any] | None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Iterable, Iterator, Mapping
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from orchestrator.spec.composition import tier_for
+from orchestrator.tasks.index import GraphIndex, Need
 from orchestrator.team.roles import TOP_TIER
 
 
@@ -89,6 +92,28 @@ class TaskNode:
     # progress a handoff committed.
     start_from: str | None = None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Every change drops the cached JSON of the node; a state change also tells the
+        graph's index. (Lists changed in place, like ``feedback``, change along with some
+        field set in the same graph method, so the cache is dropped then too.)"""
+        fields = self.__dict__
+        old = fields.get(name)
+        fields[name] = value
+        fields["_json"] = None
+        if name == "state" and (graph := fields.get("_graph")) is not None:
+            graph._index.moved(self, old, value)
+
+    def to_json(self) -> str:
+        """The node as compact JSON, cached until the node changes (the snapshot's cost
+        then grows with what changed, not with the graph)."""
+        text = self.__dict__.get("_json")
+        if text is None:
+            data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+            data["state"] = str(self.state)
+            text = json.dumps(data, separators=(",", ":"), default=str)
+            self.__dict__["_json"] = text
+        return text
+
 
 def _read(item: Mapping[str, Any] | object, name: str, default: Any = None) -> Any:
     """Read a mission field from a dict or a model object alike; None means the default."""
@@ -105,7 +130,9 @@ class TaskGraph:
         default_max_attempts: int = 3,
         review: bool = False,
         max_review_rounds: int = 2,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` stamps when a task becomes ready (``take_ready_at``)."""
         self._nodes: dict[str, TaskNode] = {}
         for index, item in enumerate(tasks):
             node = self._add(index, item, default_max_attempts)
@@ -120,6 +147,10 @@ class TaskGraph:
         for tid in reversed(self._order):
             below = [self._nodes[c].critical_path for c in self._children[tid]]
             self._nodes[tid].critical_path = 1 + max(below, default=0)
+        self._critical = self._longest_chain()
+        self._index = GraphIndex(self._nodes, self._children, TaskState.PENDING, LANDED, clock)
+        for node in self:
+            node.__dict__["_graph"] = self
 
     @classmethod
     def for_mission(cls, mission: Any, tasks: Iterable[Mapping[str, Any] | object]) -> TaskGraph:
@@ -212,13 +243,36 @@ class TaskGraph:
         return any(self._nodes[d].state not in LANDED for d in node.deps)
 
     def _waiting_on(self, node: TaskNode) -> list[str]:
+        if not self._index.waiting_on(node.id):
+            return []
         return [d for d in node.deps if self._nodes[d].state not in LANDED]
 
     def ready(self) -> list[TaskNode]:
         """Pending tasks whose dependencies are all merged (so they start from code holding
         them): longest remaining chain first, then the task's priority, then age."""
-        ready = [n for n in self if n.state is TaskState.PENDING and not self._waiting_on(n)]
-        return sorted(ready, key=lambda n: (-n.critical_path, -n.priority, n.index))
+        return self._index.ready()  # type: ignore[return-value]
+
+    def ready_needs(self) -> Mapping[Need, int]:
+        """How many ready tasks want each (role, capabilities): for ``scheduling.match``."""
+        return self._index.needs
+
+    def take_ready_at(self, task_id: str) -> float | None:
+        """When the task last became ready, by the graph's clock (stamped the moment its
+        last dependency landed, not when a worker was next free); given out once."""
+        return self._index.take_ready_at(task_id)
+
+    def count(self, state: TaskState) -> int:
+        return self._index.count(state)
+
+    def in_state(self, *states: TaskState) -> list[TaskNode]:
+        """The tasks in ``states``, in mission order, without a scan of the graph."""
+        found = list(self._index.in_state(*states))
+        found.sort(key=lambda n: n.index)
+        return found  # type: ignore[return-value]
+
+    def any_in(self, *states: TaskState) -> Iterator[TaskNode]:
+        """The tasks in ``states`` in no set order: for ``any()`` and sums."""
+        return self._index.in_state(*states)  # type: ignore[return-value]
 
     def dependents(self, task_id: str) -> set[str]:
         """Every task that waits on ``task_id``, directly or through others."""
@@ -230,10 +284,13 @@ class TaskGraph:
 
     def done(self) -> bool:
         """True when no task can move any more: each is merged, failed, blocked or aborted."""
-        return all(n.state not in ACTIVE for n in self)
+        return not any(self._index.count(state) for state in ACTIVE)
 
     def critical_path(self) -> list[str]:
         """Ids of the longest dependency chain, root first; ties go to the earlier task."""
+        return list(self._critical)
+
+    def _longest_chain(self) -> list[str]:
         chain: list[str] = []
         candidates = list(self)
         while candidates:
@@ -243,11 +300,16 @@ class TaskGraph:
         return chain
 
     def counts(self) -> dict[str, int]:
-        return {str(state): sum(n.state is state for n in self) for state in TaskState}
+        return {str(state): self._index.count(state) for state in TaskState}
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Every node as a JSON-ready dict, for status output and the run store."""
         return [{**dataclasses.asdict(n), "state": str(n.state)} for n in self]
+
+    def snapshot_json(self) -> str:
+        """``snapshot()`` as JSON text, from each node's cached JSON: only the nodes that
+        changed since the last call are encoded again."""
+        return "[" + ",".join([n.to_json() for n in self._nodes.values()]) + "]"
 
     def _expect(self, task_id: str, action: str, *states: TaskState) -> TaskNode:
         node = self.get(task_id)
@@ -280,7 +342,8 @@ class TaskGraph:
 
     def needs_reviewer(self) -> list[TaskNode]:
         """Tasks in review that no reviewer holds, longest chain first, then age."""
-        waiting = [n for n in self if n.state is TaskState.REVIEWING and n.reviewer is None]
+        reviewing = self.any_in(TaskState.REVIEWING)
+        waiting = [n for n in reviewing if n.reviewer is None]
         return sorted(waiting, key=lambda n: (-n.critical_path, -n.priority, n.index))
 
     def start_review(self, task_id: str, reviewer: str) -> int:
@@ -422,7 +485,7 @@ class TaskGraph:
 
     def abort_all(self) -> list[str]:
         """Abort every task that can still move; returns their ids in mission order."""
-        changed = [n for n in self if n.state in ACTIVE]
+        changed = self.in_state(*ACTIVE)
         for node in changed:
             node.state = TaskState.ABORTED
         return [n.id for n in changed]

@@ -1,0 +1,214 @@
+"""Group commit of the event log: one fsync per loop step, and no effect (a message to a
+worker or the merger, a spawn, a kill) before the events that caused it are durable.
+
+The store counts its fsyncs and tells whether the calling thread's events are on disk;
+the pool commits the store before every effect and refuses (``UnrecordedEffect``) when
+the store still holds one of them unsynced. A real run shows both at work.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.engine.coordinator import Coordinator
+from orchestrator.engine.pool import UnrecordedEffect, WorkerPool
+from orchestrator.engine.preflight import build_plan
+from orchestrator.record import events as ev
+from orchestrator.record.store import RunStore
+from orchestrator.wire.messages import Progress
+from tests import workers_for_tests as targets
+from tests.conftest import finish_turn, write_mission, write_turn
+from tests.test_pool import collect, wait_ready
+
+# ---- the store -------------------------------------------------------------------------
+
+
+def test_group_commit_makes_a_step_of_events_durable_with_one_fsync(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, "run-1").group_commit()
+    for n in range(5):
+        store.append_event("task_assigned", task=f"t{n}")
+    assert store.fsyncs == 0 and not store.durable()
+
+    store.commit()
+
+    assert store.fsyncs == 1 and store.durable()
+    store.commit()  # nothing new: no fsync
+    assert store.fsyncs == 1
+
+
+def test_without_group_commit_each_synced_event_is_durable_at_once(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, "run-1")
+    store.append_event("a")
+    store.append_event("b")
+    assert store.fsyncs == 2 and store.durable()
+
+
+def test_informational_events_wait_for_the_step_not_for_an_effect(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, "run-1").group_commit()
+    store.append_event("task_started", sync=False)
+    store.commit()  # no event an effect depends on: no fsync
+    assert store.fsyncs == 0 and store.durable()
+    store.sync()
+    assert store.fsyncs == 1
+
+
+def test_durable_is_about_the_calling_threads_events(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, "run-1").group_commit()
+    other = threading.Thread(target=lambda: store.append_event("usage"))
+    other.start()
+    other.join()
+    assert store.durable()  # this thread appended nothing it could act on
+    store.append_event("task_assigned")
+    assert not store.durable()
+
+
+# ---- the pool's barrier ----------------------------------------------------------------
+
+
+class ForgetfulStore(RunStore):
+    """A barrier that does nothing: what removing the pool's commit would amount to."""
+
+    def commit(self) -> None:
+        pass
+
+
+def test_a_message_waits_for_the_commit_of_its_cause(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, "run-1").group_commit()
+    pool = WorkerPool("spawn", record=store)
+    try:
+        pool.spawn("w1", targets.echo)
+        wait_ready(pool, "w1")
+        for n in range(3):
+            store.append_event("task_assigned", task=f"t{n}")
+            pool.send("w1", Progress("w1", f"t{n}", "go"))
+        assert store.fsyncs == 0 and not store.durable()  # the messages wait with them
+        echoed = collect(pool, lambda ev: len(ev) >= 3)
+        assert [e.message.task_id for e in echoed] == ["t0", "t1", "t2"]  # type: ignore[union-attr]
+        assert store.fsyncs == 1 and store.durable()  # one fsync for the three
+    finally:
+        pool.shutdown_all(grace=2)
+
+
+@pytest.mark.parametrize("effect", ["send", "spawn", "kill"])
+def test_an_effect_before_its_cause_is_durable_is_refused(tmp_path: Path, effect: str) -> None:
+    store = ForgetfulStore.create(tmp_path, "run-1").group_commit()
+    assert isinstance(store, ForgetfulStore)
+    pool = WorkerPool("spawn", record=store)
+    try:
+        pool.spawn("w1", targets.echo)
+        wait_ready(pool, "w1")
+        store.append_event("task_assigned", task="t1")
+        with pytest.raises(UnrecordedEffect):
+            if effect == "send":
+                pool.send("w1", Progress("w1", "t1", "go"))
+                pool.poll(0)
+            elif effect == "spawn":
+                pool.spawn("w2", targets.echo)
+            else:
+                pool.kill("w1")
+    finally:
+        RunStore.commit(store)
+        pool.shutdown_all(grace=2)
+
+
+# ---- a real run ------------------------------------------------------------------------
+
+
+def run_here(run: Coordinator) -> int:
+    """Run a coordinator in the test process, then undo what it sets process-wide."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    interval = sys.getswitchinterval()
+    try:
+        return run.run()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        sys.setswitchinterval(interval)
+
+
+def test_a_real_run_commits_in_groups_and_every_effect_follows_its_cause(
+    tmp_path: Path, project: Path
+) -> None:
+    tasks = [{"id": f"t{n}", "title": f"task {n}", "deps": ["t0"] if n else []} for n in range(6)]
+    cassette = {
+        t["id"]: [[write_turn(f"{t['id']}.txt", "x\n"), finish_turn(t["id"])]] for t in tasks
+    }
+    home = tmp_path / "pd-home"
+    mission = write_mission(home, tasks, cassette, team=[{"role": "backend-dev", "count": 3}])
+    plan = build_plan(mission, home, repo_arg=str(project))
+    store = RunStore.create(home)
+    run = Coordinator(plan, store)
+    steps = 0
+    step = run._step
+
+    def counted() -> None:
+        nonlocal steps
+        steps += 1
+        step()
+
+    run._step = counted  # type: ignore[method-assign]
+
+    assert run_here(run) == 0  # an effect before its cause is durable would raise
+
+    events = list(store.events())
+    kinds = [e.kind for e in events]
+    assert kinds.count("task_merged") == 6
+    # Every Assign and MergeRequest (and spawn, shutdown) passed the barrier ...
+    assert run.pool.effects >= kinds.count("task_assigned") + kinds.count("merge_started")
+    # ... and the events went in groups: at most one fsync before the step's messages
+    # go out and one at its end (plus the start and the finish), however many events.
+    assert store.fsyncs <= 2 * steps + 3 and store.fsyncs < len(events)
+    state = json.loads((store.dir / "state.json").read_text())
+    assert {t["id"]: t["state"] for t in state["tasks"]} == {t["id"]: "merged" for t in tasks}
+
+
+def _read_states(path: Path, stop: threading.Event, seen: list[Any]) -> None:
+    while not stop.is_set():
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            continue
+        seen.append(json.loads(text))  # a partial file would not parse
+        time.sleep(0.005)  # leave the run some CPU
+
+
+def test_state_json_is_never_partial_and_ends_with_every_tasks_latest_state(
+    tmp_path: Path, project: Path
+) -> None:
+    tasks = [{"id": f"t{n}", "title": f"task {n}"} for n in range(8)]
+    cassette = {t["id"]: [[write_turn(f"{t['id']}.txt", "x\n"), finish_turn()]] for t in tasks}
+    cassette["t3"] = [[write_turn("t3.txt", "BROKEN\n"), finish_turn()]]  # the gate fails it
+    home = tmp_path / "pd-home"
+    mission = write_mission(home, tasks, cassette, max_attempts=1)
+    plan = build_plan(mission, home, repo_arg=str(project))
+    store = RunStore.create(home)
+    stop, seen = threading.Event(), []
+    reader = threading.Thread(target=_read_states, args=(store.dir / "state.json", stop, seen))
+    reader.start()
+    try:
+        code = run_here(Coordinator(plan, store))
+    finally:
+        stop.set()
+        reader.join()
+
+    assert code == 1
+    final = json.loads((store.dir / "state.json").read_text())
+    latest: dict[str, str] = {}
+    for event in store.events():  # each task's last state, as the event log says
+        if isinstance(event, ev.TaskMerged):
+            latest[event.task] = "merged"
+        elif isinstance(event, ev.TaskAlreadyMerged):
+            latest[event.task] = "already-merged"
+        elif isinstance(event, ev.TaskFailed):
+            latest[event.task] = "failed"
+    assert {t["id"]: t["state"] for t in final["tasks"]} == latest
+    assert final["counts"]["failed"] == 1 and final["status"] == "failed"
+    assert seen and all(isinstance(s.get("tasks"), list) for s in seen)
