@@ -67,7 +67,9 @@ def test_a_request_sent_from_another_process_is_taken(store: RunStore) -> None:
     assert take_requests(store) == [ControlRequest("abort", task="t9")]
 
 
-def test_malformed_requests_are_dropped_without_raising(store: RunStore) -> None:
+def test_malformed_requests_are_taken_as_refusals_not_dropped(store: RunStore) -> None:
+    """Junk in the control folder never raises; each file comes back as a request whose
+    ``problem`` the coordinator answers, so its sender learns why nothing happened."""
     bad = {
         "0-1-garbage.json": b"{not json",
         "0-2-list.json": b'["abort"]',
@@ -82,7 +84,10 @@ def test_malformed_requests_are_dropped_without_raising(store: RunStore) -> None
     good = send_request(store, ControlRequest("abort", task="t1"))
     assert good.name > max(bad)  # sorts after the junk: taken after it
 
-    assert take_requests(store) == [ControlRequest("abort", task="t1")]
+    taken = take_requests(store)
+    assert taken[-1] == ControlRequest("abort", task="t1") and taken[-1].problem() is None
+    assert [r.name for r in taken[:-1]] == [name.removesuffix(".json") for name in sorted(bad)]
+    assert all(r.problem() for r in taken[:-1])
     assert list(store.control_dir.iterdir()) == []
 
 

@@ -34,14 +34,17 @@ from tests.test_e2e import events, no_processes_left, run_dir, start_run, state,
 pytestmark = pytest.mark.slow
 
 
-def mission_with_gate(tmp_path: Path, hold: str) -> Path:
-    """Task a's gate runs ``hold`` first (b, independent, merges freely); the gate leaves
-    ``gate-started`` in the shared folder when it begins."""
+def mission_with_gate(tmp_path: Path, hold: str, a_after_b: bool = False) -> Path:
+    """Task a's gate runs ``hold`` first (b merges freely: independent, or before a when
+    ``a_after_b``); the gate leaves ``gate-started`` in the shared folder when it begins."""
     shared, sandbox = shared_dir(tmp_path)
     started = shared / "gate-started"
     gate = f"if [ -f a.txt ]; then touch {started}; {hold}; fi; bash check.sh"
     cassette = {t: [[write_turn(f"{t}.txt", t), finish_turn()]] for t in ("a", "b")}
-    tasks = [{"id": t, "title": t} for t in ("a", "b")]
+    tasks = [
+        {"id": "a", "title": "a", "deps": ["b"] if a_after_b else []},
+        {"id": "b", "title": "b"},
+    ]
     return write_mission(tmp_path / "m", tasks, cassette, test_command=gate, sandbox=sandbox)
 
 
@@ -72,10 +75,12 @@ def commands_mentioning(text: str) -> list[psutil.Process]:
     ]
 
 
-def start(tmp_path: Path, project: Path, hold: str) -> tuple[Path, subprocess.Popen]:
+def start(
+    tmp_path: Path, project: Path, hold: str, a_after_b: bool = False
+) -> tuple[Path, subprocess.Popen]:
     home = tmp_path / "home"
     home.mkdir()
-    proc = start_run(mission_with_gate(tmp_path, hold), project, home)
+    proc = start_run(mission_with_gate(tmp_path, hold, a_after_b), project, home)
     wait_for(lambda: (tmp_path / "shared" / "gate-started").exists(), what="a's gate running")
     return home, proc
 
@@ -132,11 +137,15 @@ def test_abort_during_a_gate_leaves_the_record_and_the_target_in_agreement(
     assert json.loads(pd("report", "--json", cwd=home, env=env).stdout)["status"] == "aborted"
 
 
-def test_a_merge_that_landed_untold_is_recorded_on_resume(project: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("last", [False, True], ids=["b-independent", "a-is-the-last-task"])
+def test_a_merge_that_landed_untold_is_recorded_on_resume(
+    project: Path, tmp_path: Path, last: bool
+) -> None:
     """The one window left: the merger moved the target inside its critical section and
-    the coordinator died before hearing of it. Resume records that move, never redoes it."""
+    the coordinator died before hearing of it. Resume records that move, never redoes it,
+    also when that move was the run's last work (then resume has nothing left to run)."""
     release = tmp_path / "shared" / "release-gate"
-    home, proc = start(tmp_path, project, wait_file(release))
+    home, proc = start(tmp_path, project, wait_file(release), a_after_b=last)
     submitted = next(e for e in events(home) if e["kind"] == "task_submitted" and e["task"] == "a")
     merge_started = [e["commit"] for e in events(home) if e["kind"] == "merge_started"]
     assert submitted["commit"] in merge_started  # the intent is in the record first

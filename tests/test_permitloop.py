@@ -16,6 +16,7 @@ from orchestrator.limits.meter import Metering
 from orchestrator.limits.permit_thread import PermitLoop
 from orchestrator.limits.permitdesk import PermitDesk
 from orchestrator.limits.ratelimit import RateLimiter
+from orchestrator.record import events as ev
 from orchestrator.wire.messages import Progress
 from tests import workers_for_tests as targets
 
@@ -26,9 +27,9 @@ ASK = {"task_id": "t", "provider": "anthropic", "model": "claude-haiku-4-5",
 def metering(requests: int | None, window: float = 0.5) -> tuple[Metering, list[dict]]:
     limits = {"anthropic": BucketLimits(requests=requests, window=window)} if requests else {}
     ledger = CostLedger(PriceTable.load(), Decimal("5"))
-    recorded: list[dict[str, Any]] = []
+    recorded: list[ev.Event] = []
     desk = PermitDesk(RateLimiter(limits, margin=0.0), ledger)
-    return Metering(desk, Decimal("5"), lambda kind, **data: recorded.append(data)), recorded
+    return Metering(desk, Decimal("5"), recorded.append), recorded
 
 
 def wait_until(check: Any, seconds: float = 120.0) -> None:
@@ -61,8 +62,10 @@ def test_queued_asks_are_granted_when_the_window_frees_and_usage_is_recorded() -
         usage = {"input_tokens": 10, "output_tokens": 3}
         clients[0].done(*first, "ok", usage=usage, permit_rtt=clients[0].last_rtt)
         wait_until(lambda: recorded)
-        assert recorded[0]["worker"] == "w1" and recorded[0]["usage"]["output_tokens"] == 3
-        assert recorded[0]["permit_rtt"] == clients[0].last_rtt is not None
+        usage = recorded[0]
+        assert isinstance(usage, ev.UsageRecorded)
+        assert usage.worker == "w1" and usage.usage["output_tokens"] == 3
+        assert usage.permit_rtt == clients[0].last_rtt is not None
     finally:
         loop.stop()
 

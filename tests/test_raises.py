@@ -22,6 +22,9 @@ ALLOWED: dict[tuple[str, str], str] = {
         "a second SIGINT/SIGTERM stops the loop at once; the CLI answers it with exit 130"
     ),
     ("engine/pool.py", "ValueError"): "spawning a worker id twice: a coordinator bug",
+    ("engine/pool.py", "UnrecordedEffect"): (
+        "an effect before its cause is durable: the coordinator bug the barrier exists to catch"
+    ),
     ("record/control.py", "TypeError"): "a request file that is no object: caught just below",
     ("record/events.py", "TypeError"): "an event kind defined twice: a bug in events.py itself",
     ("limits/bucket.py", "ValueError"): (

@@ -186,7 +186,7 @@ def resume(
     from orchestrator.cli.progress import ProgressPrinter
     from orchestrator.cli.report import print_report
     from orchestrator.engine.preflight import build_plan
-    from orchestrator.engine.resume import rebuild, restore_plan
+    from orchestrator.engine.resume import rebuild, restore_plan, unrecorded_merges
     from orchestrator.record.report import build_report
 
     store = RunStore.open(run_id)
@@ -211,6 +211,8 @@ def resume(
         console.print(f"run {store.run_id} has nothing to resume: its planning failed")
         return 1
     merged = rebuild(plan.graph, store.events(), plan.repo, plan.start_head)
+    for event in unrecorded_merges(plan.graph, store.events(), plan.start_head):
+        store.append(event)  # landed while the coordinator was dying: recorded first
     if plan.planning is not None and plan.planning.open:
         console.print(f"resuming run {store.run_id}: planning the goal again")
     elif plan.graph.done():

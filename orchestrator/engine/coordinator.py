@@ -177,7 +177,6 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
                 pid=os.getpid(),
             )
         )
-        self._record_recovered_merges()
         self.permits.start()
         self.pool.spawn(MERGER, _merger_entry, merger_config(self.plan, self.store, self.root))
         for slot in self.slots.values():

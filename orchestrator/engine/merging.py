@@ -36,23 +36,6 @@ class MergeSteps:
             self.emit(ev.MergeStarted(task=request.task_id, commit=request.commit))
             self.pool.send(MERGER, request)
 
-    def _record_recovered_merges(self: Coordinator) -> None:
-        """On resume: a merge that landed but whose result was never recorded (the
-        coordinator died between the merger's move and the event) is recorded now."""
-        recorded = {e.task for e in self.store.events() if isinstance(e, ev.TaskMerged)}
-        for task in self.graph:
-            if task.state is TaskState.MERGED and task.id not in recorded:
-                self.emit(
-                    ev.TaskMerged(
-                        task=task.id,
-                        attempt=task.attempts,
-                        head=self.head,
-                        commit=task.commit,
-                        seconds=0.0,
-                        recovered=True,
-                    )
-                )
-
     def _handle_merger(self: Coordinator, event: PoolEvent) -> None:
         if event.died:
             lost = self.merges.merger_lost()

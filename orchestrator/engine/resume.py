@@ -40,6 +40,20 @@ def rebuild(graph: TaskGraph, events: Iterable[ev.Event], repo: Path, head: str)
     return sum(1 for t in graph if t.state in LANDED)
 
 
+def unrecorded_merges(graph: TaskGraph, events: Iterable[ev.Event], head: str) -> list[ev.Event]:
+    """The merges ``rebuild`` found in the target that the log does not hold, as the
+    ``task_merged`` events (``recovered``) to record before anything else happens: so the
+    record agrees with the target even when nothing is left to run."""
+    recorded = {e.task for e in events if isinstance(e, ev.TaskMerged)}
+    return [
+        ev.TaskMerged(
+            task=t.id, attempt=t.attempts, head=head, commit=t.commit or "", recovered=True
+        )
+        for t in graph
+        if t.state is TaskState.MERGED and t.id not in recorded
+    ]
+
+
 def restore_plan(plan: RunPlan, events: Iterable[ev.Event]) -> bool:
     """Bring a planning run's step back from its event log (``pd resume``). A recorded
     plan becomes the graph; otherwise the failed attempts count. True if it was accepted."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -29,7 +29,7 @@ class ControlRequest:
     action: str
     task: str | None = None
     worker: str | None = None
-    name: str = ""
+    name: str = field(default="", compare=False)
 
     def problem(self) -> str | None:
         """Why the coordinator cannot act on this request, or None."""
