@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,16 +29,51 @@ def run_git(repo: Path, *args: str) -> str:
 
 
 def make_repo(path: Path, files: dict[str, str] | None = None, branch: str = "main") -> Path:
-    """Create a git repository at ``path`` with one commit holding ``files``."""
+    """Create a git repository at ``path`` with one commit holding ``files``.
+
+    The first repository of each content is built with git; later ones are copies of it
+    (the same commit), which spares each test three git processes. A folder that already
+    holds files is built with git, since its files go into the commit."""
+    files = files or {"README.md": "hello\n"}
+    key = (branch, tuple(sorted(files.items())))
+    template = _TEMPLATES.get(key)
+    if template is None or (path.exists() and any(path.iterdir())):
+        return _init_repo(path, files, branch)
+    shutil.copytree(template, path, symlinks=True, dirs_exist_ok=True)
+    return path
+
+
+def _init_repo(path: Path, files: dict[str, str], branch: str) -> Path:
+    fresh = not (path.exists() and any(path.iterdir()))
     path.mkdir(parents=True, exist_ok=True)
     run_git(path, "init", "-q", "-b", branch)
-    for name, text in (files or {"README.md": "hello\n"}).items():
+    for name, text in files.items():
         target = path / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
     run_git(path, "add", "-A")
     run_git(path, "commit", "-q", "-m", "initial")
+    if fresh:
+        key = (branch, tuple(sorted(files.items())))
+        template = Path(tempfile.mkdtemp(prefix="pd-test-repo-", dir=_template_root())) / "r"
+        shutil.copytree(path, template, symlinks=True)
+        _TEMPLATES[key] = template
     return path
+
+
+_TEMPLATES: dict[tuple[str, tuple[tuple[str, str], ...]], Path] = {}
+
+
+def _template_root() -> str:
+    """One folder per test process for the template repositories, removed at its exit."""
+    global _ROOT
+    if _ROOT is None:
+        _ROOT = tempfile.mkdtemp(prefix="pd-test-templates-")
+        atexit.register(shutil.rmtree, _ROOT, True)
+    return _ROOT
+
+
+_ROOT: str | None = None
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,11 @@ HEAVY = [
     "jsonschema",
     "anthropic",
     "openai",
+    # Only some commands need these: roles (YAML), team checks, process lookups.
+    "orchestrator.team.roles",
+    "orchestrator.spec.composition",
+    "yaml",
+    "psutil",
 ]
 
 
@@ -41,3 +46,15 @@ def test_help_still_lists_every_command() -> None:
         assert command in out.stdout
     for command in ["plan", "validate", "roles", "missions", "skills"]:
         assert command in out.stdout
+
+
+def test_version_prints_the_version_without_the_typer_app() -> None:
+    probe = (
+        "import sys; from orchestrator.cli.entry import main\n"
+        "try:\n    main(['--version'])\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "print(code, 'typer' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    from orchestrator import __version__
+
+    assert out.stdout.splitlines() == [f"pd {__version__}", "0 False"]

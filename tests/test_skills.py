@@ -163,6 +163,22 @@ def test_missing_field_and_bad_json_name_the_file(tmp_path: Path) -> None:
         load_registry(dirs=[tmp_path])
 
 
+def test_a_manifest_that_loaded_once_is_checked_again_once_it_changes(tmp_path: Path) -> None:
+    """A process remembers manifests that passed (workers skip the check): a manifest
+    broken after it passed must still be refused, whether its text or its path changed."""
+    data = {**json.loads((SKILLS_DIR / "read_file.json").read_text()), "enhanced_by": []}
+    (tmp_path / "read_file.json").write_text(json.dumps(data))
+    assert load_registry(dirs=[tmp_path]).get("read_file").version == data["version"]
+    (tmp_path / "read_file.json").write_text(json.dumps({**data, "version": 3}))
+    with pytest.raises(BadInput, match=r"read_file\.json: version: 3 is not of type"):
+        load_registry(dirs=[tmp_path])
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "peek.json").write_text(json.dumps(data))  # the same text, another file name
+    with pytest.raises(BadInput, match=r"peek\.json: id: id 'read_file' differs"):
+        load_registry(dirs=[other])
+
+
 def test_workspace_skills_override_and_extend_the_shipped_ones(tmp_path: Path) -> None:
     (tmp_path / "skills").mkdir()
     data = json.loads((SKILLS_DIR / "read_file.json").read_text())

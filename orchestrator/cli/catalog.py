@@ -13,8 +13,6 @@ from rich.table import Table
 from orchestrator.cli.output import JSON, console, print_json
 from orchestrator.errors import BadInput
 from orchestrator.record.store import workspace
-from orchestrator.spec.composition import check_composition, team_counts
-from orchestrator.team.roles import BUILDER, COORDINATION
 
 if TYPE_CHECKING:
     from orchestrator.team.roles import Role
@@ -40,7 +38,7 @@ def _role_row(role: Role) -> dict[str, Any]:
 @roles_app.command("list")
 def roles_list(as_json: JSON = False) -> None:
     """Every role, builders first, with its group, model tier and capabilities."""
-    from orchestrator.team.roles import load_roles
+    from orchestrator.team.roles import BUILDER, load_roles
 
     roles = sorted(load_roles(workspace()).values(), key=lambda r: (r.group != BUILDER, r.id))
     if as_json:
@@ -84,7 +82,9 @@ def _mission_files() -> list[Path]:
 
 
 def _mission_row(path: Path, roles: dict[str, Role]) -> dict[str, Any]:
+    from orchestrator.spec.composition import check_composition, team_counts
     from orchestrator.spec.mission import load_mission
+    from orchestrator.team.roles import BUILDER, COORDINATION
 
     mission = load_mission(path)
     counts = team_counts(mission, roles)

@@ -74,7 +74,12 @@ TICK = 0.2
 # The permit thread answers within this even while the main loop runs Python code.
 SWITCH_INTERVAL = 0.00005
 # What every child imports, for the forkserver to import once for all of them.
-CHILD_MODULES = ("orchestrator.engine.worker", "orchestrator.engine.merger")
+# ``prewarm`` last: it loads the skill catalog with the modules above already imported.
+CHILD_MODULES = (
+    "orchestrator.engine.worker",
+    "orchestrator.engine.merger",
+    "orchestrator.engine.prewarm",
+)
 
 
 def _merger_entry(conn: Any, worker_id: str, config: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
@@ -103,6 +104,10 @@ class WorkerPool:
         self._ctx = mp.get_context(method)
         if method == "forkserver":
             self._ctx.set_forkserver_preload([__name__, *preload])
+            # Start it now: its imports (most of a second of CPU) then overlap the rest of
+            # the caller's start-up instead of holding up the first spawn. Our caller has
+            # already taken the API keys out of the environment the forkserver inherits.
+            forkserver.ensure_running()
         self.workers: dict[str, WorkerHandle] = {}
         self._record = record
         self._outbox: list[tuple[str, Message]] = []

@@ -12,11 +12,14 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import psutil
 from filelock import FileLock, Timeout
 
 from orchestrator.record.store import RunStore, write_atomic
+
+if TYPE_CHECKING:
+    import psutil
 
 ACTIONS = ("abort", "handoff")
 
@@ -115,6 +118,8 @@ def same_process(pid: int | None, create_time: float | None) -> psutil.Process |
     Without a recorded start time there is no telling, so the answer is no."""
     if not pid or create_time is None:
         return None
+    import psutil  # here: most commands that read a run never look at its processes
+
     try:
         proc = psutil.Process(pid)
         if abs(proc.create_time() - create_time) > 0.01:
@@ -126,6 +131,8 @@ def same_process(pid: int | None, create_time: float | None) -> psutil.Process |
 
 def kill_recorded(state: dict) -> list[int]:
     """Kill every process the snapshot recorded that is still the same process."""
+    import psutil
+
     recorded = [state.get("coordinator", {}), state.get("merger", {}), *state.get("workers", [])]
     procs = [same_process(r.get("pid"), r.get("create_time")) for r in recorded if r]
     alive = [p for p in procs if p is not None]

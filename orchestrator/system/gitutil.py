@@ -1,9 +1,11 @@
 """Thin helpers over the git binary, so every git call in pd fails the same way (GitError).
 
-Commands go through GitPython's ``Git.execute`` (real git, LC_ALL=C output, optional
-kill-after-timeout). Every call also passes ``-C <cwd>``: GitPython silently falls back to
-the process's own working directory when ``cwd`` is missing, and running a destructive
-command in the wrong repository is the one mistake pd must never make.
+Commands run the ``git`` binary through ``subprocess`` (LC_ALL=C output, stdin closed),
+as GitPython's ``Git.execute`` used to run them: importing GitPython cost every pd process
+a tenth of a second and a ``git version`` subprocess, for this one call. Every call also
+passes ``-C <cwd>``: a missing ``cwd`` falls back to the process's own working directory,
+and running a destructive command in the wrong repository is the one mistake pd must
+never make.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-
-import git as gitpython
 
 from orchestrator.errors import GitError
 
@@ -80,20 +80,22 @@ def git_full(
     For commands whose exit code is an answer (merge-tree, merge-base --is-ancestor).
     """
     command = command_line(cwd, args)
-    if input is None:
-        code, out, err = gitpython.cmd.Git(str(cwd)).execute(
-            command,
-            with_extended_output=True,
-            with_exceptions=False,
-            env=dict(env) if env else None,
-            kill_after_timeout=timeout,
-            strip_newline_in_stdout=False,
-        )
-        return code, out.removesuffix("\n"), err
-    # GitPython only takes stdin as a file handle; feeding a string through a pipe
-    # ourselves would need a writer thread to avoid a full-pipe deadlock, which
-    # subprocess.run already handles.
     full_env = {**os.environ, "LC_ALL": "C", "LANGUAGE": "C", **(env or {})}
+    if input is None:
+        # Output as bytes, decoded without failing on a file name that is not UTF-8.
+        try:
+            ran = subprocess.run(
+                command,
+                stdin=subprocess.DEVNULL,
+                env=full_env,
+                cwd=str(cwd) if os.access(str(cwd), os.X_OK) else None,
+                capture_output=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise GitError(command, f"timed out after {timeout}s", -1) from exc
+        out = ran.stdout.removesuffix(b"\n").decode(errors="surrogateescape")
+        return ran.returncode, out, ran.stderr.removesuffix(b"\n").decode(errors="surrogateescape")
     try:
         proc = subprocess.run(
             command, input=input, env=full_env, capture_output=True, text=True, timeout=timeout

@@ -161,12 +161,13 @@ def skill_dirs(workspace: Path | None = None) -> list[Path]:
 
 def load_registry(workspace: Path | None = None, dirs: list[Path] | None = None) -> SkillRegistry:
     """Every skill of ``dirs`` (default: ``skill_dirs(workspace)``), validated."""
-    validator = Draft202012Validator(json.loads((shipped_dir("skills") / SCHEMA_NAME).read_text()))
+    schema = (shipped_dir("skills") / SCHEMA_NAME).read_text()
+    validator = Draft202012Validator(json.loads(schema))
     skills: dict[str, Skill] = {}
     for folder in dirs if dirs is not None else skill_dirs(workspace):
         for path in sorted(folder.glob("*.json")):
             if path.name != SCHEMA_NAME:
-                skill = parse_skill(path, validator)
+                skill = parse_skill(path, validator, schema)
                 skills[skill.id] = skill
     for skill in skills.values():
         _check_references(skill, skills)
@@ -176,14 +177,33 @@ def load_registry(workspace: Path | None = None, dirs: list[Path] | None = None)
     return registry
 
 
-def parse_skill(path: Path, validator: Draft202012Validator) -> Skill:
-    """One manifest; a broken one is a one-line ``BadInput`` naming the file and field."""
+# Manifests (with the schema they passed) already validated in this process, or in the
+# forkserver it was forked from (``engine.prewarm``): the same text against the same
+# schema gives the same answer, and the check costs a worker tenths of a second of CPU.
+_VALIDATED: set[tuple[str, str, str]] = set()
+
+
+def parse_skill(path: Path, validator: Draft202012Validator, schema: str = "") -> Skill:
+    """One manifest; a broken one is a one-line ``BadInput`` naming the file and field.
+    ``schema``: the validator's schema text, to remember a manifest that passed it."""
+    text = path.read_text()
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadInput(
             str(path), f"not valid JSON (line {exc.lineno}: {exc.msg})", "fix the JSON syntax"
         ) from None
+    key = (str(path), schema, text)
+    if schema and key in _VALIDATED:
+        return _build(path, data)
+    _validate(path, data, validator)
+    skill = _build(path, data)
+    if schema:
+        _VALIDATED.add(key)
+    return skill
+
+
+def _validate(path: Path, data: Any, validator: Draft202012Validator) -> None:
     error = best_match(validator.iter_errors(data))
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path) or _missing_field(error)
@@ -204,6 +224,9 @@ def parse_skill(path: Path, validator: Draft202012Validator) -> Skill:
         raise BadInput(
             str(path), f"not a valid JSON Schema ({exc.message})", "fix the schema", "parameters"
         ) from None
+
+
+def _build(path: Path, data: dict[str, Any]) -> Skill:
     skill = Skill(**data, path=path)
     skill.function = _import_handler(path, data["handler"])
     return skill
