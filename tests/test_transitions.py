@@ -152,7 +152,9 @@ class LiveRun(RuleBasedStateMachine):
                 assert resumed.attempts == live.attempts - 1  # the lost attempt is not counted
             else:
                 assert resumed.state is live.state and resumed.attempts == live.attempts
-                assert resumed.reviewer is None
+                # a review job in progress is handed out again; nothing else changes
+                wanted = None if live.state is TaskState.REVIEWING else live.reviewer
+                assert resumed.reviewer == wanted
 
 
 LiveRun.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
@@ -185,3 +187,22 @@ def test_interrupted_review_goes_to_a_reviewer_again() -> None:
     interrupted(graph)
     node = graph.get("a")
     assert node.state is TaskState.REVIEWING and node.reviewer is None and node.attempts == 1
+
+
+def test_a_task_aborted_in_review_resumes_aborted_as_it_was() -> None:
+    """Found by the state machine: only a review still in progress is handed out again."""
+    graph = TaskGraph([{"id": "a", "title": "A"}], review=True)
+    log = [
+        apply(graph, event).event
+        for event in (
+            ev.TaskAssigned(task="a", worker="w1"),
+            ev.TaskSubmitted(
+                task="a", worker="w1", attempt=1, commit="c", files=[], summary="", branch="b"
+            ),
+            ev.ReviewStarted(task="a", worker="w2", round=1, commit="c"),
+            ev.TaskAborted(task="a"),
+        )
+    ]
+    again = TaskGraph([{"id": "a", "title": "A"}], review=True)
+    replay(again, log)
+    assert fields(again) == fields(graph) and again.get("a").state is TaskState.ABORTED

@@ -14,7 +14,6 @@ from orchestrator.engine.snapshot import SlotState
 from orchestrator.record import control
 from orchestrator.record import events as ev
 from orchestrator.tasks.taskgraph import ACTIVE, TaskState
-from orchestrator.tasks.transitions import apply
 from orchestrator.wire.messages import AbortTask, HandedOff, HandOff
 
 if TYPE_CHECKING:
@@ -61,7 +60,7 @@ class ControlSteps:
                 self.pool.send(slot.id, AbortTask(task_id=task_id))
         self.merges.drop(task_id)
         if task.state in ACTIVE:  # what ended (merged, failed...) stays as it ended
-            self.emit(apply(self.graph, ev.TaskAborted(task=task_id)).event)
+            self.transition(ev.TaskAborted(task=task_id))
 
     def _abort_worker(self: Coordinator, worker_id: str) -> None:
         slot = self.slots.get(worker_id)
@@ -109,6 +108,6 @@ class ControlSteps:
             commit=message.start_from,
             handoff=message.handoff,
         )
-        self.emit(apply(self.graph, handed).event)
+        self.transition(handed)
         if slot.state != SlotState.RETIRED and not self.abort_reason:  # a fresh process, same slot
             self._respawn(slot)

@@ -52,7 +52,7 @@ from orchestrator.system.targetlock import TargetLock
 from orchestrator.system.worktrees import WorktreeManager, exclude_from_status, task_branch
 from orchestrator.tasks.scheduling import fits, match
 from orchestrator.tasks.taskgraph import LANDED, TaskState
-from orchestrator.tasks.transitions import apply
+from orchestrator.tasks.transitions import Change, apply
 from orchestrator.wire.messages import (
     HandedOff,
     Message,
@@ -454,7 +454,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             branch=message.branch,
             state="",
         )
-        self.emit(apply(self.graph, submitted).event)
+        self.transition(submitted)
         task = self.graph.get(message.task_id)
         self._after_submit(task, task.state)
 
@@ -472,8 +472,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         failed = ev.AttemptFailed(
             task=task_id, attempt=task.attempts, reason=reason, state="", handoff=handoff, **extra
         )
-        change = apply(self.graph, failed)
-        self.emit(change.event)
+        change = self.transition(failed)
         self._failed_for_good(task, change.blocked)
 
     def _failed_for_good(self, task: Any, blocked: list[str]) -> None:
@@ -488,8 +487,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         broke = ev.AttemptInfraFailed(
             task=task_id, attempt=task.attempts, reason=reason, state="", **extra
         )
-        change = apply(self.graph, broke)
-        self.emit(change.event)
+        change = self.transition(broke)
         self._failed_for_good(task, change.blocked)
         if task.state is TaskState.MERGING:  # the merge is tried again
             self._queue_merge(task)
@@ -540,6 +538,13 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             self.pool.kill(worker_id)  # its death arrives through poll() like a crash
 
     # ---- the record --------------------------------------------------------------
+
+    def transition(self, event: ev.Event) -> Change:
+        """The one way the run changes a task: apply ``event`` to the graph (the
+        transition fills in its outcome) and record what it returns, before any effect."""
+        change = apply(self.graph, event)
+        self.emit(change.event)
+        return change
 
     def emit(self, event: ev.Event, sync: bool = True) -> None:
         """Record first, then tell: the event log is the truth others rebuild from.

@@ -13,7 +13,6 @@ from orchestrator.engine.configs import MERGER
 from orchestrator.record import events as ev
 from orchestrator.system.gitutil import is_ancestor, rev_parse
 from orchestrator.tasks.taskgraph import TaskState
-from orchestrator.tasks.transitions import apply
 from orchestrator.wire.messages import MergeResult, Ready
 
 # How long an aborted merger may take to stop: killing a gate is quick, and a ref move
@@ -94,7 +93,7 @@ class MergeSteps:
                 seconds=round(result.seconds, 3),
             )
             # Aborted while the merger had it: it landed all the same, and says so.
-            self.emit(apply(self.graph, merged).event)
+            self.transition(merged)
             self._log_session(task)
             return
         # A conflict's reason already lists its paths (merger._merge): say them once.
@@ -114,7 +113,7 @@ class MergeSteps:
         """The task's change is in the target already (at ``commit``): recorded as its
         own outcome, never as a merge, and dependents may start."""
         event = ev.TaskAlreadyMerged(task=task_id, attempt=attempt, commit=commit)
-        self.emit(apply(self.graph, event).event)
+        self.transition(event)
         self._log_session(self.graph.get(task_id))
 
     def _log_session(self: Coordinator, task: Any) -> None:

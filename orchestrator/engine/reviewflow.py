@@ -19,7 +19,6 @@ from orchestrator.agent.reviewer import (
 from orchestrator.engine.snapshot import SlotJob, SlotState
 from orchestrator.record import events as ev
 from orchestrator.tasks.taskgraph import TaskNode, TaskState
-from orchestrator.tasks.transitions import apply
 from orchestrator.wire.messages import (
     MergeRequest,
     Message,
@@ -94,7 +93,7 @@ class ReviewFlow:
             commit=task.commit or "",
             implementer=task.worker or "",
         )
-        self.emit(apply(self.graph, started).event)
+        self.transition(started)
         slot.state, slot.task, slot.attempt, slot.job = (
             SlotState.BUSY,
             task.id,
@@ -148,9 +147,8 @@ class ReviewFlow:
             commit=task.commit or "",
             feedback=feedback,
         )
-        change = apply(self.graph, done)
+        self.transition(done)
         self.review_tried.pop(task.id, None)
-        self.emit(change.event)
         if task.state is TaskState.MERGING:
             self._queue_merge(task)
 
@@ -170,8 +168,7 @@ class ReviewFlow:
             failures=task.review_failures + 1,
             state="",
         )
-        change = apply(self.graph, failed)
-        self.emit(change.event)
+        change = self.transition(failed)
         if task.state is TaskState.FAILED:
             self.emit(ev.TaskFailed(task=task_id, attempts=task.attempts, blocked=change.blocked))
 
