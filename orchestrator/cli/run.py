@@ -206,12 +206,13 @@ def resume(
         cassette=info.get("cassette"),
     )
     plan.record = bool(info.get("record"))
-    restore_plan(plan, store.events())  # a recorded plan is the graph: never plan twice
+    events = list(store.events())  # read once: the plan, the graph and the merges need it
+    restore_plan(plan, events)  # a recorded plan is the graph: never plan twice
     if plan.planning is not None and plan.planning.state == "failed":
         console.print(f"run {store.run_id} has nothing to resume: its planning failed")
         return 1
-    merged = rebuild(plan.graph, store.events(), plan.repo, plan.start_head)
-    for event in unrecorded_merges(plan.graph, store.events(), plan.start_head):
+    merged = rebuild(plan.graph, events, plan.repo, plan.start_head)
+    for event in unrecorded_merges(plan.graph, events, plan.start_head):
         store.append(event)  # landed while the coordinator was dying: recorded first
     if plan.planning is not None and plan.planning.open:
         console.print(f"resuming run {store.run_id}: planning the goal again")
