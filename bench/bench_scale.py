@@ -38,13 +38,13 @@ from _common import new_repo, run_git, say
 from orchestrator.engine import coordinator as coordinator_module
 from orchestrator.engine.pool import child_setup
 from orchestrator.wire.messages import (
-    Assign,
     Heartbeat,
     MergeRequest,
     MergeResult,
     Ready,
     Shutdown,
     TaskDone,
+    TaskJob,
     TaskStarted,
     from_bytes,
 )
@@ -237,10 +237,10 @@ def noop_worker(
     keys: dict[str, str] | None = None,
     side: Connection | None = None,
 ) -> None:
-    """A worker that starts and finishes every Assign at once (no agent, no git)."""
+    """A worker that starts and finishes every TaskJob at once (no agent, no git)."""
 
     def answer(message: Any) -> list[Any]:
-        if not isinstance(message, Assign):
+        if not isinstance(message, TaskJob):
             return []
         ids = {"worker_id": worker_id, "task_id": message.task_id, "attempt": message.attempt}
         done = TaskDone(**ids, branch=message.branch, commit=message.target_head, summary="")

@@ -17,7 +17,8 @@ from orchestrator.agent.protocol import Workspace
 from orchestrator.engine.agents import command_agent, make_agent
 from orchestrator.engine.configs import worker_config
 from orchestrator.engine.preflight import build_plan, plan_payload
-from orchestrator.engine.snapshot import Slot, SlotJob, SlotState, slot_view
+from orchestrator.engine.runstate import Slot, SlotJob, SlotState
+from orchestrator.engine.snapshot import slot_view
 from orchestrator.engine.worker import Channel, Worker
 from orchestrator.engine.workerconfig import ProviderOptions, WorkerConfig, WorkerLimits
 from orchestrator.errors import PdError
@@ -308,4 +309,4 @@ def test_slot_states_are_enums_that_read_as_before_in_state_json() -> None:
     slot.state, slot.task, slot.job = SlotState.BUSY, "t1", SlotJob.REVIEW
     view = json.loads(json.dumps(slot_view(slot, None)))
     assert (view["state"], view["job"]) == ("busy", "review")
-    assert [s.value for s in SlotState] == ["booting", "idle", "busy", "retired"]
+    assert [s.value for s in SlotState] == ["booting", "idle", "busy", "retired", "stopped"]

@@ -147,14 +147,14 @@ def test_a_real_run_commits_in_groups_and_every_effect_follows_its_cause(
     store = RunStore.create(home)
     run = Coordinator(plan, store)
     steps = 0
-    step = run._step
+    turn = run._turn
 
-    def counted() -> None:
+    def counted() -> bool:
         nonlocal steps
         steps += 1
-        step()
+        return turn()
 
-    run._step = counted  # type: ignore[method-assign]
+    run._turn = counted  # type: ignore[method-assign]
 
     assert run_here(run) == 0  # an effect before its cause is durable would raise
 

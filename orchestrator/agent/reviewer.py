@@ -6,7 +6,7 @@ task's commit detached, reads the task, the implementer's summary and the diff, 
 around with read-only skills, and ends with ``submit_review``. Nothing a reviewer does is
 committed. This module holds the reviewer's side (prompt, tools, verdict) and the texts
 both sides share; the graph rules are in ``taskgraph.py``, the scheduling in
-``reviewflow.py``.
+``engine/steps/review.py``.
 """
 
 from __future__ import annotations

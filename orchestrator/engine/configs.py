@@ -8,10 +8,9 @@ from typing import Any
 
 from orchestrator.engine.merger import MergerConfig
 from orchestrator.engine.preflight import RunPlan
+from orchestrator.engine.runstate import MERGER
 from orchestrator.engine.workerconfig import ProviderOptions, WorkerConfig, WorkerLimits
 from orchestrator.record.store import RunStore
-
-MERGER = "merger"
 
 
 def worker_config(

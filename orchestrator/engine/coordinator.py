@@ -1,14 +1,40 @@
 """The coordinator: one process, one loop, deciding everything about a run.
 
-It never blocks on slow work: model calls and commands run in workers, gates in the
-merger. The loop waits on worker pipes and process sentinels (a crash is noticed at
-once), then hands out ready tasks, reads control requests, checks heartbeats, and writes
-what happened to the run store before acting on it.
+Data flow (one coordinator, N workers, one merger; every arrow a pipe)::
+
+    pd abort / pd handoff                                  the permit thread
+      (control/*.json)                                     (limits: model-call permits,
+            |                                               cost ledger, on its own pipes)
+            v                                                       |
+    +----------------- Coordinator (this module: the shell) -------+------------------+
+    |  loop:                                                       | halted?          |
+    |    Tick(halted, silent) ---+                                  v                  |
+    |    pool.poll() -> Received | Died --+--> steps.step(run, input, now) -> effects |
+    |    control requests -> Control -----+         |                      |           |
+    |                                               v                      v           |
+    |                                     RunState (runstate.py):   carried out here,  |
+    |                                     graph, slots, head,       in order:          |
+    |                                     merge queue, status       Emit -> run store  |
+    |                                                               Send/Respawn/Kill  |
+    |                                                                 -> pool          |
+    +------------------------------------------------------------------|---------------+
+          | TaskJob / PlanJob / ReviewJob     ^ TaskStarted, Progress,  | MergeRequest
+          v                                   | TaskDone, TaskFailed... v
+    +-------------+  +-------------+                              +-------------+
+    |  worker w1  |  |  worker w2  |  ...                         |   merger    |
+    | (worktree)  |  | (worktree)  |                              | gate, then  |
+    +-------------+  +-------------+                              | CAS target  |
+                                                                  +-------------+
+
+The decisions live in ``engine.steps`` and do no I/O; this shell owns the processes,
+the run store and the clock. It never blocks on slow work: model calls and commands run
+in workers, gates in the merger. It waits on worker pipes and process sentinels (a crash
+is noticed at once), and records what happened before acting on it: the pool commits
+the event log before every send, spawn or kill (group commit, one fsync per step).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import queue
 import signal
@@ -21,54 +47,47 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from orchestrator.agent import recorder
+from orchestrator.engine import steps
 from orchestrator.engine.apikeys import key_names, take_keys
-from orchestrator.engine.configs import (
-    MERGER,
-    merger_config,
-    worker_config,
-)
-from orchestrator.engine.control_answers import ControlSteps
-from orchestrator.engine.mergequeue import MergeQueue
+from orchestrator.engine.configs import merger_config, worker_config
 from orchestrator.engine.merger import merger_main
-from orchestrator.engine.merging import MergeSteps
-from orchestrator.engine.planning_step import PlanningSteps
 from orchestrator.engine.pool import PoolEvent, WorkerPool, child_setup, create_time_of
-from orchestrator.engine.preflight import RunPlan
-from orchestrator.engine.reviewflow import ReviewFlow
-from orchestrator.engine.snapshot import Slot, SlotState, snapshot_text, state_interval
+from orchestrator.engine.preflight import RunPlan, plan_payload
+from orchestrator.engine.runstate import MERGER, RunRules, RunState, SlotState
+from orchestrator.engine.snapshot import snapshot_text, state_interval
+from orchestrator.engine.steps.effects import (
+    Answer,
+    Effect,
+    Emit,
+    Kill,
+    NoteSession,
+    Respawn,
+    Retire,
+    Send,
+    Show,
+)
+from orchestrator.engine.steps.inputs import Control, Died, Input, Received, Tick
 from orchestrator.engine.worker import worker_main
 from orchestrator.errors import BadInput
 from orchestrator.limits.meter import Metering
 from orchestrator.limits.permit_thread import PermitLoop
-from orchestrator.planning.taskplan import PLAN_ID
+from orchestrator.planning.taskplan import planner_skills
 from orchestrator.providers import preload_modules
 from orchestrator.record import control
 from orchestrator.record import events as ev
 from orchestrator.record.eventtext import format_event, stamp
 from orchestrator.record.store import RunStore
 from orchestrator.system import oshints
-from orchestrator.system.gitutil import git, is_ancestor
+from orchestrator.system.gitutil import is_ancestor, rev_parse
 from orchestrator.system.targetlock import TargetLock
-from orchestrator.system.worktrees import WorktreeManager, exclude_from_status, task_branch
-from orchestrator.tasks.scheduling import fits, match
-from orchestrator.tasks.taskgraph import LANDED, TaskState
-from orchestrator.tasks.transitions import Change, apply
-from orchestrator.wire.messages import (
-    HandedOff,
-    Message,
-    PlanDone,
-    Progress,
-    Ready,
-    ReviewDone,
-    TaskDone,
-    TaskFailed,
-    TaskJob,
-    TaskStarted,
-    UsageReport,
+from orchestrator.system.worktrees import (
+    WorktreeManager,
+    drop_spent_branches,
+    exclude_from_status,
 )
+from orchestrator.team.skills import load_registry
+from orchestrator.wire.messages import MergeResult, Ready, UsageReport
 
-SESSION_LINES = 40  # of the session log, in each assignment
-MAX_CRASHES = 5  # per worker slot; past this the slot is retired (circuit breaker)
 TICK = 0.2
 # How long a thread may hold the GIL while another wants it (CPython's default: 5 ms).
 # The permit thread answers within this even while the main loop runs Python code.
@@ -80,6 +99,9 @@ CHILD_MODULES = (
     "orchestrator.engine.merger",
     "orchestrator.engine.prewarm",
 )
+# How long an aborted merger may take to stop: killing a gate is quick, and a ref move
+# it had begun finishes (update-ref plus the checkout sync) before it leaves.
+MERGER_STOP_WAIT = 30.0
 
 
 def _merger_entry(conn: Any, worker_id: str, config: dict[str, Any]) -> None:
@@ -87,7 +109,7 @@ def _merger_entry(conn: Any, worker_id: str, config: dict[str, Any]) -> None:
     merger_main(conn, config)
 
 
-class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
+class Coordinator:
     """Runs one plan to the end; ``run()`` returns the exit code."""
 
     def __init__(
@@ -99,20 +121,30 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
     ) -> None:
         self.plan = plan
         self.store = store
-        self.graph = plan.graph
-        self.planning = plan.planning  # a goal mission: the graph comes from the producer
-        self._plan_payload: dict[str, Any] | None = None
         self.on_event = on_event or (lambda event: None)
-        preload = [*CHILD_MODULES, *preload_modules(plan.provider.name)]
+        path = store.session_log_path  # a resumed run goes on with the lines it had
+        rules = RunRules(
+            run_id=store.run_id,
+            mission=plan.mission,
+            roles=plan.roles,
+            workers=list(plan.workers),
+            gate_command=plan.gate_command,
+            escalation=bool(plan.provider.escalation),
+            running_note=self._running_note,
+        )
+        self.state = RunState(
+            rules,
+            plan.graph,
+            plan.start_head,
+            planning=plan.planning,
+            session=path.read_text().splitlines() if path.exists() else [],
+        )
         config = plan.mission.provider
         # Before any child starts: keys go to workers as spawn arguments (see apikeys).
         self.keys = take_keys(key_names(config.name, config.agent, config.pass_env))
+        preload = [*CHILD_MODULES, *preload_modules(plan.provider.name)]
         # Group commit: the pool commits the store before every effect it makes.
         self.pool = WorkerPool(start_method, preload=preload, record=store.group_commit())
-        self.slots = {wid: Slot(wid, role) for wid, role in plan.workers}
-        self.head = plan.start_head
-        self.merges = MergeQueue()
-        self.abort_reason: str | None = None
         self.metering = Metering.for_run(
             plan.mission,
             plan.provider.name,
@@ -121,9 +153,7 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             self._record_soon,
         )
         self.permits = PermitLoop(self.metering)
-        self._recorded: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-        self.assigned_at: dict[str, float] = {}  # Assign sent -> started = dispatch
-        self.review_tried: dict[str, set[str]] = {}
+        self._recorded: queue.SimpleQueue[ev.Event] = queue.SimpleQueue()
         self.root = plan.worktree_root / store.run_id
         self.started_at = time.time()
         self.create_time = create_time_of(os.getpid())
@@ -131,8 +161,6 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         self._state_written = 0.0
         self._signals = 0
         self._log: Any = None
-        path = store.session_log_path  # a resumed run goes on with the lines it had
-        self.session = path.read_text().splitlines() if path.exists() else []
 
     # ---- lifecycle ---------------------------------------------------------------
 
@@ -157,8 +185,8 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             sys.setswitchinterval(SWITCH_INTERVAL)
             oshints.name_thread("pd-coordinator")
             self._start()
-            while not self._finished():
-                self._step()
+            while self._turn():
+                pass
             return self._finish()
         except BaseException:
             self._teardown()
@@ -172,19 +200,22 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
 
     def _start(self) -> None:
         exclude_from_status(self.plan.repo, [self.plan.worktree_root, self.plan.workspace / ".pd"])
-        self.emit(
-            ev.RunStarted(
-                mission=self.plan.mission.name,
-                repo=str(self.plan.repo),
-                target_branch=self.plan.target_branch,
-                head=self.head,
-                workers=dict(self.plan.workers),
-                pid=os.getpid(),
-            )
+        started = ev.RunStarted(
+            mission=self.plan.mission.name,
+            repo=str(self.plan.repo),
+            target_branch=self.plan.target_branch,
+            head=self.state.head,
+            workers=dict(self.plan.workers),
+            pid=os.getpid(),
         )
+        self._record(started)
+        if self.state.planning_open:  # what the producer's job carries besides its attempt
+            role = self.plan.roles[self.state.planning.role]  # type: ignore[union-attr]
+            skills = planner_skills(role, load_registry(self.plan.workspace))
+            self.state.plan_payload = plan_payload(self.plan, skills)
         self.permits.start()
         self.pool.spawn(MERGER, _merger_entry, merger_config(self.plan, self.store, self.root))
-        for slot in self.slots.values():
+        for slot in self.state.slots.values():
             handle = self.pool.spawn(
                 slot.id,
                 worker_main,
@@ -193,78 +224,54 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
                 side_channel=True,
             )
             self.permits.attach(slot.id, slot.role, handle.side)  # type: ignore[arg-type]
-            self.emit(ev.WorkerSpawned(worker=slot.id, role=slot.role))
-        self._requeue_approved()
+            self._record(ev.WorkerSpawned(worker=slot.id, role=slot.role))
+        self._carry_out(steps.start(self.state))
 
-    def _finished(self) -> bool:
-        if self.abort_reason:
-            return True
-        if self._planning_open():
-            return self._planning_over() is not None
-        if self._halted():  # no new work; what is running and merging finishes
-            running = self.graph.count(TaskState.RUNNING)
-            return not running and not self._reviews_in_flight() and self.merges.idle
-        return (self.graph.done() and self.merges.idle) or self._stalled()
-
-    def _halted(self) -> str | None:
-        return self.metering.halted()
-
-    def _stalled(self) -> bool:
-        """No live worker can take any task that is still waiting: the run cannot go on."""
-        live = [s for s in self.slots.values() if s.state != SlotState.RETIRED]
-        waiting = (TaskState.PENDING, TaskState.RUNNING)  # counted, not scanned: every step
-        reviewing = self.graph.count(TaskState.REVIEWING)
-        if not self.merges.idle or not (sum(map(self.graph.count, waiting)) or reviewing):
+    def _turn(self) -> bool:
+        """One turn of the loop; False once the run is over."""
+        limits = self.plan.mission.limits
+        silence = limits.heartbeat_interval * limits.missed_heartbeats
+        silent = self.pool.silent(silence, boot_grace=max(60.0, silence))
+        self._step(Tick(halted=self.metering.halted(), silent=silent, silence=silence))
+        if steps.finished(self.state):
             return False
-        if self._reviewable(live):
-            return False
-        tasks = self.graph.any_in(*waiting)
-        return not any(fits(t, self.plan.roles[s.role]) for t in tasks for s in live)
-
-    def _step(self) -> None:
-        self._assign()
         for event in self.pool.poll(TICK):
-            self._handle(event)
+            self._step(self._input_of(event))
         self._present_recorded()
         for request in control.take_requests(self.store):
-            self._control(request)
-        self._check_health()
+            self._step(Control(request))
         self.store.sync()
         self._write_state()
+        return True
+
+    def _input_of(self, event: PoolEvent) -> Input:
+        if event.died:
+            return Died(event.worker_id, event.exitcode)
+        message = event.message
+        if isinstance(message, Ready) and event.worker_id in self.pool.workers:
+            self.pool.workers[event.worker_id].ready = True
+        return Received(event.worker_id, message)  # type: ignore[arg-type]
+
+    def _step(self, event: Input) -> None:
+        if isinstance(event, Received) and isinstance(event.message, UsageReport):
+            # An agent CLI's usage: the limits' business (permits have pipes of their own).
+            self.metering.handle(event.worker, self.state.slots[event.worker].role, event.message)
+            return
+        self._carry_out(steps.step(self.state, event, time.monotonic()))
 
     def _finish(self) -> int:
-        if self.abort_reason:
+        if self.state.aborting:
             self._stop_merger()
-            changed = [
-                t.id
-                for t in self.graph
-                if t.state not in (*LANDED, TaskState.FAILED, TaskState.BLOCKED, TaskState.ABORTED)
-            ]
-            self.graph.abort_all()
-            self.emit(ev.RunAborted(reason=self.abort_reason, tasks=changed))
-        elif halted := self._halted():
-            stopped = [t.id for t in self.graph if t.state is TaskState.PENDING]
-            self.graph.abort_all()
-            self.emit(ev.RunStopped(reason=halted, tasks=stopped))
-        elif self._planning_open():
-            self.emit(ev.RunStalled(reason=self._planning_over()))
-        elif self._stalled():
-            self.emit(ev.RunStalled(reason="no live worker can take the remaining tasks"))
-            self.graph.abort_all()
-        self._teardown(grace=0.1 if self.abort_reason else 0.8)
+        self._carry_out(steps.wind_down(self.state))
+        self._teardown(grace=0.1 if self.state.aborting else 0.8)
         if self.plan.record and (cassette := recorder.assemble(self.store.dir)):
-            self.emit(ev.CassetteRecorded(path=str(cassette)))
-        counts = self.graph.counts()
-        landed = sum(counts.get(str(state), 0) for state in LANDED)
-        merged_all = landed == len(self.graph) and not self._unplanned()
-        code = 130 if self.abort_reason else (0 if merged_all else 1)
-        status = "aborted" if self.abort_reason else ("finished" if merged_all else "failed")
-        if self._halted() and not self.abort_reason and not merged_all:
-            budget = "budget exhausted" in (self._halted() or "")
-            status = "budget exhausted" if budget else "stopped"
-        elif self._unplanned() and not self.abort_reason:
-            status = "planning failed"
-        self.emit(ev.RunFinished(status=status, exit_code=code, head=self.head, counts=counts))
+            self._record(ev.CassetteRecorded(path=str(cassette)))
+        self.plan.graph = self.state.graph  # a planned goal's graph, for whoever reads on
+        code, status = steps.outcome(self.state)
+        counts = self.state.graph.counts()
+        self._record(
+            ev.RunFinished(status=status, exit_code=code, head=self.state.head, counts=counts)
+        )
         self._write_state(force=True, status=status, exit_code=code)
         return code
 
@@ -275,23 +282,34 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
         self.pool.shutdown_all(grace=grace)
         self.permits.stop()
         self._present_recorded()
-        for slot in self.slots.values():
+        for slot in self.state.slots.values():
             if slot.state != SlotState.RETIRED:
-                slot.state, slot.task = "stopped", None
+                slot.state, slot.task = SlotState.STOPPED, None
         WorktreeManager(self.plan.repo, self.root).remove_all()
-        self._drop_spent_branches()
+        drop_spent_branches(self.plan.repo, self.store.run_id, self.state.head)
 
-    def _drop_spent_branches(self) -> None:
-        """Delete this run's task branches whose commit is already in the target (merged,
-        or never got a commit); branches holding unmerged work stay."""
-        prefix = f"refs/heads/pd/{self.store.run_id}/"
-        listing = git(
-            self.plan.repo, "for-each-ref", "--format=%(refname) %(objectname)", prefix, check=False
-        )
-        for line in listing.splitlines():
-            ref, commit = line.split()
-            if is_ancestor(self.plan.repo, commit, self.head):
-                git(self.plan.repo, "update-ref", "-d", ref, commit, check=False)
+    def _stop_merger(self) -> None:
+        """Abort: stop the running gate before it can move the target branch. A verdict
+        the merger sent first, or a move it had begun (a ref move always finishes with
+        its checkout sync), is recorded: the run's record agrees with the target."""
+        handle = self.pool.workers.get(MERGER)
+        if handle is None:
+            return
+        if handle.process.is_alive():
+            handle.process.terminate()  # SIGTERM: it kills its gate and leaves
+            handle.process.join(MERGER_STOP_WAIT)
+            if handle.process.is_alive():
+                handle.process.kill()
+                handle.process.join()
+        for event in self.pool.drain(MERGER):
+            if isinstance(event.message, MergeResult):
+                self._step(Received(MERGER, event.message))
+        current, known = self.state.merges.current, self.state.head
+        head = rev_parse(self.plan.repo, f"refs/heads/{self.plan.target_branch}")
+        moved = current is not None and head and head != known
+        if moved and is_ancestor(self.plan.repo, current.commit, head):  # type: ignore[union-attr]
+            landed = MergeResult(current.task_id, current.attempt, True, head=head)  # type: ignore[union-attr]
+            self._step(Received(MERGER, landed))
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -301,258 +319,60 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
             self._signals += 1
             if self._signals > 1:
                 raise KeyboardInterrupt
-            self.abort_reason = f"interrupted by {signal.Signals(signum).name}"
+            self.state.abort(f"interrupted by {signal.Signals(signum).name}")
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
 
-    # ---- scheduling --------------------------------------------------------------
+    def _running_note(self, task_id: str, attempt: int) -> str:
+        """The note the worker kept current during the attempt it could not finish."""
+        try:
+            return self.store.handoff_path(task_id, attempt).read_text()
+        except OSError:
+            return ""
 
-    def _assign(self) -> None:
-        if self._halted():
+    # ---- effects -----------------------------------------------------------------
+
+    def _carry_out(self, effects: list[Effect]) -> None:
+        """Do what a step decided, in its order (the pool commits the record before every
+        send, spawn and kill)."""
+        for effect in effects:
+            match effect:
+                case Emit(event=event, sync=sync):
+                    self._record(event, sync)
+                case Send(worker=worker, message=message):
+                    self.pool.send(worker, message)
+                case Show(event=event):
+                    self.on_event(event.stamped(0, time.time()))
+                case Respawn(worker=worker):
+                    self._respawn(worker)
+                case Kill(worker=worker):
+                    self.pool.kill(worker)
+                case Retire(worker=worker) if worker in self.pool.workers:
+                    self.pool.remove(worker)
+                case Answer(request=request, problem=problem):
+                    control.answer(self.store, request, problem)
+                case NoteSession(line=line):
+                    with open(self.store.session_log_path, "a") as handle:
+                        handle.write(line + "\n")
+
+    def _respawn(self, worker: str) -> None:
+        """A fresh process (a worker's with a permit pipe of its own)."""
+        handle = self.pool.restart(worker)
+        if worker == MERGER:
             return
-        if self._planning_open():
-            self._assign_plan()
-            return
-        self._assign_reviews()  # first: a verdict lets finished work merge
-        ready = self.graph.ready()  # each stamped by the graph when it became ready
-        idle = [s.id for s in self.slots.values() if s.state == SlotState.IDLE]
-        if not idle or not ready:
-            return
-        busy = [f for t in self.graph.any_in(TaskState.RUNNING) for f in t.files]
-        roles = {wid: self.plan.roles[self.slots[wid].role] for wid in idle}
-        for worker_id, task in match(ready, idle, roles, busy, self.graph.ready_needs()):
-            self._start_task(self.slots[worker_id], task)
-
-    def _start_task(self, slot: Slot, task: Any) -> None:
-        branch = task_branch(self.store.run_id, task.id)
-        started = apply(
-            self.graph, ev.TaskAssigned(task=task.id, worker=slot.id, branch=branch, base=self.head)
-        ).event
-        attempt = started.attempt
-        escalate = self.graph.escalated(task.id)
-        deps = {d: self.graph.get(d).summary for d in task.deps}
-        message = TaskJob(
-            task_id=task.id,
-            attempt=attempt,
-            title=task.title,
-            description=task.description,
-            branch=branch,
-            target_head=self.head,
-            files=list(task.files),
-            feedback=list(task.feedback),
-            handoff=task.handoff,
-            dependencies=deps,
-            escalate=escalate,
-            start_from=task.start_from or "",
-            context_files=list(self.plan.mission.context_files),
-            session=self.session[-SESSION_LINES:],
-        )
-        slot.state, slot.task, slot.attempt = SlotState.BUSY, task.id, attempt
-        self.emit(
-            dataclasses.replace(started, escalated=escalate and bool(self.plan.provider.escalation))
-        )
-        self.assigned_at[task.id] = time.monotonic()
-        self.pool.send(slot.id, message)
-
-    # ---- messages ----------------------------------------------------------------
-
-    def _handle(self, event: PoolEvent) -> None:
-        if event.worker_id == MERGER:
-            self._handle_merger(event)
-        elif event.died:
-            self._worker_died(event.worker_id, event.exitcode)
-        else:
-            self._handle_worker(self.slots[event.worker_id], event.message)
-
-    def _handle_worker(self, slot: Slot, message: Message | None) -> None:
-        if self._review_message(slot, message):
-            return
-        if isinstance(message, Ready):
-            self._worker_ready(slot, message)
-        elif isinstance(message, TaskStarted):
-            ready_at = self.graph.take_ready_at(message.task_id)
-            waited = message.at - (message.at if ready_at is None else ready_at)
-            dispatch = message.at - self.assigned_at.pop(message.task_id, message.at)
-            self.emit(
-                ev.TaskStarted(
-                    task=message.task_id,
-                    worker=slot.id,
-                    attempt=message.attempt,
-                    waited=round(max(waited, 0.0), 4),
-                    dispatch=round(max(dispatch, 0.0), 4),
-                ),
-                sync=False,
-            )
-        elif isinstance(message, Progress):
-            self.on_event(
-                ev.Progress(worker=slot.id, task=message.task_id, text=message.text, at=time.time())
-            )
-        elif isinstance(message, TaskDone):
-            self._task_done(slot, message)
-        elif isinstance(message, PlanDone):
-            self._plan_done(slot, message)
-        elif isinstance(message, UsageReport):  # permits have a pipe of their own
-            self.metering.handle(slot.id, slot.role, message)
-        elif isinstance(message, TaskFailed | HandedOff):
-            self._skills_used(slot, message, "task")
-            self._release(slot, message.task_id)
-            if isinstance(message, HandedOff):
-                self._handed_off(slot, message)
-            elif message.infrastructure and message.task_id != PLAN_ID:
-                self._infra_failed(message.task_id, message.reason, worker=slot.id)
-            else:
-                self._attempt_failed(
-                    message.task_id, message.reason, message.handoff, worker=slot.id
-                )
-
-    def _worker_ready(self, slot: Slot, message: Ready) -> None:
-        handle = self.pool.workers[slot.id]
-        if message.error:
-            self.emit(ev.WorkerFailedToStart(worker=slot.id, error=message.error))
-            self._retire(slot)
-            return
-        handle.ready = True
-        slot.state = SlotState.IDLE
-        self.emit(ev.WorkerReady(worker=slot.id, pid=message.pid))
-
-    def _skills_used(
-        self,
-        slot: Slot,
-        message: TaskDone | TaskFailed | HandedOff | PlanDone | ReviewDone,
-        kind: str,
-    ) -> None:
-        if message.skills:
-            self.emit(
-                ev.SkillsUsed(
-                    task=message.task_id,
-                    worker=slot.id,
-                    role=slot.role,
-                    attempt=message.attempt,
-                    attempt_kind=kind,
-                    offered=message.skills.get("offered", []),
-                    used=message.skills.get("used", []),
-                ),
-                sync=False,
-            )
-
-    def _task_done(self, slot: Slot, message: TaskDone) -> None:
-        self._skills_used(slot, message, "task")
-        self._release(slot, message.task_id)
-        if self.graph.get(message.task_id).state is not TaskState.RUNNING:
-            return  # aborted meanwhile: its branch stays, it is not merged
-        if message.already_merged:
-            self._already_merged(message.task_id, message.attempt, message.commit)
-            return
-        submitted = ev.TaskSubmitted(
-            task=message.task_id,
-            worker=slot.id,
-            attempt=message.attempt,
-            commit=message.commit,
-            files=message.changed_files,
-            summary=message.summary,
-            branch=message.branch,
-            state="",
-        )
-        self.transition(submitted)
-        task = self.graph.get(message.task_id)
-        self._after_submit(task, task.state)
-
-    def _release(self, slot: Slot, task_id: str) -> None:
-        if slot.task == task_id:
-            slot.task, slot.state = None, SlotState.IDLE
-
-    def _attempt_failed(self, task_id: str, reason: str, handoff: str = "", **extra: Any) -> None:
-        if task_id == PLAN_ID and self._planning_open():
-            self._plan_failed(reason, **extra)
-            return
-        task = self.graph.get(task_id)
-        if task.state not in (TaskState.RUNNING, TaskState.MERGING):
-            return
-        failed = ev.AttemptFailed(
-            task=task_id, attempt=task.attempts, reason=reason, state="", handoff=handoff, **extra
-        )
-        change = self.transition(failed)
-        self._failed_for_good(task, change.blocked)
-
-    def _failed_for_good(self, task: Any, blocked: list[str]) -> None:
-        if task.state is TaskState.FAILED:
-            self.emit(ev.TaskFailed(task=task.id, attempts=task.attempts, blocked=blocked))
-
-    def _infra_failed(self, task_id: str, reason: str, **extra: Any) -> None:
-        """Retried as if it never ran: the agent is not charged and never sees it."""
-        task = self.graph.get(task_id)
-        if task.state not in (TaskState.RUNNING, TaskState.MERGING):
-            return
-        broke = ev.AttemptInfraFailed(
-            task=task_id, attempt=task.attempts, reason=reason, state="", **extra
-        )
-        change = self.transition(broke)
-        self._failed_for_good(task, change.blocked)
-        if task.state is TaskState.MERGING:  # the merge is tried again
-            self._queue_merge(task)
-
-    # ---- health and control ------------------------------------------------------
-
-    def _worker_died(self, worker_id: str, exitcode: int | None) -> None:
-        slot = self.slots[worker_id]
-        self._review_interrupted(slot, f"worker {worker_id} died (exit code {exitcode})")
-        task = slot.task
-        slot.task, slot.crashes = None, slot.crashes + 1
-        # Its calls are given up by the permit thread once it has read the dead pipe out.
-        self.emit(ev.WorkerCrashed(worker=worker_id, exitcode=exitcode, task=task))
-        if task is not None:
-            self._attempt_failed(
-                task,
-                f"worker {worker_id} died (exit code {exitcode}) during the attempt",
-                self._running_note(task),
-                worker=worker_id,
-            )
-        if self.abort_reason:
-            return
-        if slot.crashes > MAX_CRASHES:
-            self._retire(slot)
-            return
-        self._respawn(slot)
-
-    def _respawn(self, slot: Slot) -> None:
-        """A fresh process in the slot, with a permit pipe of its own."""
-        handle = self.pool.restart(slot.id)
-        self.permits.attach(slot.id, slot.role, handle.side)  # type: ignore[arg-type]
-        slot.state = SlotState.BOOTING
-        self.emit(ev.WorkerRespawned(worker=slot.id, pid=handle.pid, restarts=handle.restarts))
-
-    def _retire(self, slot: Slot) -> None:
-        if slot.id in self.pool.workers:
-            self.pool.remove(slot.id)
-        slot.state, slot.task = SlotState.RETIRED, None
-        self.emit(ev.WorkerRetired(worker=slot.id, crashes=slot.crashes))
-
-    def _check_health(self) -> None:
-        limits = self.plan.mission.limits
-        silence = limits.heartbeat_interval * limits.missed_heartbeats
-        for worker_id in self.pool.silent(silence, boot_grace=max(60.0, silence)):
-            if worker_id == MERGER:
-                continue  # the merger runs long gates without heartbeats; gates time out
-            self.emit(ev.HeartbeatMissed(worker=worker_id, seconds=silence))
-            self.pool.kill(worker_id)  # its death arrives through poll() like a crash
+        self.permits.attach(worker, self.state.slots[worker].role, handle.side)  # type: ignore[arg-type]
+        self._record(ev.WorkerRespawned(worker=worker, pid=handle.pid, restarts=handle.restarts))
 
     # ---- the record --------------------------------------------------------------
 
-    def transition(self, event: ev.Event) -> Change:
-        """The one way the run changes a task: apply ``event`` to the graph (the
-        transition fills in its outcome) and record what it returns, before any effect."""
-        change = apply(self.graph, event)
-        self.emit(change.event)
-        return change
-
-    def emit(self, event: ev.Event, sync: bool = True) -> None:
+    def _record(self, event: ev.Event, sync: bool = True) -> None:
         """Record first, then tell: the event log is the truth others rebuild from.
         ``sync=False`` (informational) is made durable once per loop step instead."""
         self._present(self.store.append(event, sync=sync))
 
     def _record_soon(self, event: ev.Event) -> None:
-        """``emit`` for the permit thread: recorded at once (the store is thread-safe),
+        """``_record`` for the permit thread: recorded at once (the store is thread-safe),
         durable by the end of the step, told by the main loop."""
         self._recorded.put(self.store.append(event, sync=False))
 
@@ -577,7 +397,8 @@ class Coordinator(PlanningSteps, ReviewFlow, ControlSteps, MergeSteps):
     def _write_state(self, force: bool = False, **final: Any) -> None:
         now = time.monotonic()
         waited = now - self._state_written
-        if not force and (not self._state_dirty or waited < state_interval(len(self.graph))):
+        interval = state_interval(len(self.state.graph))
+        if not force and (not self._state_dirty or waited < interval):
             return
         self.store.write_state_text(snapshot_text(self, **final))
         self._state_dirty, self._state_written = False, now

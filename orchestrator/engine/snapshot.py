@@ -11,45 +11,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.engine.configs import MERGER
 from orchestrator.engine.pool import WorkerHandle
+from orchestrator.engine.runstate import MERGER, Slot
 from orchestrator.system.sandbox import describe
 
 if TYPE_CHECKING:
     from orchestrator.engine.coordinator import Coordinator
-
-
-class SlotState(StrEnum):
-    """Where a worker slot is; the values are what state.json shows."""
-
-    BOOTING = "booting"  # spawned (or respawned), not Ready yet
-    IDLE = "idle"
-    BUSY = "busy"  # holds a job
-    RETIRED = "retired"  # crashed too often, failed to start, or stopped for good
-
-
-class SlotJob(StrEnum):
-    """What a busy slot's job is (state.json ``job``)."""
-
-    TASK = "task"  # a task attempt or the planning attempt
-    REVIEW = "review"
-
-
-@dataclass
-class Slot:
-    """The coordinator's view of one worker."""
-
-    id: str
-    role: str
-    state: SlotState = SlotState.BOOTING
-    task: str | None = None
-    attempt: int = 0  # of its task; of the review round when ``job`` is REVIEW
-    crashes: int = 0
-    job: SlotJob = SlotJob.TASK
 
 
 STATE_INTERVAL = 0.25  # seconds between snapshots of a graph of up to STATE_TASKS tasks
@@ -65,39 +34,39 @@ def state_interval(tasks: int) -> float:
 def snapshot_text(run: Coordinator, status: str = "running", exit_code: int | None = None) -> str:
     """``run_snapshot`` as JSON text, with the tasks spliced in from their cached JSON."""
     head = json.dumps(run_snapshot(run, status, exit_code, tasks=False), default=str)
-    return f'{head[:-1]}, "tasks": {run.graph.snapshot_json()}}}'
+    return f'{head[:-1]}, "tasks": {run.state.graph.snapshot_json()}}}'
 
 
 def run_snapshot(
     run: Coordinator, status: str = "running", exit_code: int | None = None, tasks: bool = True
 ) -> dict[str, Any]:
     """Everything ``pd status`` shows, and the pids (with start times) ``pd abort`` needs."""
-    merger = run.pool.workers.get(MERGER)
+    merger, state = run.pool.workers.get(MERGER), run.state
     return {
         "run_id": run.store.run_id,
         "mission": run.plan.mission.name,
         "status": status,
         "exit_code": exit_code,
-        "abort_reason": run.abort_reason,
+        "abort_reason": state.abort_reason,
         "started_at": run.started_at,
         "updated_at": time.time(),
         "repo": str(run.plan.repo),
         "target_branch": run.plan.target_branch,
         "sandbox": describe(run.plan.sandbox),
         "start_head": run.plan.start_head,
-        "head": run.head,
+        "head": state.head,
         "coordinator": {"pid": os.getpid(), "create_time": run.create_time},
         "merger": {
             "pid": merger.pid if merger else None,
             "create_time": merger.create_time if merger else None,
-            **run.merges.view(),
+            **state.merges.view(),
         },
-        "workers": [slot_view(s, run.pool.workers.get(s.id)) for s in run.slots.values()],
-        **({"tasks": run.graph.snapshot()} if tasks else {}),
-        "counts": run.graph.counts(),
-        "critical_path": run.graph.critical_path(),
+        "workers": [slot_view(s, run.pool.workers.get(s.id)) for s in state.slots.values()],
+        **({"tasks": state.graph.snapshot()} if tasks else {}),
+        "counts": state.graph.counts(),
+        "critical_path": state.graph.critical_path(),
         **({"permits": view} if (view := run.metering.view()) is not None else {}),
-        **({"planning": run.planning.view()} if run.planning is not None else {}),
+        **({"planning": state.planning.view()} if state.planning is not None else {}),
     }
 
 

@@ -43,6 +43,19 @@ def task_branch(run_id: str, task_id: str) -> str:
     return f"pd/{run_id}/{task_id}/work"
 
 
+def drop_spent_branches(repo: Path, run_id: str, head: str) -> None:
+    """Delete a run's task branches whose commit is already in ``head`` (merged, or never
+    got a commit); branches holding unmerged work stay."""
+    prefix = f"refs/heads/pd/{run_id}/"
+    listing = gitutil.git(
+        repo, "for-each-ref", "--format=%(refname) %(objectname)", prefix, check=False
+    )
+    for line in listing.splitlines():
+        ref, commit = line.split()
+        if gitutil.is_ancestor(repo, commit, head):
+            gitutil.git(repo, "update-ref", "-d", ref, commit, check=False)
+
+
 def _within(path: Path, root: Path) -> bool:
     """Whether ``path`` is ``root`` or below it, comparing real paths (symlinked /tmp)."""
     return path.resolve().is_relative_to(root.resolve())

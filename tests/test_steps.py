@@ -1,0 +1,348 @@
+"""The coordinator's decisions, in process: a ``RunState`` built in memory, inputs fed to
+``steps.step``, and the effects it returns read back. No process, pipe or git: these
+tests drive the same code a live run does, one input at a time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from orchestrator.engine import steps
+from orchestrator.engine.runstate import MERGER, RunRules, RunState, RunStatus, SlotJob, SlotState
+from orchestrator.engine.steps.effects import Answer, Emit, Kill, Respawn, Retire, Send
+from orchestrator.engine.steps.inputs import Control, Died, Received, Tick
+from orchestrator.record import events as ev
+from orchestrator.record.control import ControlRequest
+from orchestrator.spec.mission import Mission
+from orchestrator.tasks.taskgraph import TaskGraph, TaskState
+from orchestrator.team.roles import load_roles
+from orchestrator.wire.messages import (
+    AbortTask,
+    HandedOff,
+    HandOff,
+    MergeRequest,
+    MergeResult,
+    Ready,
+    ReviewDone,
+    ReviewJob,
+    TaskDone,
+    TaskFailed,
+    TaskJob,
+)
+
+ROLES = load_roles()
+
+
+class Run:
+    """A run state and a clock, with the inputs a live run would see."""
+
+    def __init__(
+        self,
+        tasks: list[dict[str, Any]],
+        workers: list[tuple[str, str]] | None = None,
+        escalation: bool = False,
+        notes: dict[tuple[str, int], str] | None = None,
+        **mission: Any,
+    ) -> None:
+        workers = workers or [("w1", "backend-dev"), ("w2", "backend-dev")]
+        team = [{"role": role, "count": 1} for _, role in workers]
+        spec = Mission.model_validate({"name": "m", "team": team, "tasks": tasks, **mission})
+        rules = RunRules(
+            run_id="r1",
+            mission=spec,
+            roles=ROLES,
+            workers=workers,
+            gate_command="pytest",
+            escalation=escalation,
+            running_note=lambda task, attempt: (notes or {}).get((task, attempt), ""),
+        )
+        self.state = RunState(rules, TaskGraph.for_mission(spec, spec.tasks), head="h0")
+        self.now = 0.0
+        self.log: list[ev.Event] = []
+
+    def feed(self, event: Any) -> list[Any]:
+        self.now += 1.0
+        effects = steps.step(self.state, event, self.now)
+        self.log += [e.event for e in effects if isinstance(e, Emit)]
+        return list(effects)
+
+    def boot(self) -> None:
+        self.feed(Received(MERGER, Ready(MERGER, pid=1)))
+        for slot in list(self.state.slots):
+            self.feed(Received(slot, Ready(slot, pid=2)))
+
+    def tick(self, **kw: Any) -> list[Any]:
+        return self.feed(Tick(**kw))
+
+    def jobs(self, effects: list[Any]) -> dict[str, Any]:
+        """What each worker was sent, by worker."""
+        return {e.worker: e.message for e in effects if isinstance(e, Send)}
+
+    def done(self, worker: str, job: TaskJob, commit: str = "c1") -> list[Any]:
+        ids = dict(worker_id=worker, task_id=job.task_id, attempt=job.attempt)
+        return self.feed(
+            Received(worker, TaskDone(**ids, branch=job.branch, commit=commit, summary="ok"))
+        )
+
+    def merged(self, task: str, head: str) -> list[Any]:
+        attempt = self.state.graph.get(task).attempts
+        return self.feed(Received(MERGER, MergeResult(task, attempt, True, head=head)))
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.log]
+
+
+def test_ready_tasks_go_to_idle_workers_and_the_job_follows_its_record() -> None:
+    run = Run([{"id": "a", "title": "A"}, {"id": "b", "title": "B", "deps": ["a"]}])
+    assert run.tick() == []  # nobody is ready yet
+    run.boot()
+    effects = run.tick()
+
+    jobs = run.jobs(effects)
+    assert list(jobs) == ["w1"] and isinstance(jobs["w1"], TaskJob)
+    assert jobs["w1"].task_id == "a" and jobs["w1"].target_head == "h0"
+    # The assignment is recorded before the job is sent.
+    kinds = [type(e).__name__ for e in effects]
+    assert kinds.index("Emit") < kinds.index("Send")
+    assert run.state.slots["w1"].state is SlotState.BUSY
+    assert run.state.graph.get("a").state is TaskState.RUNNING
+
+
+def test_a_finished_task_is_merged_and_its_dependent_starts_on_the_new_head() -> None:
+    run = Run([{"id": "a", "title": "A"}, {"id": "b", "title": "B", "deps": ["a"]}])
+    run.boot()
+    job = run.jobs(run.tick())["w1"]
+
+    effects = run.done("w1", job)
+    request = run.jobs(effects)[MERGER]
+    assert isinstance(request, MergeRequest) and (request.task_id, request.commit) == ("a", "c1")
+    assert not steps.finished(run.state)
+
+    run.merged("a", "h1")
+    assert run.state.head == "h1" and run.state.session == ["a: A — ok"]
+    nxt = run.jobs(run.tick())
+    assert [(j.task_id, j.target_head) for j in nxt.values()] == [("b", "h1")]
+    run.done(next(iter(nxt)), next(iter(nxt.values())), "c2")
+    run.merged("b", "h2")
+
+    assert steps.finished(run.state)
+    assert steps.outcome(run.state) == (0, "finished")
+    assert run.kinds().count("task_merged") == 2
+
+
+def test_review_goes_to_a_reviewer_that_is_not_the_implementer_and_approval_merges() -> None:
+    workers = [("w1", "backend-dev"), ("w2", "code-reviewer"), ("w3", "backend-dev")]
+    run = Run([{"id": "a", "title": "A"}], workers=workers, review=True)
+    run.boot()
+    job = run.jobs(run.tick())["w1"]
+    run.done("w1", job)
+    assert run.state.graph.get("a").state is TaskState.REVIEWING
+
+    reviews = run.jobs(run.tick())
+    assert list(reviews) == ["w2"] and isinstance(reviews["w2"], ReviewJob)
+    assert reviews["w2"].base == "h0" and reviews["w2"].commit == "c1"
+    assert run.state.slots["w2"].job is SlotJob.REVIEW
+
+    verdict = ReviewDone("w2", "a", reviews["w2"].attempt, approved=True, comments="good")
+    effects = run.feed(Received("w2", verdict))
+    assert isinstance(run.jobs(effects)[MERGER], MergeRequest)
+    assert run.state.slots["w2"].state is SlotState.IDLE
+
+
+def test_a_reviewer_that_dies_hands_the_review_to_another_one() -> None:
+    workers = [("w1", "backend-dev"), ("w2", "code-reviewer"), ("w3", "code-reviewer")]
+    run = Run([{"id": "a", "title": "A"}], workers=workers, review=True)
+    run.boot()
+    run.done("w1", run.jobs(run.tick())["w1"])
+    assert list(run.jobs(run.tick())) == ["w2"]
+
+    effects = run.feed(Died("w2", -9))
+    assert Respawn("w2") in effects
+    assert run.state.review_tried == {"a": {"w2"}}
+    assert list(run.jobs(run.tick())) == ["w3"]  # w2 is booting; w3 has not failed it
+
+
+def test_two_review_send_backs_and_a_failure_do_not_escalate_the_next_attempt() -> None:
+    workers = [("w1", "backend-dev"), ("w2", "code-reviewer")]
+    run = Run(
+        [{"id": "a", "title": "A"}],
+        workers=workers,
+        review=True,
+        max_review_rounds=3,
+        escalation=True,
+    )
+    run.boot()
+    for round_ in (1, 2):
+        job = run.jobs(run.tick())["w1"]
+        run.done("w1", job, f"c{round_}")
+        review = run.jobs(run.tick())["w2"]
+        run.feed(Received("w2", ReviewDone("w2", "a", review.attempt, False, "redo")))
+    job = run.jobs(run.tick())["w1"]
+    run.feed(Received("w1", TaskFailed("w1", "a", job.attempt, "tests fail")))
+
+    job = run.jobs(run.tick())["w1"]
+    assert job.attempt == 4 and not job.escalate  # one failure is not two
+    run.feed(Received("w1", TaskFailed("w1", "a", job.attempt, "tests fail again")))
+    job = run.jobs(run.tick())["w1"]
+    assert job.escalate  # the attempt after the second failure takes the strong model
+    assigned = [e for e in run.log if isinstance(e, ev.TaskAssigned)]
+    assert [e.escalated for e in assigned] == [False] * 4 + [True]
+
+
+def test_a_handoff_request_reaches_the_worker_and_the_next_attempt_starts_from_it() -> None:
+    run = Run([{"id": "a", "title": "A"}])
+    run.boot()
+    job = run.jobs(run.tick())["w1"]
+
+    effects = run.feed(Control(ControlRequest("handoff", worker="w1")))
+    assert run.jobs(effects) == {"w1": HandOff(task_id="a")}
+    assert Answer(ControlRequest("handoff", worker="w1"), None) in effects
+
+    handed = HandedOff("w1", "a", job.attempt, start_from="wip1", handoff="half done")
+    effects = run.feed(Received("w1", handed))
+    assert Respawn("w1") in effects  # a fresh process in the same slot
+    assert run.state.slots["w1"].state is SlotState.BOOTING
+    nxt = run.jobs(run.tick())["w2"]
+    assert (nxt.start_from, nxt.handoff, nxt.attempt) == ("wip1", "half done", 2)
+    assert not nxt.escalate
+
+
+def test_a_crashed_worker_fails_its_attempt_with_its_note_and_is_respawned() -> None:
+    run = Run([{"id": "a", "title": "A"}], notes={("a", 1): "got as far as X"})
+    run.boot()
+    run.tick()
+
+    effects = run.feed(Died("w1", -9))
+    failed = [e for e in run.log if isinstance(e, ev.AttemptFailed)]
+    assert [(f.task, f.handoff) for f in failed] == [("a", "got as far as X")]
+    assert "died (exit code -9)" in failed[0].reason
+    assert Respawn("w1") in effects
+    assert run.state.graph.get("a").state is TaskState.PENDING
+
+
+def test_a_worker_that_crashes_too_often_is_retired_and_the_run_stalls() -> None:
+    run = Run([{"id": "a", "title": "A"}], workers=[("w1", "backend-dev")])
+    run.boot()
+    for _ in range(6):
+        effects = run.feed(Died("w1", 1))
+    assert Retire("w1") in effects
+    assert run.state.slots["w1"].state is SlotState.RETIRED
+    assert steps.finished(run.state)
+    out = steps.wind_down(run.state)
+    assert [type(e.event) for e in out] == [ev.RunStalled]
+    assert steps.outcome(run.state) == (1, "failed")
+
+
+def test_a_task_no_worker_can_take_stalls_the_run_at_once() -> None:
+    run = Run([{"id": "a", "title": "A", "role": "designer"}], workers=[("w1", "backend-dev")])
+    run.boot()
+    assert run.tick() == []
+    assert steps.finished(run.state)
+
+
+def test_silent_workers_are_killed_but_the_merger_is_left_to_its_gate() -> None:
+    run = Run([{"id": "a", "title": "A"}])
+    run.boot()
+    effects = run.tick(silent=["w2", MERGER], silence=30.0)
+    assert Kill("w2") in effects and Kill(MERGER) not in effects
+    assert [e.worker for e in run.log if isinstance(e, ev.HeartbeatMissed)] == ["w2"]
+
+
+def test_aborting_a_task_tells_its_worker_and_drops_its_merge() -> None:
+    run = Run([{"id": "a", "title": "A"}, {"id": "b", "title": "B"}])
+    run.boot()
+    jobs = run.jobs(run.tick())
+    run.done("w2", jobs["w2"])  # b goes to the merger; a is still running
+
+    effects = run.feed(Control(ControlRequest("abort", task="a")))
+    assert run.jobs(effects) == {"w1": AbortTask(task_id="a")}
+    assert run.state.graph.get("a").state is TaskState.ABORTED
+    # Its answer comes back later and is not merged.
+    effects = run.done("w1", jobs["w1"])
+    assert MERGER not in run.jobs(effects)
+
+
+def test_aborting_the_run_stops_new_work_and_ends_it_as_aborted() -> None:
+    run = Run([{"id": "a", "title": "A"}, {"id": "b", "title": "B", "deps": ["a"]}])
+    run.boot()
+    run.tick()
+    run.feed(Control(ControlRequest("abort")))
+    assert run.state.status is RunStatus.ABORTING and steps.finished(run.state)
+    assert run.jobs(run.tick()) == {}
+
+    out = steps.wind_down(run.state)
+    (aborted,) = [e.event for e in out]
+    assert isinstance(aborted, ev.RunAborted) and aborted.tasks == ["a", "b"]
+    assert steps.outcome(run.state) == (130, "aborted")
+
+
+def test_a_limit_stops_new_work_but_lets_running_work_finish() -> None:
+    run = Run(
+        [{"id": "a", "title": "A"}, {"id": "b", "title": "B"}], workers=[("w1", "backend-dev")]
+    )
+    run.boot()
+    job = run.jobs(run.tick())["w1"]
+    assert run.tick(halted="budget exhausted: $1.00 of $1.00") == []
+    assert run.state.status is RunStatus.STOPPING and not steps.finished(run.state)
+
+    run.done("w1", job)  # what runs still merges
+    run.merged(job.task_id, "h1")
+    assert run.jobs(run.tick()) == {} and steps.finished(run.state)
+    (stopped,) = [e.event for e in steps.wind_down(run.state)]
+    assert isinstance(stopped, ev.RunStopped) and stopped.tasks == ["b"]
+    assert steps.outcome(run.state) == (1, "budget exhausted")
+
+
+def test_a_merger_that_fails_to_start_breaks_the_run() -> None:
+    run = Run([{"id": "a", "title": "A"}])
+    run.feed(Received(MERGER, Ready(MERGER, pid=1, error="no git")))
+    assert run.state.aborting and run.state.reason == "merger failed to start: no git"
+
+
+def test_a_merger_crash_puts_its_merge_back_in_front_for_the_fresh_one() -> None:
+    run = Run([{"id": "a", "title": "A"}, {"id": "b", "title": "B"}])
+    run.boot()
+    jobs = run.jobs(run.tick())
+    run.done("w1", jobs["w1"], "ca")
+    run.done("w2", jobs["w2"], "cb")
+
+    effects = run.feed(Died(MERGER, -9))
+    assert Respawn(MERGER) in effects and run.state.merges.view()["queue"] == ["a", "b"]
+    effects = run.feed(Received(MERGER, Ready(MERGER, pid=3)))
+    assert run.jobs(effects)[MERGER].task_id == "a"
+
+
+def test_a_rejected_merge_is_a_failed_attempt_with_the_gate_output() -> None:
+    run = Run([{"id": "a", "title": "A"}])
+    run.boot()
+    job = run.jobs(run.tick())["w1"]
+    run.done("w1", job)
+    result = MergeResult("a", 1, False, reason="tests failed", log_tail="E assert 1 == 2")
+    run.feed(Received(MERGER, result))
+
+    assert run.state.graph.get("a").state is TaskState.PENDING
+    nxt = run.jobs(run.tick())
+    (retry,) = nxt.values()
+    assert any("E assert 1 == 2" in f for f in retry.feedback)
+
+
+@pytest.mark.parametrize("infrastructure", [True, False])
+def test_only_the_agents_own_failures_count_as_attempts(infrastructure: bool) -> None:
+    run = Run([{"id": "a", "title": "A"}], max_attempts=1)
+    run.boot()
+    job = run.jobs(run.tick())["w1"]
+    failed = TaskFailed(
+        "w1", "a", job.attempt, "git worktree add failed", infrastructure=infrastructure
+    )
+    run.feed(Received("w1", failed))
+    state = run.state.graph.get("a").state
+    assert state is (TaskState.PENDING if infrastructure else TaskState.FAILED)
+
+
+def test_a_refused_control_request_is_answered_with_the_reason() -> None:
+    run = Run([{"id": "a", "title": "A"}])
+    effects = run.feed(Control(ControlRequest("abort", task="nope")))
+    (answer,) = [e for e in effects if isinstance(e, Answer)]
+    assert answer.problem == "no task 'nope' in this run"
+    assert run.state.status is RunStatus.RUNNING
