@@ -51,13 +51,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     ),
     ("providers/errors.py", "problem"): "a ProviderError built just above",
     ("providers/scripted.py", "bad"): "`bad` builds a ProviderError naming the cassette field",
-    # GraphError derives from Exception; teamcheck and taskplan turn it into a BadInput
-    # or a PlanProblem. To do, where taskgraph.py is changed next: make it a PdError.
-    ("tasks/taskgraph.py", "GraphError"): "caught by its callers (see above)",
-    ("tasks/taskgraph.py", "self._cycle_error"): "builds a GraphError (see above)",
     ("tasks/taskgraph.py", "ValueError"): "a transition out of order: a coordinator bug",
     ("tasks/taskgraph.py", "KeyError"): (
-        "an unknown task id: control_answers catches it and answers the control request"
+        "an unknown task id: a bug (control requests are checked against the graph first)"
     ),
     ("testing/apiserver/__main__.py", "argparse.ArgumentTypeError"): (
         "argparse's way to refuse a flag: a usage line and exit 2"
@@ -142,5 +138,5 @@ def test_the_walk_sees_raises_of_every_kind() -> None:
     assert is_pd_error(seen["engine/repocheck.py", "BadInput"])
     assert not is_pd_error(seen["engine/pool.py", "ValueError"])
     assert is_pd_error(seen["spec/mission.py", "_as_bad_input"])
-    method = seen["tasks/taskgraph.py", "self._cycle_error"]
-    assert typing.get_type_hints(method)["return"].__name__ == "GraphError"
+    builder = seen["tasks/dag.py", "_cycle_error"]
+    assert typing.get_type_hints(builder)["return"].__name__ == "GraphError"

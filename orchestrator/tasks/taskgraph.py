@@ -8,117 +8,18 @@ property test can check that a task never starts before its dependencies are mer
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from orchestrator.spec.composition import tier_for
+from orchestrator.tasks.dag import GraphError, build_dag
 from orchestrator.tasks.index import GraphIndex, Need
+from orchestrator.tasks.node import ACTIVE, DEAD_ENDS, LANDED, TaskNode, TaskState
 from orchestrator.team.roles import TOP_TIER
 
-
-class TaskState(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    REVIEWING = "reviewing"  # submitted; a reviewer role judges it before the merge queue
-    MERGING = "merging"
-    MERGED = "merged"
-    # The attempt changed nothing because its change was already in the target (another
-    # task or commit made it): done, but nothing of this task's was merged.
-    ALREADY_MERGED = "already-merged"
-    FAILED = "failed"
-    BLOCKED = "blocked"
-    ABORTED = "aborted"
-
-
-# States a task can still leave; the run is done when no task is in one.
-ACTIVE = frozenset({TaskState.PENDING, TaskState.RUNNING, TaskState.REVIEWING, TaskState.MERGING})
-# States whose work is in the target: dependents may start.
-LANDED = frozenset({TaskState.MERGED, TaskState.ALREADY_MERGED})
-# States that never lead to MERGED, so tasks below them can never be ready.
-DEAD_ENDS = frozenset({TaskState.FAILED, TaskState.ABORTED, TaskState.BLOCKED})
-
-
-class GraphError(Exception):
-    """The mission's tasks do not form a valid graph. Carries where, what and the fix, so the
-    mission loader can report it as one actionable line."""
-
-    def __init__(self, field: str, problem: str, fix: str) -> None:
-        self.field, self.problem, self.fix = field, problem, fix
-        super().__init__(f"{field}: {problem} (fix: {fix})")
-
-
-@dataclass
-class TaskNode:
-    """One task: what the mission asked for, plus where it is in its life."""
-
-    id: str
-    title: str
-    description: str = ""
-    role: str | None = None
-    capabilities: list[str] = field(default_factory=list)
-    deps: list[str] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    priority: int = 0
-    critical: bool = False  # its attempts use the top model tier
-    max_attempts: int = 3
-    index: int = 0  # position in the mission: the "age" tie-breaker, earlier goes first
-    state: TaskState = TaskState.PENDING
-    attempts: int = 0  # attempts started, the running one included
-    # One reason per failed attempt, shown to the next attempt so it does not repeat it.
-    feedback: list[str] = field(default_factory=list)
-    handoff: str = ""
-    handoffs: int = 0  # attempts handed off on request (``pd handoff``): not failures
-    infra_failures: int = 0  # attempts pd's own machinery broke (git, disk): not failures
-    worker: str | None = None  # current or last successful worker; cleared on requeue
-    branch: str | None = None
-    commit: str | None = None  # submitted commit, then the merged head
-    summary: str = ""
-    critical_path: int = 1  # tasks in the longest chain from here to a sink, itself included
-    # Review (see review.py): each submitted version goes to a reviewer first while fewer
-    # than ``max_review_rounds`` reviews have asked for changes.
-    review: bool = False
-    max_review_rounds: int = 2
-    reviews: int = 0  # verdicts given, so the next review is round reviews + 1
-    review_rounds: int = 0  # verdicts that asked for changes; not failed attempts
-    review_failures: int = 0  # review jobs of the current version that ended without one
-    verdict: str = ""  # the last one: "approve" or "request_changes"
-    reviewer: str | None = None  # the worker reviewing it now
-    # Earlier work the next attempt builds on: the reviewed commit, or the work in
-    # progress a handoff committed.
-    start_from: str | None = None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        """Every change drops the cached JSON of the node; a state change also tells the
-        graph's index. (Lists changed in place, like ``feedback``, change along with some
-        field set in the same graph method, so the cache is dropped then too.)"""
-        fields = self.__dict__
-        old = fields.get(name)
-        fields[name] = value
-        fields["_json"] = None
-        if name == "state" and (graph := fields.get("_graph")) is not None:
-            graph._index.moved(self, old, value)
-
-    def to_json(self) -> str:
-        """The node as compact JSON, cached until the node changes (the snapshot's cost
-        then grows with what changed, not with the graph)."""
-        text = self.__dict__.get("_json")
-        if text is None:
-            data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-            data["state"] = str(self.state)
-            text = json.dumps(data, separators=(",", ":"), default=str)
-            self.__dict__["_json"] = text
-        return text
-
-
-def _read(item: Mapping[str, Any] | object, name: str, default: Any = None) -> Any:
-    """Read a mission field from a dict or a model object alike; None means the default."""
-    value = item.get(name, default) if isinstance(item, Mapping) else getattr(item, name, default)
-    return default if value is None else value
+# The graph's module is where callers find its vocabulary.
+__all__ = ["ACTIVE", "DEAD_ENDS", "LANDED", "GraphError", "TaskGraph", "TaskNode", "TaskState"]
 
 
 class TaskGraph:
@@ -133,21 +34,9 @@ class TaskGraph:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``clock`` stamps when a task becomes ready (``take_ready_at``)."""
-        self._nodes: dict[str, TaskNode] = {}
-        for index, item in enumerate(tasks):
-            node = self._add(index, item, default_max_attempts)
-            node.review = bool(_read(item, "review", review))
-            node.max_review_rounds = max_review_rounds
-        self._children: dict[str, list[str]] = {tid: [] for tid in self._nodes}
-        for node in self:
-            for dep in node.deps:
-                self._check_dep(node, dep)
-                self._children[dep].append(node.id)  # children stay in mission order
-        self._order = self._topological_order()
-        for tid in reversed(self._order):
-            below = [self._nodes[c].critical_path for c in self._children[tid]]
-            self._nodes[tid].critical_path = 1 + max(below, default=0)
-        self._critical = self._longest_chain()
+        dag = build_dag(tasks, default_max_attempts, review, max_review_rounds)
+        self._nodes, self._children, self._order = dag.nodes, dag.children, dag.order
+        self._critical = dag.critical
         self._index = GraphIndex(self._nodes, self._children, TaskState.PENDING, LANDED, clock)
         for node in self:
             node.__dict__["_graph"] = self
@@ -161,68 +50,6 @@ class TaskGraph:
             review=mission.review,
             max_review_rounds=mission.max_review_rounds,
         )
-
-    def _add(self, index: int, item: Mapping[str, Any] | object, default_attempts: int) -> TaskNode:
-        tid, where = _read(item, "id"), f"tasks[{index}]"
-        if not isinstance(tid, str) or not tid:
-            raise GraphError(f"{where}.id", "missing or empty id", "give the task an id")
-        if tid in self._nodes:
-            first = self._nodes[tid].index
-            problem = f"duplicate id {tid!r}, already used by tasks[{first}]"
-            raise GraphError(f"{where}.id", problem, "give every task its own id")
-        max_attempts = _read(item, "max_attempts", default_attempts)
-        if max_attempts < 1:
-            raise GraphError(f"{where}.max_attempts", "must be at least 1", "set 1 or more")
-        self._nodes[tid] = TaskNode(
-            id=tid,
-            title=_read(item, "title", tid),
-            description=_read(item, "description", ""),
-            role=_read(item, "role"),
-            capabilities=list(_read(item, "capabilities", [])),
-            deps=list(dict.fromkeys(_read(item, "deps", []))),
-            files=list(_read(item, "files", [])),
-            priority=_read(item, "priority", 0),
-            critical=bool(_read(item, "critical", False)),
-            max_attempts=max_attempts,
-            index=index,
-        )
-        return self._nodes[tid]
-
-    def _check_dep(self, node: TaskNode, dep: str) -> None:
-        if dep in self._nodes:
-            return
-        ids = list(self._nodes)
-        known = ", ".join(ids[:10]) + (f", ... ({len(ids) - 10} more)" if len(ids) > 10 else "")
-        close = difflib.get_close_matches(dep, ids, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        fix = f"{hint}use one of the known ids: {known}"
-        raise GraphError(f"tasks[{node.index}].deps", f"unknown dependency {dep!r}", fix)
-
-    def _topological_order(self) -> list[str]:
-        """Dependencies before dependents, or a GraphError naming the first cycle found.
-        Iterative depth-first search, so a long chain cannot hit the recursion limit."""
-        order: dict[str, None] = {}  # an ordered set: finished tasks, dependencies first
-        for root in self._nodes:
-            if root in order:
-                continue
-            path, pending = [root], [iter(self._nodes[root].deps)]
-            while path:
-                dep = next(pending[-1], None)
-                if dep is None:
-                    order[path.pop()] = None
-                    pending.pop()
-                elif dep in path:
-                    raise self._cycle_error([*path[path.index(dep) :], dep])
-                elif dep not in order:
-                    path.append(dep)
-                    pending.append(iter(self._nodes[dep].deps))
-        return list(order)
-
-    def _cycle_error(self, cycle: list[str]) -> GraphError:
-        last, first = cycle[-2], cycle[-1]
-        problem = f"cycle {' -> '.join(cycle)} (each task depends on the next)"
-        fix = f"remove {first!r} from the deps of {last!r}, or break another edge of the cycle"
-        return GraphError(f"tasks[{self._nodes[last].index}].deps", problem, fix)
 
     def get(self, task_id: str) -> TaskNode:
         if task_id not in self._nodes:
@@ -289,15 +116,6 @@ class TaskGraph:
     def critical_path(self) -> list[str]:
         """Ids of the longest dependency chain, root first; ties go to the earlier task."""
         return list(self._critical)
-
-    def _longest_chain(self) -> list[str]:
-        chain: list[str] = []
-        candidates = list(self)
-        while candidates:
-            node = min(candidates, key=lambda n: (-n.critical_path, n.index))
-            chain.append(node.id)
-            candidates = [self._nodes[c] for c in self._children[node.id]]
-        return chain
 
     def counts(self) -> dict[str, int]:
         return {str(state): self._index.count(state) for state in TaskState}
