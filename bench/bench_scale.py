@@ -271,7 +271,7 @@ def coordinator_throughput(tmp: Path, tasks: int, workers: int) -> float:
     plan = build_plan(mission, home, repo_arg=str(repo))
     store = RunStore.create(home)
     code = coordinator_module.Coordinator(plan, store, start_method="spawn").run()
-    events = list(store.events())
+    events = list(store.raw_events())
     if code != 0:
         raise RuntimeError(f"the no-op run exited {code}")
     return tasks / run_seconds(events)

@@ -281,6 +281,21 @@ def test_critical_path_is_a_real_longest_chain(tasks: list[dict[str, object]]) -
         assert earlier in graph.get(later).deps
 
 
+@settings(max_examples=150, deadline=None)
+@given(dags())
+def test_dependents_are_every_task_that_reaches_down_to_it(
+    tasks: list[dict[str, object]],
+) -> None:
+    graph = TaskGraph(tasks)
+
+    def waits_on(node_id: str, target: str) -> bool:  # reference: up the deps, from scratch
+        deps = graph.get(node_id).deps
+        return target in deps or any(waits_on(d, target) for d in deps)
+
+    for node in graph:
+        assert graph.dependents(node.id) == {n.id for n in graph if waits_on(n.id, node.id)}
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(dags(), st.data())
 def test_a_back_edge_is_refused_as_a_cycle(

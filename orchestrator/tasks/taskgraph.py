@@ -102,12 +102,16 @@ class TaskGraph:
         return self._index.in_state(*states)  # type: ignore[return-value]
 
     def dependents(self, task_id: str) -> set[str]:
-        """Every task that waits on ``task_id``, directly or through others."""
-        below = {self.get(task_id).id}
-        for node in (self._nodes[t] for t in self._order):  # dependencies come first
-            if below.intersection(node.deps):
-                below.add(node.id)
-        return below - {task_id}
+        """Every task that waits on ``task_id``, directly or through others: a walk down
+        the edges, so its cost follows the dependents, not the graph."""
+        below: set[str] = set()
+        stack = [self.get(task_id).id]
+        while stack:
+            for child in self._children[stack.pop()]:
+                if child not in below:
+                    below.add(child)
+                    stack.append(child)
+        return below
 
     def done(self) -> bool:
         """True when no task can move any more: each is merged, failed, blocked or aborted."""
