@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import RunNotFound
-from orchestrator.record.events import VERSION, E, Event, decode
+from orchestrator.record.eventbase import VERSION, E, Event, decode
 
 
 def workspace() -> Path:

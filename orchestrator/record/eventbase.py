@@ -1,0 +1,73 @@
+"""What every event is: a frozen record with a kind, a version and the store's stamps.
+
+The kinds themselves are all in ``events.py``; this module is the machinery they share:
+the base class, the ``kind`` decorator that registers one, and ``decode``, which turns a
+log line back into its type, or into ``Unknown`` for a kind this pd does not know.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
+
+VERSION = 1
+KINDS: dict[str, type[Event]] = {}
+_STORE_FIELDS = ("at", "seq")  # set by the run store when it appends the event
+
+E = TypeVar("E", bound="Event")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """One thing that happened in a run. ``at`` (wall clock) and ``seq`` (position in the
+    log) are the store's to set; everything else is the event's own."""
+
+    kind: ClassVar[str] = ""
+    at: float = 0.0
+    seq: int = 0
+
+    def data(self) -> dict[str, Any]:
+        """The event's own fields, as JSON-ready values."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _STORE_FIELDS}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "v": VERSION, "seq": self.seq, "at": self.at, **self.data()}
+
+    def stamped(self: E, seq: int, at: float) -> E:
+        return dataclasses.replace(self, seq=seq, at=at)
+
+
+def kind(name: str) -> Any:
+    """Class decorator: a frozen, keyword-only dataclass registered under ``name``."""
+
+    def register(cls: type[E]) -> type[E]:
+        if name in KINDS:
+            raise TypeError(f"event kind {name!r} defined twice")
+        cls.kind = name
+        KINDS[name] = cls
+        return dataclass(frozen=True, kw_only=True)(cls)
+
+    return register
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unknown(Event):
+    """A kind this version of pd does not know: kept whole, skipped by every reader."""
+
+    name: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.raw
+
+
+def decode(raw: dict[str, Any]) -> Event:
+    """The typed event of one log line (a dict), or ``Unknown`` for a kind not known here."""
+    cls = KINDS.get(raw.get("kind", ""))
+    if cls is None:
+        return Unknown(
+            name=str(raw.get("kind")), raw=raw, seq=raw.get("seq", 0), at=raw.get("at", 0.0)
+        )
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in raw.items() if k in known})
