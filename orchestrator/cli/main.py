@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from orchestrator import __version__
-from orchestrator.cli import abort, catalog, handoff, logs, plan, report, run, skills, status
+from orchestrator.cli import abort, catalog, gate, handoff, logs, plan, report, run, skills, status
 from orchestrator.cli.output import console, fail_line, say
 from orchestrator.errors import PdError
 from orchestrator.record.store import workspace
@@ -42,6 +42,7 @@ def abort_command(
 
 
 app.command()(handoff.handoff)
+app.command()(gate.gate)
 app.command()(report.report)
 app.command()(plan.plan)
 app.add_typer(catalog.roles_app, name="roles")

@@ -23,6 +23,7 @@ from typing import Any
 from orchestrator.engine import landing
 from orchestrator.engine.pool import creator_alive, serve
 from orchestrator.errors import BadInput, GitError
+from orchestrator.gate.target import sync_checkout
 from orchestrator.system import gitutil, oshints
 from orchestrator.system.procs import kill_all_running, run_shell
 from orchestrator.system.sandbox import Policy, Sandbox
@@ -190,24 +191,12 @@ class Merger:
         raise GitError(["git", "update-ref", self.ref, new, old], err, code)
 
     def _sync_checkout(self, old: str, new: str) -> None:
-        """Bring the user's checkout of the target along, keeping their unrelated edits.
-
-        ``read-tree -m -u old new`` is the two-tree merge ``git checkout`` itself uses; it
-        refuses (and changes nothing) when a local edit touches a file the merge changed.
-        A refusal does not undo the merge: the ref already moved, so it is only logged.
-        """
+        """Bring the user's checkout of the target along (never one of pd's worktrees)."""
         if not self.config.sync_checkout:
             return
-        holder = gitutil.checked_out_branches(self.repo).get(self.config.target_branch)
-        if holder is None or any(holder.resolve() == p.resolve() for p in self.worktrees.list()):
-            return
-        gitutil.git_full(holder, "update-index", "-q", "--refresh")
-        code, out, err = gitutil.git_full(holder, "read-tree", "-m", "-u", old, new)
-        if code != 0:
-            self._log(
-                f"warning: {self.ref} moved to {new[:12]} but the checkout at {holder} was not "
-                f"updated (git read-tree exit {code}): {(err or out).strip()}"
-            )
+        branch, skip = self.config.target_branch, self.worktrees.list()
+        if warning := sync_checkout(self.repo, branch, old, new, skip):
+            self._log(warning)
 
     def _merged(self, req: MergeRequest, head: str, reason: str = "") -> MergeResult:
         self._log(f"{req.task_id}#{req.attempt}: merged, head {head[:12]} {reason}".rstrip())

@@ -1,0 +1,1 @@
+"""The merge queue: what lands on a target branch only ever passed its tests."""

@@ -1,0 +1,124 @@
+"""``pd gate`` as CI runs it: real git, a bare repository standing in for the remote, the
+real CLI in a subprocess. Branches add files; a broken one adds ``BROKEN``, which the test
+command refuses; a conflicting one edits the line main changed."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_repo, pd, run_git
+
+TEST = "if test -e BROKEN; then echo FAIL: BROKEN is here; exit 1; fi"
+
+
+def branch(repo: Path, name: str, files: dict[str, str], base: str = "main") -> str:
+    run_git(repo, "checkout", "-q", "-b", name, base)
+    for path, text in files.items():
+        (repo / path).write_text(text)
+    run_git(repo, "add", "-A")
+    run_git(repo, "commit", "-q", "-m", f"{name}")
+    run_git(repo, "checkout", "-q", "main")
+    return run_git(repo, "rev-parse", name)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """main with a file whose line a later commit on main changes (so a branch made
+    before that change conflicts); branches: good, broken, clash."""
+    repo = make_repo(tmp_path / "work", {"app.txt": "v1\n", "README": "r\n"})
+    branch(repo, "good", {"good.txt": "ok\n"})
+    branch(repo, "broken", {"BROKEN": "x\n"})
+    branch(repo, "clash", {"app.txt": "theirs\n"})
+    (repo / "app.txt").write_text("ours\n")
+    run_git(repo, "commit", "-q", "-am", "main moves on")
+    return repo
+
+
+@pytest.fixture
+def remote(repo: Path, tmp_path: Path) -> Path:
+    """A bare clone of ``repo`` with every branch, as a hosting service holds it."""
+    bare = tmp_path / "origin.git"
+    run_git(tmp_path, "clone", "-q", "--bare", str(repo), str(bare))
+    run_git(repo, "remote", "add", "origin", str(bare))
+    return bare
+
+
+def gate(repo: Path, *args: str) -> tuple[int, dict]:
+    result = pd("gate", *args, "--json", cwd=repo)
+    assert result.returncode != 2, result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def statuses(report: dict) -> dict[str, str]:
+    return {b["branch"]: b["status"] for b in report["branches"]}
+
+
+# ---- pd gate check ---------------------------------------------------------------------
+
+
+def test_check_passes_a_good_branch_and_moves_nothing(repo: Path) -> None:
+    head = run_git(repo, "rev-parse", "main")
+    code, report = gate(repo, "check", "good", "--into", "main", "--test", TEST)
+    assert code == 0 and statuses(report) == {"good": "passed"}
+    assert run_git(repo, "rev-parse", "main") == head
+    assert run_git(repo, "status", "--porcelain") == ""
+
+
+def test_check_fails_a_broken_branch_with_its_output(repo: Path) -> None:
+    code, report = gate(repo, "check", "broken", "--into", "main", "--test", TEST)
+    assert code == 1
+    (entry,) = report["branches"]
+    assert entry["status"] == "rejected" and "BROKEN" in entry["tail"]
+    assert Path(entry["log"]).read_text().count("BROKEN") >= 1
+
+
+def test_check_names_the_conflicting_paths(repo: Path) -> None:
+    code, report = gate(repo, "check", "clash", "--into", "main", "--test", TEST)
+    assert code == 1
+    (entry,) = report["branches"]
+    assert (entry["status"], entry["conflicts"]) == ("conflict", ["app.txt"])
+
+
+def test_check_of_a_remote_branch_tests_what_the_remote_holds(repo: Path, remote: Path) -> None:
+    run_git(repo, "branch", "-D", "good")  # only the remote has it now
+    code, report = gate(
+        repo, "check", "good", "--into", "main", "--remote", "origin", "--test", TEST
+    )
+    assert code == 0 and statuses(report) == {"good": "passed"}
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["check", "nope", "--into", "main", "--test", TEST], "BRANCH"),
+        (["check", "good", "--into", "nope", "--test", TEST], "--into"),
+        (["check", "good", "--into", "main", "--remote", "nope", "--test", TEST], "--remote"),
+        (["check", "good", "broken", "--into", "main", "--test", TEST], "exactly one"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_nothing_moves(
+    repo: Path, args: list[str], field: str
+) -> None:
+    refs = run_git(repo, "for-each-ref")
+    result = pd("gate", *args, cwd=repo)
+    assert result.returncode == 2
+    assert field in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert run_git(repo, "for-each-ref") == refs
+
+
+def test_outside_a_repository_is_bad_input(tmp_path: Path) -> None:
+    result = pd("gate", "check", "x", "--test", TEST, cwd=tmp_path)
+    assert result.returncode == 2 and "not a git repository" in result.stderr
+
+
+def test_junit_names_each_branch_and_why_it_failed(repo: Path, tmp_path: Path) -> None:
+    path = tmp_path / "out" / "gate.xml"
+    pd("gate", "check", "broken", "--into", "main", "--test", TEST, "--junit", str(path), cwd=repo)
+    suite = ET.parse(path).getroot()
+    (case,) = suite.findall("testcase")
+    assert case.get("name") == "broken" and suite.get("failures") == "1"
+    assert case.find("failure") is not None
