@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"spec"},
     {"tasks"},
     {"agent", "limits"},
-    {"planning"},
+    {"planning", "gate"},
     {"engine"},
     {"testing"},
     {"cli"},
