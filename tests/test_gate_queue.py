@@ -132,6 +132,19 @@ def test_a_stacked_run_lands_right_after_its_base() -> None:
     assert decisions == [Land(land.run_id, land.ids), Land(stacked.run_id, ("e", "f"))]
 
 
+def test_a_land_run_waits_for_the_runs_that_can_still_land() -> None:
+    queue = queue_of("abcdef", parallel=3, prior_failure_rate=0.3)
+    first, second, _third = queue.start()
+    queue.finished(first.run_id, True)
+    queue.add(Candidate("g"))
+    (fourth,) = queue.start()  # on the new target: it can land
+    assert queue.finished(second.run_id, True) == []  # passed on a stale tree
+    assert queue.start() == []  # a LAND of c, d now would make the fourth yield to it
+    assert queue.finished(fourth.run_id, True) == [Land(fourth.run_id, ("g",))]
+    (land,) = queue.start()
+    assert (land.kind, land.ids, land.base) == (RunKind.LAND, second.ids, None)
+
+
 def test_a_conflicted_candidate_leaves_and_the_run_is_replanned() -> None:
     queue = queue_of("abc")
     (run,) = queue.start()

@@ -11,7 +11,8 @@ over thousands of random queues in a second.
 Planning each free slot, in this order:
 
 1. LAND: candidates that passed on a tree that could not land go in one run on the
-   target (they are very likely to pass again);
+   target (they are very likely to pass again), once no run in flight can still land
+   (a LAND run started beside such runs would make them yield, and need another LAND);
 2. BISECT / RETRY: each group of suspects (a failed run's candidates) has its first part
    run (``batching.split_size``); a suspect alone is run alone, retried ``retries`` times
    before it is rejected, failing tests first;
@@ -97,7 +98,7 @@ class MergeQueue:
         busy = self._stack.in_flight()
         landing = self._stack.landing_run()
         cleared = self._order(c for c in self._facts.cleared if c not in busy)
-        if cleared and landing is None:
+        if cleared and landing is None and not self._stack.contenders():
             landing = self._begin(tuple(cleared), None, RunKind.LAND, frozenset())
             started.append(landing.gate)
             busy |= set(cleared)

@@ -103,6 +103,10 @@ class Stack:
                 return run
         return None
 
+    def contenders(self) -> list[Run]:
+        """Active runs, still waiting for their result, that can still land."""
+        return [r for r in self.active() if r.result is None and self._can_still_land(r)]
+
     def _can_still_land(self, run: Run) -> bool:
         base = run.gate.base
         if base is None:
