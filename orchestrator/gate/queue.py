@@ -1,0 +1,264 @@
+"""The merge queue: which gate runs to start, and what their results decide.
+
+A state machine with no I/O. The driver (``pd run``'s merger, ``pd gate`` in CI) adds
+candidates, asks ``start()`` for runs, builds each run's tree and runs the gate on it,
+and reports ``finished()``; the queue answers with decisions (land, reject, cancel,
+flaky) and the driver carries them out. Keeping the decisions pure lets a hypothesis
+state machine check the invariants that matter (every landed tree was tested and
+passed; the lands form a chain; no good candidate is rejected by a deterministic gate)
+over thousands of random queues in a second.
+
+Planning each free slot, in this order:
+
+1. LAND: candidates that passed on a tree that could not land go in one run on the
+   target (they are very likely to pass again), once no run in flight can still land
+   (a LAND run started beside such runs would make them yield, and need another LAND);
+2. BISECT / RETRY: each group of suspects (a failed run's candidates) has its first part
+   run (``batching.split_size``); a suspect alone is run alone, retried ``retries`` times
+   before it is rejected, failing tests first;
+3. BATCH: untested candidates by priority, ``batching.batch_size`` at a time (with
+   several gates, spread over the free slots so every gate has work).
+
+With ``parallel`` > 1 new runs stack on an active LAND run (if any, else the target), so
+the first of them to pass lands on it; the others become LAND work for the next run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from orchestrator.gate.batching import batch_size, failure_rate, split_size
+from orchestrator.gate.knowledge import Knowledge
+from orchestrator.gate.runs import Run, RunState, Stack
+from orchestrator.gate.types import (
+    Cancel,
+    Candidate,
+    Decision,
+    Flaky,
+    GateRun,
+    Land,
+    Outcome,
+    QueueMisuse,
+    Reject,
+    RunKind,
+)
+
+
+class MergeQueue:
+    """Decides batches, bisection, retries and landing for the branches given to it."""
+
+    def __init__(
+        self,
+        parallel: int = 1,
+        retries: int = 1,
+        prior_failure_rate: float = 0.1,
+        max_batch: int = 32,
+    ) -> None:
+        if parallel < 1 or retries < 0 or max_batch < 1 or not 0 < prior_failure_rate < 1:
+            raise ValueError("parallel ≥ 1, retries ≥ 0, max_batch ≥ 1, 0 < prior < 1")
+        self.parallel = parallel
+        self.retries = retries
+        self.prior = prior_failure_rate
+        self.max_batch = max_batch
+        self.outcome: dict[str, Outcome] = {}
+        self._candidates: dict[str, tuple[float, int]] = {}  # id -> sort key
+        self._facts = Knowledge()
+        self._stack = Stack()
+        self._tried: dict[tuple[str, ...], tuple[bool, frozenset[str]]] = {}
+
+    # -- the driver's calls ---------------------------------------------------------
+
+    def add(self, candidate: Candidate) -> None:
+        if candidate.id in self._candidates:
+            raise QueueMisuse(f"candidate {candidate.id!r} was already added")
+        self._candidates[candidate.id] = (-candidate.priority, len(self._candidates))
+
+    def drop(self, cid: str) -> list[Decision]:
+        """``cid`` was aborted: it leaves, and any run holding it is cancelled."""
+        if self._known(cid) in self.outcome:
+            return []
+        return self._leave(cid, Outcome.DROPPED, self._holding(cid))
+
+    def conflicted(self, run_id: int, cid: str) -> list[Decision]:
+        """Building ``run_id``'s tree, ``cid`` conflicted: it leaves; the run is cancelled
+        (with what is stacked on it) and its other candidates are planned again."""
+        run = self._run(run_id)
+        if cid not in run.gate.ids or run.state is not RunState.ACTIVE:
+            raise QueueMisuse(f"run {run_id} is not an active run holding {cid!r}")
+        return self._leave(cid, Outcome.CONFLICTED, run)
+
+    def start(self) -> list[GateRun]:
+        """The runs to start now (up to ``parallel`` in flight), in order: a run's base
+        is always started before it."""
+        free = self.parallel - len(self._stack.active())
+        started: list[GateRun] = []
+        if free <= 0:
+            return started
+        busy = self._stack.in_flight()
+        landing = self._stack.landing_run()
+        cleared = self._order(c for c in self._facts.cleared if c not in busy)
+        if cleared and landing is None and not self._stack.contenders():
+            landing = self._begin(tuple(cleared), None, RunKind.LAND, frozenset())
+            started.append(landing.gate)
+            busy |= set(cleared)
+        base = landing.gate.run_id if landing is not None else None
+        for ids, kind in self._plan(busy, self.parallel - len(self._stack.active())):
+            run_first = frozenset().union(*(self._facts.last_failed_tests.get(c, ()) for c in ids))
+            started.append(self._begin(ids, base, kind, run_first).gate)
+        return started
+
+    def finished(
+        self, run_id: int, passed: bool, failed_tests: Iterable[str] = ()
+    ) -> list[Decision]:
+        """The gate on ``run_id``'s tree passed or failed (naming the failing tests when
+        it can). Results of cancelled runs are ignored."""
+        run = self._run(run_id)
+        if run.state is RunState.CANCELLED:
+            return []
+        if run.result is not None or run.state is RunState.DONE:
+            raise QueueMisuse(f"run {run_id}'s result was already reported")
+        run.result = (passed, frozenset(failed_tests))
+        out: list[Decision] = []
+        if not passed:
+            out += [Cancel(r) for r in self._stack.cancel_above(run_id)]
+        if self._stack.base_passed(run):
+            out += self._settle_run(run)
+        return out + self._infer()
+
+    # -- what the driver may read ---------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight and nothing left to decide."""
+        return not self._stack.active() and len(self.outcome) == len(self._candidates)
+
+    def open(self) -> list[str]:
+        """Candidates not yet landed, rejected, dropped or conflicted, by priority."""
+        return self._order(c for c in self._candidates if c not in self.outcome)
+
+    # -- inside ---------------------------------------------------------------------
+
+    def _plan(self, busy: set[str], free: int) -> list[tuple[tuple[str, ...], RunKind]]:
+        plans: list[tuple[tuple[str, ...], RunKind]] = []
+        rate = self._rate()
+        for group in self._groups():
+            if len(plans) >= free:
+                return plans
+            if group & busy:
+                continue  # one question about a group at a time
+            ordered = self._order(group)
+            if len(ordered) == 1:
+                kind = RunKind.RETRY if self._facts.alone[ordered[0]] else RunKind.BISECT
+                plans.append(((ordered[0],), kind))
+            else:
+                plans.append((tuple(ordered[: split_size(len(ordered), rate)]), RunKind.BISECT))
+            busy |= set(plans[-1][0])
+        suspects = set().union(*self._groups())
+        waiting = [c for c in self.open() if c not in busy and c not in suspects]
+        waiting = [c for c in waiting if c not in self._facts.cleared]
+        size = batch_size(rate, self.max_batch)
+        while waiting and len(plans) < free:
+            if self.parallel > 1:
+                size = min(size, math.ceil(len(waiting) / (free - len(plans))))
+            plans.append((tuple(waiting[:size]), RunKind.BATCH))
+            waiting = waiting[size:]
+        return plans
+
+    def _begin(
+        self, ids: tuple[str, ...], base: int | None, kind: RunKind, first: frozenset[str]
+    ) -> Run:
+        gate = GateRun(self._stack.new_id(), ids, base, kind, first)
+        return self._stack.start(ids, base, gate)
+
+    def _settle_run(self, run: Run) -> list[Decision]:
+        """Take ``run``'s result into account (its base passed), then its held children's."""
+        assert run.result is not None
+        passed, tests = run.result
+        run.state, run.passed = RunState.DONE, passed
+        out = self._flaky(run, passed, tests)
+        ids = run.gate.ids
+        if passed:
+            lands = self._stack.can_land(run)
+            self._facts.record_pass(ids, lands)
+            if lands:
+                self._stack.land(run)
+                self.outcome.update(dict.fromkeys(ids, Outcome.LANDED))
+                out.append(Land(run.gate.run_id, ids))
+            for child in self._stack.children(run.gate.run_id):
+                if child.result is not None:
+                    out += self._settle_run(child)
+            return out
+        self._facts.record_fail(ids, tests)
+        if len(ids) == 1 and self._facts.alone[ids[0]] > self.retries:
+            times = self._facts.alone[ids[0]]
+            out.append(self._reject(ids[0], run, f"failed alone {times} times"))
+        return out
+
+    def _flaky(self, run: Run, passed: bool, tests: frozenset[str]) -> list[Decision]:
+        """Report tests seen failing and passing on the same tree."""
+        before = self._tried.get(run.tree)
+        self._tried[run.tree] = (passed, tests | (before[1] if before else frozenset()))
+        if before is None or before[0] == passed:
+            return []
+        failing = tests if not passed else before[1]
+        return [Flaky(run.gate.run_id, failing)] if failing else []
+
+    def _infer(self) -> list[Decision]:
+        """With ``retries=0`` the gate is trusted: a failed set whose every other member
+        passed convicts the last one without running it alone."""
+        if self.retries:
+            return []
+        busy = self._stack.in_flight()
+        out: list[Decision] = []
+        for group in self._groups():
+            if len(group) == 1 and not group & busy:
+                (cid,) = group
+                out.append(self._reject(cid, None, "failed in a batch whose others passed"))
+        return out
+
+    def _reject(self, cid: str, run: Run | None, reason: str) -> Reject:
+        self.outcome[cid] = Outcome.REJECTED
+        run_id = run.gate.run_id if run is not None else self._last_failed_run(cid)
+        return Reject(cid, run_id, reason, self._facts.last_failed_tests.get(cid, frozenset()))
+
+    def _last_failed_run(self, cid: str) -> int:
+        failed = [r for r in self._stack.runs.values() if r.passed is False and cid in r.gate.ids]
+        return failed[-1].gate.run_id
+
+    def _leave(self, cid: str, outcome: Outcome, run: Run | None) -> list[Decision]:
+        self.outcome[cid] = outcome
+        self._facts.cleared.discard(cid)
+        out: list[Decision] = []
+        if run is not None:
+            run.state = RunState.CANCELLED
+            out.append(Cancel(run.gate.run_id))
+            out += [Cancel(r) for r in self._stack.cancel_above(run.gate.run_id)]
+        return out + self._infer()
+
+    def _groups(self) -> list[frozenset[str]]:
+        landed = {c for c, o in self.outcome.items() if o is Outcome.LANDED}
+        gone = set(self.outcome) - landed
+        groups = self._facts.groups(landed, gone)
+        return sorted(groups, key=lambda g: min(self._candidates[c] for c in g))
+
+    def _rate(self) -> float:
+        broken = sum(o is Outcome.REJECTED for o in self.outcome.values())
+        good = sum(o is Outcome.LANDED for o in self.outcome.values())
+        return failure_rate(self.prior, broken, good)
+
+    def _order(self, ids: Iterable[str]) -> list[str]:
+        return sorted(ids, key=self._candidates.__getitem__)
+
+    def _holding(self, cid: str) -> Run | None:
+        return next((r for r in self._stack.active() if cid in r.gate.ids), None)
+
+    def _known(self, cid: str) -> str:
+        if cid not in self._candidates:
+            raise QueueMisuse(f"unknown candidate {cid!r}: add() it first")
+        return cid
+
+    def _run(self, run_id: int) -> Run:
+        if run_id not in self._stack.runs:
+            raise QueueMisuse(f"unknown run {run_id}: only runs from start() can finish")
+        return self._stack.runs[run_id]

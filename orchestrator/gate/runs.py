@@ -1,0 +1,117 @@
+"""The runs in flight and the stack they form, kept apart from what they taught us.
+
+A run is stacked on a base (the target head when it started, or another run). Its
+result is taken into account only once everything below it passed: a failure above a
+run that also fails says nothing about its own candidates. So results wait here
+(``held``) until their base has passed, and a failure cancels everything stacked on it
+at once. A run lands only if its base is the target at that moment: base ``None`` and
+nothing landed since it started, or its base is the run that landed last. A run that
+passes otherwise is still worth its information (its candidates passed) but not its tree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from orchestrator.gate.types import GateRun, RunKind
+
+
+class RunState(Enum):
+    ACTIVE = "active"  # started, no result yet, or a result waiting for its base
+    DONE = "done"  # its result was taken into account
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class Run:
+    """A started run and what it needs to decide landing and flakiness."""
+
+    gate: GateRun
+    start_target: int | None  # the run that had landed last when this one started
+    tree: tuple[str, ...]  # every candidate in its tree, in merge order, since the start
+    state: RunState = RunState.ACTIVE
+    result: tuple[bool, frozenset[str]] | None = None  # reported, waiting for its base
+    passed: bool | None = None  # once DONE
+
+
+class Stack:
+    """All runs by id, the target's tree, and the stacking relation between runs."""
+
+    def __init__(self) -> None:
+        self.runs: dict[int, Run] = {}
+        self.last_landed: int | None = None
+        self.landed_tree: tuple[str, ...] = ()
+        self._next_id = 1
+
+    def start(self, ids: tuple[str, ...], base: int | None, gate: GateRun) -> Run:
+        below = self.landed_tree if base is None else self.runs[base].tree
+        run = Run(gate, self.last_landed, below + ids)
+        self.runs[gate.run_id] = run
+        return run
+
+    def new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    def active(self) -> list[Run]:
+        return [r for r in self.runs.values() if r.state is RunState.ACTIVE]
+
+    def in_flight(self) -> set[str]:
+        return {cid for run in self.active() for cid in run.gate.ids}
+
+    def base_passed(self, run: Run) -> bool:
+        """Whether everything below ``run`` passed (its result can be used)."""
+        base = run.gate.base
+        return base is None or self.runs[base].passed is True
+
+    def can_land(self, run: Run) -> bool:
+        """Its base is the target, and no LAND run waits on the same target: the LAND
+        run carries many candidates, so a probe that passes first yields to it (its
+        candidates go in the next LAND) rather than leave it on a stale tree."""
+        if self.last_landed != self.on(run):
+            return False
+        rivals = [r for r in self.active() if r is not run and self.on(r) == self.on(run)]
+        return run.gate.kind is RunKind.LAND or not any(r.gate.kind is RunKind.LAND for r in rivals)
+
+    @staticmethod
+    def on(run: Run) -> int | None:
+        """The landed run (or None: the start) this run's tree is built on if its base
+        lands: its base run, or the target when it started."""
+        return run.gate.base if run.gate.base is not None else run.start_target
+
+    def land(self, run: Run) -> None:
+        self.last_landed = run.gate.run_id
+        self.landed_tree = run.tree
+
+    def children(self, run_id: int) -> list[Run]:
+        """Active runs stacked directly on ``run_id``, oldest first."""
+        return [r for r in self.active() if r.gate.base == run_id]
+
+    def cancel_above(self, run_id: int) -> list[int]:
+        """Cancel every active run stacked (at any depth) on ``run_id``; their ids."""
+        cancelled: list[int] = []
+        for child in self.children(run_id):
+            child.state = RunState.CANCELLED
+            cancelled += [child.gate.run_id, *self.cancel_above(child.gate.run_id)]
+        return cancelled
+
+    def landing_run(self) -> Run | None:
+        """The active LAND run that can still land, if any: new runs stack on it."""
+        for run in self.active():
+            if run.gate.kind is RunKind.LAND and run.result is None and self._can_still_land(run):
+                return run
+        return None
+
+    def contenders(self) -> list[Run]:
+        """Active runs, still waiting for their result, that can still land."""
+        return [r for r in self.active() if r.result is None and self._can_still_land(r)]
+
+    def _can_still_land(self, run: Run) -> bool:
+        base = run.gate.base
+        if base is None:
+            return self.last_landed == run.start_target
+        below = self.runs[base]
+        if below.state is RunState.ACTIVE:
+            return self._can_still_land(below)
+        return self.last_landed == base
