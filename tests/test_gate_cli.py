@@ -122,3 +122,65 @@ def test_junit_names_each_branch_and_why_it_failed(repo: Path, tmp_path: Path) -
     (case,) = suite.findall("testcase")
     assert case.get("name") == "broken" and suite.get("failures") == "1"
     assert case.find("failure") is not None
+
+
+# ---- pd gate: the queue ----------------------------------------------------------------
+
+
+def first_parents(repo: Path, since: str, ref: str = "main") -> list[str]:
+    out = run_git(repo, "rev-list", "--first-parent", f"{since}..{ref}")
+    return out.splitlines()
+
+
+@pytest.mark.parametrize("parallel", ["1", "2"])
+def test_gate_lands_the_good_and_reports_the_broken_and_the_conflict_on_a_remote(
+    repo: Path, remote: Path, parallel: str
+) -> None:
+    before = run_git(remote, "rev-parse", "main")
+    args = ["good", "broken", "clash", "--into", "main", "--remote", "origin", "--test", TEST]
+    code, report = gate(repo, *args, "--parallel", parallel)
+
+    assert code == 1
+    assert statuses(report) == {"good": "merged", "broken": "rejected", "clash": "conflict"}
+    by_name = {b["branch"]: b for b in report["branches"]}
+    assert "BROKEN is here" in by_name["broken"]["tail"]
+    assert by_name["clash"]["conflicts"] == ["app.txt"]
+    # One new commit on the remote's main, on the old head, holding good and only good.
+    (landed,) = first_parents(remote, before)
+    assert run_git(remote, "rev-parse", f"{landed}^1") == before
+    files = run_git(remote, "ls-tree", "-r", "--name-only", "main").splitlines()
+    assert "good.txt" in files and "BROKEN" not in files
+    assert run_git(remote, "show", "main:app.txt") == "ours"
+
+    code, again = gate(repo, *args)  # a rerun: nothing moves, good is known as merged
+    assert code == 1 and statuses(again)["good"] == "already-merged"
+    assert run_git(remote, "rev-parse", "main") == landed
+
+
+def test_gate_into_a_local_branch_moves_it_and_its_checkout(repo: Path) -> None:
+    before = run_git(repo, "rev-parse", "main")
+    code, report = gate(repo, "good", "--into", "main", "--test", TEST)
+    assert code == 0 and statuses(report) == {"good": "merged"}
+    assert len(first_parents(repo, before)) == 1
+    assert (repo / "good.txt").read_text() == "ok\n"  # the checkout of main came along
+    assert run_git(repo, "status", "--porcelain") == ""
+
+
+def test_every_landed_commit_is_a_tree_that_passed(repo: Path) -> None:
+    """Many branches, some broken, batched: each commit the target moved through is a
+    tree the test command passes."""
+    names = []
+    for n in range(6):
+        broken = n in (1, 4)
+        files = {"BROKEN" if broken else f"f{n}.txt": f"{n}\n"}
+        branch(repo, f"b{n}", files | ({f"g{n}.txt": "x\n"} if broken else {}))
+        names.append(f"b{n}")
+    before = run_git(repo, "rev-parse", "main")
+    code, report = gate(repo, *names, "--into", "main", "--test", TEST, "--parallel", "2")
+
+    assert code == 1
+    expected = {n: "rejected" if n in ("b1", "b4") else "merged" for n in names}
+    assert statuses(report) == expected
+    for commit in first_parents(repo, before):
+        files = run_git(repo, "ls-tree", "-r", "--name-only", commit).splitlines()
+        assert "BROKEN" not in files
