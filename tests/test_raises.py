@@ -26,7 +26,7 @@ ALLOWED: dict[tuple[str, str], str] = {
         "an effect before its cause is durable: the coordinator bug the barrier exists to catch"
     ),
     ("record/control.py", "TypeError"): "a request file that is no object: caught just below",
-    ("record/events.py", "TypeError"): "an event kind defined twice: a bug in events.py itself",
+    ("record/eventbase.py", "TypeError"): "an event kind defined twice: a bug in events.py itself",
     ("limits/bucket.py", "ValueError"): (
         "BucketLimits out of range: mission.py's fields (ge=1, gt=0) refuse them first"
     ),

@@ -56,7 +56,7 @@ class MergeQueue:
         max_batch: int = 32,
     ) -> None:
         if parallel < 1 or retries < 0 or max_batch < 1 or not 0 < prior_failure_rate < 1:
-            raise ValueError("parallel ≥ 1, retries ≥ 0, max_batch ≥ 1, 0 < prior < 1")
+            raise QueueMisuse("parallel ≥ 1, retries ≥ 0, max_batch ≥ 1, 0 < prior < 1")
         self.parallel = parallel
         self.retries = retries
         self.prior = prior_failure_rate
