@@ -17,6 +17,12 @@ from orchestrator.system.gitutil import rev_parse
 from tests.conftest import finish_turn, make_repo, pd, run_git, shared_dir, write_mission
 
 SHIPPED = Path(__file__).resolve().parent.parent / "missions"
+# The shipped templates name no test command: the repository they run on shows it.
+GOAL_MISSIONS = sorted(
+    p.name
+    for p in SHIPPED.glob("*.json")
+    if not p.name.endswith(".cassette.json") and "test_command" not in p.read_text()
+)
 NPM_PLACEHOLDER = 'echo "Error: no test specified" && exit 1'
 PYTEST_SUITE = {
     "pyproject.toml": "[project]\nname = 'x'\n",
@@ -126,6 +132,10 @@ def python_repo(path: Path) -> Path:
     return make_repo(path, {**PYTEST_SUITE, "README.md": "A small web app.\n"})
 
 
+def test_the_shipped_templates_leave_the_test_command_to_detection() -> None:
+    assert "web-app.json" in GOAL_MISSIONS and len(GOAL_MISSIONS) >= 6
+
+
 def test_web_app_validates_on_a_python_repo_but_for_the_api_key(tmp_path: Path) -> None:
     """The issue's bar: the shipped web-app mission on a plain pytest repository."""
     repo = python_repo(tmp_path / "repo")
@@ -147,6 +157,15 @@ def test_web_app_validates_on_a_python_repo_but_for_the_api_key(tmp_path: Path) 
     assert "-m pytest -q`" in keyed.stdout and "warning" not in keyed.stdout
     after = run_git(repo, "for-each-ref") + run_git(repo, "status", "--porcelain", "--ignored")
     assert after == before
+
+
+@pytest.mark.parametrize("name", GOAL_MISSIONS)
+def test_every_shipped_template_runs_on_a_python_repo_as_shipped(name: str, tmp_path: Path) -> None:
+    repo = python_repo(tmp_path / "repo")
+    env = {"ANTHROPIC_API_KEY": "sk-x", "PD_HOME": str(tmp_path)}
+    result = pd("validate", str(SHIPPED / name), "--repo", str(repo), cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(detected: pytest:" in result.stdout
 
 
 def test_nothing_fits_is_exit_2_naming_the_field_and_the_fix(tmp_path: Path) -> None:
