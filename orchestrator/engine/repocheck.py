@@ -174,11 +174,9 @@ def check_gate(mission: Mission, repo: Path, head: str, where: str) -> Detected:
     present = (repo / program).exists() if "/" in program else shutil.which(program)
     if not present:
         detected = f" (detected `{found.command}`: {found.reason})" if found.reason else ""
-        fix = (
-            "install it, or set test_command"
-            if found.reason
-            else ("install it or correct the command (it runs in a checkout of the repository)")
-        )
+        fix = "install it or correct the command (it runs in a checkout of the repository)"
+        if found.reason:
+            fix = "install it, or set test_command"
         raise BadInput(where, f"command '{program}' not found{detected}", fix, field)
     return found
 
