@@ -142,7 +142,10 @@ CASES: dict[str, tuple[Make, list[str]]] = {
         ["tasks[1].id", "a"],
     ),
     "no tasks": (mission_with(tasks=[]), ["tasks"]),
-    "missing test command": (mission_with(test_command=None), ["test_command", "no test command"]),
+    "missing test command": (
+        mission_with(test_command=None),
+        ["mission.json: test_command", "no test command", "shows none", "set test_command"],
+    ),
     "gate not found": (
         mission_with(test_command="no-such-tool --run"),
         ["test_command", "no-such-tool", "not found"],

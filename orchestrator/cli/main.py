@@ -72,7 +72,13 @@ def validate(
 
     path = resolve_mission_path(mission)
     plan = build_plan(
-        path, workspace(), repo_arg=repo, provider=provider, base_url=base_url, cassette=cassette
+        path,
+        workspace(),
+        repo_arg=repo,
+        provider=provider,
+        base_url=base_url,
+        cassette=cassette,
+        on_gate=say,  # before the later checks: a missing key should not hide it
     )
     tasks = "tasks planned from the goal" if plan.planning else f"{len(plan.graph)} tasks"
     say(

@@ -100,9 +100,12 @@ def run(
 
 def execute(plan: RunPlan, store: RunStore, verbose: bool = False, quiet: bool = False) -> int:
     """Run a checked plan in this process and print the outcome."""
+    from rich.markup import escape
+
     from orchestrator.cli.progress import ProgressPrinter
     from orchestrator.cli.report import print_report
     from orchestrator.record.report import build_report
+    from orchestrator.spec.testcommand import Detected
 
     store.write_json("mission.json", plan.mission.model_dump(mode="json"))
     store.write_json(
@@ -126,7 +129,8 @@ def execute(plan: RunPlan, store: RunStore, verbose: bool = False, quiet: bool =
         console.print(
             f"run [bold]{store.run_id}[/]: {plan.mission.name}, "
             f"{tasks}, {len(plan.workers)} workers, "
-            f"repo {plan.repo} ({plan.target_branch})",
+            f"repo {plan.repo} ({plan.target_branch}); "
+            + escape(Detected(plan.gate_command, plan.gate_detected).line()),
             soft_wrap=True,
         )
     from orchestrator.engine.coordinator import Coordinator  # only the commands that run one

@@ -8,7 +8,7 @@ the checks in order and assembles the ``RunPlan``; the checks of the team live i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -56,6 +56,8 @@ class RunPlan:
     # A goal mission's planning step: the graph is empty until the producer's plan is in.
     planning: PlanningStep | None = None
     sandbox: Policy = field(default_factory=Policy)  # where agents' commands and the gate run
+    # Why the gate runs ``gate_command`` when the mission named none ("pytest: …"); else "".
+    gate_detected: str = ""
 
 
 def build_plan(
@@ -68,9 +70,12 @@ def build_plan(
     base_url: str | None = None,
     budget: Decimal | None = None,
     cassette: str | None = None,
+    on_gate: Callable[[str], None] | None = None,
 ) -> RunPlan:
     """Load and check a mission; raise ``BadInput`` at the first problem. The keyword
-    arguments are the CLI's overrides of the mission's fields."""
+    arguments are the CLI's overrides of the mission's fields; ``on_gate`` hears which
+    test command a mission without one gets, as soon as it is known (so ``pd validate``
+    names it even when a later check fails)."""
     mission = load_mission(mission_path)
     where = str(mission_path)
     if provider:
@@ -93,7 +98,9 @@ def build_plan(
         refuse_if_live(repo, live, where)  # before the checkout checks: the true reason
     branch, head = check_branch(mission, repo, where)
     check_context_files(mission, repo, branch, head, where)
-    gate = check_gate(mission, repo, where)
+    gate = check_gate(mission, repo, head, where)
+    if gate.reason and on_gate is not None:
+        on_gate(gate.line())
     provider_plan = check_provider(mission, mission_path, roles, base_url)
     root = _check_worktrees(worktrees, mission, workspace, where)
     return RunPlan(
@@ -104,7 +111,8 @@ def build_plan(
         target_branch=branch,
         start_head=head,
         worktree_root=root,
-        gate_command=gate,
+        gate_command=gate.command,
+        gate_detected=gate.reason,
         roles=roles,
         workers=team,
         graph=graph,

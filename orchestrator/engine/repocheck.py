@@ -13,6 +13,7 @@ from pathlib import Path
 
 from orchestrator.errors import BadInput
 from orchestrator.spec.mission import Mission
+from orchestrator.spec.testcommand import Detected, detect_test_command
 from orchestrator.system.gitutil import (
     checked_out_branches,
     current_branch,
@@ -146,34 +147,38 @@ def _names(paths: list[str], most: int = 5) -> str:
     return ", ".join(unique[:most]) + more
 
 
-def check_gate(mission: Mission, repo: Path, where: str) -> str:
+def check_gate(mission: Mission, repo: Path, head: str, where: str) -> Detected:
+    """The gate's command: the mission's, else the one its repository's tree at ``head``
+    shows (pytest, npm test …; the reason says why), checked to be runnable."""
     command = mission.gate_command
     field = "gate.command" if mission.gate.command else "test_command"
-    if not command or not command.strip():
+    found = Detected(command, "") if command and command.strip() else None
+    found = found or detect_test_command(repo, head)
+    if found is None:
         raise BadInput(
             where,
-            "no test command: the merge ratchet needs one",
+            "no test command: the merge ratchet needs one, and the repository shows none "
+            "(no pytest suite, npm test script, Cargo.toml, go.mod or Makefile test target)",
             'set test_command, e.g. "python -m pytest -q"',
             "test_command",
         )
     try:
-        words = shlex.split(command)
+        words = shlex.split(found.command)
     except ValueError as exc:
         raise BadInput(
             where, f"cannot parse the command ({exc})", "fix its quoting", field
         ) from None
     program = next((w for w in words if "=" not in w.split("/")[0]), "")
     if not program or program in SHELL_WORDS or not (program[0].isalnum() or program[0] in "./_"):
-        return command
-    found = (repo / program).exists() if "/" in program else shutil.which(program)
-    if not found:
-        raise BadInput(
-            where,
-            f"command '{program}' not found",
-            "install it or correct the command (it runs in a checkout of the repository)",
-            field,
-        )
-    return command
+        return found
+    present = (repo / program).exists() if "/" in program else shutil.which(program)
+    if not present:
+        detected = f" (detected `{found.command}`: {found.reason})" if found.reason else ""
+        fix = "install it or correct the command (it runs in a checkout of the repository)"
+        if found.reason:
+            fix = "install it, or set test_command"
+        raise BadInput(where, f"command '{program}' not found{detected}", fix, field)
+    return found
 
 
 def check_context_files(mission: Mission, repo: Path, branch: str, head: str, where: str) -> None:
