@@ -184,3 +184,19 @@ def test_every_landed_commit_is_a_tree_that_passed(repo: Path) -> None:
     for commit in first_parents(repo, before):
         files = run_git(repo, "ls-tree", "-r", "--name-only", commit).splitlines()
         assert "BROKEN" not in files
+
+
+def test_with_no_test_command_the_projects_own_is_detected(repo: Path) -> None:
+    (repo / "Makefile").write_text(f"test:\n\t@{TEST}\n")
+    run_git(repo, "add", "Makefile")
+    run_git(repo, "commit", "-q", "-m", "make test")
+    code, report = gate(repo, "good", "broken", "--into", "main")
+    assert report["test_command"] == "make test"
+    assert code == 1 and statuses(report) == {"good": "merged", "broken": "rejected"}
+
+
+def test_with_no_test_command_and_nothing_to_detect_it_is_bad_input(repo: Path) -> None:
+    refs = run_git(repo, "for-each-ref")
+    result = pd("gate", "good", "--into", "main", cwd=repo)
+    assert result.returncode == 2 and "--test" in result.stderr
+    assert run_git(repo, "for-each-ref") == refs

@@ -20,6 +20,7 @@ from orchestrator.gate import branches
 from orchestrator.gate.check import Verdict, check_branch
 from orchestrator.gate.runner import GateSlots
 from orchestrator.gate.target import LocalTarget, RemoteTarget, Target
+from orchestrator.spec.testcommand import detect_test_command
 from orchestrator.system import gitutil
 
 
@@ -87,8 +88,13 @@ class GateSetup:
 
 
 def _detected(repo: Path, target: Target) -> tuple[str, str]:
-    fix = "pass --test CMD (the command that runs the project's tests)"
-    raise BadInput("pd gate", "no test command given", fix, "--test")
+    """The test command of the target's tree, as ``pd run`` detects one."""
+    found = detect_test_command(repo, target.head())
+    if found is None:
+        fix = "pass --test CMD (the command that runs the project's tests)"
+        problem = f"no test command given, and none found in {target.name}'s files"
+        raise BadInput("pd gate", problem, fix, "--test")
+    return found.command, f"detected: {found.reason}"
 
 
 def check(setup: GateSetup, name: str) -> list[Verdict]:
