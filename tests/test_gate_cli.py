@@ -200,3 +200,16 @@ def test_with_no_test_command_and_nothing_to_detect_it_is_bad_input(repo: Path) 
     result = pd("gate", "good", "--into", "main", cwd=repo)
     assert result.returncode == 2 and "--test" in result.stderr
     assert run_git(repo, "for-each-ref") == refs
+
+
+def test_a_test_that_fails_once_is_retried_reported_flaky_and_does_not_reject(
+    repo: Path, tmp_path: Path
+) -> None:
+    count = tmp_path / "runs"  # the first gate run fails, every later one passes
+    flaky = f"n=$(cat {count} 2>/dev/null || echo 0); echo $((n+1)) > {count}; test $n -ge 1"
+    code, report = gate(repo, "good", "--into", "main", "--test", flaky, "--parallel", "1")
+    assert code == 0 and statuses(report) == {"good": "merged"}
+    assert report["flaky"] and count.read_text().strip() == "2"
+
+    code, report = gate(repo, "broken", "--into", "main", "--test", TEST, "--retries", "0")
+    assert code == 1 and report["flaky"] == []

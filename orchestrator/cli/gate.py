@@ -8,6 +8,7 @@ conflict; 2: bad input, and nothing moved.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +17,11 @@ import typer
 
 from orchestrator.cli.output import JSON, console, print_json, say
 from orchestrator.errors import BadInput
+
+
+def cores() -> int:
+    """Gates at once by default: each gate is a test suite, which wants cores of its own."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 def gate(
@@ -34,7 +40,10 @@ def gate(
         str | None,
         typer.Option("--remote", help="Gate the remote's branches; land by fast-forward push."),
     ] = None,
-    parallel: Annotated[int, typer.Option("--parallel", min=1, help="Gates at once.")] = 1,
+    parallel: Annotated[
+        int | None,
+        typer.Option("--parallel", min=1, help="Gates at once (default: half the cores, up to 4)."),
+    ] = None,
     retries: Annotated[
         int, typer.Option("--retries", min=0, help="Reruns before a branch is rejected (flakes).")
     ] = 1,
@@ -57,19 +66,20 @@ def gate(
     setup = session.GateSetup.open(repo, into, test, remote, timeout)
     began = time.monotonic()
     try:
+        flaky: list[str] = []
         if checking:
             verdicts = session.check(setup, names[0])
         else:
-            verdicts = driver.run_queue(setup, names, parallel, retries)
+            verdicts, flaky = driver.run_queue(setup, names, parallel or cores(), retries)
     finally:
         setup.close()
     seconds = time.monotonic() - began
     if junit is not None:
         report.write_junit(junit, verdicts, seconds)
     if json_out:
-        print_json(report.as_json(setup, verdicts, seconds))
+        print_json(report.as_json(setup, verdicts, seconds, flaky))
     else:
-        for line in report.lines(setup, verdicts):
+        for line in report.lines(setup, verdicts, flaky):
             say(line)
         if tails := report.failures(verdicts):
             console.print(tails, markup=False, soft_wrap=True)

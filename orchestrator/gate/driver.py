@@ -53,6 +53,7 @@ class QueueDriver:
         self.trees: dict[int, str] = {}  # run id -> its tested commit
         self.results: dict[int, GateResult] = {}
         self.pending: deque[GateRun] = deque()  # started by the queue, waiting for a slot
+        self.runs: list[GateRun] = []  # every run launched
         self.free = list(range(parallel))
         self.running: dict[Future[GateResult], _Running] = {}
         self.generation = 0
@@ -114,6 +115,7 @@ class QueueDriver:
                 continue
             assert built.commit is not None  # every member merged in
             self.trees[run.run_id] = built.commit
+            self.runs.append(run)
             slot = self.free.pop()
             label = f"run{run.run_id}-{run.kind.value}"
             future = pool.submit(self.slots.run, slot, built.commit, label)
@@ -139,7 +141,12 @@ class QueueDriver:
                 self.pending = deque(r for r in self.pending if r.run_id != decision.run_id)
                 self.trees.pop(decision.run_id, None)
             elif isinstance(decision, Flaky):
-                self.flaky |= decision.tests or {f"run {decision.run_id}"}
+                names = ", ".join(self.trees_of(decision.run_id))
+                self.flaky |= decision.tests or {f"the tests on the tree of {names}"}
+
+    def trees_of(self, run_id: int) -> list[str]:
+        """The branches a run tested (for a flaky report without test names)."""
+        return [name for r in self.runs if r.run_id == run_id for name in r.ids]
 
     def _land(self, land: Land) -> None:
         tree = self.trees[land.run_id]
@@ -158,12 +165,16 @@ class QueueDriver:
         self.verdicts[name] = Verdict(name, status, commit, reason, **extra)  # type: ignore[arg-type]
 
 
-def run_queue(setup: GateSetup, names: list[str], parallel: int, retries: int) -> list[Verdict]:
-    """``pd gate BRANCH...``: every branch that passes lands; the rest are reported."""
+def run_queue(
+    setup: GateSetup, names: list[str], parallel: int, retries: int
+) -> tuple[list[Verdict], list[str]]:
+    """``pd gate BRANCH...``: every branch that passes lands; the rest are reported.
+    Also returns the tests seen to fail and pass on the same tree (flaky)."""
     found = branches.resolve(setup.repo, names, setup.remote)
     slots = setup.slots()
     try:
-        return QueueDriver(setup, found, parallel, retries).run(slots)
+        driver = QueueDriver(setup, found, parallel, retries)
+        return driver.run(slots), sorted(driver.flaky)
     finally:
         slots.close()
 

@@ -12,14 +12,15 @@ if TYPE_CHECKING:
     from orchestrator.gate.session import GateSetup
 
 
-def lines(setup: GateSetup, verdicts: list[Verdict]) -> list[str]:
+def lines(setup: GateSetup, verdicts: list[Verdict], flaky: list[str]) -> list[str]:
     where = f"{setup.remote}/{setup.target.name}" if setup.remote else setup.target.name
     head = [f"gate: `{setup.test_command}` ({setup.test_reason}) into {where}"]
     width = max((len(v.branch) for v in verdicts), default=0)
     body = [f"  {v.branch:<{width}}  {v.status:<14} {v.reason}".rstrip() for v in verdicts]
     bad = sum(not v.ok for v in verdicts)
     tail = f"{len(verdicts) - bad} ok, {bad} not" + (f"; logs in {setup.log_dir}" if bad else "")
-    return [*head, *body, tail]
+    flakes = [f"flaky (failed and passed on the same tree): {', '.join(flaky)}"] if flaky else []
+    return [*head, *body, *flakes, tail]
 
 
 def failures(verdicts: list[Verdict]) -> str:
@@ -30,13 +31,16 @@ def failures(verdicts: list[Verdict]) -> str:
     return "\n".join(parts)
 
 
-def as_json(setup: GateSetup, verdicts: list[Verdict], seconds: float) -> dict[str, Any]:
+def as_json(
+    setup: GateSetup, verdicts: list[Verdict], seconds: float, flaky: list[str]
+) -> dict[str, Any]:
     return {
         "target": setup.target.name,
         "remote": setup.remote,
         "test_command": setup.test_command,
         "ok": all(v.ok for v in verdicts),
         "seconds": round(seconds, 3),
+        "flaky": flaky,
         "branches": [
             {
                 "branch": v.branch,

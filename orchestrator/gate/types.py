@@ -86,7 +86,8 @@ class Cancel:
 
 @dataclass(frozen=True)
 class Flaky:
-    """These tests failed and passed on the same tree (seen at ``run_id``)."""
+    """These tests failed and passed on the same tree (seen at ``run_id``); no names when
+    the driver could not tell which tests failed (only that the run did)."""
 
     run_id: int
     tests: frozenset[str]
