@@ -24,7 +24,7 @@ def queue_merge(run: RunState, out: Effects, task: TaskNode) -> None:
         commit=task.commit or "",
         title=task.title,
     )
-    run.merges.add(request)
+    run.merges.add(request, priority=task.critical_path)
     next_merge(run, out)
 
 
