@@ -138,10 +138,12 @@ def test_budget_holds_and_the_run_stops_cleanly(project: Path, tmp_path: Path) -
 def test_a_storm_of_429s_pauses_everyone_and_every_task_completes(
     project: Path, tmp_path: Path
 ) -> None:
-    retry_after = 1.0
+    retry_after = 1.0  # the least the real APIs send (whole seconds), and pd honours it
 
     def storm(index: int, api: str, body: dict[str, Any]) -> Fault | None:
-        return Fault("429", retry_after=retry_after) if index % 3 == 1 else None
+        # Each 429 pauses every worker for its retry-after: a storm of the first few
+        # calls, not of every third call to the end, says as much in a fraction of it.
+        return Fault("429", retry_after=retry_after) if index in (1, 2, 3) else None
 
     with LocalAPIServer(writer(), faults=storm) as server:
         result, _ = run(tmp_path, project, server, ["a", "b", "c", "d"])
@@ -259,14 +261,19 @@ def test_spend_limit_is_not_retried(project: Path, tmp_path: Path) -> None:
 def test_overload_server_errors_and_malformed_replies_are_retried(
     project: Path, tmp_path: Path
 ) -> None:
-    faults = [None, Fault("529"), Fault("500"), Fault("malformed"), Fault("slow", delay=0.3)]
+    # Each fault hits a different call, so each is its call's first retry and waits one
+    # short back-off; back-offs that grow over retries of one call are test_retries'.
+    slow = Fault("slow", delay=0.3)
+    faults = [None, Fault("529"), None, Fault("500"), slow, Fault("malformed"), None]
     with LocalAPIServer(writer(), faults=faults) as server:
         result, _ = run(
             tmp_path, project, server, ["a", "b"], "anthropic", "test-key", "--workers", "1"
         )
     assert result.returncode == 0, result.stdout + result.stderr
     statuses = [e["status"] for e in server.calls]
-    assert statuses[1:3] == [529, 500] and statuses.count(200) >= 4
+    assert [statuses[1], statuses[3]] == [529, 500] and statuses.count(200) >= 4
+    # Two tasks of two calls each: every fault cost exactly one call more, its retry.
+    assert len(server.calls) == 4 + 3
 
 
 def test_an_answer_cut_off_is_retried_once_and_what_it_carried_reaches_the_ledger(
