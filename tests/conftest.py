@@ -6,10 +6,35 @@ import atexit
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+
+def _cache_bytecode() -> None:
+    """Let the suite's Python processes share compiled bytecode, kept out of the tree.
+
+    The suite starts thousands of Python processes (every ``pd`` command, coordinator,
+    forkserver and helper script). Where ``PYTHONDONTWRITEBYTECODE`` is set (containers
+    and CI images often set it), each of them compiles pd's modules from source again,
+    and pytest rewrites every test module again in each of its processes: about a
+    fifth of the suite's CPU. A pycache prefix outside the checkout keeps the tree as
+    clean as the variable meant to, and the environment reaches every child (xdist's
+    workers start after this conftest is imported)."""
+    if not sys.dont_write_bytecode and "PYTHONDONTWRITEBYTECODE" not in os.environ:
+        return
+    prefix = os.environ.get("PYTHONPYCACHEPREFIX") or str(
+        Path(tempfile.gettempdir()) / f"pd-test-pycache-{os.getuid()}"
+    )
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = prefix
+    sys.dont_write_bytecode = False
+    sys.pycache_prefix = prefix
+
+
+_cache_bytecode()
 
 IDENTITY = {
     "GIT_AUTHOR_NAME": "Test User",
@@ -92,7 +117,6 @@ def git_repo(tmp_path: Path) -> Path:
 
 import json  # noqa: E402
 import subprocess as _sp  # noqa: E402
-import sys  # noqa: E402
 
 GATE = "bash check.sh"
 CHECK_SH = (

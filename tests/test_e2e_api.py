@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from orchestrator.limits.ledger import PriceTable, cost
 from orchestrator.providers.base import Usage
 from orchestrator.testing.apiserver import Fault, LocalAPIServer, Reply
-from tests.conftest import pd, run_git, write_mission
+from tests.conftest import CHECK_SH, make_repo, pd, run_git, write_mission
 
 pytestmark = pytest.mark.slow
 MODEL = "claude-haiku-4-5"
@@ -95,12 +96,42 @@ def server_cost(server: LocalAPIServer, model: str) -> Decimal:
     return total
 
 
+TASKS = ["a", "b", "c"]
+
+
+@dataclass
+class Done:
+    """A finished run against the local API server, for tests to read."""
+
+    result: Any
+    home: Path
+    project: Path
+    server: LocalAPIServer
+    mission: Path
+
+
+@pytest.fixture(scope="module")
+def anthropic_run(tmp_path_factory: pytest.TempPathFactory) -> Done:
+    """One recorded anthropic run of tasks a, b and c that each write a file, shared by
+    the tests that check different things of that same run (the ledger, the skills
+    offered, the cassette): pd's start-up with the SDK is most of each such test."""
+    root = tmp_path_factory.mktemp("anthropic-run")
+    project = make_repo(root / "project", {"check.sh": CHECK_SH, "README.md": "project\n"})
+    with LocalAPIServer(writer()) as server:
+        result, home = run(root, project, server, TASKS, "anthropic", "test-key", "--record")
+    return Done(result, home, project, server, root / "m" / "mission.json")
+
+
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
 def test_tasks_complete_and_the_ledger_matches_the_server(
-    provider: str, project: Path, tmp_path: Path
+    provider: str, project: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    with LocalAPIServer(writer()) as server:
-        result, home = run(tmp_path, project, server, ["a", "b", "c"], provider)
+    if provider == "anthropic":
+        done: Done = request.getfixturevalue("anthropic_run")
+        result, home, project, server = done.result, done.home, done.project, done.server
+    else:
+        with LocalAPIServer(writer()) as server:
+            result, home = run(tmp_path, project, server, TASKS, provider)
     assert result.returncode == 0, result.stdout + result.stderr
     tree = run_git(project, "ls-tree", "--name-only", "main").split()
     assert {"a.txt", "b.txt", "c.txt"} <= set(tree)
@@ -138,10 +169,12 @@ def test_budget_holds_and_the_run_stops_cleanly(project: Path, tmp_path: Path) -
 def test_a_storm_of_429s_pauses_everyone_and_every_task_completes(
     project: Path, tmp_path: Path
 ) -> None:
-    retry_after = 1.0
+    retry_after = 1.0  # the least the real APIs send (whole seconds), and pd honours it
 
     def storm(index: int, api: str, body: dict[str, Any]) -> Fault | None:
-        return Fault("429", retry_after=retry_after) if index % 3 == 1 else None
+        # Each 429 pauses every worker for its retry-after: a storm of the first few
+        # calls, not of every third call to the end, says as much in a fraction of it.
+        return Fault("429", retry_after=retry_after) if index in (1, 2, 3) else None
 
     with LocalAPIServer(writer(), faults=storm) as server:
         result, _ = run(tmp_path, project, server, ["a", "b", "c", "d"])
@@ -195,22 +228,19 @@ def test_wrong_key_stops_the_run_with_the_providers_message(project: Path, tmp_p
     assert len(server.calls) <= 2  # one per worker at most: no retry of a bad key
 
 
-def test_record_then_replay_offline(project: Path, tmp_path: Path) -> None:
-    with LocalAPIServer(writer()) as server:
-        result, home = run(
-            tmp_path, project, server, ["a", "b"], "anthropic", "test-key", "--record"
-        )
+def test_record_then_replay_offline(anthropic_run: Done, tmp_path: Path) -> None:
+    result, home, project = anthropic_run.result, anthropic_run.home, anthropic_run.project
     assert result.returncode == 0, result.stdout + result.stderr
     cassette = sorted((home / ".pd" / "runs").iterdir())[-1] / "recorded.cassette.json"
     recorded = json.loads(cassette.read_text())
-    assert set(recorded["tasks"]) == {"a", "b"}
+    assert set(recorded["tasks"]) == set(TASKS)
 
     replay_repo = tmp_path / "replay"
     run_git(tmp_path, "clone", "-q", str(project), str(replay_repo))
     run_git(replay_repo, "reset", "-q", "--hard", "HEAD~0")
     first = run_git(project, "rev-list", "--max-parents=0", "main")
     run_git(replay_repo, "reset", "-q", "--hard", first)
-    mission = tmp_path / "m" / "mission.json"
+    mission = anthropic_run.mission
     again = pd(
         "run",
         str(mission),
@@ -225,7 +255,7 @@ def test_record_then_replay_offline(project: Path, tmp_path: Path) -> None:
     )
     assert again.returncode == 0, again.stdout + again.stderr
     tree = run_git(replay_repo, "ls-tree", "--name-only", "HEAD").split()
-    assert {"a.txt", "b.txt"} <= set(tree)
+    assert {f"{t}.txt" for t in TASKS} <= set(tree)
 
 
 def test_api_keys_never_reach_logs_transcripts_or_agent_commands(
@@ -259,14 +289,19 @@ def test_spend_limit_is_not_retried(project: Path, tmp_path: Path) -> None:
 def test_overload_server_errors_and_malformed_replies_are_retried(
     project: Path, tmp_path: Path
 ) -> None:
-    faults = [None, Fault("529"), Fault("500"), Fault("malformed"), Fault("slow", delay=0.3)]
+    # Each fault hits a different call, so each is its call's first retry and waits one
+    # short back-off; back-offs that grow over retries of one call are test_retries'.
+    slow = Fault("slow", delay=0.3)
+    faults = [None, Fault("529"), None, Fault("500"), slow, Fault("malformed"), None]
     with LocalAPIServer(writer(), faults=faults) as server:
         result, _ = run(
             tmp_path, project, server, ["a", "b"], "anthropic", "test-key", "--workers", "1"
         )
     assert result.returncode == 0, result.stdout + result.stderr
     statuses = [e["status"] for e in server.calls]
-    assert statuses[1:3] == [529, 500] and statuses.count(200) >= 4
+    assert [statuses[1], statuses[3]] == [529, 500] and statuses.count(200) >= 4
+    # Two tasks of two calls each: every fault cost exactly one call more, its retry.
+    assert len(server.calls) == 4 + 3
 
 
 def test_an_answer_cut_off_is_retried_once_and_what_it_carried_reaches_the_ledger(
@@ -334,12 +369,11 @@ def test_command_agents_stop_getting_work_once_their_reported_cost_reaches_the_b
 
 
 def test_each_attempt_is_offered_its_chosen_skills_and_the_report_counts_their_use(
-    project: Path, tmp_path: Path
+    anthropic_run: Done,
 ) -> None:
     from orchestrator.team.roles import load_roles
 
-    with LocalAPIServer(writer()) as server:
-        result, home = run(tmp_path, project, server, ["a", "b"], "anthropic")
+    result, home, server = anthropic_run.result, anthropic_run.home, anthropic_run.server
     assert result.returncode == 0, result.stdout + result.stderr
     core = set(load_roles()["backend-dev"].skills)
     builtin = {"finish", "discover_skills"}
@@ -349,7 +383,7 @@ def test_each_attempt_is_offered_its_chosen_skills_and_the_report_counts_their_u
     report = json.loads(pd("report", "--json", cwd=home, env={"PD_HOME": str(home)}).stdout)
     rows = {(r["role"], r["kind"], r["skill"]): r for r in report["skills"]}
     assert rows[("backend-dev", "task", "write_file")] == {
-        "role": "backend-dev", "kind": "task", "skill": "write_file", "offered": 2, "used": 2,
+        "role": "backend-dev", "kind": "task", "skill": "write_file", "offered": 3, "used": 3,
     }  # fmt: skip
     assert rows[("backend-dev", "task", "read_file")]["used"] == 0
 

@@ -34,9 +34,11 @@ from orchestrator.team.catalog import shipped_dir
 from tests.conftest import (
     IDENTITY,
     finish_turn,
+    hold_turn,
     pd,
     run_git,
     shared_dir,
+    wait_file,
     write_mission,
     write_turn,
 )
@@ -319,6 +321,17 @@ def test_a_run_whose_planning_fails_ends_cleanly_with_the_reason(
     assert "planning not accepted after 2 attempt(s)" in report
 
 
+def outline_runs_commands(workspace: Path) -> None:
+    """The workspace's own ``file_outline``: a read-only planner skill that runs a shell
+    command (``{"command": ...}``), as a workspace's skill that shells out would."""
+    skills = workspace / "skills"
+    skills.mkdir(parents=True)
+    manifest = json.loads((shipped_dir("skills") / "file_outline.json").read_text())
+    manifest["parameters"]["properties"] = {"path": {"type": "string"}}
+    manifest["handler"] = "orchestrator.team.skills.handlers.shell:run_command"
+    (skills / "file_outline.json").write_text(json.dumps(manifest).replace('"path"', '"command"'))
+
+
 def start_run(mission: Path, project: Path, home: Path) -> subprocess.Popen:
     args = [sys.executable, "-m", "orchestrator", "run", str(mission), "--repo", str(project)]
     env = {**os.environ, **IDENTITY, "PD_HOME": str(home)}
@@ -345,18 +358,30 @@ def wait_for_event(home: Path, kind: str, timeout: float = 60) -> None:
 def test_resume_plans_again_only_when_no_plan_was_recorded(
     crash_after: str, project: Path, tmp_path: Path
 ) -> None:
-    slow_plan = {"tool_calls": [{"name": "list_files", "input": {}}], "delay": 1.5}
-    slow_a = [[write_turn("a.txt", "a\n", delay=1.5), finish_turn("a written")]]
-    cassette = {**WRITERS, "a": slow_a, "plan": [[slow_plan, submit(FIXED)]]}
-    mission = goal_mission(tmp_path / "m", cassette)
+    # The run is held where the crash must find it, on files the test releases: the
+    # planner in a command (its workspace's file_outline runs one) until plan_go, task a
+    # in a command until a_go. No timing window: the run cannot get past either.
+    shared, sandbox = shared_dir(tmp_path)
+    plan_go, a_go = shared / "plan_go", shared / "a_go"
+    if crash_after == "plan_accepted":
+        plan_go.touch()
+    held_plan = {"tool_calls": [{"name": "file_outline", "input": {"command": wait_file(plan_go)}}]}
+    held_a = [[hold_turn(a_go), write_turn("a.txt", "a\n"), finish_turn("a written")]]
+    cassette = {**WRITERS, "a": held_a, "plan": [[held_plan, submit(FIXED)]]}
+    mission = goal_mission(tmp_path / "m", cassette, sandbox=sandbox)
     home = tmp_path / "home"
     home.mkdir()
+    outline_runs_commands(home)
     run = start_run(mission, project, home)
     try:
         wait_for_event(home, crash_after)
     finally:
         run.send_signal(signal.SIGKILL)  # the coordinator dies without a word
         run.wait(10)
+    if crash_after == "plan_assigned":  # the planner was held: no plan is recorded
+        assert "plan_accepted" not in {e["kind"] for e in events_of(home)}
+    plan_go.touch()
+    a_go.touch()
     run_id = sorted((home / ".pd" / "runs").iterdir())[-1].name
     result = pd("resume", run_id, cwd=home, env={"PD_HOME": str(home)}, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -377,12 +402,7 @@ def test_pd_plan_runs_the_planners_commands_in_the_runs_sandbox(
     secret = tmp_path / "outside" / "secret.txt"
     secret.parent.mkdir()
     secret.write_text("outside-the-worktree\n")
-    skills = Path(os.environ["PD_HOME"]) / "skills"
-    skills.mkdir(parents=True)
-    manifest = json.loads((shipped_dir("skills") / "file_outline.json").read_text())
-    manifest["parameters"]["properties"] = {"path": {"type": "string"}}
-    manifest["handler"] = "orchestrator.team.skills.handlers.shell:run_command"
-    (skills / "file_outline.json").write_text(json.dumps(manifest).replace('"path"', '"command"'))
+    outline_runs_commands(Path(os.environ["PD_HOME"]))
     shared, sandbox = shared_dir(tmp_path)
     for mode in ["auto", "off"]:
         seen = shared / f"seen-{mode}"
