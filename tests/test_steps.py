@@ -346,3 +346,25 @@ def test_a_refused_control_request_is_answered_with_the_reason() -> None:
     (answer,) = [e for e in effects if isinstance(e, Answer)]
     assert answer.problem == "no task 'nope' in this run"
     assert run.state.status is RunStatus.RUNNING
+
+
+def test_finished_work_merges_critical_path_first_then_first_finished() -> None:
+    tasks = [
+        {"id": "x", "title": "X"},
+        {"id": "a", "title": "A"},
+        {"id": "b", "title": "B"},
+        {"id": "c", "title": "C", "deps": ["b"]},  # b heads a chain of two
+    ]
+    workers = [("w1", "backend-dev"), ("w2", "backend-dev"), ("w3", "backend-dev")]
+    run = Run(tasks, workers=workers)
+    run.boot()
+    jobs = {j.task_id: (w, j) for w, j in run.jobs(run.tick()).items()}
+    assert set(jobs) == {"x", "a", "b"}
+
+    first = run.done(*jobs["x"])  # the merger takes x at once
+    assert run.jobs(first)[MERGER].task_id == "x"
+    run.done(*jobs["a"])
+    run.done(*jobs["b"])  # finished after a, but c waits for it
+    assert run.state.merges.view()["queue"] == ["b", "a"]
+    effects = run.merged("x", "h1")
+    assert run.jobs(effects)[MERGER].task_id == "b"
