@@ -55,8 +55,14 @@ class MergeQueue:
         prior_failure_rate: float = 0.1,
         max_batch: int = 32,
     ) -> None:
-        if parallel < 1 or retries < 0 or max_batch < 1 or not 0 < prior_failure_rate < 1:
-            raise ValueError("parallel ≥ 1, retries ≥ 0, max_batch ≥ 1, 0 < prior < 1")
+        for name, value, ok, rule in [
+            ("parallel", parallel, parallel >= 1, "at least 1"),
+            ("retries", retries, retries >= 0, "0 or more"),
+            ("max_batch", max_batch, max_batch >= 1, "at least 1"),
+            ("prior_failure_rate", prior_failure_rate, 0 < prior_failure_rate < 1, "in (0, 1)"),
+        ]:
+            if not ok:
+                raise QueueMisuse(f"MergeQueue {name}={value}: must be {rule}")
         self.parallel = parallel
         self.retries = retries
         self.prior = prior_failure_rate
