@@ -357,3 +357,12 @@ TestQueueMachine = QueueMachine.TestCase
 
 def test_the_bound_is_the_entropy() -> None:
     assert entropy_bound(1, 0.5) == 1.0 and math.isclose(entropy_bound(10, 0.0), 0.0)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("parallel", 0), ("retries", -1), ("max_batch", 0), ("prior_failure_rate", 1.0)],
+)
+def test_a_bad_setting_is_named(setting: str, value: float) -> None:
+    with pytest.raises(QueueMisuse, match=f"{setting}={value}"):
+        MergeQueue(**{setting: value})  # type: ignore[arg-type]

@@ -55,8 +55,14 @@ class MergeQueue:
         prior_failure_rate: float = 0.1,
         max_batch: int = 32,
     ) -> None:
-        if parallel < 1 or retries < 0 or max_batch < 1 or not 0 < prior_failure_rate < 1:
-            raise QueueMisuse("parallel ≥ 1, retries ≥ 0, max_batch ≥ 1, 0 < prior < 1")
+        for name, value, ok, rule in [
+            ("parallel", parallel, parallel >= 1, "at least 1"),
+            ("retries", retries, retries >= 0, "0 or more"),
+            ("max_batch", max_batch, max_batch >= 1, "at least 1"),
+            ("prior_failure_rate", prior_failure_rate, 0 < prior_failure_rate < 1, "in (0, 1)"),
+        ]:
+            if not ok:
+                raise QueueMisuse(f"MergeQueue {name}={value}: must be {rule}")
         self.parallel = parallel
         self.retries = retries
         self.prior = prior_failure_rate
@@ -202,7 +208,7 @@ class MergeQueue:
         if before is None or before[0] == passed:
             return []
         failing = tests if not passed else before[1]
-        return [Flaky(run.gate.run_id, failing)]  # no names: the driver could not tell which
+        return [Flaky(run.gate.run_id, failing)] if failing else []
 
     def _infer(self) -> list[Decision]:
         """With ``retries=0`` the gate is trusted: a failed set whose every other member
