@@ -208,7 +208,7 @@ class MergeQueue:
         if before is None or before[0] == passed:
             return []
         failing = tests if not passed else before[1]
-        return [Flaky(run.gate.run_id, failing)] if failing else []
+        return [Flaky(run.gate.run_id, failing)]  # no names: the driver could not tell which
 
     def _infer(self) -> list[Decision]:
         """With ``retries=0`` the gate is trusted: a failed set whose every other member
