@@ -35,6 +35,7 @@ from tests.conftest import (
     IDENTITY,
     finish_turn,
     hold_turn,
+    make_repo,
     pd,
     run_git,
     shared_dir,
@@ -413,3 +414,17 @@ def test_pd_plan_runs_the_planners_commands_in_the_runs_sandbox(
     assert (shared / "seen-off").read_text() == "outside-the-worktree\n"  # unconfined: read
     sandboxed = (shared / "seen-auto").read_text()
     assert "No such file" in sandboxed and "outside-the-worktree" not in sandboxed
+
+
+def test_the_planners_run_tests_runs_the_gate_command(tmp_path: Path) -> None:
+    """Told to run the suite once, the producer runs what the gate runs, not a guess
+    that finds no runner on a project whose tests are ``bash check.sh``."""
+    from orchestrator.planning.producer import planner_toolbox
+
+    repo = make_repo(tmp_path / "repo", {"check.sh": "echo gate-ran; exit 3\n"})
+    payload = {"workspace": str(tmp_path), "skills": ["run_tests"], "gate": "bash check.sh"}
+    payload["team"] = []
+    box = planner_toolbox(repo, payload)
+    result = box.call("run_tests", {})
+    assert result.is_error and "gate-ran" in result.content
+    assert "`bash check.sh` FAILED (exit code 3)" in result.content

@@ -44,6 +44,7 @@ def planner_toolbox(
         env=env,
         command_timeout=command_timeout,
         output_cap=output_cap,
+        test_command=payload.get("gate") or None,  # what the gate runs, as workers get
         ending=planner_ending(payload),
     )
 
