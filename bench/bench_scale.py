@@ -38,9 +38,9 @@ from _common import new_repo, run_git, say
 from orchestrator.engine import coordinator as coordinator_module
 from orchestrator.engine.pool import child_setup
 from orchestrator.wire.messages import (
+    BatchResult,
     Heartbeat,
-    MergeRequest,
-    MergeResult,
+    MergeBatch,
     Ready,
     Shutdown,
     TaskDone,
@@ -250,12 +250,13 @@ def noop_worker(
 
 
 def noop_merger(conn: Connection, worker_id: str, config: dict[str, Any]) -> None:
-    """A merger whose every merge lands at once on the same head."""
+    """A merger whose every batch lands at once on the same head."""
 
     def answer(message: Any) -> list[Any]:
-        if not isinstance(message, MergeRequest):
+        if not isinstance(message, MergeBatch):
             return []
-        return [MergeResult(message.task_id, message.attempt, True, head=message.commit)]
+        head = message.items[-1]["commit"]
+        return [BatchResult(message.run_id, gated=True, passed=True, head=head)]
 
     _answer_loop(conn, worker_id, answer)
 

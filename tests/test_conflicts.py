@@ -57,7 +57,7 @@ def test_a_conflict_is_counted_apart_and_names_each_path_once(
     text = pd("report", cwd=home, env=env, check=True).stdout
     assert "0 rejected by the gate, 1 merge conflict" in " ".join(text.split())
     status = json.loads(pd("status", "--json", cwd=home, env=env, check=True).stdout)
-    assert status["merge_rejections"] == {"gate": 0, "conflicts": 1}
+    assert status["merge_rejections"] == {"gate": 0, "conflicts": 1, "flaky": 0}
     shown = " ".join(pd("status", cwd=home, env=env, check=True).stdout.split())
     assert "0 rejected by the gate, 1 merge conflict" in shown
 

@@ -19,10 +19,10 @@ from orchestrator.tasks.taskgraph import TaskGraph, TaskState
 from orchestrator.team.roles import load_roles
 from orchestrator.wire.messages import (
     AbortTask,
+    BatchResult,
     HandedOff,
     HandOff,
-    MergeRequest,
-    MergeResult,
+    MergeBatch,
     Ready,
     ReviewDone,
     ReviewJob,
@@ -85,12 +85,26 @@ class Run:
             Received(worker, TaskDone(**ids, branch=job.branch, commit=commit, summary="ok"))
         )
 
+    def gated(self, passed: bool, head: str = "", **result: Any) -> list[Any]:
+        """The merger's verdict on the batch it has."""
+        current = self.state.merges.current
+        assert current is not None, "no batch at the merger"
+        verdict = BatchResult(current.run_id, gated=True, passed=passed, head=head, **result)
+        return self.feed(Received(MERGER, verdict))
+
     def merged(self, task: str, head: str) -> list[Any]:
-        attempt = self.state.graph.get(task).attempts
-        return self.feed(Received(MERGER, MergeResult(task, attempt, True, head=head)))
+        assert self.state.merges.current and task in self.state.merges.current.tasks()
+        return self.gated(True, head)
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.log]
+
+
+def batch(effects: list[Any]) -> list[str]:
+    """The tasks of the batch sent to the merger."""
+    sent = [e.message for e in effects if isinstance(e, Send) and e.worker == MERGER]
+    assert len(sent) == 1 and isinstance(sent[0], MergeBatch)
+    return [item["task_id"] for item in sent[0].items]
 
 
 def test_ready_tasks_go_to_idle_workers_and_the_job_follows_its_record() -> None:
@@ -115,8 +129,8 @@ def test_a_finished_task_is_merged_and_its_dependent_starts_on_the_new_head() ->
     job = run.jobs(run.tick())["w1"]
 
     effects = run.done("w1", job)
-    request = run.jobs(effects)[MERGER]
-    assert isinstance(request, MergeRequest) and (request.task_id, request.commit) == ("a", "c1")
+    (item,) = run.jobs(effects)[MERGER].items
+    assert (item["task_id"], item["commit"]) == ("a", "c1")
     assert not steps.finished(run.state)
 
     run.merged("a", "h1")
@@ -146,7 +160,7 @@ def test_review_goes_to_a_reviewer_that_is_not_the_implementer_and_approval_merg
 
     verdict = ReviewDone("w2", "a", reviews["w2"].attempt, approved=True, comments="good")
     effects = run.feed(Received("w2", verdict))
-    assert isinstance(run.jobs(effects)[MERGER], MergeRequest)
+    assert batch(effects) == ["a"]
     assert run.state.slots["w2"].state is SlotState.IDLE
 
 
@@ -307,10 +321,11 @@ def test_a_merger_crash_puts_its_merge_back_in_front_for_the_fresh_one() -> None
     run.done("w1", jobs["w1"], "ca")
     run.done("w2", jobs["w2"], "cb")
 
+    assert run.state.merges.view()["batch"] == ["a"]  # b finished while a was merged
     effects = run.feed(Died(MERGER, -9))
     assert Respawn(MERGER) in effects and run.state.merges.view()["queue"] == ["a", "b"]
     effects = run.feed(Received(MERGER, Ready(MERGER, pid=3)))
-    assert run.jobs(effects)[MERGER].task_id == "a"
+    assert batch(effects) == ["a", "b"]  # a first, and b with it in one batch
 
 
 def test_a_rejected_merge_is_a_failed_attempt_with_the_gate_output() -> None:
@@ -318,8 +333,11 @@ def test_a_rejected_merge_is_a_failed_attempt_with_the_gate_output() -> None:
     run.boot()
     job = run.jobs(run.tick())["w1"]
     run.done("w1", job)
-    result = MergeResult("a", 1, False, reason="tests failed", log_tail="E assert 1 == 2")
-    run.feed(Received(MERGER, result))
+    failed = {"reason": "tests failed", "log_tail": "E assert 1 == 2"}
+    again = run.gated(False, **failed)
+    assert batch(again) == ["a"]  # failed alone once: run again (a flaky test?)
+    assert run.state.graph.get("a").state is TaskState.MERGING
+    run.gated(False, **failed)  # and failed again: back to its agent
 
     assert run.state.graph.get("a").state is TaskState.PENDING
     nxt = run.jobs(run.tick())
@@ -362,9 +380,116 @@ def test_finished_work_merges_critical_path_first_then_first_finished() -> None:
     assert set(jobs) == {"x", "a", "b"}
 
     first = run.done(*jobs["x"])  # the merger takes x at once
-    assert run.jobs(first)[MERGER].task_id == "x"
+    assert batch(first) == ["x"]
     run.done(*jobs["a"])
     run.done(*jobs["b"])  # finished after a, but c waits for it
     assert run.state.merges.view()["queue"] == ["b", "a"]
     effects = run.merged("x", "h1")
-    assert run.jobs(effects)[MERGER].task_id == "b"
+    assert batch(effects) == ["b", "a"]  # one batch, b first
+
+
+def drain_merges(run: Run, broken: set[str]) -> list[list[str]]:
+    """Answer every batch the merger gets as a deterministic gate would: it passes unless
+    it holds a broken task. Returns the batches, in order."""
+    seen: list[list[str]] = []
+    while run.state.merges.current is not None:
+        tasks = run.state.merges.current.tasks()
+        seen.append(tasks)
+        passed = not broken & set(tasks)
+        run.gated(passed, head=f"h{len(seen)}" if passed else "", reason="tests failed")
+    return seen
+
+
+def finish_all(run: Run, tasks: list[str]) -> None:
+    jobs = {j.task_id: (w, j) for w, j in run.jobs(run.tick()).items()}
+    assert set(jobs) == set(tasks)
+    for task in tasks:
+        run.done(*jobs[task], commit=f"c-{task}")
+
+
+def test_finished_work_lands_in_one_batch_when_it_passes() -> None:
+    workers = [(f"w{n}", "backend-dev") for n in range(1, 5)]
+    tasks = [{"id": t, "title": t} for t in "abcd"]
+    run = Run(tasks, workers=workers)
+    run.boot()
+    run.state.merges.merger_ready = False  # the merger is busy: all four finish first
+    finish_all(run, list("abcd"))
+    run.state.merges.merger_ready = True
+    run.feed(Received(MERGER, Ready(MERGER, pid=3)))
+
+    assert drain_merges(run, broken=set()) == [["a", "b", "c", "d"]]
+    merged = [e for e in run.log if isinstance(e, ev.TaskMerged)]
+    assert {e.task for e in merged} == set("abcd") and {e.head for e in merged} == {"h1"}
+    assert steps.finished(run.state) and steps.outcome(run.state) == (0, "finished")
+
+
+def test_a_failing_batch_is_split_and_only_the_broken_task_goes_back() -> None:
+    workers = [(f"w{n}", "backend-dev") for n in range(1, 5)]
+    run = Run([{"id": t, "title": t} for t in "abcd"], workers=workers, max_attempts=1)
+    run.boot()
+    run.state.merges.merger_ready = False
+    finish_all(run, list("abcd"))
+    run.state.merges.merger_ready = True
+    run.feed(Received(MERGER, Ready(MERGER, pid=3)))
+
+    batches = drain_merges(run, broken={"c"})
+
+    assert batches[0] == ["a", "b", "c", "d"] and len(batches) < 4 + 2 * 2
+    assert [b for b in batches if b == ["c"]] == [["c"], ["c"]]  # alone, and once again
+    states = {t.id: t.state for t in run.state.graph}
+    assert states == {
+        "a": TaskState.MERGED,
+        "b": TaskState.MERGED,
+        "c": TaskState.FAILED,
+        "d": TaskState.MERGED,
+    }
+    (rejected,) = [e for e in run.log if isinstance(e, ev.TaskRejected)]
+    assert rejected.task == "c" and rejected.reason == "tests failed"
+
+
+def test_a_task_that_conflicts_leaves_the_batch_and_the_rest_is_tried_again() -> None:
+    workers = [("w1", "backend-dev"), ("w2", "backend-dev")]
+    run = Run([{"id": "a", "title": "A"}, {"id": "b", "title": "B"}], workers=workers)
+    run.boot()
+    run.state.merges.merger_ready = False
+    finish_all(run, ["a", "b"])
+    run.state.merges.merger_ready = True
+    run.feed(Received(MERGER, Ready(MERGER, pid=3)))
+    current = run.state.merges.current
+    assert current is not None and current.tasks() == ["a", "b"]
+
+    conflict = BatchResult(current.run_id, base="h0", conflicts={"b": ["app.py"]})
+    effects = run.feed(Received(MERGER, conflict))
+
+    assert batch(effects) == ["a"]
+    (rejected,) = [e for e in run.log if isinstance(e, ev.TaskRejected)]
+    assert (rejected.task, rejected.conflicts) == ("b", ["app.py"])
+    assert "conflict with main in: app.py" in rejected.reason
+    assert run.state.graph.get("b").state is TaskState.PENDING  # back to its agent
+
+
+def test_a_gate_that_fails_then_passes_on_the_same_tree_is_flaky_not_a_rejection() -> None:
+    run = Run([{"id": "a", "title": "A"}])
+    run.boot()
+    run.done("w1", run.jobs(run.tick())["w1"])
+    run.gated(False, reason="tests failed")
+    run.gated(True, head="h1")
+
+    assert run.state.graph.get("a").state is TaskState.MERGED
+    (flaky,) = [e for e in run.log if isinstance(e, ev.GateFlaky)]
+    assert flaky.tasks == ["a"]
+    assert not [e for e in run.log if isinstance(e, ev.TaskRejected)]
+
+
+def test_a_merger_failure_puts_the_batch_back_without_charging_anyone() -> None:
+    run = Run([{"id": "a", "title": "A"}])
+    run.boot()
+    run.done("w1", run.jobs(run.tick())["w1"])
+    current = run.state.merges.current
+    assert current is not None
+    broke = BatchResult(current.run_id, reason="merger error: disk full", infrastructure=True)
+    effects = run.feed(Received(MERGER, broke))
+
+    assert batch(effects) == ["a"]
+    task = run.state.graph.get("a")
+    assert task.state is TaskState.MERGING and task.infra_failures == 1

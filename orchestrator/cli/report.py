@@ -70,8 +70,11 @@ def print_report(data: dict[str, Any]) -> None:
         print_planning(data["planning"])
     counts = ", ".join(f"{n} {state}" for state, n in sorted(data.get("counts", {}).items()) if n)
     seconds = f" in {data['seconds']}s" if data.get("seconds") is not None else ""
+    merges = rejection_line(
+        data["rejections"], data.get("conflicts", 0), len(data.get("flaky", []))
+    )
     console.print(
-        f"{counts}{seconds}; {rejection_line(data['rejections'], data.get('conflicts', 0))}, "
+        f"{counts}{seconds}; {merges}, "
         f"{len(data['crashes'])} worker crashes, {data['respawns']} respawns"
     )
     print_spend(data)

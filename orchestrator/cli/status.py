@@ -93,7 +93,8 @@ def render(state: dict[str, Any]) -> Group:
         lines.append(planning_line(state["planning"]))
     rejected = state.get("merge_rejections") or {}
     if any(rejected.values()):
-        lines.append("merges: " + rejection_line(rejected["gate"], rejected["conflicts"]))
+        flaky = rejected.get("flaky", 0)
+        lines.append("merges: " + rejection_line(rejected["gate"], rejected["conflicts"], flaky))
     if merger.get("task") or merger.get("queue"):
         lines.append(
             f"merging: {merger.get('task') or '-'}; queued: "

@@ -18,7 +18,7 @@ Data flow (one coordinator, N workers, one merger; every arrow a pipe)::
     |                                                               Send/Respawn/Kill  |
     |                                                                 -> pool          |
     +------------------------------------------------------------------|---------------+
-          | TaskJob / PlanJob / ReviewJob     ^ TaskStarted, Progress,  | MergeRequest
+          | TaskJob / PlanJob / ReviewJob     ^ TaskStarted, Progress,  | MergeBatch
           v                                   | TaskDone, TaskFailed... v
     +-------------+  +-------------+                              +-------------+
     |  worker w1  |  |  worker w2  |  ...                         |   merger    |
@@ -86,7 +86,7 @@ from orchestrator.system.worktrees import (
     exclude_from_status,
 )
 from orchestrator.team.skills import load_registry
-from orchestrator.wire.messages import MergeResult, Ready, UsageReport
+from orchestrator.wire.messages import BatchResult, Ready, UsageReport
 
 TICK = 0.2
 # How long a thread may hold the GIL while another wants it (CPython's default: 5 ms).
@@ -129,6 +129,7 @@ class Coordinator:
             roles=plan.roles,
             workers=list(plan.workers),
             gate_command=plan.gate_command,
+            target_branch=plan.target_branch,
             escalation=bool(plan.provider.escalation),
             running_note=self._running_note,
         )
@@ -302,13 +303,15 @@ class Coordinator:
                 handle.process.kill()
                 handle.process.join()
         for event in self.pool.drain(MERGER):
-            if isinstance(event.message, MergeResult):
+            if isinstance(event.message, BatchResult):
                 self._step(Received(MERGER, event.message))
         current, known = self.state.merges.current, self.state.head
         head = rev_parse(self.plan.repo, f"refs/heads/{self.plan.target_branch}")
-        moved = current is not None and head and head != known
-        if moved and is_ancestor(self.plan.repo, current.commit, head):  # type: ignore[union-attr]
-            landed = MergeResult(current.task_id, current.attempt, True, head=head)  # type: ignore[union-attr]
+        if current is None or not head or head == known:
+            return
+        commits = [self.state.merges.request(t).commit for t in current.tasks()]
+        if all(is_ancestor(self.plan.repo, c, head) for c in commits):  # landed untold
+            landed = BatchResult(current.run_id, gated=True, passed=True, head=head)
             self._step(Received(MERGER, landed))
 
     def _install_signals(self) -> None:

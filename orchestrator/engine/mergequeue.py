@@ -1,66 +1,118 @@
-"""Finished work waiting for the merger: one merge at a time, critical path first.
+"""Finished work waiting to land, as the run sees it: the gate queue (``gate.MergeQueue``:
+batches sized from the failure rate, bisection, retries) with the run's bookkeeping.
 
-Bookkeeping only; the steps do the sending. Among waiting merges, the one whose task
-heads the longest chain of work still to do goes first (its dependents wait for it),
-then the one that finished first. If the merger dies mid-merge, its request goes back
-in front of everything, so a crash never loses or reorders finished work.
+The merger runs one batch at a time. Each time a task goes to the queue it gets a fresh
+key (``task#n``), so a batch lost to a merger crash or pd's own failure goes back as new
+candidates, first. A task in the batch being merged stays there if it is aborted: the
+batch lands with it or fails without it, and the record says which.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
+from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.wire.messages import MergeRequest
+from orchestrator.gate import Candidate, Decision
+from orchestrator.gate import MergeQueue as GateQueue
+from orchestrator.wire.messages import MergeBatch, MergeRequest
+
+
+@dataclass(frozen=True)
+class InFlight:
+    run_id: int
+    keys: tuple[str, ...]
+
+    def tasks(self) -> list[str]:
+        return [task_of(key) for key in self.keys]
+
+
+def task_of(key: str) -> str:
+    return key.rpartition("#")[0]
 
 
 class MergeQueue:
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, MergeRequest]] = []
-        self._seq = 0
-        self.current: MergeRequest | None = None
+    def __init__(self, retries: int = 1, max_batch: int = 16) -> None:
+        self.retries, self.max_batch = retries, max_batch
+        self.gate = GateQueue(parallel=1, retries=retries, max_batch=max_batch)
+        self.requests: dict[str, MergeRequest] = {}  # key -> what to merge
+        self.key_of: dict[str, str] = {}  # task -> its key now
+        self.current: InFlight | None = None
         self.merger_ready = False
+        self.gate_logs: dict[int, tuple[str, str]] = {}  # run -> (reason, output tail)
+        self.batches: dict[int, list[str]] = {}  # run -> its tasks
+        self._n = 0
 
     @property
     def idle(self) -> bool:
-        return self.current is None and not self._heap
+        return self.current is None and not self.key_of
 
-    def add(self, request: MergeRequest, priority: float = 0) -> None:
-        """``priority``: the task's critical-path length (higher merges first)."""
-        self._seq += 1
-        heapq.heappush(self._heap, (-priority, self._seq, request))
+    def add(self, request: MergeRequest, priority: float = 0, first: bool = False) -> None:
+        """``priority``: the task's critical-path length (higher lands first)."""
+        self._n += 1
+        key = f"{request.task_id}#{self._n}"
+        self.requests[key] = request
+        self.key_of[request.task_id] = key
+        self.gate.add(Candidate(key, math.inf if first else priority))
 
-    def take(self) -> MergeRequest | None:
-        """The next request to send, if the merger is free and ready for one."""
-        if self.current is None and self.merger_ready and self._heap:
-            self.current = heapq.heappop(self._heap)[2]
-            return self.current
-        return None
-
-    def finished(self) -> None:
-        self.current = None
-
-    def merger_lost(self) -> str | None:
-        """The merger died: requeue what it was merging, first; returns that task's id."""
-        self.merger_ready = False
-        lost, self.current = self.current, None
-        if lost is None:
+    def take(self) -> MergeBatch | None:
+        """The next batch to send, if the merger is free and ready for one."""
+        if self.current is not None or not self.merger_ready:
             return None
-        heapq.heappush(self._heap, (-math.inf, -self._seq, lost))
-        return lost.task_id
+        runs = self.gate.start()
+        if not runs:
+            return None
+        (run,) = runs  # one gate at a time: the merger runs them in turn
+        self.current = InFlight(run.run_id, run.ids)
+        self.batches[run.run_id] = [task_of(key) for key in run.ids]
+        items = [self.requests[key].to_dict() for key in run.ids]
+        return MergeBatch(run.run_id, items)
 
-    def drop(self, task_id: str) -> None:
-        """Forget a waiting request (its task was aborted); one being merged runs on."""
-        self._heap = [item for item in self._heap if item[2].task_id != task_id]
-        heapq.heapify(self._heap)
+    def request(self, task_id: str) -> MergeRequest:
+        return self.requests[self.key_of[task_id]]
 
-    def waiting(self) -> list[MergeRequest]:
-        """The waiting requests in the order they will go."""
-        return [item[2] for item in sorted(self._heap)]
+    def leave(self, task_id: str) -> list[Decision]:
+        """The task is out of the queue (merged, rejected, gone back to its agent)."""
+        key = self.key_of.pop(task_id, None)
+        if key is None:
+            return []
+        return self.gate.drop(key)
+
+    def drop(self, task_id: str) -> list[Decision]:
+        """Its task was aborted: forget it, unless its batch is being merged."""
+        if self.current is not None and task_id in self.current.tasks():
+            return []
+        return self.leave(task_id)
+
+    def finished(self, passed: bool) -> list[Decision]:
+        """The batch in flight was gated: the queue's decisions."""
+        current, self.current = self.current, None
+        if current is None:
+            return []
+        return self.gate.finished(current.run_id, passed)
+
+    def lost(self) -> list[str]:
+        """The batch in flight never got a verdict (the merger died or failed): its tasks
+        go back first, as new candidates. Returns them."""
+        current, self.current = self.current, None
+        if current is None:
+            return []
+        tasks = current.tasks()
+        for task in tasks:
+            request = self.request(task)
+            self.leave(task)
+            self.add(request, first=True)
+        return tasks
+
+    def merger_lost(self) -> list[str]:
+        self.merger_ready = False
+        return self.lost()
 
     def view(self) -> dict[str, Any]:
+        current = self.current.tasks() if self.current else []
+        waiting = [task_of(key) for key in self.gate.open()]
         return {
-            "task": self.current.task_id if self.current else None,
-            "queue": [r.task_id for r in self.waiting()],
+            "task": current[0] if current else None,
+            "batch": current,
+            "queue": [t for t in waiting if t not in current],
         }

@@ -24,12 +24,20 @@ from orchestrator.engine import landing
 from orchestrator.engine.pool import creator_alive, serve
 from orchestrator.errors import BadInput, GitError
 from orchestrator.gate.target import sync_checkout
+from orchestrator.gate.trees import Branch, build
 from orchestrator.system import gitutil, oshints
 from orchestrator.system.procs import kill_all_running, run_shell
 from orchestrator.system.sandbox import Policy, Sandbox
 from orchestrator.system.worktrees import SetupFailed, WorktreeManager
 from orchestrator.team.tools import scrub_env
-from orchestrator.wire.messages import MergeRequest, MergeResult, Ready
+from orchestrator.wire.messages import (
+    BatchResult,
+    MergeBatch,
+    MergeRequest,
+    MergeResult,
+    Message,
+    Ready,
+)
 
 MAX_CAS_TRIES = 3
 TAIL_LINES = 40
@@ -77,51 +85,97 @@ class Merger:
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
     def merge(self, req: MergeRequest) -> MergeResult:
-        """Try to merge ``req``; never raises: an unexpected error becomes a rejection."""
+        """One request, as a batch of one (what tests and single merges use)."""
+        batch = self.merge_batch(MergeBatch(0, [req.to_dict()]))
+        return single_result(req, batch, self.config.target_branch)
+
+    def merge_batch(self, batch: MergeBatch) -> BatchResult:
+        """Try to land ``batch``; never raises: an unexpected error is the merger's own
+        (infrastructure), never a rejection of the work."""
         start = time.monotonic()
+        items = [MergeRequest(**{k: v for k, v in i.items() if k != "type"}) for i in batch.items]
         try:
-            result = self._merge(req)
-        except Exception as exc:  # git or the disk, not the branch: tried again
-            self._log(f"error merging {req.task_id}:\n{traceback.format_exc()}")
-            reason = f"merger error: {exc}"
-            result = MergeResult(
-                req.task_id, req.attempt, False, reason=reason, infrastructure=True
-            )
+            result = self._merge_batch(batch.run_id, items)
+        except Exception as exc:  # git or the disk, not the branches: tried again
+            names = ", ".join(i.task_id for i in items)
+            self._log(f"error merging {names}:\n{traceback.format_exc()}")
+            result = BatchResult(batch.run_id, reason=f"merger error: {exc}", infrastructure=True)
         result.seconds = time.monotonic() - start
         return result
 
-    def _merge(self, req: MergeRequest) -> MergeResult:
-        commit = gitutil.rev_parse(self.repo, f"{req.commit or req.branch}^{{commit}}")
-        if commit is None:
-            return self._rejected(req, f"unknown commit {req.commit or req.branch}")
+    def _merge_batch(self, run_id: int, items: list[MergeRequest]) -> BatchResult:
+        out = BatchResult(run_id)
+        commits: dict[str, str] = {}
+        for req in items:
+            commit = gitutil.rev_parse(self.repo, f"{req.commit or req.branch}^{{commit}}")
+            if commit is None:
+                out.refused[req.task_id] = f"unknown commit {req.commit or req.branch}"
+            else:
+                commits[req.task_id] = commit
         for round_ in range(MAX_CAS_TRIES):
-            old = self._head()
-            if gitutil.is_ancestor(self.repo, commit, old):
-                return self._merged(req, old, "no-op: already in target")
-            candidate, conflicts = self._candidate(req, old, commit)
-            if candidate is None:
-                reason = f"conflict with {self.config.target_branch} in: {', '.join(conflicts)}"
-                return self._rejected(req, reason, conflicts=conflicts)
-            if self._tree(candidate) == self._tree(old):
-                return self._already(req, old)
-            refused = landing.refusal(
-                self.repo, old, candidate, self.config.symlinks, self.config.git_files
-            )
-            if refused:
-                return self._rejected(req, refused)
-            rejection = self._gate(req, candidate, round_)
-            if rejection is not None:
-                return rejection
+            old = out.base = self._head()
+            out.landed_before = [
+                t for t, c in commits.items() if gitutil.is_ancestor(self.repo, c, old)
+            ]
+            branches = [Branch(t, c) for t, c in commits.items() if t not in out.landed_before]
+            built = build(self.repo, old, branches, _message(items))
+            out.conflicts, out.already = built.conflicts, built.already
+            if built.commit is not None and not (out.refused or out.conflicts or out.already):
+                out.refused = self._refusals(old, built.commit, branches)
+            if out.refused or out.conflicts or out.already or out.landed_before:
+                self._left(items, out)
+                return out  # the queue plans the others again
+            assert built.commit is not None
+            out.gated = True
+            failed = self._gate(run_id, items, built.commit, round_)
+            if failed is not None:
+                out.reason, out.log_tail = failed
+                if len(items) == 1:
+                    self._keep(items[0])
+                self._log(f"run {run_id} ({_names(items)}): gate failed: {out.reason}")
+                return out
             with _no_sigterm():  # never a moved ref with a checkout left behind
                 if not creator_alive():  # the coordinator died during the gate
-                    reason = "the coordinator is gone: nothing is moved without it"
-                    return MergeResult(req.task_id, req.attempt, merged=False, reason=reason)
-                if self._move(req, candidate, old):
-                    self._sync_checkout(old, candidate)
-                    return self._merged(req, candidate)
-            self._log(f"{req.task_id}: {self.ref} moved during the gate; retrying on new head")
-        reason = f"{self.config.target_branch} kept moving; gave up after {MAX_CAS_TRIES} tries"
-        return self._rejected(req, reason)
+                    out.gated, out.infrastructure = False, True
+                    out.reason = "the coordinator is gone: nothing is moved without it"
+                    return out
+                if self._move(items, built.commit, old):
+                    self._sync_checkout(old, built.commit)
+                    out.passed, out.head = True, built.commit
+                    self._log(f"run {run_id} ({_names(items)}): merged, head {out.head[:12]}")
+                    return out
+            self._log(f"run {run_id}: {self.ref} moved during the gate; retrying on new head")
+        out.gated, out.infrastructure = False, True
+        out.reason = f"{self.config.target_branch} kept moving; gave up after {MAX_CAS_TRIES} tries"
+        return out
+
+    def _refusals(self, old: str, candidate: str, branches: list[Branch]) -> dict[str, str]:
+        """What must not land (symlinks, git plumbing), by branch: checked on the whole
+        candidate, then, only if it is refused, on each branch alone."""
+        config = self.config
+        why = landing.refusal(self.repo, old, candidate, config.symlinks, config.git_files)
+        if why is None:
+            return {}
+        if len(branches) == 1:
+            return {branches[0].name: why}
+        found = {}
+        for branch in branches:
+            alone = build(self.repo, old, [branch], "pd: landing check").commit
+            if alone is not None:
+                reason = landing.refusal(self.repo, old, alone, config.symlinks, config.git_files)
+                if reason:
+                    found[branch.name] = reason
+        return found or {b.name: why for b in branches}  # only together: none lands
+
+    def _left(self, items: list[MergeRequest], out: BatchResult) -> None:
+        for req in items:
+            if req.task_id in out.conflicts or req.task_id in out.refused:
+                self._keep(req)
+        self._log(
+            f"run {out.run_id} ({_names(items)}): before the gate, conflicts "
+            f"{sorted(out.conflicts)}, refused {sorted(out.refused)}, already "
+            f"{out.already + out.landed_before}"
+        )
 
     def _head(self) -> str:
         head = gitutil.rev_parse(self.repo, self.ref)
@@ -129,38 +183,19 @@ class Merger:
             raise GitError(["rev-parse", self.ref], "target branch disappeared")
         return head
 
-    def _tree(self, commit: str) -> str:
-        return gitutil.git(self.repo, "rev-parse", f"{commit}^{{tree}}")
-
-    def _candidate(self, req: MergeRequest, old: str, commit: str) -> tuple[str | None, list[str]]:
-        """The commit to gate: ``commit`` itself (fast-forward) or a fresh merge commit.
-
-        Returns (None, conflicting paths) when the two sides do not merge cleanly.
-        """
-        if gitutil.is_ancestor(self.repo, old, commit):
-            return commit, []
-        code, out, err = gitutil.merge_tree(self.repo, old, commit)
-        if code not in (0, 1):
-            raise GitError(["git", "merge-tree", "--write-tree", old, commit], err, code)
-        tree, *paths = out.split("\0")
-        if code == 1:
-            return None, list(dict.fromkeys(p for p in paths if p))
-        message = f"pd: merge {req.task_id}: {req.title}"
-        env = gitutil.identity_env()
-        merge = gitutil.git(
-            self.repo, "commit-tree", tree, "-p", old, "-p", commit, "-m", message, env=env
-        )
-        return merge, []
-
-    def _gate(self, req: MergeRequest, candidate: str, round_: int) -> MergeResult | None:
-        """Run the gate on ``candidate``; a rejection, or None when it passed."""
-        name = re.sub(r"[^\w.-]", "_", req.task_id)
+    def _gate(
+        self, run_id: int, items: list[MergeRequest], candidate: str, round_: int
+    ) -> tuple[str, str] | None:
+        """Run the gate on ``candidate``; (reason, output tail) when it failed."""
         suffix = f"-retry{round_}" if round_ else ""
-        log_path = self.log_dir / f"gate-{name}-{req.attempt}{suffix}.log"
+        only = items[0]
+        safe = re.sub(r"[^\w.-]", "_", only.task_id)
+        name = f"{safe}-{only.attempt}" if len(items) == 1 else f"run{run_id}"
+        log_path = self.log_dir / f"gate-{name}{suffix}.log"
         try:
             path = self.worktrees.prepare(self.integration_name, candidate, None)
         except SetupFailed as exc:
-            return self._rejected(req, f"integration setup failed: {exc.command}", tail=exc.tail)
+            return f"integration setup failed: {exc.command}", exc.tail
         result = run_shell(
             self.config.gate_command,
             cwd=path,
@@ -170,16 +205,15 @@ class Merger:
             sandbox=Sandbox(self.policy, path),  # detached: the gate moves no ref
         )
         if result.timed_out:
-            reason = f"gate timed out after {self.config.gate_timeout:g}s"
-        elif result.returncode != 0:
+            return f"gate timed out after {self.config.gate_timeout:g}s", result.tail(TAIL_LINES)
+        if result.returncode != 0:
             reason = f"gate failed (exit {result.returncode}): {self.config.gate_command}"
-        else:
-            return None
-        return self._rejected(req, reason, tail=result.tail(TAIL_LINES))
+            return reason, result.tail(TAIL_LINES)
+        return None
 
-    def _move(self, req: MergeRequest, new: str, old: str) -> bool:
+    def _move(self, items: list[MergeRequest], new: str, old: str) -> bool:
         """Compare-and-swap the target from ``old`` to ``new``; False if it moved meanwhile."""
-        message = f"pd: merge {req.task_id}"
+        message = f"pd: merge {_names(items)}"
         env = gitutil.identity_env()
         code, _out, err = gitutil.git_full(
             self.repo, "update-ref", "-m", message, self.ref, new, old, env=env
@@ -198,32 +232,6 @@ class Merger:
         if warning := sync_checkout(self.repo, branch, old, new, skip):
             self._log(warning)
 
-    def _merged(self, req: MergeRequest, head: str, reason: str = "") -> MergeResult:
-        self._log(f"{req.task_id}#{req.attempt}: merged, head {head[:12]} {reason}".rstrip())
-        return MergeResult(req.task_id, req.attempt, merged=True, head=head, reason=reason)
-
-    def _already(self, req: MergeRequest, head: str) -> MergeResult:
-        """The target already holds the same tree: nothing of the branch lands."""
-        self._log(f"{req.task_id}#{req.attempt}: already in {self.config.target_branch}")
-        reason = f"{self.config.target_branch} already holds these changes"
-        return MergeResult(
-            req.task_id, req.attempt, merged=False, head=head, reason=reason, already_merged=True
-        )
-
-    def _rejected(
-        self, req: MergeRequest, reason: str, conflicts: list[str] | None = None, tail: str = ""
-    ) -> MergeResult:
-        self._log(f"{req.task_id}#{req.attempt}: rejected: {reason}")
-        self._keep(req)
-        return MergeResult(
-            req.task_id,
-            req.attempt,
-            merged=False,
-            reason=reason,
-            conflicts=conflicts or [],
-            log_tail=tail,
-        )
-
     def _keep(self, req: MergeRequest) -> None:
         """Nothing is lost: the next attempt resets the task branch, so the rejected
         commit stays reachable under ``refs/pd/rejected/<branch>/<attempt>``."""
@@ -235,6 +243,41 @@ class Merger:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         with open(self.log_dir / "merger.log", "a") as log:
             log.write(f"{stamp} {text}\n")
+
+
+def _names(items: list[MergeRequest]) -> str:
+    return ", ".join(i.task_id for i in items)
+
+
+def _message(items: list[MergeRequest]) -> str:
+    """The landed commit's message: the task and its title, or the tasks of a batch."""
+    if len(items) == 1:
+        return f"pd: merge {items[0].task_id}: {items[0].title}"
+    lines = "\n".join(f"- {i.task_id}: {i.title}" for i in items)
+    return f"pd: merge {len(items)} tasks: {_names(items)}\n\n{lines}"
+
+
+def single_result(req: MergeRequest, batch: BatchResult, target: str) -> MergeResult:
+    """A batch of one, told as the ``MergeResult`` of its request."""
+    task = req.task_id
+    result = MergeResult(task, req.attempt, False, seconds=batch.seconds)
+    if batch.infrastructure:
+        result.reason, result.infrastructure = batch.reason, True
+    elif task in batch.refused:
+        result.reason = batch.refused[task]
+    elif task in batch.conflicts:
+        result.conflicts = batch.conflicts[task]
+        result.reason = f"conflict with {target} in: {', '.join(result.conflicts)}"
+    elif task in batch.already:
+        result.head, result.already_merged = batch.base, True
+        result.reason = f"{target} already holds these changes"
+    elif task in batch.landed_before:
+        result.merged, result.head, result.reason = True, batch.base, "no-op: already in target"
+    elif batch.passed:
+        result.merged, result.head = True, batch.head
+    else:
+        result.reason, result.log_tail = batch.reason, batch.log_tail
+    return result
 
 
 _deferred: list[int] = []  # a SIGTERM that arrived inside a critical section
@@ -283,4 +326,10 @@ def merger_main(conn: Any, config: dict[str, Any]) -> None:
         conn.send_bytes(Ready(worker_id="merger", pid=os.getpid(), error=error).to_bytes())
     if merger is None:
         return
-    serve(conn, lambda m: merger.merge(m) if isinstance(m, MergeRequest) else None)
+
+    def answer(message: Message) -> Message | None:
+        if isinstance(message, MergeBatch):
+            return merger.merge_batch(message)
+        return merger.merge(message) if isinstance(message, MergeRequest) else None
+
+    serve(conn, answer)

@@ -75,6 +75,7 @@ class RunRules:
     roles: Mapping[str, Role]
     workers: list[tuple[str, str]]  # (worker id, role id)
     gate_command: str = ""
+    target_branch: str = "main"
     escalation: bool = False  # a stronger model exists for a task's last attempts
     # The handoff note a worker kept current during an attempt it could not finish
     # (a read of the run store; the shell supplies it).
@@ -91,7 +92,7 @@ class RunState:
     planning: PlanningStep | None = None  # a goal mission: the graph comes from the producer
     plan_payload: dict[str, Any] | None = None  # what a PlanJob carries, besides its attempt
     slots: dict[str, Slot] = field(default_factory=dict)
-    merges: MergeQueue = field(default_factory=MergeQueue)
+    merges: MergeQueue = field(default_factory=MergeQueue)  # set from the mission's gate
     status: RunStatus = RunStatus.RUNNING
     reason: str | None = None  # why it is stopping or aborting
     review_tried: dict[str, set[str]] = field(default_factory=dict)  # reviewers that failed
@@ -99,6 +100,9 @@ class RunState:
     session: list[str] = field(default_factory=list)  # one line per landed task
 
     def __post_init__(self) -> None:
+        gate = getattr(self.rules.mission, "gate", None)
+        if gate is not None and self.merges.idle and not self.merges.requests:
+            self.merges = MergeQueue(gate.retries, gate.max_batch)
         if not self.slots:
             self.slots = {wid: Slot(wid, role) for wid, role in self.rules.workers}
 

@@ -35,8 +35,16 @@ class Candidate:
 
 def build(repo: Path, base: str, branches: list[Branch], message: str) -> Candidate:
     """Merge ``branches`` in order onto ``base``; the result is one commit with parents
-    [base, *merged branches] and the tree of the merges done one by one."""
+    [base, *merged branches] and the tree of the merges done one by one. A single branch
+    that is one commit on ``base`` is its own candidate: its first parent is the base."""
     result = Candidate(commit=None)
+    if len(branches) == 1 and _parent(repo, branches[0].commit) == base:
+        only = branches[0]  # one commit on the head: it is the candidate (a fast-forward)
+        if tree_of(repo, only.commit) == tree_of(repo, base):
+            result.already.append(only.name)
+        else:
+            result.commit, result.merged = only.commit, [only.name]
+        return result
     tip, parents = base, []
     for branch in branches:
         if gitutil.is_ancestor(repo, branch.commit, base):
@@ -57,6 +65,10 @@ def build(repo: Path, base: str, branches: list[Branch], message: str) -> Candid
     if parents:
         result.commit = commit_tree(repo, tree_of(repo, tip), [base, *parents], message)
     return result
+
+
+def _parent(repo: Path, commit: str) -> str | None:
+    return gitutil.rev_parse(repo, f"{commit}^1")
 
 
 def merged_tree(repo: Path, ours: str, theirs: str) -> tuple[str | None, list[str]]:

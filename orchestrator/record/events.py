@@ -324,6 +324,15 @@ class TaskRejected(Event):
     log_tail: str = ""
 
 
+@kind("gate_flaky")
+class GateFlaky(Event):
+    """The gate failed and then passed on the same tree: its flakes cost nobody an
+    attempt. ``tests``: the ones that flaked, when the runner named them."""
+
+    tasks: list[str] = field(default_factory=list)
+    tests: list[str] = field(default_factory=list)
+
+
 @kind("task_already_merged")
 class TaskAlreadyMerged(Event):
     task: str

@@ -39,6 +39,10 @@ FORMATS: dict[type[ev.Event], Callable[[Any], str | None]] = {
     ev.MergeStarted: lambda e: f"merge ⇢ {e.task}",
     ev.TaskMerged: lambda e: f"merge ✓ {e.task} → {_short(e.head)} ({e.seconds}s)",
     ev.TaskRejected: lambda e: f"merge ✗ {e.task}: {e.reason}",
+    ev.GateFlaky: lambda e: (
+        f"flaky gate (failed, then passed on the same tree) for {', '.join(e.tasks)}"
+        + (f": {', '.join(e.tests)}" if e.tests else "")
+    ),
     ev.TaskAlreadyMerged: lambda e: (
         f"{e.task} changed nothing: already in the target at {_short(e.commit)}"
     ),

@@ -30,7 +30,7 @@ def build_report(store: RunStore) -> dict[str, Any]:
             "review": bool(task.get("review")),
             "reviews": [],
         }
-    crashes, respawns, waits = [], [], []
+    crashes, respawns, waits, flaky = [], [], [], []
     spend, skills = Spend(), SkillUse()
     started = finished = None
     info: dict[str, Any] = defaultdict(lambda: None)
@@ -62,6 +62,8 @@ def build_report(store: RunStore) -> dict[str, Any]:
                 spend.add(event)
             case ev.SkillsUsed():
                 skills.add(event)
+            case ev.GateFlaky():
+                flaky.append({"tasks": event.tasks, "tests": event.tests})
             case ev.BudgetExhausted() | ev.RunStopped() | ev.RunHalting():
                 info["stop_reason"] = info["stop_reason"] or event.reason
         if task is not None:
@@ -75,6 +77,7 @@ def build_report(store: RunStore) -> dict[str, Any]:
         "tasks": list(tasks.values()),
         "counts": state.get("counts", {}),
         **_rejection_counts(r for t in tasks.values() for r in t["rejections"]),
+        "flaky": flaky,
         "crashes": crashes,
         "respawns": len(respawns),
         "median_wait": ordered[len(ordered) // 2] if ordered else None,
@@ -129,15 +132,19 @@ def _rejection_counts(rejections: Iterable[dict[str, Any]]) -> dict[str, int]:
 
 
 def merge_rejections(store: RunStore) -> dict[str, int]:
-    """Rejected merges so far, from the event log: by the gate, and by conflicts."""
+    """Rejected merges so far, from the event log: by the gate, and by conflicts; and
+    gate runs that failed, then passed on the same tree (flaky, charged to nobody)."""
+    events = list(store.events())
     counts = _rejection_counts(
-        {"conflicts": e.conflicts} for e in store.events() if isinstance(e, ev.TaskRejected)
+        {"conflicts": e.conflicts} for e in events if isinstance(e, ev.TaskRejected)
     )
-    return {"gate": counts["rejections"], "conflicts": counts["conflicts"]}
+    flaky = sum(isinstance(e, ev.GateFlaky) for e in events)
+    return {"gate": counts["rejections"], "conflicts": counts["conflicts"], "flaky": flaky}
 
 
-def rejection_line(gate: int, conflicts: int) -> str:
-    return f"{gate} rejected by the gate, {conflicts} merge conflict{'' if conflicts == 1 else 's'}"
+def rejection_line(gate: int, conflicts: int, flaky: int = 0) -> str:
+    line = f"{gate} rejected by the gate, {conflicts} merge conflict{'' if conflicts == 1 else 's'}"
+    return line + (f", {flaky} flaky gate run{'' if flaky == 1 else 's'}" if flaky else "")
 
 
 class Planning:

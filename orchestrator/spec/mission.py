@@ -127,6 +127,12 @@ class GateConfig(Strict):
     timeout: float = Field(
         900, ge=MIN_TIMEOUT, description="Seconds before the gate counts as failed."
     )
+    retries: int = Field(
+        1, ge=0, le=5, description="Runs again before a task alone is rejected (flaky tests)."
+    )
+    max_batch: int = Field(
+        16, ge=1, le=64, description="Most tasks merged and tested together (1: one at a time)."
+    )
 
 
 class Limits(Strict):

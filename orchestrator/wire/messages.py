@@ -302,6 +302,42 @@ class MergeResult(Message):
     infrastructure: bool = False
 
 
+@dataclass
+class MergeBatch(Message):
+    """Merge ``items`` (``MergeRequest`` fields, as dicts) onto the target head as ONE
+    commit, and land it only if that tree passes the gate: one gate run for them all.
+    ``run_id`` is the merge queue's (``gate.MergeQueue``)."""
+
+    run_id: int
+    items: list[dict[str, Any]]
+
+
+@dataclass
+class BatchResult(Message):
+    """What a ``MergeBatch`` did.
+
+    Before the gate, items can leave: ``conflicts`` (task -> paths), ``refused`` (task ->
+    why: unknown commit, a symlink or plumbing file), ``already`` (the target holds the
+    same tree) and ``landed_before`` (its commit is in the target). When any left, the
+    gate did not run (``gated`` False): the queue plans the others again. Otherwise
+    ``passed`` says what the gate said; a passing batch has landed, at ``head``."""
+
+    run_id: int
+    base: str = ""  # the target head the batch was built on
+    gated: bool = False
+    passed: bool = False
+    head: str = ""
+    reason: str = ""
+    log_tail: str = ""
+    seconds: float = 0.0
+    conflicts: dict[str, list[str]] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    already: list[str] = field(default_factory=list)
+    landed_before: list[str] = field(default_factory=list)
+    # pd's machinery failed (git, the disk), not the gate: the batch is tried again.
+    infrastructure: bool = False
+
+
 # ---- permits: worker <-> coordinator, around every model call ---------------------
 
 

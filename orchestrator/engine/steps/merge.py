@@ -1,22 +1,27 @@
-"""The run's side of the merge ratchet: one merge at a time to the merger process, and
-what its results mean for the graph, the target head and the session log.
+"""The run's side of the merge ratchet: finished work goes to the merger in batches the
+merge queue chooses, and what each batch's result means for the graph, the target head
+and the session log.
 
-A rejected merge (conflict or failing gate) becomes a failed attempt with the conflict
-paths or the gate log's tail as feedback; a failure of the merger's own machinery is an
-infrastructure failure, retried without charging the agent.
+A batch lands as one commit only if its merged tree passes the gate; a failing batch is
+split until the broken tasks are found, and a task alone is run again before it goes
+back to its agent (``gate.retries``), so a flaky test does not cost an attempt. A task
+that conflicts, or brings what must not land, leaves the batch at once with the paths or
+the reason; a failure of the merger's own machinery is retried without charging anyone.
 """
 
 from __future__ import annotations
 
+from orchestrator.engine.mergequeue import task_of
 from orchestrator.engine.runstate import MERGER, RunState
 from orchestrator.engine.steps import work
 from orchestrator.engine.steps.effects import Effects, NoteSession, Respawn
+from orchestrator.gate import Decision, Flaky, Land, Reject
 from orchestrator.record import events as ev
 from orchestrator.tasks.taskgraph import TaskNode, TaskState
-from orchestrator.wire.messages import MergeRequest, MergeResult, Message, Ready
+from orchestrator.wire.messages import BatchResult, MergeRequest, Message, Ready
 
 
-def queue_merge(run: RunState, out: Effects, task: TaskNode) -> None:
+def queue_merge(run: RunState, out: Effects, task: TaskNode, first: bool = False) -> None:
     request = MergeRequest(
         task_id=task.id,
         attempt=task.attempts,
@@ -24,7 +29,7 @@ def queue_merge(run: RunState, out: Effects, task: TaskNode) -> None:
         commit=task.commit or "",
         title=task.title,
     )
-    run.merges.add(request, priority=task.critical_path)
+    run.merges.add(request, priority=task.critical_path, first=first)
     next_merge(run, out)
 
 
@@ -38,12 +43,13 @@ def requeue_approved(run: RunState, out: Effects) -> None:
 def next_merge(run: RunState, out: Effects) -> None:
     if run.aborting:
         return  # what the merger has finishes; nothing new starts
-    request = run.merges.take()
-    if request is not None:
+    batch = run.merges.take()
+    if batch is not None:
         # Durable before the merger hears of it: a move the merger makes and cannot
         # report (the coordinator died meanwhile) is then still in the record.
-        out.emit(ev.MergeStarted(task=request.task_id, commit=request.commit))
-        out.send(MERGER, request)
+        for item in batch.items:
+            out.emit(ev.MergeStarted(task=item["task_id"], commit=item["commit"]))
+        out.send(MERGER, batch)
 
 
 def on_merger(run: RunState, out: Effects, message: Message) -> None:
@@ -52,55 +58,118 @@ def on_merger(run: RunState, out: Effects, message: Message) -> None:
         if message.error:
             out.emit(ev.MergerFailedToStart(error=message.error))
             run.abort(f"merger failed to start: {message.error}")
-    elif isinstance(message, MergeResult):
-        merge_result(run, out, message)
+    elif isinstance(message, BatchResult):
+        batch_result(run, out, message)
     next_merge(run, out)
 
 
 def merger_died(run: RunState, out: Effects, exitcode: int | None) -> None:
     """What it was merging goes back to the front of the queue, for a fresh merger."""
     lost = run.merges.merger_lost()
-    out.emit(ev.MergerCrashed(exitcode=exitcode, task=lost))
+    out.emit(ev.MergerCrashed(exitcode=exitcode, task=lost[0] if lost else None))
     if not run.aborting:
         out.append(Respawn(MERGER))
 
 
-def merge_result(run: RunState, out: Effects, result: MergeResult) -> None:
-    run.merges.finished()
-    task = run.graph.get(result.task_id)
-    if result.infrastructure:
-        work.infra_failed(run, out, task.id, result.reason, merger=True)
+def batch_result(run: RunState, out: Effects, result: BatchResult) -> None:
+    merges = run.merges
+    if merges.current is None or merges.current.run_id != result.run_id:
+        return  # a batch given up when the merger died
+    tasks = merges.current.tasks()
+    if result.infrastructure:  # pd's fault: tried again as they were, first
+        merges.current = None
+        for task in tasks:
+            merges.leave(task)
+            if work.infra_failed(run, out, task, result.reason, requeue=False, merger=True):
+                queue_merge(run, out, run.graph.get(task), first=True)
         return
-    if result.already_merged and task.state is TaskState.MERGING:
-        already_merged(run, out, task.id, result.attempt, result.head)
+    if not result.gated:
+        before_the_gate(run, out, result, tasks)
         return
-    if result.merged:
+    merges.gate_logs[result.run_id] = (result.reason, result.log_tail)
+    for decision in merges.finished(result.passed):
+        decide(run, out, decision, result, tasks)
+    if result.passed:  # the merger moved the target: every task of it landed
+        for task in tasks:
+            if task in merges.key_of:
+                merged(run, out, task, result.head, result.seconds)
+    for task in [t for t in merges.key_of if run.graph.get(t).state is not TaskState.MERGING]:
+        merges.leave(task)  # aborted while its batch was merged, and it did not land
+
+
+def before_the_gate(run: RunState, out: Effects, result: BatchResult, tasks: list[str]) -> None:
+    """Some tasks left the batch before its gate: each goes where it belongs, and the
+    queue plans the others again."""
+    run.merges.lost()  # the others are planned again, as they were
+    for task in tasks:
+        if task in result.landed_before:
+            merged(run, out, task, result.base)
+        elif task in result.already:
+            already_merged(run, out, task, run.graph.get(task).attempts, result.base)
+        elif task in result.conflicts or task in result.refused:
+            paths = result.conflicts.get(task, [])
+            target = run.rules.target_branch
+            reason = result.refused.get(task) or f"conflict with {target} in: {', '.join(paths)}"
+            rejected(run, out, task, reason, conflicts=paths)
+
+
+def decide(
+    run: RunState, out: Effects, decision: Decision, result: BatchResult, tasks: list[str]
+) -> None:
+    if isinstance(decision, Land):
         run.head = result.head
-        merged = ev.TaskMerged(
-            task=result.task_id,
-            attempt=result.attempt,
-            head=result.head,
-            seconds=round(result.seconds, 3),
-        )
-        # Aborted while the merger had it: it landed all the same, and says so.
-        out.apply(run.graph, merged)
-        note_session(run, out, task)
-        return
-    rejected = ev.TaskRejected(
-        task=result.task_id,
-        attempt=result.attempt,
-        reason=result.reason,
-        conflicts=result.conflicts,
-        log_tail=result.log_tail,
+        for key in decision.ids:
+            merged(run, out, task_of(key), result.head, result.seconds)
+    elif isinstance(decision, Reject):
+        task = task_of(decision.id)
+        if run.graph.get(task).state is not TaskState.MERGING:
+            run.merges.leave(task)  # aborted meanwhile: nothing to send back
+            return
+        reason, tail = run.merges.gate_logs.get(decision.run_id, (decision.reason, ""))
+        rejected(run, out, task, reason, log_tail=tail)
+    elif isinstance(decision, Flaky):  # failed, then passed on the same tree
+        seen = run.merges.batches.get(decision.run_id, tasks)
+        out.emit(ev.GateFlaky(tasks=seen, tests=sorted(decision.tests)))
+
+
+def merged(run: RunState, out: Effects, task_id: str, head: str, seconds: float = 0.0) -> None:
+    run.merges.leave(task_id)
+    task = run.graph.get(task_id)
+    landed = ev.TaskMerged(
+        task=task_id, attempt=task.attempts, head=head, seconds=round(seconds, 3)
     )
-    out.emit(rejected)
-    # A conflict's reason already lists its paths (merger._merge): say them once.
-    work.attempt_failed(run, out, result.task_id, f"{result.reason}\n{result.log_tail}".strip())
+    # Aborted while the merger had it: it landed all the same, and says so.
+    out.apply(run.graph, landed)
+    note_session(run, out, task)
+
+
+def rejected(
+    run: RunState,
+    out: Effects,
+    task_id: str,
+    reason: str,
+    conflicts: list[str] | None = None,
+    log_tail: str = "",
+) -> None:
+    run.merges.leave(task_id)
+    attempt = run.graph.get(task_id).attempts
+    out.emit(
+        ev.TaskRejected(
+            task=task_id,
+            attempt=attempt,
+            reason=reason,
+            conflicts=conflicts or [],
+            log_tail=log_tail,
+        )
+    )
+    # A conflict's reason already lists its paths: say them once.
+    work.attempt_failed(run, out, task_id, f"{reason}\n{log_tail}".strip())
 
 
 def already_merged(run: RunState, out: Effects, task_id: str, attempt: int, commit: str) -> None:
     """The task's change is in the target already (at ``commit``): recorded as its own
     outcome, never as a merge, and dependents may start."""
+    run.merges.leave(task_id)
     out.apply(run.graph, ev.TaskAlreadyMerged(task=task_id, attempt=attempt, commit=commit))
     note_session(run, out, run.graph.get(task_id))
 

@@ -199,17 +199,22 @@ def failed_for_good(out: Effects, task: TaskNode, blocked: list[str]) -> None:
         out.emit(ev.TaskFailed(task=task.id, attempts=task.attempts, blocked=blocked))
 
 
-def infra_failed(run: RunState, out: Effects, task_id: str, reason: str, **extra: Any) -> None:
-    """Retried as if it never ran: the agent is not charged and never sees it."""
+def infra_failed(
+    run: RunState, out: Effects, task_id: str, reason: str, requeue: bool = True, **extra: Any
+) -> bool:
+    """Retried as if it never ran: the agent is not charged and never sees it. Returns
+    whether its merge is to be tried again (queued here unless ``requeue`` is False)."""
     task = run.graph.get(task_id)
     if task.state not in (TaskState.RUNNING, TaskState.MERGING):
-        return
+        return False
     broke = ev.AttemptInfraFailed(
         task=task_id, attempt=task.attempts, reason=reason, state="", **extra
     )
     failed_for_good(out, task, out.apply(run.graph, broke).blocked)
-    if task.state is TaskState.MERGING:  # the merge is tried again
+    again = task.state is TaskState.MERGING  # the merge is tried again
+    if again and requeue:
         merge.queue_merge(run, out, task)
+    return again
 
 
 def handed_off(run: RunState, out: Effects, slot: Slot, message: HandedOff) -> None:
