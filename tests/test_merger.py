@@ -17,7 +17,14 @@ import pytest
 from orchestrator.engine.merger import Merger, MergerConfig, merger_main
 from orchestrator.system import gitutil
 from orchestrator.system.procs import run_shell
-from orchestrator.wire.messages import MergeRequest, MergeResult, Ready, Shutdown, from_bytes
+from orchestrator.wire.messages import (
+    MergeBatch,
+    MergeRequest,
+    MergeResult,
+    Ready,
+    Shutdown,
+    from_bytes,
+)
 from tests.conftest import IDENTITY, make_repo, run_git
 
 
@@ -283,7 +290,8 @@ def _wait_for_pid(path: Path) -> int:
 def test_sigterm_kills_the_running_gate(repo: Path, tmp_path: Path) -> None:
     feat = commit_files(repo, "pd/r/t1", {"c.py": "c = 1\n"})
     pidfile = tmp_path / "gate.pid"
-    proc, conn = _spawn(asdict(config_for(repo, gate=f"sleep 60 & echo $! > {pidfile}; wait")))
+    gate = f"sleep 300 & echo $! > {pidfile}; wait"  # outlives the wait below if not killed
+    proc, conn = _spawn(asdict(config_for(repo, gate=gate)))
     assert conn.poll(30)
     conn.recv_bytes()
     conn.send_bytes(request(feat).to_bytes())
@@ -291,7 +299,12 @@ def test_sigterm_kills_the_running_gate(repo: Path, tmp_path: Path) -> None:
     os.kill(proc.pid, signal.SIGTERM)
     proc.join(10)
     assert proc.exitcode == 128 + signal.SIGTERM
-    assert _gone(sleeper)
+    # Killed, not left running: a signal takes effect a moment after it is sent, so wait
+    # for it (a sleeper that outlived the merger would run on and fail this).
+    deadline = time.monotonic() + 120  # only ends a test that would hang
+    while not _gone(sleeper):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
 
 
 def test_killed_parent_takes_its_command_along(tmp_path: Path) -> None:
@@ -358,3 +371,27 @@ def test_commands_get_default_sigint_even_from_a_process_that_ignores_it(tmp_pat
     )
     ignored = int(result.stdout.split()[-1], 16)
     assert not ignored & (1 << (signal.SIGINT - 1)), result.stdout
+
+
+def test_a_batch_lands_as_one_commit_and_a_clash_between_mates_is_deferred(repo: Path) -> None:
+    old = gitutil.rev_parse(repo, "main")
+    one = commit_files(repo, "pd/r/t1", {"one.py": "x = 1\n"})
+    two = commit_files(repo, "pd/r/t2", {"two.py": "y = 2\n"})
+    clash = commit_files(repo, "pd/r/t3", {"one.py": "x = 3\n"})  # clashes with t1 only
+    merger = Merger(config_for(repo, gate="test -f one.py && test -f two.py"))
+    items = [request(one, "t1").to_dict(), request(clash, "t3").to_dict()]
+    deferred = merger.merge_batch(MergeBatch(1, items))
+    assert (deferred.gated, deferred.deferred, deferred.conflicts) == (False, ["t3"], {})
+    assert gitutil.rev_parse(repo, "main") == old  # nothing moved
+
+    both = [request(one, "t1").to_dict(), request(two, "t2").to_dict()]
+    landed = merger.merge_batch(MergeBatch(2, both))
+    assert landed.gated and landed.passed
+    head = gitutil.rev_parse(repo, "main")
+    assert head == landed.head
+    # One commit on the old head, holding both: the first-parent history has no
+    # untested step.
+    assert gitutil.git(repo, "rev-list", "--parents", "-n1", head).split()[1:] == [old, one, two]
+
+    alone = merger.merge(request(clash, "t3"))  # on the new head it is a real conflict
+    assert not alone.merged and alone.conflicts == ["one.py"]

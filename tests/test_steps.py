@@ -493,3 +493,26 @@ def test_a_merger_failure_puts_the_batch_back_without_charging_anyone() -> None:
     assert batch(effects) == ["a"]
     task = run.state.graph.get("a")
     assert task.state is TaskState.MERGING and task.infra_failures == 1
+
+
+def test_a_task_that_conflicts_only_with_a_batch_mate_waits_for_it_to_land() -> None:
+    """Sent back before the other landed, its agent would retry on a head without the
+    change it clashes with; it waits instead, and is tried on the head that has it."""
+    workers = [("w1", "backend-dev"), ("w2", "backend-dev")]
+    run = Run([{"id": "a", "title": "A"}, {"id": "b", "title": "B"}], workers=workers)
+    run.boot()
+    run.state.merges.merger_ready = False
+    finish_all(run, ["a", "b"])
+    run.state.merges.merger_ready = True
+    run.feed(Received(MERGER, Ready(MERGER, pid=3)))
+    current = run.state.merges.current
+    assert current is not None and current.tasks() == ["a", "b"]
+
+    effects = run.feed(Received(MERGER, BatchResult(current.run_id, base="h0", deferred=["b"])))
+    assert batch(effects) == ["a"]
+    assert run.state.graph.get("b").state is TaskState.MERGING  # not sent back
+    assert not steps.finished(run.state)
+
+    effects = run.merged("a", "h1")
+    assert batch(effects) == ["b"]  # now on the head that holds a
+    assert not [e for e in run.log if isinstance(e, ev.TaskRejected)]

@@ -41,11 +41,16 @@ class MergeQueue:
         self.merger_ready = False
         self.gate_logs: dict[int, tuple[str, str]] = {}  # run -> (reason, output tail)
         self.batches: dict[int, list[str]] = {}  # run -> its tasks
+        self.priority: dict[str, float] = {}  # task -> its place in the queue
+        # Tasks that conflicted only with a batch-mate: out of the queue until the batch
+        # that parked them (``parked_run``) is followed by another result.
+        self.parked: list[MergeRequest] = []
+        self.parked_run = -1
         self._n = 0
 
     @property
     def idle(self) -> bool:
-        return self.current is None and not self.key_of
+        return self.current is None and not self.key_of and not self.parked
 
     def add(self, request: MergeRequest, priority: float = 0, first: bool = False) -> None:
         """``priority``: the task's critical-path length (higher lands first)."""
@@ -53,6 +58,7 @@ class MergeQueue:
         key = f"{request.task_id}#{self._n}"
         self.requests[key] = request
         self.key_of[request.task_id] = key
+        self.priority.setdefault(request.task_id, priority)
         self.gate.add(Candidate(key, math.inf if first else priority))
 
     def take(self) -> MergeBatch | None:
@@ -60,6 +66,9 @@ class MergeQueue:
         if self.current is not None or not self.merger_ready:
             return None
         runs = self.gate.start()
+        if not runs and self.parked:  # nothing else to merge: what waited goes now
+            self.unpark()
+            runs = self.gate.start()
         if not runs:
             return None
         (run,) = runs  # one gate at a time: the merger runs them in turn
@@ -78,10 +87,23 @@ class MergeQueue:
             return []
         return self.gate.drop(key)
 
+    def park(self, task_id: str, run_id: int) -> None:
+        """It conflicts only with a task of batch ``run_id``: it waits for that batch's
+        successor (the other task has landed or left by then), then goes on the head."""
+        self.parked.append(self.request(task_id))
+        self.parked_run = run_id
+        self.leave(task_id)
+
+    def unpark(self) -> None:
+        parked, self.parked = self.parked, []
+        for request in parked:
+            self.add(request, self.priority.get(request.task_id, 0), first=True)
+
     def drop(self, task_id: str) -> list[Decision]:
         """Its task was aborted: forget it, unless its batch is being merged."""
         if self.current is not None and task_id in self.current.tasks():
             return []
+        self.parked = [r for r in self.parked if r.task_id != task_id]
         return self.leave(task_id)
 
     def finished(self, passed: bool) -> list[Decision]:

@@ -24,7 +24,7 @@ from orchestrator.engine import landing
 from orchestrator.engine.pool import creator_alive, serve
 from orchestrator.errors import BadInput, GitError
 from orchestrator.gate.target import sync_checkout
-from orchestrator.gate.trees import Branch, build
+from orchestrator.gate.trees import Branch, build, merged_tree
 from orchestrator.system import gitutil, oshints
 from orchestrator.system.procs import kill_all_running, run_shell
 from orchestrator.system.sandbox import Policy, Sandbox
@@ -120,9 +120,14 @@ class Merger:
             branches = [Branch(t, c) for t, c in commits.items() if t not in out.landed_before]
             built = build(self.repo, old, branches, _message(items))
             out.conflicts, out.already = built.conflicts, built.already
+            for task in list(out.conflicts):  # with the head, or only with a batch-mate?
+                if len(branches) > 1 and merged_tree(self.repo, old, commits[task])[0]:
+                    out.deferred.append(task)
+                    del out.conflicts[task]
             if built.commit is not None and not (out.refused or out.conflicts or out.already):
                 out.refused = self._refusals(old, built.commit, branches)
-            if out.refused or out.conflicts or out.already or out.landed_before:
+            left = out.refused or out.conflicts or out.already or out.landed_before
+            if left or out.deferred:
                 self._left(items, out)
                 return out  # the queue plans the others again
             assert built.commit is not None

@@ -318,7 +318,7 @@ class BatchResult(Message):
 
     Before the gate, items can leave: ``conflicts`` (task -> paths), ``refused`` (task ->
     why: unknown commit, a symlink or plumbing file), ``already`` (the target holds the
-    same tree) and ``landed_before`` (its commit is in the target). When any left, the
+    same tree), ``landed_before`` (its commit is in the target) and ``deferred``. When any left, the
     gate did not run (``gated`` False): the queue plans the others again. Otherwise
     ``passed`` says what the gate said; a passing batch has landed, at ``head``."""
 
@@ -334,6 +334,9 @@ class BatchResult(Message):
     refused: dict[str, str] = field(default_factory=dict)
     already: list[str] = field(default_factory=list)
     landed_before: list[str] = field(default_factory=list)
+    # Conflict only with a task merged before it in this batch, not with the head: it
+    # waits for that one to land, then is tried on the new head.
+    deferred: list[str] = field(default_factory=list)
     # pd's machinery failed (git, the disk), not the gate: the batch is tried again.
     infrastructure: bool = False
 

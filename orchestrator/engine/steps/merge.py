@@ -75,6 +75,8 @@ def batch_result(run: RunState, out: Effects, result: BatchResult) -> None:
     merges = run.merges
     if merges.current is None or merges.current.run_id != result.run_id:
         return  # a batch given up when the merger died
+    if merges.parked and result.run_id != merges.parked_run:
+        merges.unpark()  # the batch-mate they conflicted with has landed or left
     tasks = merges.current.tasks()
     if result.infrastructure:  # pd's fault: tried again as they were, first
         merges.current = None
@@ -102,7 +104,9 @@ def before_the_gate(run: RunState, out: Effects, result: BatchResult, tasks: lis
     queue plans the others again."""
     run.merges.lost()  # the others are planned again, as they were
     for task in tasks:
-        if task in result.landed_before:
+        if task in result.deferred:
+            run.merges.park(task, result.run_id)
+        elif task in result.landed_before:
             merged(run, out, task, result.base)
         elif task in result.already:
             already_merged(run, out, task, run.graph.get(task).attempts, result.base)
