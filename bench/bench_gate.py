@@ -19,7 +19,7 @@ parallel runs finish in a random order.
    not the previous target plus the run's branches: counted over every queue above.
 5. Real git: K=16 branches each adding a file, the broken ones a file holding BROKEN;
    the gate is ``! grep -rq BROKEN .`` on ``git archive`` of the run's commit (one
-   commit per run: the tree of ``git merge-tree --write-tree`` merges, parents the base
+   commit per run, built by ``gate.trees.build``: the merged tree, parents the base
    and the branches); a land is ``git update-ref refs/heads/main NEW OLD``. Then every
    commit on main's first-parent history since the start is checked against the trees
    that passed.
@@ -53,6 +53,7 @@ from orchestrator.gate import (
     RunKind,
 )
 from orchestrator.gate.batching import entropy_bound
+from orchestrator.gate.trees import Branch, build
 
 
 class Queue(Protocol):
@@ -208,20 +209,11 @@ class RealGit:
         base = (
             run_git(self.repo, "rev-parse", "main") if run.base is None else self.commits[run.base]
         )
-        head = base
-        for cid in run.ids:
-            tree = run_git(
-                self.repo, "merge-tree", "--write-tree", head, self.branches[cid]
-            ).split()[0]
-            head = run_git(
-                self.repo, "commit-tree", tree, "-p", head, "-p", self.branches[cid], "-m", "step"
-            )
-        tree = run_git(self.repo, "rev-parse", f"{head}^{{tree}}")
-        parents = [arg for cid in run.ids for arg in ("-p", self.branches[cid])]
         message = f"merge queue run {run.run_id}: {' '.join(run.ids)}"
-        self.commits[run.run_id] = run_git(
-            self.repo, "commit-tree", tree, "-p", base, *parents, "-m", message
-        )
+        members = [Branch(cid, self.branches[cid]) for cid in run.ids]
+        built = build(self.repo, base, members, message)  # the queue's own tree builder
+        assert built.commit is not None and built.merged == list(run.ids)
+        self.commits[run.run_id] = built.commit
         return self.commits[run.run_id]
 
     def gate(self, commit: str) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from orchestrator.engine import steps
+from orchestrator.engine.mergequeue import InFlight
 from orchestrator.engine.runstate import MERGER, RunRules, RunState, RunStatus, SlotJob, SlotState
 from orchestrator.engine.steps.effects import Answer, Emit, Kill, Respawn, Retire, Send
 from orchestrator.engine.steps.inputs import Control, Died, Received, Tick
@@ -400,11 +401,18 @@ def drain_merges(run: Run, broken: set[str]) -> list[list[str]]:
     return seen
 
 
-def finish_all(run: Run, tasks: list[str]) -> None:
+def finish_together(run: Run, tasks: list[str]) -> InFlight:
+    """``tasks`` all finish while the merger is busy; then it takes them, one batch."""
+    run.state.merges.merger_ready = False
     jobs = {j.task_id: (w, j) for w, j in run.jobs(run.tick()).items()}
     assert set(jobs) == set(tasks)
     for task in tasks:
         run.done(*jobs[task], commit=f"c-{task}")
+    run.state.merges.merger_ready = True
+    run.feed(Received(MERGER, Ready(MERGER, pid=3)))
+    current = run.state.merges.current
+    assert current is not None and current.tasks() == tasks
+    return current
 
 
 def test_finished_work_lands_in_one_batch_when_it_passes() -> None:
@@ -412,10 +420,7 @@ def test_finished_work_lands_in_one_batch_when_it_passes() -> None:
     tasks = [{"id": t, "title": t} for t in "abcd"]
     run = Run(tasks, workers=workers)
     run.boot()
-    run.state.merges.merger_ready = False  # the merger is busy: all four finish first
-    finish_all(run, list("abcd"))
-    run.state.merges.merger_ready = True
-    run.feed(Received(MERGER, Ready(MERGER, pid=3)))
+    finish_together(run, list("abcd"))
 
     assert drain_merges(run, broken=set()) == [["a", "b", "c", "d"]]
     merged = [e for e in run.log if isinstance(e, ev.TaskMerged)]
@@ -427,10 +432,7 @@ def test_a_failing_batch_is_split_and_only_the_broken_task_goes_back() -> None:
     workers = [(f"w{n}", "backend-dev") for n in range(1, 5)]
     run = Run([{"id": t, "title": t} for t in "abcd"], workers=workers, max_attempts=1)
     run.boot()
-    run.state.merges.merger_ready = False
-    finish_all(run, list("abcd"))
-    run.state.merges.merger_ready = True
-    run.feed(Received(MERGER, Ready(MERGER, pid=3)))
+    finish_together(run, list("abcd"))
 
     batches = drain_merges(run, broken={"c"})
 
@@ -451,12 +453,7 @@ def test_a_task_that_conflicts_leaves_the_batch_and_the_rest_is_tried_again() ->
     workers = [("w1", "backend-dev"), ("w2", "backend-dev")]
     run = Run([{"id": "a", "title": "A"}, {"id": "b", "title": "B"}], workers=workers)
     run.boot()
-    run.state.merges.merger_ready = False
-    finish_all(run, ["a", "b"])
-    run.state.merges.merger_ready = True
-    run.feed(Received(MERGER, Ready(MERGER, pid=3)))
-    current = run.state.merges.current
-    assert current is not None and current.tasks() == ["a", "b"]
+    current = finish_together(run, ["a", "b"])
 
     conflict = BatchResult(current.run_id, base="h0", conflicts={"b": ["app.py"]})
     effects = run.feed(Received(MERGER, conflict))
@@ -501,12 +498,7 @@ def test_a_task_that_conflicts_only_with_a_batch_mate_waits_for_it_to_land() -> 
     workers = [("w1", "backend-dev"), ("w2", "backend-dev")]
     run = Run([{"id": "a", "title": "A"}, {"id": "b", "title": "B"}], workers=workers)
     run.boot()
-    run.state.merges.merger_ready = False
-    finish_all(run, ["a", "b"])
-    run.state.merges.merger_ready = True
-    run.feed(Received(MERGER, Ready(MERGER, pid=3)))
-    current = run.state.merges.current
-    assert current is not None and current.tasks() == ["a", "b"]
+    current = finish_together(run, ["a", "b"])
 
     effects = run.feed(Received(MERGER, BatchResult(current.run_id, base="h0", deferred=["b"])))
     assert batch(effects) == ["a"]

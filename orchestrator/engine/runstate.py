@@ -92,7 +92,7 @@ class RunState:
     planning: PlanningStep | None = None  # a goal mission: the graph comes from the producer
     plan_payload: dict[str, Any] | None = None  # what a PlanJob carries, besides its attempt
     slots: dict[str, Slot] = field(default_factory=dict)
-    merges: MergeQueue = field(default_factory=MergeQueue)  # set from the mission's gate
+    merges: MergeQueue = field(init=False)  # sized by the mission's gate settings
     status: RunStatus = RunStatus.RUNNING
     reason: str | None = None  # why it is stopping or aborting
     review_tried: dict[str, set[str]] = field(default_factory=dict)  # reviewers that failed
@@ -100,9 +100,8 @@ class RunState:
     session: list[str] = field(default_factory=list)  # one line per landed task
 
     def __post_init__(self) -> None:
-        gate = getattr(self.rules.mission, "gate", None)
-        if gate is not None and self.merges.idle and not self.merges.requests:
-            self.merges = MergeQueue(gate.retries, gate.max_batch)
+        gate = self.rules.mission.gate
+        self.merges = MergeQueue(gate.retries, gate.max_batch)
         if not self.slots:
             self.slots = {wid: Slot(wid, role) for wid, role in self.rules.workers}
 

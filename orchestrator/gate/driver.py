@@ -44,7 +44,7 @@ class _Running:
 
 class QueueDriver:
     def __init__(self, setup: GateSetup, found: list[Branch], parallel: int, retries: int) -> None:
-        self.setup, self.repo, self.target = setup, setup.repo, setup.target
+        self.repo, self.target = setup.repo, setup.target
         self.branches = {b.name: b for b in found}
         self.order = [b.name for b in found]
         self.parallel, self.retries = parallel, retries

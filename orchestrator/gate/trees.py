@@ -45,25 +45,31 @@ def build(repo: Path, base: str, branches: list[Branch], message: str) -> Candid
         else:
             result.commit, result.merged = only.commit, [only.name]
         return result
-    tip, parents = base, []
+    # ``tip`` is the last merge made into a commit; ``tree`` holds every merge so far, and
+    # ``pending`` the branch merged into it but not yet into ``tip`` (made into a commit
+    # only when another branch has to merge on top of it).
+    tip, tree, parents = base, tree_of(repo, base), []
+    pending: Branch | None = None
     for branch in branches:
         if gitutil.is_ancestor(repo, branch.commit, base):
             result.already.append(branch.name)
             continue
-        tree, conflicts = merged_tree(repo, tip, branch.commit)
-        if tree is None:
+        if pending is not None:
+            tip = commit_tree(repo, tree, [tip, pending.commit], f"pd gate: {pending.name}")
+            pending = None
+        merged, conflicts = merged_tree(repo, tip, branch.commit)
+        if merged is None:
             result.conflicts[branch.name] = conflicts
             continue
-        unchanged = tree == tree_of(repo, tip)
-        if unchanged and tip == base:
+        if merged == tree and tip == base:
             result.already.append(branch.name)  # the same change, made some other way
             continue
-        if not unchanged:  # (unchanged: a branch ahead of it made the same change)
-            tip = commit_tree(repo, tree, [tip, branch.commit], f"pd gate: {branch.name}")
+        if merged != tree:  # (the same tree: a branch ahead of it made the same change)
+            tree, pending = merged, branch
         result.merged.append(branch.name)
         parents.append(branch.commit)
     if parents:
-        result.commit = commit_tree(repo, tree_of(repo, tip), [base, *parents], message)
+        result.commit = commit_tree(repo, tree, [base, *parents], message)
     return result
 
 
