@@ -161,8 +161,9 @@ def test_a_real_run_commits_in_groups_and_every_effect_follows_its_cause(
     events = list(store.events())
     kinds = [e.kind for e in events]
     assert kinds.count("task_merged") == 6
-    # Every Assign and MergeRequest (and spawn, shutdown) passed the barrier ...
-    assert run.pool.effects >= kinds.count("task_assigned") + kinds.count("merge_started")
+    # Every TaskJob and MergeBatch (and spawn, shutdown) passed the barrier ...
+    batches = {e.batch for e in events if isinstance(e, ev.MergeStarted)}  # one send each
+    assert run.pool.effects >= kinds.count("task_assigned") + len(batches)
     # ... and the events went in groups: at most one fsync before the step's messages
     # go out and one at its end (plus the start and the finish), however many events.
     assert store.fsyncs <= 2 * steps + 3 and store.fsyncs < len(events)

@@ -301,8 +301,12 @@ class ReviewRoundsExhausted(Event):
 
 @kind("merge_started")
 class MergeStarted(Event):
+    """The task went to the merger; ``batch``: the merge queue's run it went in (the
+    tasks of one batch land, or not, together)."""
+
     task: str
     commit: str
+    batch: int = 0
 
 
 @kind("task_merged")

@@ -48,7 +48,10 @@ def next_merge(run: RunState, out: Effects) -> None:
         # Durable before the merger hears of it: a move the merger makes and cannot
         # report (the coordinator died meanwhile) is then still in the record.
         for item in batch.items:
-            out.emit(ev.MergeStarted(task=item["task_id"], commit=item["commit"]))
+            started = ev.MergeStarted(
+                task=item["task_id"], commit=item["commit"], batch=batch.run_id
+            )
+            out.emit(started)
         out.send(MERGER, batch)
 
 
