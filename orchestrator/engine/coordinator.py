@@ -30,7 +30,8 @@ The decisions live in ``engine.steps`` and do no I/O; this shell owns the proces
 the run store and the clock. It never blocks on slow work: model calls and commands run
 in workers, gates in the merger. It waits on worker pipes and process sentinels (a crash
 is noticed at once), and records what happened before acting on it: the pool commits
-the event log before every send, spawn or kill (group commit, one fsync per step).
+the event log before every send, spawn or kill (group commit: one fsync per turn of
+the loop, made before it waits).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from filelock import FileLock, Timeout
 
@@ -109,6 +111,25 @@ def _merger_entry(conn: Any, worker_id: str, config: dict[str, Any]) -> None:
     merger_main(conn, config)
 
 
+class LineFile:
+    """A text file the loop appends lines to, opened on the first line and kept open:
+    an open per line cost the loop time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: TextIO | None = None
+
+    def write(self, line: str) -> None:
+        if self._handle is None:
+            self._handle = open(self.path, "a", buffering=1)  # noqa: SIM115 - kept open
+        self._handle.write(line + "\n")
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
 class Coordinator:
     """Runs one plan to the end; ``run()`` returns the exit code."""
 
@@ -161,7 +182,8 @@ class Coordinator:
         self._state_dirty = True
         self._state_written = 0.0
         self._signals = 0
-        self._log: Any = None
+        self._log = LineFile(store.log_path("coordinator"))
+        self._session_log = LineFile(store.session_log_path)
 
     # ---- lifecycle ---------------------------------------------------------------
 
@@ -194,8 +216,8 @@ class Coordinator:
             raise
         finally:
             self.store.close()
-            if self._log is not None:
-                self._log.close()
+            self._log.close()
+            self._session_log.close()
             target.release()
             lock.release()
 
@@ -236,12 +258,14 @@ class Coordinator:
         self._step(Tick(halted=self.metering.halted(), silent=silent, silence=silence))
         if steps.finished(self.state):
             return False
+        # Before waiting, one fsync makes the turn's events durable, then its messages go.
+        self.pool.flush()
+        self.store.sync()
         for event in self.pool.poll(TICK):
             self._step(self._input_of(event))
         self._present_recorded()
         for request in control.take_requests(self.store):
             self._step(Control(request))
-        self.store.sync()
         self._write_state()
         return True
 
@@ -356,8 +380,7 @@ class Coordinator:
                 case Answer(request=request, problem=problem):
                     control.answer(self.store, request, problem)
                 case NoteSession(line=line):
-                    with open(self.store.session_log_path, "a") as handle:
-                        handle.write(line + "\n")
+                    self._session_log.write(line)
 
     def _respawn(self, worker: str) -> None:
         """A fresh process (a worker's with a permit pipe of its own)."""
@@ -390,10 +413,8 @@ class Coordinator:
         self._state_dirty = True
         line = format_event(event)
         if line is not None:
-            if self._log is None:  # opened once: an open per event cost the loop time
-                self._log = open(self.store.log_path("coordinator"), "a", buffering=1)  # noqa: SIM115
             self._log.write(
-                f"{stamp(event.at)} [coordinator] [{getattr(event, 'task', None) or '-'}] {line}\n"
+                f"{stamp(event.at)} [coordinator] [{getattr(event, 'task', None) or '-'}] {line}"
             )
         self.on_event(event)
 

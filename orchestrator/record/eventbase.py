@@ -7,7 +7,6 @@ log line back into its type, or into ``Unknown`` for a kind this pd does not kno
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
@@ -29,13 +28,31 @@ class Event:
 
     def data(self) -> dict[str, Any]:
         """The event's own fields, as JSON-ready values."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _STORE_FIELDS}
+        return {name: getattr(self, name) for name in _own_fields(type(self))}
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "v": VERSION, "seq": self.seq, "at": self.at, **self.data()}
 
     def stamped(self: E, seq: int, at: float) -> E:
-        return dataclasses.replace(self, seq=seq, at=at)
+        """A copy with the store's stamps (``dataclasses.replace`` without re-running
+        ``__init__``: a stamp per event is on the loop's path)."""
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        object.__setattr__(copy, "seq", seq)
+        object.__setattr__(copy, "at", at)
+        return copy
+
+
+_OWN_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _own_fields(cls: type) -> tuple[str, ...]:
+    """The names of a kind's own fields, looked up once per kind."""
+    names = _OWN_FIELDS.get(cls)
+    if names is None:
+        names = tuple(f.name for f in fields(cls) if f.name not in _STORE_FIELDS)
+        _OWN_FIELDS[cls] = names
+    return names
 
 
 def kind(name: str) -> Any:

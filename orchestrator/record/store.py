@@ -139,7 +139,7 @@ class RunStore:
         """Append one event; returns it with its ``seq`` and wall-clock ``at``.
 
         Durable at once by default; ``sync=False`` leaves the fsync to the next ``sync()``
-        (the coordinator calls it every loop step), for events that come by the hundred.
+        (the coordinator calls it once per loop turn), for events that come by the hundred.
         Safe to call from several threads.
         """
         with self._lock:
@@ -164,7 +164,7 @@ class RunStore:
 
     def group_commit(self) -> RunStore:
         """From now on a ``sync=True`` event is made durable by the next ``commit()`` (or
-        ``sync()``), together with every other event before it: one fsync per loop step
+        ``sync()``), together with every other event before it: one fsync per loop turn
         instead of one per event. Whoever acts on events must call ``commit()`` first;
         the coordinator's pool does, before every effect. Returns the store."""
         self._group = True
@@ -239,6 +239,8 @@ class RunStore:
                 yield json.loads(line)
 
     def close(self) -> None:
+        """Make every event durable, then close the log."""
+        self.sync()
         with self._lock:
             if self._events_handle is not None:
                 self._events_handle.close()

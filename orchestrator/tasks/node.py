@@ -91,8 +91,11 @@ class TaskNode:
         then grows with what changed, not with the graph)."""
         text = self.__dict__.get("_json")
         if text is None:
-            data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+            data = {name: getattr(self, name) for name in _NODE_FIELDS}
             data["state"] = str(self.state)
             text = json.dumps(data, separators=(",", ":"), default=str)
             self.__dict__["_json"] = text
         return text
+
+
+_NODE_FIELDS = tuple(f.name for f in dataclasses.fields(TaskNode))
