@@ -43,8 +43,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -78,6 +77,7 @@ from orchestrator.providers import preload_modules
 from orchestrator.record import control
 from orchestrator.record import events as ev
 from orchestrator.record.eventtext import format_event, stamp
+from orchestrator.record.linefile import LineFile
 from orchestrator.record.store import RunStore
 from orchestrator.system import oshints
 from orchestrator.system.gitutil import is_ancestor, rev_parse
@@ -109,25 +109,6 @@ MERGER_STOP_WAIT = 30.0
 def _merger_entry(conn: Any, worker_id: str, config: dict[str, Any]) -> None:
     child_setup()
     merger_main(conn, config)
-
-
-class LineFile:
-    """A text file the loop appends lines to, opened on the first line and kept open:
-    an open per line cost the loop time."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._handle: TextIO | None = None
-
-    def write(self, line: str) -> None:
-        if self._handle is None:
-            self._handle = open(self.path, "a", buffering=1)  # noqa: SIM115 - kept open
-        self._handle.write(line + "\n")
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
 
 
 class Coordinator:
@@ -261,6 +242,8 @@ class Coordinator:
         # Before waiting, one fsync makes the turn's events durable, then its messages go.
         self.pool.flush()
         self.store.sync()
+        self._log.flush()
+        self._session_log.flush()
         for event in self.pool.poll(TICK):
             self._step(self._input_of(event))
         self._present_recorded()
@@ -378,6 +361,7 @@ class Coordinator:
                 case Retire(worker=worker) if worker in self.pool.workers:
                     self.pool.remove(worker)
                 case Answer(request=request, problem=problem):
+                    self.store.write_out()  # whoever reads the answer may read the events
                     control.answer(self.store, request, problem)
                 case NoteSession(line=line):
                     self._session_log.write(line)
@@ -424,5 +408,6 @@ class Coordinator:
         interval = state_interval(len(self.state.graph))
         if not force and (not self._state_dirty or waited < interval):
             return
+        self.store.write_out()  # the events are never behind the snapshot
         self.store.write_state_text(snapshot_text(self, **final))
         self._state_dirty, self._state_written = False, now

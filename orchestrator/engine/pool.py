@@ -1,6 +1,6 @@
 """A pool of long-lived worker processes, each on its own duplex pipe.
 
-Like CPython's process pool, the parent waits on ``connection.wait(pipes + sentinels)``,
+Like CPython's process pool, the parent waits on every pipe and process sentinel at once,
 so a child that dies is noticed the moment it dies, not at the next heartbeat. The pool
 knows nothing of tasks: it starts a module-level ``target(conn, worker_id, *args)`` in
 each process and moves typed messages. The coordinator decides what they mean.
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import forkserver
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
@@ -197,27 +197,52 @@ class WorkerPool:
 
     def poll(self, timeout: float | None) -> list[PoolEvent]:
         """Deliver queued messages, then wait up to ``timeout`` for messages or deaths;
-        return them all."""
+        return them all.
+
+        One ``select.poll`` over every pipe and sentinel serves the whole call: the
+        messages are read a round at a time (one from each ready pipe, then ask again
+        without waiting), where a readiness check per message cost a selector each."""
         self.flush()
-        by_conn = {h.conn: h for h in self.workers.values() if not h.conn.closed}
-        # A dead worker's sentinel stays ready forever: once its death is reported (pipe
-        # closed), waiting on it again would make every poll return at once.
-        by_sentinel = {h.process.sentinel: h for h in self.workers.values() if not h.conn.closed}
-        ready = wait([*by_conn, *by_sentinel], timeout)
+        poller, by_fd = select.poll(), {}
+        for handle in self.workers.values():
+            # A dead worker's sentinel stays ready forever: once its death is reported
+            # (pipe closed), waiting on it again would make every poll return at once.
+            if not handle.conn.closed:
+                for fd, is_sentinel in (
+                    (handle.conn.fileno(), False),
+                    (handle.process.sentinel, True),
+                ):
+                    by_fd[fd] = (handle, is_sentinel)
+                    poller.register(fd, select.POLLIN)
+        ready = poller.poll(None if timeout is None else max(0.0, timeout) * 1000)
         events: list[PoolEvent] = []
         now = time.monotonic()
-        for obj in ready:
-            if obj in by_conn:
-                events.extend(self._drain(by_conn[obj], now))
-        for obj in ready:
-            if obj in by_sentinel:
-                handle = by_sentinel[obj]
-                if self.workers.get(handle.id) is handle and not handle.conn.closed:
-                    events.extend(self._drain(handle, now))  # last words before death
-                    handle.process.join(0.1)
-                    handle.conn.close()
-                    events.append(PoolEvent(handle.id, exitcode=handle.process.exitcode))
+        dying: dict[str, WorkerHandle] = {}
+        while ready:
+            for fd, _ in ready:
+                handle, is_sentinel = by_fd[fd]
+                if is_sentinel:
+                    dying[handle.id] = handle
+                    poller.unregister(fd)
+                elif not self._read_one(handle, now, events):
+                    poller.unregister(fd)  # end of file: its sentinel tells the rest
+            ready = poller.poll(0)
+        for handle in dying.values():
+            if self.workers.get(handle.id) is handle and not handle.conn.closed:
+                events.extend(self._drain(handle, now))  # last words before death
+                handle.process.join(0.1)
+                handle.conn.close()
+                events.append(PoolEvent(handle.id, exitcode=handle.process.exitcode))
         return events
+
+    def _read_one(self, handle: WorkerHandle, now: float, into: list[PoolEvent]) -> bool:
+        """One message from a pipe poll said was ready; False at its end."""
+        try:
+            into.append(PoolEvent(handle.id, from_bytes(handle.conn.recv_bytes())))
+        except (EOFError, OSError):
+            return False
+        handle.last_seen = now
+        return True
 
     def drain(self, worker_id: str) -> list[PoolEvent]:
         """Messages already waiting from ``worker_id`` (alive or not), without blocking."""

@@ -26,7 +26,9 @@ the first of them to pass lands on it; the others become LAND work for the next 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 from orchestrator.gate.batching import batch_size, failure_rate, split_size
 from orchestrator.gate.knowledge import Knowledge
@@ -43,6 +45,30 @@ from orchestrator.gate.types import (
     Reject,
     RunKind,
 )
+
+
+class Outcomes(dict[str, Outcome]):
+    """How each candidate ended, with running tallies: the planner reads them on every
+    ``start()``, and a scan of every candidate there made a long run's queue quadratic."""
+
+    def __init__(self, open_ids: dict[str, None]) -> None:
+        super().__init__()
+        self.open_ids = open_ids  # the queue's candidates without an outcome, in order
+        self.counts: Counter[Outcome] = Counter()
+        self.landed: set[str] = set()
+        self.gone: set[str] = set()  # rejected, dropped or conflicted
+
+    def __setitem__(self, cid: str, outcome: Outcome) -> None:
+        if cid in self:
+            raise QueueMisuse(f"candidate {cid!r} already ended ({self[cid].value})")
+        super().__setitem__(cid, outcome)
+        self.open_ids.pop(cid, None)
+        self.counts[outcome] += 1
+        (self.landed if outcome is Outcome.LANDED else self.gone).add(cid)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for cid, outcome in dict(*args, **kwargs).items():
+            self[cid] = outcome
 
 
 class MergeQueue:
@@ -67,8 +93,9 @@ class MergeQueue:
         self.retries = retries
         self.prior = prior_failure_rate
         self.max_batch = max_batch
-        self.outcome: dict[str, Outcome] = {}
         self._candidates: dict[str, tuple[float, int]] = {}  # id -> sort key
+        self._open: dict[str, None] = {}  # candidates without an outcome, as added
+        self.outcome = Outcomes(self._open)
         self._facts = Knowledge()
         self._stack = Stack()
         self._tried: dict[tuple[str, ...], tuple[bool, frozenset[str]]] = {}
@@ -79,6 +106,7 @@ class MergeQueue:
         if candidate.id in self._candidates:
             raise QueueMisuse(f"candidate {candidate.id!r} was already added")
         self._candidates[candidate.id] = (-candidate.priority, len(self._candidates))
+        self._open[candidate.id] = None
 
     def drop(self, cid: str) -> list[Decision]:
         """``cid`` was aborted: it leaves, and any run holding it is cancelled."""
@@ -141,7 +169,7 @@ class MergeQueue:
 
     def open(self) -> list[str]:
         """Candidates not yet landed, rejected, dropped or conflicted, by priority."""
-        return self._order(c for c in self._candidates if c not in self.outcome)
+        return self._order(self._open)
 
     # -- inside ---------------------------------------------------------------------
 
@@ -243,15 +271,14 @@ class MergeQueue:
         return out + self._infer()
 
     def _groups(self) -> list[frozenset[str]]:
-        landed = {c for c, o in self.outcome.items() if o is Outcome.LANDED}
-        gone = set(self.outcome) - landed
-        groups = self._facts.groups(landed, gone)
+        if not self._facts.failed:
+            return []
+        groups = self._facts.groups(self.outcome.landed, self.outcome.gone)
         return sorted(groups, key=lambda g: min(self._candidates[c] for c in g))
 
     def _rate(self) -> float:
-        broken = sum(o is Outcome.REJECTED for o in self.outcome.values())
-        good = sum(o is Outcome.LANDED for o in self.outcome.values())
-        return failure_rate(self.prior, broken, good)
+        counts = self.outcome.counts
+        return failure_rate(self.prior, counts[Outcome.REJECTED], counts[Outcome.LANDED])
 
     def _order(self, ids: Iterable[str]) -> list[str]:
         return sorted(ids, key=self._candidates.__getitem__)

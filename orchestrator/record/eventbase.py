@@ -34,12 +34,18 @@ class Event:
         return {"kind": self.kind, "v": VERSION, "seq": self.seq, "at": self.at, **self.data()}
 
     def stamped(self: E, seq: int, at: float) -> E:
-        """A copy with the store's stamps (``dataclasses.replace`` without re-running
-        ``__init__``: a stamp per event is on the loop's path)."""
+        """A copy with the store's stamps."""
+        return self.but(seq=seq, at=at)
+
+    def but(self: E, **changes: Any) -> E:
+        """A copy with ``changes``: ``dataclasses.replace`` without running ``__init__``
+        again, which cost the loop's path (several copies per task) the most."""
+        unknown = changes.keys() - self.__dict__.keys()
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field {sorted(unknown)}")
         copy = object.__new__(type(self))
         copy.__dict__.update(self.__dict__)
-        object.__setattr__(copy, "seq", seq)
-        object.__setattr__(copy, "at", at)
+        copy.__dict__.update(changes)
         return copy
 
 

@@ -154,7 +154,8 @@ class RunStore:
                 **data,
             }
             self._events_handle.write(json.dumps(event, separators=(",", ":")) + "\n")
-            self._events_handle.flush()
+            if not self._group:  # in group commit the next commit or sync writes it out
+                self._events_handle.flush()
             if sync:
                 self._must = self._seq
                 self._caller.last = self._seq
@@ -175,6 +176,7 @@ class RunStore:
         (``sync=False`` events alone wait for ``sync()``)."""
         with self._lock:
             seq, due = self._seq, self._must > self._synced
+            self._write_out()
         if due:
             self._fsync(seq)
 
@@ -187,7 +189,21 @@ class RunStore:
         """Make events appended with ``sync=False`` durable."""
         with self._lock:  # a seq counts as written only once its line is
             seq = self._seq
+            self._write_out()
         self._fsync(seq)
+
+    def write_out(self) -> None:
+        """Let other processes read every event appended so far (not yet durable): what
+        the coordinator does before it shows anything outside, like state.json."""
+        with self._lock:
+            self._write_out()
+
+    def _write_out(self) -> None:
+        """Hand the buffered lines to the OS (under the lock): readers in other processes
+        see them from now on. In group commit appends leave this to the commit, so a
+        turn of the loop writes its events in one system call, not one per event."""
+        if self._events_handle is not None:
+            self._events_handle.flush()
 
     def _fsync(self, seq: int) -> None:
         handle = self._events_handle
@@ -213,7 +229,8 @@ class RunStore:
                     handle.truncate(keep)
                     os.fsync(handle.fileno())
             self._seq = self._synced = count
-        self._events_handle = open(path, "a")  # noqa: SIM115 - held for the run's life
+        # A buffer big enough for a turn's events: they reach the file as whole lines.
+        self._events_handle = open(path, "a", buffering=1 << 20)  # noqa: SIM115 - held for the run's life
 
     def append(self, event: E, sync: bool = True) -> E:
         """Append a typed event (see ``append_event``); returns it stamped with its
@@ -228,6 +245,7 @@ class RunStore:
 
     def raw_events(self) -> Iterator[dict[str, Any]]:
         """Every complete event in order, as the JSON objects on disk."""
+        self.write_out()  # this process's own events, buffered or not
         try:
             handle = open(self.events_path, "rb")  # noqa: SIM115
         except FileNotFoundError:

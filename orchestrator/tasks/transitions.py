@@ -14,7 +14,6 @@ Events that change no task (a run's start, usage, a worker's life) pass through.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -75,27 +74,26 @@ def _state(recorded: str) -> TaskState | None:
 
 
 def _transition(graph: TaskGraph, event: ev.Event) -> ev.Event:
-    replace = dataclasses.replace
     match event:
         case ev.TaskAssigned():
             attempt = graph.start(event.task, event.worker, event.attempt or None)
-            return replace(event, attempt=attempt)
+            return event.but(attempt=attempt)
         case ev.TaskSubmitted():
             state = graph.submitted(
                 event.task, event.branch, event.commit, event.summary, _state(event.state)
             )
-            return replace(event, state=str(state))
+            return event.but(state=str(state))
         case ev.ReviewStarted():
             graph.start_review(event.task, event.worker)
         case ev.ReviewDone():
             approved = event.verdict == "approve"
             state = graph.reviewed(event.task, approved, event.feedback)
-            return replace(event, state=str(state))
+            return event.but(state=str(state))
         case ev.ReviewFailed():
             state = graph.review_failed(
                 event.task, event.reason, MAX_REVIEW_FAILURES, _state(event.state)
             )
-            return replace(event, state=str(state))
+            return event.but(state=str(state))
         case ev.TaskMerged():
             graph.merged(event.task, event.head)
         case ev.TaskAlreadyMerged():
@@ -105,7 +103,7 @@ def _transition(graph: TaskGraph, event: ev.Event) -> ev.Event:
                 event.task, event.reason, event.handoff, _state(event.state)
             )
             attempt = event.attempt or graph.get(event.task).attempts
-            return replace(event, state=str(state), attempt=attempt)
+            return event.but(state=str(state), attempt=attempt)
         case ev.AttemptHandedOff():
             graph.hand_off(event.task, event.handoff, event.commit)
         case ev.AttemptInfraFailed():
@@ -113,10 +111,10 @@ def _transition(graph: TaskGraph, event: ev.Event) -> ev.Event:
                 event.task, event.reason, MAX_INFRA_FAILURES, _state(event.state)
             )
             attempt = event.attempt or graph.get(event.task).attempts
-            return replace(event, state=str(state), attempt=attempt)
+            return event.but(state=str(state), attempt=attempt)
         case ev.TaskAborted():
             if graph.get(event.task).state in ACTIVE:  # what ended stays as it ended
-                return replace(event, changed=graph.abort(event.task))
+                return event.but(changed=graph.abort(event.task))
     return event
 
 

@@ -8,7 +8,6 @@ handed off (the next attempt starts from the committed work in progress).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from orchestrator.engine.runstate import RunState, Slot, SlotState
@@ -74,7 +73,7 @@ def start_task(run: RunState, out: Effects, slot: Slot, task: TaskNode, now: flo
     )
     slot.state, slot.task, slot.attempt = SlotState.BUSY, task.id, started.attempt
     # The record says whether a stronger model took the attempt, not just that it could.
-    out.emit(dataclasses.replace(started, escalated=escalate and run.rules.escalation))
+    out.emit(started.but(escalated=escalate and run.rules.escalation))
     run.assigned_at[task.id] = now
     out.send(slot.id, message)
 
