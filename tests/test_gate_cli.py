@@ -213,3 +213,30 @@ def test_a_test_that_fails_once_is_retried_reported_flaky_and_does_not_reject(
 
     code, report = gate(repo, "broken", "--into", "main", "--test", TEST, "--retries", "0")
     assert code == 1 and report["flaky"] == []
+
+
+def test_a_branch_that_conflicts_only_with_a_rejected_batch_mate_lands(repo: Path) -> None:
+    """Two branches edit the same new file: tried together they conflict, but main holds
+    neither. The broken one is rejected, so the other must land, not be reported as a
+    conflict with main (which it never had)."""
+    branch(repo, "first-broken", {"shared.txt": "one\n", "BROKEN": "x\n"})
+    branch(repo, "second", {"shared.txt": "two\n"})
+    code, report = gate(repo, "first-broken", "second", "--into", "main", "--test", TEST)
+    assert code == 1
+    assert statuses(report) == {"first-broken": "rejected", "second": "merged"}
+    assert run_git(repo, "show", "main:shared.txt") == "two"
+
+
+def test_a_branch_that_conflicts_with_a_landed_batch_mate_is_a_conflict_with_main(
+    repo: Path,
+) -> None:
+    """The same clash where the first branch is good: it lands, and the second then
+    conflicts with main as it now stands, paths named."""
+    branch(repo, "first", {"shared.txt": "one\n"})
+    branch(repo, "second", {"shared.txt": "two\n"})
+    code, report = gate(repo, "first", "second", "--into", "main", "--test", TEST)
+    assert code == 1
+    assert statuses(report) == {"first": "merged", "second": "conflict"}
+    (second,) = [b for b in report["branches"] if b["branch"] == "second"]
+    assert second["conflicts"] == ["shared.txt"]
+    assert run_git(repo, "show", "main:shared.txt") == "one"

@@ -20,7 +20,7 @@ from orchestrator.gate.check import Verdict, verdict_of
 from orchestrator.gate.queue import MergeQueue
 from orchestrator.gate.runner import GateResult, GateSlots
 from orchestrator.gate.session import GateSetup
-from orchestrator.gate.trees import Branch, build
+from orchestrator.gate.trees import Branch, build, merged_tree
 from orchestrator.gate.types import (
     Cancel,
     Candidate,
@@ -59,6 +59,9 @@ class QueueDriver:
         self.generation = 0
         self.head = ""
         self.queue = MergeQueue(parallel=parallel, retries=retries)
+        # Branches that conflicted only with a branch tried before them, not with the
+        # target: planned again, on the new head, once this queue is done.
+        self.deferred: list[str] = []
 
     def run(self, slots: GateSlots) -> list[Verdict]:
         self.slots = slots
@@ -66,6 +69,9 @@ class QueueDriver:
         with ThreadPoolExecutor(self.parallel, thread_name_prefix="pd-gate") as pool:
             while True:
                 self._launch(pool)
+                if not self.running and self.deferred:
+                    self._plan(self.deferred)  # after what they clashed with landed or not
+                    continue
                 if not self.running:
                     break
                 done, _ = wait(self.running, return_when=FIRST_COMPLETED)
@@ -84,6 +90,7 @@ class QueueDriver:
         self.head = self.target.head()
         self.queue = MergeQueue(parallel=self.parallel, retries=self.retries)
         self.pending.clear()
+        self.deferred = []
         self.generation += 1
         for name in names:
             branch = self.branches[name]
@@ -106,8 +113,11 @@ class QueueDriver:
             left = [*built.conflicts, *built.already]
             if left:
                 for name, paths in built.conflicts.items():
-                    why = f"conflicts with {self.target.name} in: {', '.join(paths)}"
-                    self._verdict(name, "conflict", why, conflicts=paths)
+                    if merged_tree(self.repo, self.head, self.branches[name].commit)[0]:
+                        self.deferred.append(name)  # only with a branch ahead of it
+                    else:
+                        why = f"conflicts with {self.target.name} in: {', '.join(paths)}"
+                        self._verdict(name, "conflict", why, conflicts=paths)
                     self._decide(self.queue.conflicted(run.run_id, name))
                 for name in built.already:
                     self._verdict(name, "already-merged", f"{self.target.name} holds it")
