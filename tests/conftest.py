@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 
@@ -99,6 +102,31 @@ def _template_root() -> str:
 
 
 _ROOT: str | None = None
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test() -> Iterator[None]:
+    """A test that fails while a ``pd`` it started waits (on a gate held on a file, say)
+    would leave that process, and its workers, running for ever: kill what the test
+    started and left. multiprocessing's own helpers (the forkserver) are kept: later
+    tests in this process reuse them."""
+    me = psutil.Process()
+    before = {p.pid for p in me.children()}
+    yield
+    left = [p for p in me.children() if p.pid not in before and not _multiprocessing(p)]
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            for child in proc.children(recursive=True):
+                child.kill()
+            proc.kill()
+    psutil.wait_procs(left, timeout=10)
+
+
+def _multiprocessing(proc: psutil.Process) -> bool:
+    try:
+        return "multiprocessing" in " ".join(proc.cmdline())
+    except psutil.Error:
+        return True
 
 
 @pytest.fixture(autouse=True)
