@@ -5,6 +5,7 @@ command refuses; a conflicting one edits the line main changed."""
 from __future__ import annotations
 
 import json
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -240,3 +241,27 @@ def test_a_branch_that_conflicts_with_a_landed_batch_mate_is_a_conflict_with_mai
     (second,) = [b for b in report["branches"] if b["branch"] == "second"]
     assert second["conflicts"] == ["shared.txt"]
     assert run_git(repo, "show", "main:shared.txt") == "one"
+
+
+def test_a_retry_runs_the_failing_tests_first_and_stops_at_the_first_failure(
+    tmp_path: Path,
+) -> None:
+    """pytest's failing tests first: the broken branch's retries start with the test
+    that failed and stop there, so the rest of the suite does not run again (its log
+    shows the one failure and nothing passed); the good branch still lands."""
+    repo = make_repo(
+        tmp_path / "work",
+        {  # test_z fails where BROKEN is
+            "tests/test_a.py": "def test_a():\n    pass\n",
+            "tests/test_z.py": "import os\ndef test_z():\n    assert not os.path.isfile('BROKEN')",
+        },
+    )
+    branch(repo, "good", {"good.txt": "ok\n"})
+    branch(repo, "broken", {"BROKEN": "x\n"})
+    command = f"{sys.executable} -m pytest -q -p no:randomly -p no:xdist tests"
+    code, report = gate(repo, "good", "broken", "--into", "main", "--test", command)
+    assert code == 1 and statuses(report) == {"good": "merged", "broken": "rejected"}
+    (broken,) = [b for b in report["branches"] if b["branch"] == "broken"]
+    last = Path(broken["log"]).read_text()
+    assert "1 failed" in last and "passed" not in last, last
+    assert "test_z" in last

@@ -128,7 +128,7 @@ class QueueDriver:
             self.runs.append(run)
             slot = self.free.pop()
             label = f"run{run.run_id}-{run.kind.value}"
-            future = pool.submit(self.slots.run, slot, built.commit, label)
+            future = pool.submit(self.slots.run, slot, built.commit, label, run.run_first)
             self.running[future] = _Running(run, base, built.commit, slot, self.generation)
 
     # ---- results -----------------------------------------------------------------------
@@ -138,7 +138,7 @@ class QueueDriver:
         if running.generation != self.generation:
             return  # tested on a head that is gone
         self.results[running.run.run_id] = result
-        self._decide(self.queue.finished(running.run.run_id, result.passed))
+        self._decide(self.queue.finished(running.run.run_id, result.passed, result.failed_tests))
 
     def _decide(self, decisions: list[object]) -> None:
         for decision in decisions:

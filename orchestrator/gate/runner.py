@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.gate import firsttests
 from orchestrator.system.procs import run_shell
 from orchestrator.system.sandbox import Policy, Sandbox
 from orchestrator.system.worktrees import SetupFailed, WorktreeManager
@@ -28,6 +29,7 @@ class GateResult:
     tail: str  # the output's last lines
     log: Path  # the whole output
     seconds: float
+    failed_tests: frozenset[str] = frozenset()  # the tests it names as failed
 
 
 class GateSlots:
@@ -50,8 +52,11 @@ class GateSlots:
         self.worktrees = WorktreeManager(repo, root, setup, self.env, policy=self.policy)
         log_dir.mkdir(parents=True, exist_ok=True)
 
-    def run(self, slot: int, commit: str, label: str) -> GateResult:
-        """Test ``commit`` in worktree ``slot``; ``label`` names its log file."""
+    def run(
+        self, slot: int, commit: str, label: str, run_first: frozenset[str] = frozenset()
+    ) -> GateResult:
+        """Test ``commit`` in worktree ``slot``, starting with the tests ``run_first``
+        names where the runner allows it (``firsttests``); ``label`` names its log file."""
         name = re.sub(r"[^\w.-]", "_", label)
         log = self.log_dir / f"gate-{name}.log"
         try:
@@ -62,7 +67,7 @@ class GateSlots:
         result = run_shell(
             self.command,
             cwd=path,
-            env=self.env,
+            env=firsttests.first(path, run_first, self.env),
             timeout=self.timeout,
             output_path=log,
             sandbox=Sandbox(self.policy, path),
@@ -73,7 +78,8 @@ class GateSlots:
             reason = f"the tests failed (exit {result.returncode}): {self.command}"
         else:
             reason = ""
-        return GateResult(not reason, reason, result.tail(TAIL_LINES), log, result.seconds)
+        failed = firsttests.failed_in_log(log) if reason else frozenset()
+        return GateResult(not reason, reason, result.tail(TAIL_LINES), log, result.seconds, failed)
 
     def close(self) -> None:
         self.worktrees.remove_all()
