@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-# What only the commands that need them import: missions and plans (pydantic, GitPython,
+# What only the commands that need them import: missions and plans (pydantic,
 # JSON Schema), the coordinator, the worker side, the SDKs.
 HEAVY = [
     "orchestrator.spec.mission",
@@ -15,7 +15,6 @@ HEAVY = [
     "orchestrator.engine.worker",
     "orchestrator.system.worktrees",
     "orchestrator.team.skills.registry",
-    "git",
     "pydantic",
     "jsonschema",
     "anthropic",
