@@ -18,6 +18,7 @@ from tests.conftest import (
     IDENTITY,
     finish_turn,
     hold_turn,
+    make_repo,
     pd,
     run_git,
     shared_dir,
@@ -285,6 +286,43 @@ def test_coordinator_crash_then_resume_keeps_merged_work(project: Path, tmp_path
     tree = run_git(project, "ls-tree", "--name-only", "main").split()
     assert {"t1.txt", "t2.txt", "t3.txt"} <= set(tree)
     assert run_git(project, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_resume_gates_with_the_test_command_the_run_started_with(tmp_path: Path) -> None:
+    """The run's test command was detected (pytest); a task then adds a Makefile whose
+    ``test`` target fails, and the run is killed. The resumed run still gates with
+    pytest, the command it started with, not with what the repository shows now."""
+    project = make_repo(
+        tmp_path / "project",
+        {
+            "pyproject.toml": "[tool.pytest.ini_options]\n",
+            "tests/test_ok.py": "def test_ok(): pass\n",
+        },
+    )
+    shared, sandbox = shared_dir(tmp_path)
+    release = shared / "release-t2"
+    cassette = {
+        "t1": [[write_turn("Makefile", "test:\n\texit 1\n"), finish_turn("t1")]],
+        "t2": [[hold_turn(release), write_turn("t2.txt", "t2\n"), finish_turn("t2")]],
+    }
+    tasks = chain_tasks(2)
+    mission = write_mission(tmp_path / "m", tasks, cassette, test_command=None, sandbox=sandbox)
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = start_run(mission, project, home)
+    wait_for(
+        lambda: any(
+            t["id"] == "t2" and t["state"] == "running" for t in state(home).get("tasks", [])
+        ),
+        what="t2 running",
+    )
+    proc.kill()
+    proc.wait(10)
+    assert "Makefile" in run_git(project, "ls-tree", "--name-only", "main").split()
+    release.touch()
+    result = pd("resume", run_dir(home).name, cwd=home, env={"PD_HOME": str(home)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "t2.txt" in run_git(project, "ls-tree", "--name-only", "main").split()
 
 
 def test_abort_one_task_blocks_its_dependents(project: Path, tmp_path: Path) -> None:

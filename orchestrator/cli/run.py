@@ -122,6 +122,7 @@ def execute(plan: RunPlan, store: RunStore, verbose: bool = False, quiet: bool =
             "cassette": str(plan.provider.cassette) if plan.provider.cassette else None,
             "record": plan.record,
             "provider": plan.mission.provider.name,
+            "gate": plan.gate_command,  # a resumed run gates with it, whatever the repo shows
         },
     )
     if not quiet:
@@ -208,6 +209,7 @@ def resume(
         base_url=info.get("base_url"),
         budget=_dollars(info.get("budget")),
         cassette=info.get("cassette"),
+        gate_command=info.get("gate"),
     )
     plan.record = bool(info.get("record"))
     events = list(store.events())  # read once: the plan, the graph and the merges need it

@@ -71,11 +71,13 @@ def build_plan(
     budget: Decimal | None = None,
     cassette: str | None = None,
     on_gate: Callable[[str], None] | None = None,
+    gate_command: str | None = None,
 ) -> RunPlan:
     """Load and check a mission; raise ``BadInput`` at the first problem. The keyword
     arguments are the CLI's overrides of the mission's fields; ``on_gate`` hears which
     test command a mission without one gets, as soon as it is known (so ``pd validate``
-    names it even when a later check fails)."""
+    names it even when a later check fails). ``gate_command``: the one a resumed run
+    started with, which stays its gate whatever the repository shows now."""
     mission = load_mission(mission_path)
     where = str(mission_path)
     if provider:
@@ -98,7 +100,7 @@ def build_plan(
         refuse_if_live(repo, live, where)  # before the checkout checks: the true reason
     branch, head = check_branch(mission, repo, where)
     check_context_files(mission, repo, branch, head, where)
-    gate = check_gate(mission, repo, head, where)
+    gate = check_gate(mission, repo, head, where, gate_command)
     if gate.reason and on_gate is not None:
         on_gate(gate.line())
     provider_plan = check_provider(mission, mission_path, roles, base_url)

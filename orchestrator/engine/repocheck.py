@@ -147,10 +147,13 @@ def _names(paths: list[str], most: int = 5) -> str:
     return ", ".join(unique[:most]) + more
 
 
-def check_gate(mission: Mission, repo: Path, head: str, where: str) -> Detected:
-    """The gate's command: the mission's, else the one its repository's tree at ``head``
-    shows (pytest, npm test …; the reason says why), checked to be runnable."""
-    command = mission.gate_command
+def check_gate(
+    mission: Mission, repo: Path, head: str, where: str, recorded: str | None = None
+) -> Detected:
+    """The gate's command: ``recorded`` (what a resumed run started with), else the
+    mission's, else the one its repository's tree at ``head`` shows (pytest, npm test …;
+    the reason says why), checked to be runnable."""
+    command = recorded or mission.gate_command
     field = "gate.command" if mission.gate.command else "test_command"
     found = Detected(command, "") if command and command.strip() else None
     found = found or detect_test_command(repo, head)
