@@ -5,13 +5,17 @@ command refuses; a conflicting one edits the line main changed."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import psutil
 import pytest
 
-from tests.conftest import make_repo, pd, run_git
+from tests.conftest import IDENTITY, make_repo, pd, run_git
 
 TEST = "if test -e BROKEN; then echo FAIL: BROKEN is here; exit 1; fi"
 
@@ -265,3 +269,46 @@ def test_a_retry_runs_the_failing_tests_first_and_stops_at_the_first_failure(
     last = Path(broken["log"]).read_text()
     assert "1 failed" in last and "passed" not in last, last
     assert "test_z" in last
+
+
+def test_a_gate_killed_mid_batch_moves_nothing_and_a_rerun_lands_the_batch_once(
+    repo: Path, tmp_path: Path
+) -> None:
+    """SIGKILL ``pd gate`` while its gate runs on a batch: the target has not moved, no
+    gate is left running, and a rerun lands every branch exactly once (a third run finds
+    them all merged and changes nothing)."""
+    started, release = tmp_path / "started", tmp_path / "release"
+    pidfile = tmp_path / "gate.pid"
+    held = f"echo $$ > {pidfile}; touch {started}; while [ ! -e {release} ]; do sleep 0.05; done"
+    held += f"; {TEST}"
+    head = run_git(repo, "rev-parse", "main")
+    args = ["gate", "good", "good2", "--into", "main", "--test", held, "--parallel", "1"]
+    branch(repo, "good2", {"good2.txt": "ok\n"})
+    env = {**os.environ, **IDENTITY}
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=repo, env=env)
+    try:
+        while not started.exists():
+            assert proc.poll() is None, "pd gate ended before its gate started"
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert run_git(repo, "rev-parse", "main") == head
+    gate_shell = int(pidfile.read_text())
+    while _running(gate_shell):  # it dies with pd gate (a hang here is the failure)
+        time.sleep(0.02)
+    release.touch()
+    code, report = gate(repo, *args[1:])
+    assert code == 0 and statuses(report) == {"good": "merged", "good2": "merged"}
+    landed = run_git(repo, "rev-list", "--first-parent", f"{head}..main").split()
+    assert len(landed) == 1  # one batch, one commit
+    code, report = gate(repo, *args[1:])
+    assert code == 0 and statuses(report) == {"good": "already-merged", "good2": "already-merged"}
+    assert run_git(repo, "rev-list", "--first-parent", f"{head}..main").split() == landed
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
