@@ -88,7 +88,7 @@ from orchestrator.system.worktrees import (
     exclude_from_status,
 )
 from orchestrator.team.skills import load_registry
-from orchestrator.wire.messages import BatchResult, Ready, UsageReport
+from orchestrator.wire.messages import BatchResult, Ready, RunLanded, UsageReport
 
 TICK = 0.2
 # How long a thread may hold the GIL while another wants it (CPython's default: 5 ms).
@@ -152,6 +152,7 @@ class Coordinator:
             gate_command=plan.gate_command,
             target_branch=plan.target_branch,
             escalation=bool(plan.provider.escalation),
+            gate_parallel=plan.gate_parallel,
             running_note=self._running_note,
         )
         self.state = RunState(
@@ -329,14 +330,19 @@ class Coordinator:
         for event in self.pool.drain(MERGER):
             if isinstance(event.message, BatchResult):
                 self._step(Received(MERGER, event.message))
-        current, known = self.state.merges.current, self.state.head
+        merges, known = self.state.merges, self.state.head
         head = rev_parse(self.plan.repo, f"refs/heads/{self.plan.target_branch}")
-        if current is None or not head or head == known:
+        if not head or head == known:
             return
-        commits = [self.state.merges.request(t).commit for t in current.tasks()]
-        if all(is_ancestor(self.plan.repo, c, head) for c in commits):  # landed untold
-            landed = BatchResult(current.run_id, gated=True, passed=True, head=head)
-            self._step(Received(MERGER, landed))
+        for flight in merges.at_merger():  # only a landing batch (one gate: any) can move it
+            commits = [merges.request(t).commit for t in flight.tasks() if t in merges.key_of]
+            if not commits or not all(is_ancestor(self.plan.repo, c, head) for c in commits):
+                continue
+            if flight.run_id in merges.landing:  # landed untold
+                self._step(Received(MERGER, RunLanded(flight.run_id, moved=True, head=head)))
+            elif merges.lands_itself:
+                landed = BatchResult(flight.run_id, gated=True, passed=True, head=head)
+                self._step(Received(MERGER, landed))
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
