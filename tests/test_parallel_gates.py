@@ -5,7 +5,12 @@ but by the merge queue's ``Land``, and only when the merger says the target move
 
 from __future__ import annotations
 
+import os
+import signal
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from orchestrator.engine.runstate import MERGER
 from orchestrator.engine.steps.effects import Send
@@ -21,6 +26,17 @@ from orchestrator.wire.messages import (
     RunLanded,
     TaskJob,
 )
+from tests.conftest import (
+    finish_turn,
+    hold_turn,
+    pd,
+    run_git,
+    shared_dir,
+    write_mission,
+    write_turn,
+)
+from tests.test_e2e import events, run_dir, start_run, state, wait_for
+from tests.test_e2e_faults import alive, commands_mentioning
 from tests.test_steps import Run
 
 
@@ -49,7 +65,7 @@ def landed(run: Run, run_id: int, head: str) -> list[Any]:
     return run.feed(Received(MERGER, RunLanded(run_id, moved=True, head=head)))
 
 
-def start(tasks: str) -> tuple[Run, dict[str, TaskJob]]:
+def start(tasks: str) -> tuple[Run, dict[str, tuple[str, TaskJob]]]:
     """A run with two gates and a worker per task, each busy with its task (the test
     says when each finishes)."""
     workers = [(f"w{n}", "backend-dev") for n in range(1, len(tasks) + 1)]
@@ -136,3 +152,149 @@ def test_a_target_moved_by_someone_else_restarts_the_queue_on_the_new_head() -> 
     (restarted,) = [e for e in run.log if isinstance(e, ev.MergeRestarted)]
     assert restarted.tasks == ["a", "b"]
     assert not [e for e in run.log if isinstance(e, ev.TaskMerged | ev.TaskRejected)]
+
+
+# ---- end to end: real pd run, real git, two gates held on files the test releases ------
+
+
+def keyed_gate(shared: Path, clash: bool, release: str = "release-$key") -> str:
+    """A gate script whose tree is named by the task files it holds ("a-b"): it leaves
+    ``waiting-<key>`` when it starts, waits for ``release`` (per tree by default), then
+    fails if a and b are both in the tree (``clash``: each passes alone) or a file says
+    BROKEN."""
+    script = shared / "gate.sh"
+    hold = f"while [ ! -e '{shared}/{release}' ]; do sleep 0.02; done"
+    script.write_text(
+        "key=$(ls a.txt b.txt c.txt 2>/dev/null | sed 's/[.]txt$//' | paste -sd- -)\n"
+        f"touch '{shared}/waiting-'$key\n"
+        f'bash -c "{hold}"\n'
+        + (
+            "if [ -f a.txt ] && [ -f b.txt ]; then echo 'a and b clash'; exit 1; fi\n"
+            if clash
+            else ""
+        )
+        + "bash check.sh\n"
+    )
+    return f"bash {script}"
+
+
+def first_parent_trees(project: Path, start: str) -> list[set[str]]:
+    """The files of every commit on main's first-parent history since ``start``."""
+    commits = run_git(project, "rev-list", "--first-parent", f"{start}..main").split()
+    return [set(run_git(project, "ls-tree", "--name-only", c).split()) for c in commits]
+
+
+@pytest.mark.slow
+def test_two_gates_at_once_a_failure_ahead_sends_the_stacked_batch_to_the_real_head(
+    project: Path, tmp_path: Path
+) -> None:
+    shared, rw = shared_dir(tmp_path)
+    gate = keyed_gate(shared, clash=True)
+    go_c = shared / "go-c"
+    cassette = {t: [[write_turn(f"{t}.txt", f"{t}\n"), finish_turn()]] for t in "ab"}
+    cassette["c"] = [[hold_turn(go_c), write_turn("c.txt", "c\n"), finish_turn()]]
+    tasks = [{"id": t, "title": t} for t in "abc"]
+    team = [{"role": "backend-dev", "count": 3}]
+    mission = write_mission(
+        tmp_path / "m",
+        tasks,
+        cassette,
+        team=team,
+        max_attempts=1,
+        test_command=gate,
+        sandbox=rw,
+        gate={"parallel": 2},
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PD_HOME": str(home)}
+    checked = pd("validate", str(mission), "--repo", str(project), cwd=home, env=env)
+    assert "2 gates at once (gate.parallel)" in checked.stdout, checked.stdout + checked.stderr
+    start = run_git(project, "rev-parse", "main")
+    proc = start_run(mission, project, home)
+
+    def waiting(key: str) -> bool:
+        return (shared / f"waiting-{key}").exists()
+
+    def release(key: str) -> None:
+        (shared / f"release-{key}").touch()
+
+    # a and b each in a gate of their own, both held at once.
+    wait_for(lambda: waiting("a") and waiting("b"), what="a's and b's gates held together")
+    release("b")
+    wait_for(lambda: any(e["kind"] == "task_merged" for e in events(home)), what="b lands")
+    release("a")  # a passed on a head that is gone: tested again on the one with b
+    wait_for(lambda: waiting("a-b"), what="a's gate on the head with b")
+    go_c.touch()  # c arrives while a's landing run is in flight: it stacks on a's tree
+    wait_for(lambda: waiting("a-b-c"), what="c's gate stacked on a's tree")
+    assert not waiting("c") and not waiting("b-c")
+    stacked = commands_mentioning(f"{shared}/release-a-b-c")
+    assert stacked, "c's gate is running, held"
+    release("a-b")  # a and b clash: the run below c fails, and c's gate is stopped
+    wait_for(lambda: not any(alive(p) for p in stacked), what="the stacked gate killed")
+    wait_for(lambda: waiting("b-c"), what="c tested again on the real head")
+    release("b-c")
+    output, _ = proc.communicate(timeout=300)
+
+    assert proc.returncode == 1, output  # a failed: it clashes with b
+    log = events(home)
+    merged = [e["task"] for e in log if e["kind"] == "task_merged"]
+    assert merged == ["b", "c"]  # each once
+    assert [e["task"] for e in log if e["kind"] == "task_failed"] == ["a"]
+    started = [e for e in log if e["kind"] == "merge_started"]
+    a_runs = [e["batch"] for e in started if e["task"] == "a"]
+    c_on = [e["on"] for e in started if e["task"] == "c"]
+    assert c_on == [a_runs[1], 0]  # stacked on a's second run, then on the real head
+    assert not (shared / "release-a-b-c").exists()  # the stacked gate never finished
+    trees = first_parent_trees(project, start)
+    assert trees and not any({"a.txt", "b.txt"} <= files for files in trees)
+    assert {"b.txt", "c.txt"} <= trees[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed", ["merger", "coordinator"])
+def test_a_kill_with_two_gates_in_flight_loses_nothing_and_merges_nothing_twice(
+    project: Path, tmp_path: Path, killed: str
+) -> None:
+    """The merger killed: a fresh one tests both batches again and the run goes on. The
+    coordinator killed: the merger and its gates go with it, and ``pd resume`` ends it."""
+    shared, rw = shared_dir(tmp_path)
+    gate = keyed_gate(shared, clash=False, release="release")
+    cassette = {t: [[write_turn(f"{t}.txt", f"{t}\n"), finish_turn()]] for t in "ab"}
+    tasks = [{"id": t, "title": t} for t in "ab"]
+    mission = write_mission(
+        tmp_path / "m", tasks, cassette, test_command=gate, sandbox=rw, gate={"parallel": 2}
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    start = run_git(project, "rev-parse", "main")
+    proc = start_run(mission, project, home)
+    marks = [shared / "waiting-a", shared / "waiting-b"]
+    wait_for(lambda: all(m.exists() for m in marks), what="two gates held at once")
+    merger = wait_for(lambda: state(home).get("merger", {}).get("pid"), what="merger's pid")
+    gates = commands_mentioning(f"{shared}/release")
+    assert len(gates) >= 2
+    for mark in marks:
+        mark.unlink()
+    if killed == "merger":
+        os.kill(int(merger), signal.SIGKILL)
+        wait_for(lambda: not any(alive(p) for p in gates), what="its gates gone with it")
+        # A fresh merger tests both again (nothing lost), then both land, once each.
+        wait_for(lambda: all(m.exists() for m in marks), what="both batches gated again")
+        (shared / "release").touch()
+        output, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, output
+        assert [e["kind"] for e in events(home)].count("merger_crashed") == 1
+    else:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        wait_for(lambda: not any(alive(p) for p in gates), what="the gates gone with it")
+        assert run_git(project, "rev-parse", "main") == start  # nothing moved untested
+        (shared / "release").touch()
+        result = pd("resume", run_dir(home).name, cwd=home, env={"PD_HOME": str(home)})
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    merged = [e["task"] for e in events(home) if e["kind"] == "task_merged"]
+    assert sorted(merged) == ["a", "b"]
+    trees = first_parent_trees(project, start)
+    assert len(trees) == 2 and {"a.txt", "b.txt"} <= trees[0]  # one landing each
