@@ -18,12 +18,14 @@ Data flow (one coordinator, N workers, one merger; every arrow a pipe)::
     |                                                               Send/Respawn/Kill  |
     |                                                                 -> pool          |
     +------------------------------------------------------------------|---------------+
-          | TaskJob / PlanJob / ReviewJob     ^ TaskStarted, Progress,  | MergeBatch
-          v                                   | TaskDone, TaskFailed... v
-    +-------------+  +-------------+                              +-------------+
-    |  worker w1  |  |  worker w2  |  ...                         |   merger    |
+          | TaskJob / PlanJob / ReviewJob     ^ TaskStarted, Progress,  | MergeBatch, LandRun,
+          v                                   | TaskDone, TaskFailed... v CancelRun  ^ BatchResult,
+    +-------------+  +-------------+                              +-------------+ | RunLanded
+    |  worker w1  |  |  worker w2  |  ...                         |   merger    |-+
     | (worktree)  |  | (worktree)  |                              | gate, then  |
-    +-------------+  +-------------+                              | CAS target  |
+    +-------------+  +-------------+                              | CAS target; |
+                                                                  | W gates at  |
+                                                                  | once: lanes |
                                                                   +-------------+
 
 The decisions live in ``engine.steps`` and do no I/O; this shell owns the processes,
@@ -315,9 +317,10 @@ class Coordinator:
         drop_spent_branches(self.plan.repo, self.store.run_id, self.state.head)
 
     def _stop_merger(self) -> None:
-        """Abort: stop the running gate before it can move the target branch. A verdict
-        the merger sent first, or a move it had begun (a ref move always finishes with
-        its checkout sync), is recorded: the run's record agrees with the target."""
+        """Abort: stop the running gates before they can move the target branch. A
+        verdict or a landing the merger sent first, or a move it had begun (a ref move
+        always finishes with its checkout sync), is recorded: the run's record agrees
+        with the target."""
         handle = self.pool.workers.get(MERGER)
         if handle is None:
             return
@@ -328,7 +331,7 @@ class Coordinator:
                 handle.process.kill()
                 handle.process.join()
         for event in self.pool.drain(MERGER):
-            if isinstance(event.message, BatchResult):
+            if isinstance(event.message, BatchResult | RunLanded):
                 self._step(Received(MERGER, event.message))
         merges, known = self.state.merges, self.state.head
         head = rev_parse(self.plan.repo, f"refs/heads/{self.plan.target_branch}")
