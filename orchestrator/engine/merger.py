@@ -3,6 +3,8 @@
 Conflicts are found with ``git merge-tree --write-tree`` (no worktree churn); the gate runs
 on the exact candidate commit in a dedicated integration worktree; the target ref then
 moves by compare-and-swap, so a commit someone else made meanwhile is never overwritten.
+With one gate (``gate.parallel`` 1) a batch that passes lands at once; with more, the
+merger only tests and lands when told (``lanes``).
 """
 
 from __future__ import annotations
