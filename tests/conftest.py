@@ -190,15 +190,19 @@ def hold_turn(release: Path | str = "/nonexistent/pd-hold") -> dict:
 
 
 def write_mission(folder: Path, tasks: list[dict], cassette: dict, **fields: object) -> Path:
-    """A mission file and its cassette in ``folder``; ``fields`` override the defaults."""
+    """A mission file and its cassette in ``folder``; ``fields`` override the defaults.
+    One gate at a time unless ``gate`` says otherwise: the default follows the machine's
+    cores, and a test must not."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "cassette.json").write_text(json.dumps({"version": 1, "tasks": cassette}))
+    gate = {"parallel": 1, **fields.pop("gate", {})}  # type: ignore[dict-item]
     mission = {
         "name": "test-mission",
         "test_command": GATE,
         "team": [{"role": "backend-dev", "count": 2}],
         "provider": {"name": "scripted", "cassette": "cassette.json"},
         "tasks": tasks,
+        "gate": gate,
         **fields,
     }
     path = folder / "mission.json"

@@ -229,6 +229,7 @@ CASES: dict[str, tuple[Make, list[str]]] = {
         ["--base-url", "127.0.0.1", "nothing answers"],
     ),
     "gate timeout tiny": (mission_with(gate={"timeout": 1e-9}), ["gate.timeout", "1"]),
+    "gate parallel zero": (mission_with(gate={"parallel": 0}), ["gate.parallel", "1"]),
 }
 
 

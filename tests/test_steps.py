@@ -44,6 +44,7 @@ class Run:
         workers: list[tuple[str, str]] | None = None,
         escalation: bool = False,
         notes: dict[tuple[str, int], str] | None = None,
+        gates: int = 1,
         **mission: Any,
     ) -> None:
         workers = workers or [("w1", "backend-dev"), ("w2", "backend-dev")]
@@ -56,6 +57,7 @@ class Run:
             workers=workers,
             gate_command="pytest",
             escalation=escalation,
+            gate_parallel=gates,
             running_note=lambda task, attempt: (notes or {}).get((task, attempt), ""),
         )
         self.state = RunState(rules, TaskGraph.for_mission(spec, spec.tasks), head="h0")

@@ -8,7 +8,6 @@ conflict; 2: bad input, and nothing moved.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -17,11 +16,6 @@ import typer
 
 from orchestrator.cli.output import JSON, console, print_json, say
 from orchestrator.errors import BadInput
-
-
-def cores() -> int:
-    """Gates at once by default: each gate is a test suite, which wants cores of its own."""
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 def gate(
@@ -58,6 +52,7 @@ def gate(
 ) -> int:
     """Merge the branches that pass the tests into the target; reject the rest."""
     from orchestrator.gate import driver, report, session
+    from orchestrator.gate.runner import default_parallel
 
     checking = branches[:1] == ["check"]
     names = branches[1:] if checking else branches
@@ -70,7 +65,8 @@ def gate(
         if checking:
             verdicts = session.check(setup, names[0])
         else:
-            verdicts, flaky = driver.run_queue(setup, names, parallel or cores(), retries)
+            gates = parallel or default_parallel()
+            verdicts, flaky = driver.run_queue(setup, names, gates, retries)
     finally:
         setup.close()
     seconds = time.monotonic() - began

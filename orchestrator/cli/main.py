@@ -83,7 +83,8 @@ def validate(
     tasks = "tasks planned from the goal" if plan.planning else f"{len(plan.graph)} tasks"
     say(
         f"ok: {path}: {tasks}, {len(plan.workers)} workers, "
-        f"gate `{plan.gate_command}` on {plan.target_branch} of {plan.repo}"
+        f"gate `{plan.gate_command}` on {plan.target_branch} of {plan.repo}, "
+        f"{plan.gates_line()}"
     )
     console.print(f"sandbox: {describe(plan.sandbox)}", soft_wrap=True)
     if not plan.planning:

@@ -131,7 +131,8 @@ def execute(plan: RunPlan, store: RunStore, verbose: bool = False, quiet: bool =
             f"run [bold]{store.run_id}[/]: {plan.mission.name}, "
             f"{tasks}, {len(plan.workers)} workers, "
             f"repo {plan.repo} ({plan.target_branch}); "
-            + escape(Detected(plan.gate_command, plan.gate_detected).line()),
+            + escape(Detected(plan.gate_command, plan.gate_detected).line())
+            + f"; {plan.gates_line()}",
             soft_wrap=True,
         )
     from orchestrator.engine.coordinator import Coordinator  # only the commands that run one

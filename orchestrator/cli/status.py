@@ -96,10 +96,10 @@ def render(state: dict[str, Any]) -> Group:
         flaky = rejected.get("flaky", 0)
         lines.append("merges: " + rejection_line(rejected["gate"], rejected["conflicts"], flaky))
     if merger.get("task") or merger.get("queue"):
-        lines.append(
-            f"merging: {merger.get('task') or '-'}; queued: "
-            f"{', '.join(merger.get('queue', [])) or '-'}"
-        )
+        merging = merger.get("task") or "-"
+        if merger.get("gates", 0) > 1:  # parallel gates: every batch at the merger
+            merging = f"{', '.join(merger['batch'])} ({merger['gates']} gates)"
+        lines.append(f"merging: {merging}; queued: {', '.join(merger.get('queue', [])) or '-'}")
     spend = (state.get("permits") or {}).get("spend")
     if spend:
         budget = f" of ${spend['budget']}" if spend.get("budget") else ""

@@ -65,7 +65,8 @@ def provider_options(plan: RunPlan, model: str) -> ProviderOptions:
 
 
 def merger_config(plan: RunPlan, store: RunStore, root: Path) -> dict[str, Any]:
-    """The merger's gate runs in ``root/_integration`` with port block 0."""
+    """The merger's gate runs in ``root/_integration`` with port block 0; with parallel
+    gates, gate N runs in ``_integration-N`` with a port block after the workers'."""
     mission = plan.mission
     return asdict(
         MergerConfig(
@@ -84,5 +85,10 @@ def merger_config(plan: RunPlan, store: RunStore, root: Path) -> dict[str, Any]:
             sandbox=plan.sandbox.to_dict(),
             symlinks=mission.sandbox.symlinks,
             git_files=list(mission.sandbox.git_files),
+            parallel=plan.gate_parallel,
+            lane_ports=[
+                mission.port_base + (len(plan.workers) + lane) * mission.port_stride
+                for lane in range(1, plan.gate_parallel)
+            ],
         )
     )

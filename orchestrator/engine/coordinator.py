@@ -18,12 +18,14 @@ Data flow (one coordinator, N workers, one merger; every arrow a pipe)::
     |                                                               Send/Respawn/Kill  |
     |                                                                 -> pool          |
     +------------------------------------------------------------------|---------------+
-          | TaskJob / PlanJob / ReviewJob     ^ TaskStarted, Progress,  | MergeBatch
-          v                                   | TaskDone, TaskFailed... v
-    +-------------+  +-------------+                              +-------------+
-    |  worker w1  |  |  worker w2  |  ...                         |   merger    |
+          | TaskJob / PlanJob / ReviewJob     ^ TaskStarted, Progress,  | MergeBatch, LandRun,
+          v                                   | TaskDone, TaskFailed... v CancelRun  ^ BatchResult,
+    +-------------+  +-------------+                              +-------------+ | RunLanded
+    |  worker w1  |  |  worker w2  |  ...                         |   merger    |-+
     | (worktree)  |  | (worktree)  |                              | gate, then  |
-    +-------------+  +-------------+                              | CAS target  |
+    +-------------+  +-------------+                              | CAS target; |
+                                                                  | W gates at  |
+                                                                  | once: lanes |
                                                                   +-------------+
 
 The decisions live in ``engine.steps`` and do no I/O; this shell owns the processes,
@@ -88,7 +90,7 @@ from orchestrator.system.worktrees import (
     exclude_from_status,
 )
 from orchestrator.team.skills import load_registry
-from orchestrator.wire.messages import BatchResult, Ready, UsageReport
+from orchestrator.wire.messages import BatchResult, Ready, RunLanded, UsageReport
 
 TICK = 0.2
 # How long a thread may hold the GIL while another wants it (CPython's default: 5 ms).
@@ -133,6 +135,7 @@ class Coordinator:
             gate_command=plan.gate_command,
             target_branch=plan.target_branch,
             escalation=bool(plan.provider.escalation),
+            gate_parallel=plan.gate_parallel,
             running_note=self._running_note,
         )
         self.state = RunState(
@@ -297,9 +300,10 @@ class Coordinator:
         drop_spent_branches(self.plan.repo, self.store.run_id, self.state.head)
 
     def _stop_merger(self) -> None:
-        """Abort: stop the running gate before it can move the target branch. A verdict
-        the merger sent first, or a move it had begun (a ref move always finishes with
-        its checkout sync), is recorded: the run's record agrees with the target."""
+        """Abort: stop the running gates before they can move the target branch. A
+        verdict or a landing the merger sent first, or a move it had begun (a ref move
+        always finishes with its checkout sync), is recorded: the run's record agrees
+        with the target."""
         handle = self.pool.workers.get(MERGER)
         if handle is None:
             return
@@ -310,16 +314,21 @@ class Coordinator:
                 handle.process.kill()
                 handle.process.join()
         for event in self.pool.drain(MERGER):
-            if isinstance(event.message, BatchResult):
+            if isinstance(event.message, BatchResult | RunLanded):
                 self._step(Received(MERGER, event.message))
-        current, known = self.state.merges.current, self.state.head
+        merges, known = self.state.merges, self.state.head
         head = rev_parse(self.plan.repo, f"refs/heads/{self.plan.target_branch}")
-        if current is None or not head or head == known:
+        if not head or head == known:
             return
-        commits = [self.state.merges.request(t).commit for t in current.tasks()]
-        if all(is_ancestor(self.plan.repo, c, head) for c in commits):  # landed untold
-            landed = BatchResult(current.run_id, gated=True, passed=True, head=head)
-            self._step(Received(MERGER, landed))
+        for flight in merges.at_merger():  # only a landing batch (one gate: any) can move it
+            commits = [merges.request(t).commit for t in flight.tasks() if t in merges.key_of]
+            if not commits or not all(is_ancestor(self.plan.repo, c, head) for c in commits):
+                continue
+            if flight.run_id in merges.landing:  # landed untold
+                self._step(Received(MERGER, RunLanded(flight.run_id, moved=True, head=head)))
+            elif merges.lands_itself:
+                landed = BatchResult(flight.run_id, gated=True, passed=True, head=head)
+                self._step(Received(MERGER, landed))
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():

@@ -3,6 +3,8 @@
 Conflicts are found with ``git merge-tree --write-tree`` (no worktree churn); the gate runs
 on the exact candidate commit in a dedicated integration worktree; the target ref then
 moves by compare-and-swap, so a commit someone else made meanwhile is never overwritten.
+With one gate (``gate.parallel`` 1) a batch that passes lands at once; with more, the
+merger only tests and lands when told (``lanes``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +61,8 @@ class MergerConfig:
     sandbox: dict[str, Any] = field(default_factory=dict)  # a sandbox.Policy, as a dict
     symlinks: str = "none"  # "inside": symlinks within the repository may land
     git_files: list[str] = field(default_factory=list)  # plumbing files that may change
+    parallel: int = 1  # gates at once (see ``lanes``); 1: land each batch that passes
+    lane_ports: list[int] = field(default_factory=list)  # PD_PORT_BASE of gates 2, 3, …
 
 
 class Merger:
@@ -98,13 +102,44 @@ class Merger:
             result = self._merge_batch(batch.run_id, items)
         except Exception as exc:  # git or the disk, not the branches: tried again
             names = ", ".join(i.task_id for i in items)
-            self._log(f"error merging {names}:\n{traceback.format_exc()}")
+            self.log(f"error merging {names}:\n{traceback.format_exc()}")
             result = BatchResult(batch.run_id, reason=f"merger error: {exc}", infrastructure=True)
         result.seconds = time.monotonic() - start
         return result
 
     def _merge_batch(self, run_id: int, items: list[MergeRequest]) -> BatchResult:
         out = BatchResult(run_id)
+        commits = self.commits(items, out)
+        for round_ in range(MAX_CAS_TRIES):
+            old = self.head()
+            candidate = self.pretest(out, items, commits, old, old)
+            if candidate is None:
+                return out  # the queue plans the others again
+            out.gated = True
+            failed = self.gate(run_id, items, candidate, round_)
+            if failed is not None:
+                out.reason, out.log_tail = failed
+                if len(items) == 1:
+                    self.keep(items[0])
+                self.log(f"run {run_id} ({_names(items)}): gate failed: {out.reason}")
+                return out
+            with _no_sigterm():  # never a moved ref with a checkout left behind
+                if not creator_alive():  # the coordinator died during the gate
+                    out.gated, out.infrastructure = False, True
+                    out.reason = "the coordinator is gone: nothing is moved without it"
+                    return out
+                if self.move(items, candidate, old):
+                    self.sync(old, candidate)
+                    out.passed, out.head = True, candidate
+                    self.log(f"run {run_id} ({_names(items)}): merged, head {out.head[:12]}")
+                    return out
+            self.log(f"run {run_id}: {self.ref} moved during the gate; retrying on new head")
+        out.gated, out.infrastructure = False, True
+        out.reason = f"{self.config.target_branch} kept moving; gave up after {MAX_CAS_TRIES} tries"
+        return out
+
+    def commits(self, items: list[MergeRequest], out: BatchResult) -> dict[str, str]:
+        """Each item's commit, by task; an unknown one is refused in ``out``."""
         commits: dict[str, str] = {}
         for req in items:
             commit = gitutil.rev_parse(self.repo, f"{req.commit or req.branch}^{{commit}}")
@@ -112,47 +147,43 @@ class Merger:
                 out.refused[req.task_id] = f"unknown commit {req.commit or req.branch}"
             else:
                 commits[req.task_id] = commit
-        for round_ in range(MAX_CAS_TRIES):
-            old = out.base = self._head()
-            out.landed_before = [
-                t for t, c in commits.items() if gitutil.is_ancestor(self.repo, c, old)
-            ]
-            branches = [Branch(t, c) for t, c in commits.items() if t not in out.landed_before]
-            built = build(self.repo, old, branches, _message(items))
-            out.conflicts, out.already = built.conflicts, built.already
-            for task in list(out.conflicts):  # with the head, or only with a batch-mate?
-                if len(branches) > 1 and merged_tree(self.repo, old, commits[task])[0]:
-                    out.deferred.append(task)
-                    del out.conflicts[task]
-            if built.commit is not None and not (out.refused or out.conflicts or out.already):
-                out.refused = self._refusals(old, built.commit, branches)
-            left = out.refused or out.conflicts or out.already or out.landed_before
-            if left or out.deferred:
-                self._left(items, out)
-                return out  # the queue plans the others again
-            assert built.commit is not None
-            out.gated = True
-            failed = self._gate(run_id, items, built.commit, round_)
-            if failed is not None:
-                out.reason, out.log_tail = failed
-                if len(items) == 1:
-                    self._keep(items[0])
-                self._log(f"run {run_id} ({_names(items)}): gate failed: {out.reason}")
-                return out
-            with _no_sigterm():  # never a moved ref with a checkout left behind
-                if not creator_alive():  # the coordinator died during the gate
-                    out.gated, out.infrastructure = False, True
-                    out.reason = "the coordinator is gone: nothing is moved without it"
-                    return out
-                if self._move(items, built.commit, old):
-                    self._sync_checkout(old, built.commit)
-                    out.passed, out.head = True, built.commit
-                    self._log(f"run {run_id} ({_names(items)}): merged, head {out.head[:12]}")
-                    return out
-            self._log(f"run {run_id}: {self.ref} moved during the gate; retrying on new head")
-        out.gated, out.infrastructure = False, True
-        out.reason = f"{self.config.target_branch} kept moving; gave up after {MAX_CAS_TRIES} tries"
-        return out
+        return commits
+
+    def pretest(
+        self,
+        out: BatchResult,
+        items: list[MergeRequest],
+        commits: dict[str, str],
+        base: str,
+        head: str,
+    ) -> str | None:
+        """The batch merged onto ``base`` as one commit, to gate; None when some items
+        left before the gate (``out`` says which and why). ``base`` is the target
+        ``head``, or (stacked) the tree of a run not landed yet: then what clashes only
+        with that tree, or is already in it, waits (``deferred``) rather than leaves."""
+        out.base, out.deferred = base, []
+        out.landed_before = [
+            t for t, c in commits.items() if gitutil.is_ancestor(self.repo, c, head)
+        ]
+        branches = [Branch(t, c) for t, c in commits.items() if t not in out.landed_before]
+        built = build(self.repo, base, branches, _message(items))
+        out.conflicts, out.already = built.conflicts, built.already
+        stacked = base != head
+        for task in list(out.conflicts):  # with the head, or only with a batch-mate?
+            if (len(branches) > 1 or stacked) and merged_tree(self.repo, head, commits[task])[0]:
+                out.deferred.append(task)
+                del out.conflicts[task]
+        if stacked:  # the tree below holds it, but it has not landed
+            out.deferred += out.already
+            out.already = []
+        if built.commit is not None and not (out.refused or out.conflicts or out.already):
+            out.refused = self._refusals(base, built.commit, branches)
+        left = out.refused or out.conflicts or out.already or out.landed_before
+        if left or out.deferred:
+            self._left(items, out)
+            return None
+        assert built.commit is not None  # every item merged in
+        return built.commit
 
     def _refusals(self, old: str, candidate: str, branches: list[Branch]) -> dict[str, str]:
         """What must not land (symlinks, git plumbing), by branch: checked on the whole
@@ -175,39 +206,49 @@ class Merger:
     def _left(self, items: list[MergeRequest], out: BatchResult) -> None:
         for req in items:
             if req.task_id in out.conflicts or req.task_id in out.refused:
-                self._keep(req)
-        self._log(
+                self.keep(req)
+        self.log(
             f"run {out.run_id} ({_names(items)}): before the gate, conflicts "
             f"{sorted(out.conflicts)}, refused {sorted(out.refused)}, already "
             f"{out.already + out.landed_before}"
         )
 
-    def _head(self) -> str:
+    def head(self) -> str:
         head = gitutil.rev_parse(self.repo, self.ref)
         if head is None:
             raise GitError(["rev-parse", self.ref], "target branch disappeared")
         return head
 
-    def _gate(
-        self, run_id: int, items: list[MergeRequest], candidate: str, round_: int
+    def gate(
+        self,
+        run_id: int,
+        items: list[MergeRequest],
+        candidate: str,
+        round_: int = 0,
+        worktree: str = "",
+        on_start: Callable[[int], None] | None = None,
+        port_base: int = 0,
     ) -> tuple[str, str] | None:
-        """Run the gate on ``candidate``; (reason, output tail) when it failed."""
+        """Run the gate on ``candidate`` in integration worktree ``worktree`` (default:
+        the first); (reason, output tail) when it failed. ``on_start`` hears the gate's
+        process group (to cancel it); ``port_base``, when given, its ``PD_PORT_BASE``."""
         suffix = f"-retry{round_}" if round_ else ""
         only = items[0]
         safe = re.sub(r"[^\w.-]", "_", only.task_id)
         name = f"{safe}-{only.attempt}" if len(items) == 1 else f"run{run_id}"
         log_path = self.log_dir / f"gate-{name}{suffix}.log"
         try:
-            path = self.worktrees.prepare(self.integration_name, candidate, None)
+            path = self.worktrees.prepare(worktree or self.integration_name, candidate, None)
         except SetupFailed as exc:
             return f"integration setup failed: {exc.command}", exc.tail
         result = run_shell(
             self.config.gate_command,
             cwd=path,
-            env=self.env,
+            env={**self.env, "PD_PORT_BASE": str(port_base)} if port_base else self.env,
             timeout=self.config.gate_timeout,
             output_path=log_path,
             sandbox=Sandbox(self.policy, path),  # detached: the gate moves no ref
+            on_start=on_start,
         )
         if result.timed_out:
             return f"gate timed out after {self.config.gate_timeout:g}s", result.tail(TAIL_LINES)
@@ -216,7 +257,7 @@ class Merger:
             return reason, result.tail(TAIL_LINES)
         return None
 
-    def _move(self, items: list[MergeRequest], new: str, old: str) -> bool:
+    def move(self, items: list[MergeRequest], new: str, old: str) -> bool:
         """Compare-and-swap the target from ``old`` to ``new``; False if it moved meanwhile."""
         message = f"pd: merge {_names(items)}"
         env = gitutil.identity_env()
@@ -225,26 +266,26 @@ class Merger:
         )
         if code == 0:
             return True
-        if self._head() != old:
+        if self.head() != old:
             return False
         raise GitError(["git", "update-ref", self.ref, new, old], err, code)
 
-    def _sync_checkout(self, old: str, new: str) -> None:
+    def sync(self, old: str, new: str) -> None:
         """Bring the user's checkout of the target along (never one of pd's worktrees)."""
         if not self.config.sync_checkout:
             return
         branch, skip = self.config.target_branch, self.worktrees.list()
         if warning := sync_checkout(self.repo, branch, old, new, skip):
-            self._log(warning)
+            self.log(warning)
 
-    def _keep(self, req: MergeRequest) -> None:
+    def keep(self, req: MergeRequest) -> None:
         """Nothing is lost: the next attempt resets the task branch, so the rejected
         commit stays reachable under ``refs/pd/rejected/<branch>/<attempt>``."""
         if req.commit and gitutil.rev_parse(self.repo, f"{req.commit}^{{commit}}"):
             ref = f"refs/pd/rejected/{req.branch}/{req.attempt}"
             gitutil.git_full(self.repo, "update-ref", ref, req.commit)
 
-    def _log(self, text: str) -> None:
+    def log(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         with open(self.log_dir / "merger.log", "a") as log:
             log.write(f"{stamp} {text}\n")
@@ -304,12 +345,21 @@ def _no_sigterm() -> Iterator[None]:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Kill the running gate (its whole process group) before leaving."""
+    """Kill the running gates (their whole process groups) before leaving."""
     if _critical:
         _deferred.append(signum)
         return
+    _leaving.append(signum)  # before the kill: a killed gate's "failure" is never sent
     kill_all_running()
     sys.exit(128 + signum)
+
+
+_leaving: list[int] = []
+
+
+def leaving() -> bool:
+    """The merger is going (SIGTERM): gate threads send nothing more."""
+    return bool(_leaving)
 
 
 def merger_main(conn: Any, config: dict[str, Any]) -> None:
@@ -330,6 +380,12 @@ def merger_main(conn: Any, config: dict[str, Any]) -> None:
         # Always answer, so the coordinator knows we booted even when boot failed.
         conn.send_bytes(Ready(worker_id="merger", pid=os.getpid(), error=error).to_bytes())
     if merger is None:
+        return
+
+    if merger.config.parallel > 1:
+        from orchestrator.engine.lanes import serve_lanes  # it builds on this module
+
+        serve_lanes(conn, merger)
         return
 
     def answer(message: Message) -> Message | None:

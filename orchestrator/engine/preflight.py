@@ -25,6 +25,7 @@ from orchestrator.engine.teamcheck import (
     team_slots,
 )
 from orchestrator.errors import BadInput
+from orchestrator.gate.runner import default_parallel
 from orchestrator.planning.taskplan import PlanningStep, team_of
 from orchestrator.spec.mission import Mission, ProviderConfig, load_mission
 from orchestrator.system.gitutil import (
@@ -58,6 +59,13 @@ class RunPlan:
     sandbox: Policy = field(default_factory=Policy)  # where agents' commands and the gate run
     # Why the gate runs ``gate_command`` when the mission named none ("pytest: …"); else "".
     gate_detected: str = ""
+    gate_parallel: int = 1  # gates at once: the mission's gate.parallel, else the default
+
+    def gates_line(self) -> str:
+        """What ``pd validate`` and a run's first line say about parallel gates."""
+        why = "gate.parallel" if self.mission.gate.parallel else "default: from the cores"
+        plural = "s" if self.gate_parallel > 1 else ""
+        return f"{self.gate_parallel} gate{plural} at once ({why})"
 
 
 def build_plan(
@@ -121,6 +129,7 @@ def build_plan(
         provider=provider_plan,
         planning=planning,
         sandbox=_check_sandbox(mission, where, [repo, root, workspace / ".pd"]),
+        gate_parallel=mission.gate.parallel or default_parallel(len(team)),
     )
 
 

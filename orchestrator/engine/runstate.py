@@ -77,6 +77,7 @@ class RunRules:
     gate_command: str = ""
     target_branch: str = "main"
     escalation: bool = False  # a stronger model exists for a task's last attempts
+    gate_parallel: int = 1  # gates at once (the mission's gate.parallel, or the default)
     # The handoff note a worker kept current during an attempt it could not finish
     # (a read of the run store; the shell supplies it).
     running_note: Callable[[str, int], str] = _no_note
@@ -101,7 +102,7 @@ class RunState:
 
     def __post_init__(self) -> None:
         gate = self.rules.mission.gate
-        self.merges = MergeQueue(gate.retries, gate.max_batch)
+        self.merges = MergeQueue(gate.retries, gate.max_batch, self.rules.gate_parallel)
         if not self.slots:
             self.slots = {wid: Slot(wid, role) for wid, role in self.rules.workers}
 

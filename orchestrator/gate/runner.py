@@ -20,6 +20,19 @@ from orchestrator.system.worktrees import SetupFailed, WorktreeManager
 from orchestrator.team.tools import scrub_env
 
 TAIL_LINES = 40
+MAX_DEFAULT_PARALLEL = 4
+
+
+def default_parallel(workers: int | None = None) -> int:
+    """Gates at once when nobody said: half the cores (each gate is a test suite, which
+    wants cores of its own), at least 1, at most 4, and no more than ``workers`` (a
+    run's agents rarely finish work faster than that many gates can take it)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 2
+    gates = max(1, min(MAX_DEFAULT_PARALLEL, cores // 2))
+    return min(gates, workers) if workers else gates
 
 
 @dataclass(frozen=True)

@@ -302,11 +302,13 @@ class ReviewRoundsExhausted(Event):
 @kind("merge_started")
 class MergeStarted(Event):
     """The task went to the merger; ``batch``: the merge queue's run it went in (the
-    tasks of one batch land, or not, together)."""
+    tasks of one batch land, or not, together); ``on``: the batch whose tree it is
+    tested on (parallel gates), 0 for the target head."""
 
     task: str
     commit: str
     batch: int = 0
+    on: int = 0
 
 
 @kind("task_merged")
@@ -335,6 +337,15 @@ class GateFlaky(Event):
 
     tasks: list[str] = field(default_factory=list)
     tests: list[str] = field(default_factory=list)
+
+
+@kind("merge_restarted")
+class MergeRestarted(Event):
+    """The target moved under a landing (not by this run): the trees the merge queue had
+    stacked on it are void, and ``tasks`` are planned again on the new head."""
+
+    reason: str
+    tasks: list[str] = field(default_factory=list)
 
 
 @kind("task_already_merged")

@@ -133,6 +133,13 @@ class GateConfig(Strict):
     max_batch: int = Field(
         16, ge=1, le=64, description="Most tasks merged and tested together (1: one at a time)."
     )
+    parallel: int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="Gates run at once, each stacked on the one ahead of it (default: from "
+        "the machine's cores and the team, see gate.runner.default_parallel).",
+    )
 
 
 class Limits(Strict):

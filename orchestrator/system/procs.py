@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -182,6 +182,7 @@ def run_shell(
     output_path: Path | str | None = None,
     output_cap: int = DEFAULT_OUTPUT_CAP,
     sandbox: Sandbox | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> ShellResult:
     """Run ``bash -c command`` in ``cwd``; stdout and stderr merged.
 
@@ -190,7 +191,9 @@ def run_shell(
     full output as it is produced. On timeout the whole process group is killed. When the
     command ends, anything it left running in its group is killed too (otherwise a
     background child holding the pipe open would keep us reading forever). With a
-    ``sandbox`` the command runs inside it, with the sandbox's environment.
+    ``sandbox`` the command runs inside it, with the sandbox's environment. ``on_start``
+    hears the command's process group as soon as it exists (to cancel it from another
+    thread: ``os.killpg``).
     """
     argv, full_env = ["bash", "-c", command], dict(os.environ if env is None else env)
     if sandbox is not None:
@@ -220,6 +223,8 @@ def run_shell(
     reader.start()
     timed_out = False
     try:
+        if on_start is not None:
+            on_start(pgid)
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True

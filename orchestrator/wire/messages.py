@@ -306,10 +306,43 @@ class MergeResult(Message):
 class MergeBatch(Message):
     """Merge ``items`` (``MergeRequest`` fields, as dicts) onto the target head as ONE
     commit, and land it only if that tree passes the gate: one gate run for them all.
-    ``run_id`` is the merge queue's (``gate.MergeQueue``)."""
+    ``run_id`` is the merge queue's (``gate.MergeQueue``).
+
+    With parallel gates (``land`` False) the merger only tests: the batch is built on
+    ``base_run``'s tree (0: the target head), the result names the tested ``tree``, and
+    the target moves when the coordinator sends ``LandRun``."""
 
     run_id: int
     items: list[dict[str, Any]]
+    base_run: int = 0
+    land: bool = True
+
+
+@dataclass
+class LandRun(Message):
+    """Move the target to ``run_id``'s tested tree, by compare-and-swap from the commit
+    that tree was built on (the merge queue said ``Land``)."""
+
+    run_id: int
+
+
+@dataclass
+class CancelRun(Message):
+    """Stop ``run_id``'s gate: what it was stacked on failed or left, so its result can no
+    longer mean anything. No answer comes."""
+
+    run_id: int
+
+
+@dataclass
+class RunLanded(Message):
+    """What a ``LandRun`` did: ``moved`` (the target is at ``head``), or not, and why
+    (someone else moved the target since the tree was built)."""
+
+    run_id: int
+    moved: bool
+    head: str = ""
+    reason: str = ""
 
 
 @dataclass
@@ -320,13 +353,15 @@ class BatchResult(Message):
     why: unknown commit, a symlink or plumbing file), ``already`` (the target holds the
     same tree), ``landed_before`` (its commit is in the target) and ``deferred``. When any left, the
     gate did not run (``gated`` False): the queue plans the others again. Otherwise
-    ``passed`` says what the gate said; a passing batch has landed, at ``head``."""
+    ``passed`` says what the gate said; a passing batch has landed, at ``head`` (with
+    ``land`` False it has not: ``tree`` is the commit that passed, waiting for ``LandRun``)."""
 
     run_id: int
     base: str = ""  # the target head the batch was built on
     gated: bool = False
     passed: bool = False
     head: str = ""
+    tree: str = ""  # the commit the gate ran on (parallel gates: to land when told)
     reason: str = ""
     log_tail: str = ""
     seconds: float = 0.0

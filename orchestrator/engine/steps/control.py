@@ -7,7 +7,7 @@ reason, which its sender prints (``control.await_answer``), never dropped.
 from __future__ import annotations
 
 from orchestrator.engine.runstate import RunState, SlotState
-from orchestrator.engine.steps import review, work
+from orchestrator.engine.steps import merge, review, work
 from orchestrator.engine.steps.effects import Answer, Effects
 from orchestrator.record import control
 from orchestrator.record import events as ev
@@ -49,6 +49,8 @@ def abort_task(run: RunState, out: Effects, task_id: str) -> None:
         if slot.task == task_id:
             out.send(slot.id, AbortTask(task_id=task_id))
     run.merges.drop(task_id)
+    if run.merges.cancels:  # a gate stacked on a batch it was in: stop it now
+        merge.next_merge(run, out)
     if task.state in ACTIVE:  # what ended (merged, failed...) stays as it ended
         out.apply(run.graph, ev.TaskAborted(task=task_id))
 

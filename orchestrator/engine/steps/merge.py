@@ -18,7 +18,15 @@ from orchestrator.engine.steps.effects import Effects, NoteSession, Respawn
 from orchestrator.gate import Decision, Flaky, Land, Reject
 from orchestrator.record import events as ev
 from orchestrator.tasks.taskgraph import TaskNode, TaskState
-from orchestrator.wire.messages import BatchResult, MergeRequest, Message, Ready
+from orchestrator.wire.messages import (
+    BatchResult,
+    CancelRun,
+    LandRun,
+    MergeRequest,
+    Message,
+    Ready,
+    RunLanded,
+)
 
 
 def queue_merge(run: RunState, out: Effects, task: TaskNode, first: bool = False) -> None:
@@ -41,15 +49,23 @@ def requeue_approved(run: RunState, out: Effects) -> None:
 
 
 def next_merge(run: RunState, out: Effects) -> None:
+    """What the merger is to do next, in this order: stop gates whose results can no
+    longer mean anything, land what the queue said lands (before any new batch is built
+    on the target head), then start new batches."""
     if run.aborting:
         return  # what the merger has finishes; nothing new starts
-    batch = run.merges.take()
-    if batch is not None:
+    merges = run.merges
+    for run_id in merges.cancels:
+        out.send(MERGER, CancelRun(run_id))
+    for run_id in merges.landings:
+        out.send(MERGER, LandRun(run_id))
+    merges.cancels, merges.landings = [], []
+    for batch in merges.take():
         # Durable before the merger hears of it: a move the merger makes and cannot
         # report (the coordinator died meanwhile) is then still in the record.
         for item in batch.items:
             started = ev.MergeStarted(
-                task=item["task_id"], commit=item["commit"], batch=batch.run_id
+                task=item["task_id"], commit=item["commit"], batch=batch.run_id, on=batch.base_run
             )
             out.emit(started)
         out.send(MERGER, batch)
@@ -63,6 +79,8 @@ def on_merger(run: RunState, out: Effects, message: Message) -> None:
             run.abort(f"merger failed to start: {message.error}")
     elif isinstance(message, BatchResult):
         batch_result(run, out, message)
+    elif isinstance(message, RunLanded):
+        run_landed(run, out, message)
     next_merge(run, out)
 
 
@@ -76,13 +94,14 @@ def merger_died(run: RunState, out: Effects, exitcode: int | None) -> None:
 
 def batch_result(run: RunState, out: Effects, result: BatchResult) -> None:
     merges = run.merges
-    if merges.current is None or merges.current.run_id != result.run_id:
-        return  # a batch given up when the merger died
+    flight = merges.running.get(result.run_id)
+    if flight is None:
+        return  # a batch given up when the merger died, or cancelled
     if merges.parked and result.run_id != merges.parked_run:
         merges.unpark()  # the batch-mate they conflicted with has landed or left
-    tasks = merges.current.tasks()
+    tasks = flight.tasks()
     if result.infrastructure:  # pd's fault: tried again as they were, first
-        merges.current = None
+        del merges.running[result.run_id]
         for task in tasks:
             merges.leave(task)
             if work.infra_failed(run, out, task, result.reason, requeue=False, merger=True):
@@ -92,20 +111,46 @@ def batch_result(run: RunState, out: Effects, result: BatchResult) -> None:
         before_the_gate(run, out, result, tasks)
         return
     merges.gate_logs[result.run_id] = (result.reason, result.log_tail)
-    for decision in merges.finished(result.passed):
+    for decision in merges.finished(result.run_id, result.passed, result.seconds):
         decide(run, out, decision, result, tasks)
-    if result.passed:  # the merger moved the target: every task of it landed
+    if result.passed and merges.lands_itself:  # the merger moved the target: all landed
         for task in tasks:
             if task in merges.key_of:
                 merged(run, out, task, result.head, result.seconds)
+    sweep(run)
+
+
+def run_landed(run: RunState, out: Effects, answer: RunLanded) -> None:
+    """The merger moved the target to a tested tree the queue said lands, or could not
+    (someone else moved the target since that tree was built: every tree stacked on
+    the old head is void, and the queue starts again on the new one)."""
+    merges = run.merges
+    landing = merges.landed(answer.run_id)
+    if landing is None:
+        return  # lost with a merger that died
+    if answer.moved:
+        run.head = answer.head
+        for task in landing.tasks():
+            if task in merges.key_of:
+                merged(run, out, task, answer.head, landing.seconds)
+    elif landing.generation == merges.generation:  # (not restarted since it was asked)
+        out.emit(ev.MergeRestarted(reason=answer.reason, tasks=sorted(merges.key_of)))
+        merges.restart()
+    sweep(run)
+
+
+def sweep(run: RunState) -> None:
+    """Tasks aborted while their batch was at the merger leave once it did not land."""
+    merges = run.merges
     for task in [t for t in merges.key_of if run.graph.get(t).state is not TaskState.MERGING]:
-        merges.leave(task)  # aborted while its batch was merged, and it did not land
+        if not merges.holds(task):
+            merges.leave(task)
 
 
 def before_the_gate(run: RunState, out: Effects, result: BatchResult, tasks: list[str]) -> None:
     """Some tasks left the batch before its gate: each goes where it belongs, and the
     queue plans the others again."""
-    run.merges.lost()  # the others are planned again, as they were
+    run.merges.lost(result.run_id)  # the others are planned again, as they were
     for task in tasks:
         if task in result.deferred:
             run.merges.park(task, result.run_id)
