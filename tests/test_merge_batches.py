@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import (
     finish_turn,
+    make_repo,
     pd,
     run_git,
     shared_dir,
@@ -106,3 +108,29 @@ def test_a_gate_that_fails_once_is_flaky_and_costs_no_attempt(
     assert [e["attempt"] for e in log if e["kind"] == "task_merged"] == [1]
     report = pd("report", cwd=home, env={"PD_HOME": str(home)}, check=True).stdout
     assert "1 flaky gate run" in report
+
+
+def test_a_task_s_second_gate_run_starts_with_the_tests_that_failed(tmp_path: Path) -> None:
+    """The gate (pytest) fails a task on test_z; before the task goes back, the retry
+    runs test_z first and stops at its failure: test_a does not run again, and the
+    failing test is named in the record."""
+    project = make_repo(
+        tmp_path / "project",
+        {  # test_z fails where BROKEN is
+            "pyproject.toml": "[tool.pytest.ini_options]\n",
+            "tests/test_a.py": "def test_a():\n    pass\n",
+            "tests/test_z.py": "import os\ndef test_z():\n    assert not os.path.isfile('BROKEN')",
+        },
+    )
+    cassette = {"a": [[write_turn("BROKEN", "x\n"), finish_turn()]]}
+    gate = f"{sys.executable} -m pytest -q -p no:randomly -p no:xdist tests"
+    mission = write_mission(
+        tmp_path / "m", [{"id": "a", "title": "A"}], cassette, test_command=gate, max_attempts=1
+    )
+    home = tmp_path / "home"
+    assert run(home, mission, project) != 0
+    (log,) = (home / ".pd" / "runs").glob("*/logs/gate-a-1.log")  # the last run's output
+    text = log.read_text()
+    assert "1 failed" in text and "passed" not in text, text
+    failed = [e for e in events(home) if e["kind"] == "attempt_failed"]
+    assert failed and "test_z" in json.dumps(failed)

@@ -58,6 +58,7 @@ class Built:
     tree: str
     items: list[MergeRequest]
     started: float
+    run_first: frozenset[str] = frozenset()
 
 
 class Lanes:
@@ -112,7 +113,8 @@ class Lanes:
             out.seconds = time.monotonic() - began
             self.send(out)
             return
-        self.built[batch.run_id] = Built(batch.run_id, base, tree, items, began)
+        first = frozenset(batch.run_first)
+        self.built[batch.run_id] = Built(batch.run_id, base, tree, items, began, first)
         self.jobs.put(self.built[batch.run_id])
 
     def land(self, run_id: int) -> RunLanded:
@@ -163,7 +165,9 @@ class Lanes:
         names = ", ".join(i.task_id for i in job.items)
         try:
             started = partial(self._started, job.run_id)
-            failed = self.merger.gate(job.run_id, job.items, job.tree, 0, worktree, started, port)
+            failed = self.merger.gate(
+                job.run_id, job.items, job.tree, 0, worktree, started, port, job.run_first
+            )
         except Exception as exc:
             self.merger.log(f"error gating run {job.run_id}:\n{traceback.format_exc()}")
             out.gated, out.infrastructure, out.reason = False, True, f"merger error: {exc}"
@@ -171,7 +175,7 @@ class Lanes:
         finally:
             self.groups.pop(job.run_id, None)
         if failed is not None:
-            out.reason, out.log_tail = failed
+            out.reason, out.log_tail, out.failed_tests = failed
             if len(job.items) == 1:
                 self.merger.keep(job.items[0])
             self.merger.log(f"run {job.run_id} ({names}): gate failed: {out.reason}")

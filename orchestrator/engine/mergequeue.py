@@ -18,6 +18,7 @@ and a fresh one takes over (``restart``), while answers about the old runs may s
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -134,7 +135,10 @@ class MergeQueue:
             self.running[wire] = InFlight(wire, run.ids, base)
             self.batches[wire] = [task_of(key) for key in run.ids]
             items = [self.requests[key].to_dict() for key in run.ids]
-            batches.append(MergeBatch(wire, items, base_run=base, land=self.lands_itself))
+            first = sorted(run.run_first)
+            batches.append(
+                MergeBatch(wire, items, base_run=base, land=self.lands_itself, run_first=first)
+            )
         return batches
 
     def request(self, task_id: str) -> MergeRequest:
@@ -167,14 +171,16 @@ class MergeQueue:
         self.parked = [r for r in self.parked if r.task_id != task_id]
         return self.leave(task_id)
 
-    def finished(self, run_id: int, passed: bool, seconds: float = 0.0) -> list[Decision]:
+    def finished(
+        self, run_id: int, passed: bool, seconds: float = 0.0, tests: Iterable[str] = ()
+    ) -> list[Decision]:
         """Run ``run_id`` was gated: the queue's decisions. With parallel gates a ``Land``
         is not returned but queued for the merger (``landings``); its tasks land when
         the merger says it moved the target."""
         if self.running.pop(run_id, None) is None:
             return []  # cancelled, or lost with a merger that died
         self.seconds[run_id] = seconds
-        return self._decided(self.gate.finished(self._ids.core[run_id], passed))
+        return self._decided(self.gate.finished(self._ids.core[run_id], passed, tests))
 
     def landed(self, run_id: int) -> InFlight | None:
         """The merger answered ``LandRun``: the run, if it was landing."""

@@ -20,11 +20,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 from orchestrator.engine import landing
 from orchestrator.engine.pool import creator_alive, serve
 from orchestrator.errors import BadInput, GitError
+from orchestrator.gate import firsttests
 from orchestrator.gate.target import sync_checkout
 from orchestrator.gate.trees import Branch, build, merged_tree
 from orchestrator.system import gitutil, oshints
@@ -65,6 +66,14 @@ class MergerConfig:
     lane_ports: list[int] = field(default_factory=list)  # PD_PORT_BASE of gates 2, 3, …
 
 
+class GateFailure(NamedTuple):
+    """How a gate run failed: why, the output's tail, and the tests it named."""
+
+    reason: str
+    tail: str
+    tests: list[str] = []
+
+
 class Merger:
     """Merges one request at a time into ``target_branch`` through conflict check and gate."""
 
@@ -99,7 +108,7 @@ class Merger:
         start = time.monotonic()
         items = [MergeRequest(**{k: v for k, v in i.items() if k != "type"}) for i in batch.items]
         try:
-            result = self._merge_batch(batch.run_id, items)
+            result = self._merge_batch(batch.run_id, items, frozenset(batch.run_first))
         except Exception as exc:  # git or the disk, not the branches: tried again
             names = ", ".join(i.task_id for i in items)
             self.log(f"error merging {names}:\n{traceback.format_exc()}")
@@ -107,7 +116,9 @@ class Merger:
         result.seconds = time.monotonic() - start
         return result
 
-    def _merge_batch(self, run_id: int, items: list[MergeRequest]) -> BatchResult:
+    def _merge_batch(
+        self, run_id: int, items: list[MergeRequest], run_first: frozenset[str] = frozenset()
+    ) -> BatchResult:
         out = BatchResult(run_id)
         commits = self.commits(items, out)
         for round_ in range(MAX_CAS_TRIES):
@@ -116,9 +127,9 @@ class Merger:
             if candidate is None:
                 return out  # the queue plans the others again
             out.gated = True
-            failed = self.gate(run_id, items, candidate, round_)
+            failed = self.gate(run_id, items, candidate, round_, run_first=run_first)
             if failed is not None:
-                out.reason, out.log_tail = failed
+                out.reason, out.log_tail, out.failed_tests = failed
                 if len(items) == 1:
                     self.keep(items[0])
                 self.log(f"run {run_id} ({_names(items)}): gate failed: {out.reason}")
@@ -228,9 +239,11 @@ class Merger:
         worktree: str = "",
         on_start: Callable[[int], None] | None = None,
         port_base: int = 0,
-    ) -> tuple[str, str] | None:
+        run_first: frozenset[str] = frozenset(),
+    ) -> GateFailure | None:
         """Run the gate on ``candidate`` in integration worktree ``worktree`` (default:
-        the first); (reason, output tail) when it failed. ``on_start`` hears the gate's
+        the first), starting with the tests ``run_first`` names where the runner allows it
+        (``gate.firsttests``); how it failed, or None. ``on_start`` hears the gate's
         process group (to cancel it); ``port_base``, when given, its ``PD_PORT_BASE``."""
         suffix = f"-retry{round_}" if round_ else ""
         only = items[0]
@@ -240,21 +253,24 @@ class Merger:
         try:
             path = self.worktrees.prepare(worktree or self.integration_name, candidate, None)
         except SetupFailed as exc:
-            return f"integration setup failed: {exc.command}", exc.tail
+            return GateFailure(f"integration setup failed: {exc.command}", exc.tail)
+        env = {**self.env, "PD_PORT_BASE": str(port_base)} if port_base else self.env
         result = run_shell(
             self.config.gate_command,
             cwd=path,
-            env={**self.env, "PD_PORT_BASE": str(port_base)} if port_base else self.env,
+            env=firsttests.first(path, run_first, env),
             timeout=self.config.gate_timeout,
             output_path=log_path,
             sandbox=Sandbox(self.policy, path),  # detached: the gate moves no ref
             on_start=on_start,
         )
         if result.timed_out:
-            return f"gate timed out after {self.config.gate_timeout:g}s", result.tail(TAIL_LINES)
+            reason = f"gate timed out after {self.config.gate_timeout:g}s"
+            return GateFailure(reason, result.tail(TAIL_LINES))
         if result.returncode != 0:
             reason = f"gate failed (exit {result.returncode}): {self.config.gate_command}"
-            return reason, result.tail(TAIL_LINES)
+            tests = sorted(firsttests.failed_in_log(log_path))
+            return GateFailure(reason, result.tail(TAIL_LINES), tests)
         return None
 
     def move(self, items: list[MergeRequest], new: str, old: str) -> bool:

@@ -49,6 +49,7 @@ ALLOWED_ENV = (
     "PD_PORT_BASE",
     "PD_PORT_STRIDE",
     "PD_RUN_ID",
+    "PYTEST_ADDOPTS",  # how a gate's retry runs the failing tests first (gate.firsttests)
 )
 # Host folders no command sees; /tmp and HOME come back empty and private.
 HIDDEN_SYSTEM = ("/tmp", "/var/tmp", "/home", "/root", "/run", "/var/run", "/mnt", "/media")

@@ -316,6 +316,7 @@ class MergeBatch(Message):
     items: list[dict[str, Any]]
     base_run: int = 0
     land: bool = True
+    run_first: list[str] = field(default_factory=list)  # tests that failed: run them first
 
 
 @dataclass
@@ -362,6 +363,7 @@ class BatchResult(Message):
     passed: bool = False
     head: str = ""
     tree: str = ""  # the commit the gate ran on (parallel gates: to land when told)
+    failed_tests: list[str] = field(default_factory=list)  # named in the gate's output
     reason: str = ""
     log_tail: str = ""
     seconds: float = 0.0

@@ -111,7 +111,8 @@ def batch_result(run: RunState, out: Effects, result: BatchResult) -> None:
         before_the_gate(run, out, result, tasks)
         return
     merges.gate_logs[result.run_id] = (result.reason, result.log_tail)
-    for decision in merges.finished(result.run_id, result.passed, result.seconds):
+    tests = result.failed_tests
+    for decision in merges.finished(result.run_id, result.passed, result.seconds, tests):
         decide(run, out, decision, result, tasks)
     if result.passed and merges.lands_itself:  # the merger moved the target: all landed
         for task in tasks:
