@@ -152,10 +152,11 @@ class Merger:
     def commits(self, items: list[MergeRequest], out: BatchResult) -> dict[str, str]:
         """Each item's commit, by task; an unknown one is refused in ``out``."""
         commits: dict[str, str] = {}
-        for req in items:
-            commit = gitutil.rev_parse(self.repo, f"{req.commit or req.branch}^{{commit}}")
+        names = [req.commit or req.branch for req in items]
+        found = gitutil.resolve(self.repo, *(f"{name}^{{commit}}" for name in names))
+        for req, name, commit in zip(items, names, found, strict=True):
             if commit is None:
-                out.refused[req.task_id] = f"unknown commit {req.commit or req.branch}"
+                out.refused[req.task_id] = f"unknown commit {name}"
             else:
                 commits[req.task_id] = commit
         return commits
@@ -290,8 +291,8 @@ class Merger:
         """Bring the user's checkout of the target along (never one of pd's worktrees)."""
         if not self.config.sync_checkout:
             return
-        branch, skip = self.config.target_branch, self.worktrees.list()
-        if warning := sync_checkout(self.repo, branch, old, new, skip):
+        branch, ours = self.config.target_branch, self.worktrees.root
+        if warning := sync_checkout(self.repo, branch, old, new, skip_under=ours):
             self.log(warning)
 
     def keep(self, req: MergeRequest) -> None:

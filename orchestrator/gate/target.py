@@ -9,7 +9,6 @@ tested again on the new head. Either way a moved target is never overwritten.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -89,7 +88,7 @@ class RemoteTarget:
 
 
 def sync_checkout(
-    repo: Path, branch: str, old: str, new: str, skip: Iterable[Path] = ()
+    repo: Path, branch: str, old: str, new: str, skip_under: Path | None = None
 ) -> str | None:
     """Bring a checkout of ``branch`` along after its ref moved, keeping the user's
     unrelated edits; returns a warning when it could not.
@@ -99,8 +98,8 @@ def sync_checkout(
     A refusal does not undo the move: the ref already moved.
     """
     holder = gitutil.checked_out_branches(repo).get(branch)
-    if holder is None or any(holder.resolve() == p.resolve() for p in skip):
-        return None
+    if holder is None or (skip_under and holder.resolve().is_relative_to(skip_under.resolve())):
+        return None  # not checked out, or in one of pd's own worktrees
     gitutil.git_full(holder, "update-index", "-q", "--refresh")
     code, out, err = gitutil.git_full(holder, "read-tree", "-m", "-u", old, new)
     if code == 0:

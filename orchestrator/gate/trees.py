@@ -37,14 +37,9 @@ def build(repo: Path, base: str, branches: list[Branch], message: str) -> Candid
     """Merge ``branches`` in order onto ``base``; the result is one commit with parents
     [base, *merged branches] and the tree of the merges done one by one. A single branch
     that is one commit on ``base`` is its own candidate: its first parent is the base."""
+    if len(branches) == 1 and (fast := _fast_forward(repo, base, branches[0])) is not None:
+        return fast
     result = Candidate(commit=None)
-    if len(branches) == 1 and _parent(repo, branches[0].commit) == base:
-        only = branches[0]  # one commit on the head: it is the candidate (a fast-forward)
-        if tree_of(repo, only.commit) == tree_of(repo, base):
-            result.already.append(only.name)
-        else:
-            result.commit, result.merged = only.commit, [only.name]
-        return result
     # ``tip`` is the last merge made into a commit; ``tree`` holds every merge so far, and
     # ``pending`` the branch merged into it but not yet into ``tip`` (made into a commit
     # only when another branch has to merge on top of it).
@@ -73,8 +68,17 @@ def build(repo: Path, base: str, branches: list[Branch], message: str) -> Candid
     return result
 
 
-def _parent(repo: Path, commit: str) -> str | None:
-    return gitutil.rev_parse(repo, f"{commit}^1")
+def _fast_forward(repo: Path, base: str, only: Branch) -> Candidate | None:
+    """A branch that is one commit on ``base`` is its own candidate (a fast-forward), or
+    is already there when its tree is the base's; None when it is anything else."""
+    parent, tree, base_tree = gitutil.resolve(
+        repo, f"{only.commit}^1", f"{only.commit}^{{tree}}", f"{base}^{{tree}}"
+    )
+    if parent != base:
+        return None
+    if tree == base_tree:
+        return Candidate(commit=None, already=[only.name])
+    return Candidate(commit=only.commit, merged=[only.name])
 
 
 def merged_tree(repo: Path, ours: str, theirs: str) -> tuple[str | None, list[str]]:

@@ -125,6 +125,22 @@ def rev_parse(repo: Path | str, rev: str) -> str | None:
     return out or None
 
 
+def resolve(repo: Path | str, *revs: str) -> list[str | None]:
+    """The object id each of ``revs`` names (``abc^1``, ``main^{tree}``), or None for
+    one that names nothing: one ``git cat-file`` for them all, not a process each."""
+    if not revs:
+        return []
+    if any("\n" in rev for rev in revs):
+        raise ValueError(f"a revision holds a newline: {revs!r}")
+    out = git(
+        repo, "cat-file", "--batch-check=%(objectname)", input="".join(f"{r}\n" for r in revs)
+    )
+    lines = out.split("\n")
+    return [
+        None if line.endswith(" missing") or line.endswith(" ambiguous") else line for line in lines
+    ]
+
+
 def is_ancestor(repo: Path | str, a: str, b: str) -> bool:
     """Whether commit ``a`` is contained in ``b`` (a commit is its own ancestor)."""
     code, _out, err = git_full(repo, "merge-base", "--is-ancestor", a, b)

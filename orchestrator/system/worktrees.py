@@ -8,6 +8,7 @@ dependencies survive. pd only ever touches worktrees under its own ``root``.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Iterable, Mapping
@@ -114,11 +115,12 @@ class WorktreeManager:
 
     def _reset(self, path: Path, base: str, branch: str | None) -> bool:
         """Reset an existing worktree to ``base``; False when there is none to reuse."""
-        if not (self._is_registered(path) and (path / ".git").is_file()):
-            return False
-        self._drop_stale_state(path)
+        admin = linked_admin_dir(path)
+        if admin is None or admin.parent.parent != self._common_dir:
+            return False  # none there, or another repository's
+        self._drop_stale_state(admin)
         self._checkout(path, base, branch)
-        keep = [arg for p in self.setup_files(path) for arg in ("-e", f"/{p}")]
+        keep = [arg for p in self.setup_files(path, admin) for arg in ("-e", f"/{p}")]
         gitutil.git(path, "clean", "-ffdq", *keep)
         return True
 
@@ -188,8 +190,11 @@ class WorktreeManager:
             gitutil.git(self.repo, "worktree", "unlock", str(path), check=False)
             gitutil.git(self.repo, "worktree", "prune")
 
-    def _drop_stale_state(self, path: Path) -> None:
-        gitdir = gitutil.git_dir(path)
+    @functools.cached_property
+    def _common_dir(self) -> Path:
+        return gitutil.common_dir(self.repo).resolve()
+
+    def _drop_stale_state(self, gitdir: Path) -> None:
         for name in _STALE_STATE:
             stale = gitdir / name
             if stale.is_dir():
@@ -220,11 +225,12 @@ class WorktreeManager:
         # that worker has moved on, so taking the branch over is safe.
         return True
 
-    def setup_files(self, path: Path) -> list[str]:
+    def setup_files(self, path: Path, admin: Path | None = None) -> list[str]:
         """Paths setup made that git would otherwise track (a copied ``.env`` not in
-        .gitignore): kept through resets, never committed with an agent's work."""
+        .gitignore): kept through resets, never committed with an agent's work.
+        ``admin``: the worktree's git dir, when the caller knows it."""
         try:
-            listed = (gitutil.git_dir(path) / SETUP_FILES).read_text()
+            listed = ((admin or gitutil.git_dir(path)) / SETUP_FILES).read_text()
         except FileNotFoundError:
             return []
         return [p.rstrip("/") for p in listed.split("\0") if p]
@@ -242,6 +248,23 @@ class WorktreeManager:
         made = gitutil.git(path, "ls-files", "-z", "--others", "--exclude-standard", "--directory")
         (gitutil.git_dir(path) / SETUP_FILES).write_text(made)
         (gitutil.git_dir(path) / SETUP_MARKER).write_text(self.setup)
+
+
+def linked_admin_dir(path: Path) -> Path | None:
+    """The git dir of the linked worktree at ``path`` if git has it registered, read
+    from the two files that make the link (``path/.git`` names the dir, whose ``gitdir``
+    names ``path/.git`` back); None otherwise. What ``git worktree list`` would tell, for
+    the price of two small reads instead of a process on every reuse."""
+    link = path / ".git"
+    try:
+        text = link.read_text().strip() if link.is_file() else ""
+        if not text.startswith("gitdir:"):
+            return None
+        admin = (path / text.removeprefix("gitdir:").strip()).resolve()
+        back = (admin / "gitdir").read_text().strip()
+    except OSError:
+        return None
+    return admin if (admin / back).resolve() == link.resolve() else None
 
 
 def exclude_from_status(repo: Path, paths: Iterable[Path]) -> None:
