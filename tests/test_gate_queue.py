@@ -120,8 +120,8 @@ def test_runs_stacked_on_a_failing_run_are_cancelled_and_replanned() -> None:
     land, stacked = stale_then_land(queue)
     assert queue.finished(land.run_id, False, {"test_y"}) == [Cancel(stacked.run_id)]
     assert queue.finished(stacked.run_id, True) == []  # too late: ignored
-    bisect, batch = queue.start()  # c, d failed together: c is run alone, d waits
-    assert (bisect.kind, bisect.ids, batch.ids) == (RunKind.BISECT, ("c",), ("e", "f"))
+    first, second = queue.start()  # c, d failed together: each runs alone, at once
+    assert (first.kind, first.ids, second.ids) == (RunKind.BISECT, ("c",), ("d",))
 
 
 def test_a_stacked_run_lands_right_after_its_base() -> None:
@@ -132,17 +132,62 @@ def test_a_stacked_run_lands_right_after_its_base() -> None:
     assert decisions == [Land(land.run_id, land.ids), Land(stacked.run_id, ("e", "f"))]
 
 
-def test_a_land_run_waits_for_the_runs_that_can_still_land() -> None:
+def test_a_land_run_waits_for_every_run_that_could_still_clear_more() -> None:
     queue = queue_of("abcdef", parallel=3, prior_failure_rate=0.3)
-    first, second, _third = queue.start()
+    first, second, third = queue.start()
     queue.finished(first.run_id, True)
     queue.add(Candidate("g"))
     (fourth,) = queue.start()  # on the new target: it can land
     assert queue.finished(second.run_id, True) == []  # passed on a stale tree
-    assert queue.start() == []  # a LAND of c, d now would make the fourth yield to it
+    assert queue.start() == []  # a LAND of c, d now would need another for e, f
     assert queue.finished(fourth.run_id, True) == [Land(fourth.run_id, ("g",))]
+    assert queue.start() == []  # the third run may still clear e, f
+    assert queue.finished(third.run_id, True) == []
     (land,) = queue.start()
-    assert (land.kind, land.ids, land.base) == (RunKind.LAND, second.ids, None)
+    assert (land.kind, land.ids, land.base) == (RunKind.LAND, second.ids + third.ids, None)
+
+
+def test_a_land_run_does_not_wait_for_a_run_sure_to_fail() -> None:
+    queue = queue_of("abcdef", parallel=3, retries=1, prior_failure_rate=0.3)
+    first, second, third = queue.start()
+    queue.finished(first.run_id, True)  # lands
+    queue.finished(third.run_id, False, {"t"})
+    e_alone, f_alone = queue.start()  # retries=1: each runs alone, at once
+    queue.finished(f_alone.run_id, False, {"t"})
+    (retry,) = queue.start()  # f failed alone once: retried
+    assert (retry.kind, retry.ids) == (RunKind.RETRY, ("f",))
+    queue.finished(second.run_id, True)  # on a stale tree: c, d wait to land
+    assert queue.start() == []  # e may still pass and wait too
+    assert queue.finished(e_alone.run_id, True) == [Land(e_alone.run_id, ("e",))]
+    (land,) = queue.start()  # f's retry holds all that is left of its group: sure to fail
+    assert (land.kind, land.ids) == (RunKind.LAND, ("c", "d"))
+
+
+def test_idle_gates_split_a_failed_group_several_ways_at_once() -> None:
+    queue = queue_of("abcdefghijklmnop", parallel=4, retries=0)
+    batches = queue.start()
+    assert [len(b.ids) for b in batches] == [4, 4, 4, 4]  # spread over the free gates
+    for batch in batches[1:]:
+        queue.finished(batch.run_id, True)  # one lands, two wait to land
+    queue.finished(batches[0].run_id, False, {"t"})
+    land, *parts = queue.start()
+    assert land.kind is RunKind.LAND
+    # one gate would halve a, b, c, d; three idle ones split it in three at once
+    assert [(p.kind, p.ids, p.base) for p in parts] == [
+        (RunKind.BISECT, ids, land.run_id) for ids in [("a",), ("b",), ("c", "d")]
+    ]
+
+
+def test_leftovers_go_together_once_runs_are_in_flight() -> None:
+    queue = queue_of("abcdef", parallel=3, prior_failure_rate=0.01)
+    first, second, _third = queue.start()
+    assert [first.ids, second.ids] == [("a", "b"), ("c", "d")]  # spread: nothing ran yet
+    for cid in "ghij":
+        queue.add(Candidate(cid))
+    queue.finished(first.run_id, True)
+    queue.finished(second.run_id, True)
+    (batch,) = queue.start()  # two gates free, but the bisection may need them soon
+    assert (batch.kind, batch.ids) == (RunKind.BATCH, ("g", "h", "i", "j"))
 
 
 def test_a_conflicted_candidate_leaves_and_the_run_is_replanned() -> None:

@@ -10,17 +10,23 @@ over thousands of random queues in a second.
 
 Planning each free slot, in this order:
 
-1. LAND: candidates that passed on a tree that could not land go in one run on the
-   target (they are very likely to pass again), once no run in flight can still land
-   (a LAND run started beside such runs would make them yield, and need another LAND);
+1. LAND: candidates that passed on a tree that could not land go in one run, stacked on
+   the newest LAND run that can still land (else the target), once no run in flight
+   could clear more of them (a LAND run carries no information: one for all), except
+   runs sure to fail (a retry, a lone suspect), and no later than ``4 * parallel``
+   results after the first began to wait;
 2. BISECT / RETRY: each group of suspects (a failed run's candidates) has its first part
    run (``batching.split_size``); a suspect alone is run alone, retried ``retries`` times
-   before it is rejected, failing tests first;
+   before it is rejected, failing tests first; with ``retries`` > 0 both of a pair run
+   alone at once (both must run alone anyway);
 3. BATCH: untested candidates by priority, ``batching.batch_size`` at a time (with
-   several gates, spread over the free slots so every gate has work).
+   several gates and nothing in flight, spread over the free slots so every gate has
+   work; later leftovers go together);
+4. gates still idle split the groups of step 2 several ways at once instead of halving
+   them (fewer rounds of bisection: with parallel gates the wall time is its depth).
 
-With ``parallel`` > 1 new runs stack on an active LAND run (if any, else the target), so
-the first of them to pass lands on it; the others become LAND work for the next run.
+With ``parallel`` > 1 new runs stack on the newest active LAND run (if any, else the
+target), so the first of them to pass lands on it; the others become LAND work.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable
+from itertools import pairwise
 from typing import Any
 
 from orchestrator.gate.batching import batch_size, failure_rate, split_size
@@ -98,6 +105,8 @@ class MergeQueue:
         self.outcome = Outcomes(self._open)
         self._facts = Knowledge()
         self._stack = Stack()
+        self._reported = 0  # results reported so far: the queue's clock
+        self._cleared_since: int | None = None  # _reported when cleared ones began waiting
         self._tried: dict[tuple[str, ...], tuple[bool, frozenset[str]]] = {}
 
     # -- the driver's calls ---------------------------------------------------------
@@ -130,12 +139,14 @@ class MergeQueue:
         if free <= 0:
             return started
         busy = self._stack.in_flight()
-        landing = self._stack.landing_run()
+        landing = self._stack.landing_top()
         cleared = self._order(c for c in self._facts.cleared if c not in busy)
-        if cleared and landing is None and not self._stack.contenders():
-            landing = self._begin(tuple(cleared), None, RunKind.LAND, frozenset())
+        if cleared and self._land_now():
+            below = landing.gate.run_id if landing is not None else None
+            landing = self._begin(tuple(cleared), below, RunKind.LAND, frozenset())
             started.append(landing.gate)
             busy |= set(cleared)
+            self._cleared_since = None
         base = landing.gate.run_id if landing is not None else None
         for ids, kind in self._plan(busy, self.parallel - len(self._stack.active())):
             run_first = frozenset().union(*(self._facts.last_failed_tests.get(c, ()) for c in ids))
@@ -153,6 +164,7 @@ class MergeQueue:
         if run.result is not None or run.state is RunState.DONE:
             raise QueueMisuse(f"run {run_id}'s result was already reported")
         run.result = (passed, frozenset(failed_tests))
+        self._reported += 1
         out: list[Decision] = []
         if not passed:
             out += [Cancel(r) for r in self._stack.cancel_above(run_id)]
@@ -173,8 +185,28 @@ class MergeQueue:
 
     # -- inside ---------------------------------------------------------------------
 
+    def _land_now(self) -> bool:
+        """Whether the cleared candidates go in a LAND run now. A LAND run carries no
+        information, so they wait until no run in flight could clear more of them (one
+        LAND for all, not one per result), but no longer than ``4 * parallel`` results
+        (some four rounds), so a queue that keeps receiving work still lands. A run that
+        holds a whole group of suspects will fail (a retry, a lone suspect): it is not
+        waited for."""
+        if self._cleared_since is None:
+            self._cleared_since = self._reported
+        if self._reported - self._cleared_since >= 4 * self.parallel:
+            return True
+        groups = self._groups()
+        return not any(
+            run.result is None
+            and run.gate.kind is not RunKind.LAND
+            and not any(group <= set(run.gate.ids) for group in groups)
+            for run in self._stack.active()
+        )
+
     def _plan(self, busy: set[str], free: int) -> list[tuple[tuple[str, ...], RunKind]]:
         plans: list[tuple[tuple[str, ...], RunKind]] = []
+        splittable: list[tuple[int, list[str]]] = []  # (plan index, its group in order)
         rate = self._rate()
         for group in self._groups():
             if len(plans) >= free:
@@ -182,21 +214,55 @@ class MergeQueue:
             if group & busy:
                 continue  # one question about a group at a time
             ordered = self._order(group)
+            busy |= group
             if len(ordered) == 1:
                 kind = RunKind.RETRY if self._facts.alone[ordered[0]] else RunKind.BISECT
                 plans.append(((ordered[0],), kind))
+            elif len(ordered) == 2 and self.retries and free - len(plans) >= 2:
+                # both must run alone anyway (a broken one twice): at once, not in turn
+                plans += [((ordered[0],), RunKind.BISECT), ((ordered[1],), RunKind.BISECT)]
             else:
+                splittable.append((len(plans), ordered))
                 plans.append((tuple(ordered[: split_size(len(ordered), rate)]), RunKind.BISECT))
-            busy |= set(plans[-1][0])
+        plans += self._batches(busy, free - len(plans), rate)
+        return self._split_wider(plans, splittable, free - len(plans))
+
+    def _batches(
+        self, busy: set[str], free: int, rate: float
+    ) -> list[tuple[tuple[str, ...], RunKind]]:
+        """Untested candidates by priority, ``batch_size`` at a time. A queue with nothing
+        in flight spreads them over its free gates (smaller batches bisect faster); later,
+        leftovers go together, so they do not take gates from bisection."""
         suspects = set().union(*self._groups())
-        waiting = [c for c in self.open() if c not in busy and c not in suspects]
-        waiting = [c for c in waiting if c not in self._facts.cleared]
+        skip = busy | suspects | self._facts.cleared
+        waiting = [c for c in self.open() if c not in skip]
         size = batch_size(rate, self.max_batch)
+        if self.parallel > 1 and not self._stack.active() and free > 0:
+            size = min(size, math.ceil(len(waiting) / free))
+        plans: list[tuple[tuple[str, ...], RunKind]] = []
         while waiting and len(plans) < free:
-            if self.parallel > 1:
-                size = min(size, math.ceil(len(waiting) / (free - len(plans))))
             plans.append((tuple(waiting[:size]), RunKind.BATCH))
             waiting = waiting[size:]
+        return plans
+
+    @staticmethod
+    def _split_wider(
+        plans: list[tuple[tuple[str, ...], RunKind]],
+        splittable: list[tuple[int, list[str]]],
+        spare: int,
+    ) -> list[tuple[tuple[str, ...], RunKind]]:
+        """Gates left idle split failed groups k ways instead of halving them: each part
+        runs at once, so the broken ones are found in fewer rounds (the wall time is the
+        depth of bisection). With one gate there is never a spare one."""
+        for index, ordered in splittable:
+            if spare <= 0:
+                break
+            ways = min(len(ordered), spare + 1)
+            cuts = [len(ordered) * j // ways for j in range(ways + 1)]
+            parts = [tuple(ordered[a:b]) for a, b in pairwise(cuts)]
+            plans[index] = (parts[0], RunKind.BISECT)
+            plans += [(part, RunKind.BISECT) for part in parts[1:]]
+            spare -= ways - 1
         return plans
 
     def _begin(

@@ -96,16 +96,14 @@ class Stack:
             cancelled += [child.gate.run_id, *self.cancel_above(child.gate.run_id)]
         return cancelled
 
-    def landing_run(self) -> Run | None:
-        """The active LAND run that can still land, if any: new runs stack on it."""
-        for run in self.active():
-            if run.gate.kind is RunKind.LAND and run.result is None and self._can_still_land(run):
+    def landing_top(self) -> Run | None:
+        """The newest active LAND run that can still land and has not failed: the top of
+        the chain of LAND runs, where a new LAND run or new work stacks."""
+        for run in reversed(self.active()):
+            failed = run.result is not None and not run.result[0]
+            if run.gate.kind is RunKind.LAND and not failed and self._can_still_land(run):
                 return run
         return None
-
-    def contenders(self) -> list[Run]:
-        """Active runs, still waiting for their result, that can still land."""
-        return [r for r in self.active() if r.result is None and self._can_still_land(r)]
 
     def _can_still_land(self, run: Run) -> bool:
         base = run.gate.base
