@@ -130,8 +130,10 @@ def resolve(repo: Path | str, *revs: str) -> list[str | None]:
     one that names nothing: one ``git cat-file`` for them all, not a process each."""
     if not revs:
         return []
-    if any("\n" in rev for rev in revs):
-        raise ValueError(f"a revision holds a newline: {revs!r}")
+    if any("\n" in rev for rev in revs):  # one per line: a newline would shift the answers
+        raise GitError(
+            ["git", "cat-file", "--batch-check"], f"a revision holds a newline: {revs!r}"
+        )
     out = git(
         repo, "cat-file", "--batch-check=%(objectname)", input="".join(f"{r}\n" for r in revs)
     )
