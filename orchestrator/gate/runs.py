@@ -40,6 +40,9 @@ class Stack:
 
     def __init__(self) -> None:
         self.runs: dict[int, Run] = {}
+        # Runs that may still be active (a run never becomes active again): ``active()``
+        # is asked on every plan, and a scan of every run ever made was quadratic.
+        self._maybe_active: dict[int, Run] = {}
         self.last_landed: int | None = None
         self.landed_tree: tuple[str, ...] = ()
         self._next_id = 1
@@ -47,7 +50,7 @@ class Stack:
     def start(self, ids: tuple[str, ...], base: int | None, gate: GateRun) -> Run:
         below = self.landed_tree if base is None else self.runs[base].tree
         run = Run(gate, self.last_landed, below + ids)
-        self.runs[gate.run_id] = run
+        self.runs[gate.run_id] = self._maybe_active[gate.run_id] = run
         return run
 
     def new_id(self) -> int:
@@ -55,7 +58,10 @@ class Stack:
         return self._next_id - 1
 
     def active(self) -> list[Run]:
-        return [r for r in self.runs.values() if r.state is RunState.ACTIVE]
+        live = [r for r in self._maybe_active.values() if r.state is RunState.ACTIVE]
+        if len(live) != len(self._maybe_active):
+            self._maybe_active = {r.gate.run_id: r for r in live}
+        return live
 
     def in_flight(self) -> set[str]:
         return {cid for run in self.active() for cid in run.gate.ids}
