@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         row(
             f"pd queue, retries={retries}: mean gate runs",
             mean(s.runs for s in stats),
-            "goal <= 21",
+            "goal <= 21" if retries == 0 else "(goal <= 21 is for a trusted gate; +1 per broken)",
         )
         row(
             f"pd queue, retries={retries}: mean wall (gate runs)",
