@@ -32,7 +32,8 @@ from typing import Any
 
 from _common import echo, pct, run_git, say
 
-from orchestrator.engine.pool import WorkerPool, child_setup, serve
+from orchestrator.engine.child import child_setup, serve
+from orchestrator.engine.pool import WorkerPool
 from orchestrator.system.worktrees import WorktreeManager
 from orchestrator.wire.messages import Message, TaskDone, TaskJob
 

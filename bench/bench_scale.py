@@ -36,7 +36,7 @@ import psutil
 from _common import new_repo, run_git, say
 
 from orchestrator.engine import coordinator as coordinator_module
-from orchestrator.engine.pool import child_setup
+from orchestrator.engine.child import child_setup
 from orchestrator.wire.messages import (
     BatchResult,
     Heartbeat,

@@ -21,7 +21,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from orchestrator.engine.pool import child_setup
+from orchestrator.engine.child import child_setup
 from orchestrator.record.store import RunStore
 from orchestrator.wire.messages import Heartbeat, Progress, Ready, Shutdown, from_bytes
 
@@ -83,7 +83,7 @@ def ignore_shutdown(conn: Connection, worker_id: str, ignore_sigterm: bool) -> N
 # multiprocessing child may not start multiprocessing children of its own).
 GRANDCHILD = """
 import os, time
-from orchestrator.engine.pool import child_setup
+from orchestrator.engine.child import child_setup
 child_setup()
 print(os.getpid(), flush=True)
 time.sleep(120)

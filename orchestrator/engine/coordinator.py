@@ -52,9 +52,10 @@ from filelock import FileLock, Timeout
 from orchestrator.agent import recorder
 from orchestrator.engine import steps
 from orchestrator.engine.apikeys import key_names, take_keys
+from orchestrator.engine.child import child_setup
 from orchestrator.engine.configs import merger_config, worker_config
 from orchestrator.engine.merger import merger_main
-from orchestrator.engine.pool import PoolEvent, WorkerPool, child_setup, create_time_of
+from orchestrator.engine.pool import PoolEvent, WorkerPool, create_time_of
 from orchestrator.engine.preflight import RunPlan, plan_payload
 from orchestrator.engine.runstate import MERGER, RunRules, RunState, SlotState
 from orchestrator.engine.snapshot import snapshot_text, state_interval

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from orchestrator.engine.child import creator_alive, serve
 from orchestrator.engine.merger import Merger, _no_sigterm, leaving
-from orchestrator.engine.pool import creator_alive, serve
 from orchestrator.errors import GitError
 from orchestrator.wire.messages import (
     BatchResult,

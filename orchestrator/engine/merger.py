@@ -23,7 +23,7 @@ from types import FrameType
 from typing import Any, NamedTuple
 
 from orchestrator.engine import landing
-from orchestrator.engine.pool import creator_alive, serve
+from orchestrator.engine.child import creator_alive, serve
 from orchestrator.errors import BadInput, GitError
 from orchestrator.gate import firsttests
 from orchestrator.gate.target import sync_checkout

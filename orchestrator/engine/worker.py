@@ -20,8 +20,8 @@ from typing import Any
 from orchestrator.agent.protocol import Agent, Workspace
 from orchestrator.agent.recorder import PARTS
 from orchestrator.engine.agents import make_agent
+from orchestrator.engine.child import child_setup
 from orchestrator.engine.jobs import JobRunner, starts_on, transcript_name
-from orchestrator.engine.pool import child_setup
 from orchestrator.engine.workerconfig import WorkerConfig
 from orchestrator.errors import InfraError, PdError
 from orchestrator.limits.client import PermitClient

@@ -1,0 +1,50 @@
+"""What every message that crosses a process boundary is: a small dataclass that
+serialises to one JSON object with a ``type`` field, registered by class name so the
+other side rebuilds it. Pipes carry the JSON bytes, never pickles.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+_REGISTRY: dict[str, type[Message]] = {}
+_NAMES: dict[type, tuple[str, ...]] = {}  # a message class's field names, looked up once
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
+@dataclass
+class Message:
+    """Base of every wire message; subclasses register themselves by class name."""
+
+    type_name: ClassVar[str] = "Message"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.type_name = cls.__name__
+        _REGISTRY[cls.__name__] = cls
+
+    def to_dict(self) -> dict[str, Any]:
+        # Shallow on purpose: fields are JSON values already, and asdict's deep copy was
+        # the largest per-message cost on the coordinator's side.
+        return {"type": self.type_name, **{n: getattr(self, n) for n in _names(type(self))}}
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+
+def from_dict(data: dict[str, Any]) -> Message:
+    """Rebuild a message from its dict form; unknown keys are dropped (newer peer)."""
+    cls = _REGISTRY[data["type"]]
+    return cls(**{n: data[n] for n in _names(cls) if n in data})
+
+
+def from_bytes(raw: bytes) -> Message:
+    return from_dict(json.loads(raw))
