@@ -82,6 +82,16 @@ def start_run(
     )
 
 
+def wait_running(home: Path, task: str) -> None:
+    """Until the run's state shows ``task`` running."""
+    wait_for(
+        lambda: any(
+            t["id"] == task and t["state"] == "running" for t in state(home).get("tasks", [])
+        ),
+        what=f"{task} running",
+    )
+
+
 def chain_tasks(n: int) -> list[dict]:
     return [
         {
@@ -261,12 +271,7 @@ def test_coordinator_crash_then_resume_keeps_merged_work(project: Path, tmp_path
     home = tmp_path / "home"
     home.mkdir()
     proc = start_run(mission, project, home)
-    wait_for(
-        lambda: any(
-            t["id"] == "t2" and t["state"] == "running" for t in state(home).get("tasks", [])
-        ),
-        what="t2 running",
-    )
+    wait_running(home, "t2")
     workers = [w for w in state(home)["workers"] if w["pid"]]
     proc.kill()
     proc.wait(10)
@@ -310,12 +315,7 @@ def test_resume_gates_with_the_test_command_the_run_started_with(tmp_path: Path)
     home = tmp_path / "home"
     home.mkdir()
     proc = start_run(mission, project, home)
-    wait_for(
-        lambda: any(
-            t["id"] == "t2" and t["state"] == "running" for t in state(home).get("tasks", [])
-        ),
-        what="t2 running",
-    )
+    wait_running(home, "t2")
     proc.kill()
     proc.wait(10)
     assert "Makefile" in run_git(project, "ls-tree", "--name-only", "main").split()
@@ -333,12 +333,7 @@ def test_abort_one_task_blocks_its_dependents(project: Path, tmp_path: Path) -> 
     home = tmp_path / "home"
     home.mkdir()
     proc = start_run(mission, project, home)
-    wait_for(
-        lambda: any(
-            t["id"] == "t1" and t["state"] == "running" for t in state(home).get("tasks", [])
-        ),
-        what="t1 running",
-    )
+    wait_running(home, "t1")
     result = pd("abort", "--task", "t1", cwd=home, env={"PD_HOME": str(home)})
     assert result.returncode == 0, result.stderr
     output, _ = proc.communicate(timeout=60)
