@@ -346,9 +346,9 @@ def test_sigterm_waits_for_the_ref_move_and_checkout_sync_to_finish() -> None:
     """A SIGTERM inside the critical section lets it finish, then exits before more work."""
     script = (
         "import os, signal\n"
-        "from orchestrator.engine import merger\n"
-        "signal.signal(signal.SIGTERM, merger._on_sigterm)\n"
-        "with merger._no_sigterm():\n"
+        "from orchestrator.engine import sigterm\n"
+        "signal.signal(signal.SIGTERM, sigterm.on_sigterm)\n"
+        "with sigterm.held():\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    print('section finished', flush=True)\n"
         "print('work after the section', flush=True)\n"

@@ -36,7 +36,8 @@ from functools import partial
 from typing import Any
 
 from orchestrator.engine.child import creator_alive, serve
-from orchestrator.engine.merger import Merger, _no_sigterm, leaving
+from orchestrator.engine.merger import Merger
+from orchestrator.engine.sigterm import held, leaving
 from orchestrator.errors import GitError
 from orchestrator.wire.messages import (
     BatchResult,
@@ -123,7 +124,7 @@ class Lanes:
         if built is None:
             return RunLanded(run_id, moved=False, reason=f"no tested tree for run {run_id}")
         try:
-            with _no_sigterm():  # never a moved ref with a checkout left behind
+            with held():  # never a moved ref with a checkout left behind
                 if not creator_alive():
                     return RunLanded(run_id, moved=False, reason="the coordinator is gone")
                 if self.merger.move(built.items, built.tree, built.base):
@@ -175,7 +176,8 @@ class Lanes:
         finally:
             self.groups.pop(job.run_id, None)
         if failed is not None:
-            out.reason, out.log_tail, out.failed_tests = failed
+            out.reason, out.log_tail = failed.reason, failed.tail
+            out.failed_tests = list(failed.tests)
             if len(job.items) == 1:
                 self.merger.keep(job.items[0])
             self.merger.log(f"run {job.run_id} ({names}): gate failed: {out.reason}")

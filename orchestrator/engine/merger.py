@@ -12,24 +12,21 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, NamedTuple
 
-from orchestrator.engine import landing
+from orchestrator.engine import landing, sigterm
 from orchestrator.engine.child import creator_alive, serve
 from orchestrator.errors import BadInput, GitError
 from orchestrator.gate import firsttests
 from orchestrator.gate.target import sync_checkout
 from orchestrator.gate.trees import Branch, build, merged_tree
 from orchestrator.system import gitutil, oshints
-from orchestrator.system.procs import kill_all_running, run_shell
+from orchestrator.system.procs import run_shell
 from orchestrator.system.sandbox import Policy, Sandbox
 from orchestrator.system.worktrees import SetupFailed, WorktreeManager
 from orchestrator.team.tools import scrub_env
@@ -71,7 +68,7 @@ class GateFailure(NamedTuple):
 
     reason: str
     tail: str
-    tests: list[str] = []
+    tests: tuple[str, ...] = ()
 
 
 class Merger:
@@ -129,12 +126,13 @@ class Merger:
             out.gated = True
             failed = self.gate(run_id, items, candidate, round_, run_first=run_first)
             if failed is not None:
-                out.reason, out.log_tail, out.failed_tests = failed
+                out.reason, out.log_tail = failed.reason, failed.tail
+                out.failed_tests = list(failed.tests)
                 if len(items) == 1:
                     self.keep(items[0])
                 self.log(f"run {run_id} ({_names(items)}): gate failed: {out.reason}")
                 return out
-            with _no_sigterm():  # never a moved ref with a checkout left behind
+            with sigterm.held():  # never a moved ref with a checkout left behind
                 if not creator_alive():  # the coordinator died during the gate
                     out.gated, out.infrastructure = False, True
                     out.reason = "the coordinator is gone: nothing is moved without it"
@@ -271,7 +269,7 @@ class Merger:
         if result.returncode != 0:
             reason = f"gate failed (exit {result.returncode}): {self.config.gate_command}"
             tests = sorted(firsttests.failed_in_log(log_path))
-            return GateFailure(reason, result.tail(TAIL_LINES), tests)
+            return GateFailure(reason, result.tail(TAIL_LINES), tuple(tests))
         return None
 
     def move(self, items: list[MergeRequest], new: str, old: str) -> bool:
@@ -343,48 +341,12 @@ def single_result(req: MergeRequest, batch: BatchResult, target: str) -> MergeRe
     return result
 
 
-_deferred: list[int] = []  # a SIGTERM that arrived inside a critical section
-_critical = False
-
-
-@contextmanager
-def _no_sigterm() -> Iterator[None]:
-    """Hold a SIGTERM until the block ends: moving the target ref and syncing the
-    user's checkout happen both or neither."""
-    global _critical
-    _critical = True
-    try:
-        yield
-    finally:
-        _critical = False
-        if _deferred:
-            _on_sigterm(_deferred[0], None)
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Kill the running gates (their whole process groups) before leaving."""
-    if _critical:
-        _deferred.append(signum)
-        return
-    _leaving.append(signum)  # before the kill: a killed gate's "failure" is never sent
-    kill_all_running()
-    sys.exit(128 + signum)
-
-
-_leaving: list[int] = []
-
-
-def leaving() -> bool:
-    """The merger is going (SIGTERM): gate threads send nothing more."""
-    return bool(_leaving)
-
-
 def merger_main(conn: Any, config: dict[str, Any]) -> None:
     """Process entry point: answer MergeRequests on ``conn`` until Shutdown or EOF."""
     # The coordinator decides what Ctrl-C means; a terminal's SIGINT reaches the whole
     # process group, and a merger that died on it would abandon a half-run gate.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, sigterm.on_sigterm)
     oshints.name_thread("pd-merger")
     merger: Merger | None = None
     error = "merger boot interrupted"
