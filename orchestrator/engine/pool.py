@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import psutil
 
+from orchestrator.engine.frames import FrameReader
 from orchestrator.wire.messages import Message, Shutdown, from_bytes
 
 
@@ -41,6 +42,12 @@ class WorkerHandle:
     # A second pipe for one latency-critical conversation (model-call permits), read by
     # whoever the parent hands it to, never by ``poll``; None unless asked for at spawn.
     side: Connection | None = None
+    # Every message from the worker is read through this, never ``conn.recv_bytes``:
+    # it may hold frames the pipe no longer does.
+    reader: FrameReader = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reader = FrameReader(self.conn.fileno())
 
     @property
     def pid(self) -> int | None:
@@ -222,7 +229,7 @@ class WorkerPool:
                 if is_sentinel:
                     dying[handle.id] = handle
                     poller.unregister(fd)
-                elif not self._read_one(handle, now, events):
+                elif not self._read(handle, now, events):
                     poller.unregister(fd)  # end of file: its sentinel tells the rest
             ready = poller.poll(0)
         for handle in dying.values():
@@ -233,13 +240,15 @@ class WorkerPool:
                 events.append(PoolEvent(handle.id, exitcode=handle.process.exitcode))
         return events
 
-    def _read_one(self, handle: WorkerHandle, now: float, into: list[PoolEvent]) -> bool:
-        """One message from a pipe poll said was ready; False at its end."""
-        try:
-            into.append(PoolEvent(handle.id, from_bytes(handle.conn.recv_bytes())))
-        except (EOFError, OSError):
+    def _read(self, handle: WorkerHandle, now: float, into: list[PoolEvent]) -> bool:
+        """What a pipe poll said was ready holds: every whole message; False at its end."""
+        frames = handle.reader.read()
+        if frames is None:
             return False
-        handle.last_seen = now
+        for raw in frames:
+            into.append(PoolEvent(handle.id, from_bytes(raw)))
+        if frames:
+            handle.last_seen = now
         return True
 
     def drain(self, worker_id: str) -> list[PoolEvent]:
@@ -250,12 +259,11 @@ class WorkerPool:
         return self._drain(handle, time.monotonic())
 
     def _drain(self, handle: WorkerHandle, now: float) -> list[PoolEvent]:
-        events = []
+        events: list[PoolEvent] = []
         try:
-            while handle.conn.poll():
-                events.append(PoolEvent(handle.id, from_bytes(handle.conn.recv_bytes())))
-                handle.last_seen = now
-        except (EOFError, OSError):
+            while handle.conn.poll() and self._read(handle, now, events):
+                pass
+        except OSError:
             pass
         return events
 

@@ -132,5 +132,13 @@ def format_event(event: ev.Event) -> str | None:
     return None if fmt is None else fmt(event)
 
 
+_last_stamp: tuple[int, str] = (-1, "")
+
+
 def stamp(at: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(at))
+    """``HH:MM:SS`` local time: formatted once per second (a log line per event)."""
+    global _last_stamp
+    second = int(at)
+    if _last_stamp[0] != second:
+        _last_stamp = (second, time.strftime("%H:%M:%S", time.localtime(second)))
+    return _last_stamp[1]

@@ -22,6 +22,7 @@ from typing import Any
 
 from orchestrator.errors import RunNotFound
 from orchestrator.record.eventbase import VERSION, E, Event, decode
+from orchestrator.system.fastjson import dumps, loads
 
 
 def workspace() -> Path:
@@ -56,11 +57,15 @@ def write_atomic(path: Path, text: str, durable: bool = True) -> None:
         _fsync_dir(path.parent)
 
 
-def _parses(line: bytes) -> bool:
+def _parsed(line: bytes) -> dict[str, Any] | None:
+    """The event on one line of the log; None for a torn line or garbage."""
+    if not line.endswith(b"\n"):
+        return None
     try:
-        return isinstance(json.loads(line), dict)
+        event = loads(line)
     except ValueError:
-        return False
+        return None
+    return event if isinstance(event, dict) else None
 
 
 def _created_ns(run_dir: Path) -> int:
@@ -136,32 +141,46 @@ class RunStore:
         return self.dir / "events.jsonl"
 
     def append_event(self, kind: str, sync: bool = True, **data: Any) -> dict[str, Any]:
-        """Append one event; returns it with its ``seq`` and wall-clock ``at``.
+        """Append one event given by its kind and fields (``append`` takes a typed one);
+        returns it with its ``seq`` and wall-clock ``at``.
 
         Durable at once by default; ``sync=False`` leaves the fsync to the next ``sync()``
         (the coordinator calls it once per loop turn), for events that come by the hundred.
         Safe to call from several threads.
         """
         with self._lock:
-            if self._events_handle is None:
-                self._open_for_append()
-            self._seq += 1
-            event = {
-                "kind": kind,
-                "v": VERSION,
-                "seq": self._seq,
-                "at": round(time.time(), 4),
-                **data,
-            }
-            self._events_handle.write(json.dumps(event, separators=(",", ":")) + "\n")
-            if not self._group:  # in group commit the next commit or sync writes it out
-                self._events_handle.flush()
-            if sync:
-                self._must = self._seq
-                self._caller.last = self._seq
+            seq = self._next_seq(sync)
+            event = {"kind": kind, "v": VERSION, "seq": seq, "at": round(time.time(), 4), **data}
+            self._write(dumps(event) + b"\n")
         if sync and not self._group:
-            self._fsync(event["seq"])
+            self._fsync(seq)
         return event
+
+    def append(self, event: E, sync: bool = True) -> E:
+        """Append a typed event (see ``append_event``); returns it stamped with its
+        ``seq`` and ``at``."""
+        with self._lock:
+            seq = self._next_seq(sync)
+            stamped = event.but(seq=seq, at=round(time.time(), 4))
+            self._write(stamped.line())
+        if sync and not self._group:
+            self._fsync(seq)
+        return stamped
+
+    def _next_seq(self, sync: bool) -> int:
+        """The next event's ``seq`` (under the lock), noting a ``sync=True`` one as due."""
+        if self._events_handle is None:
+            self._open_for_append()
+        self._seq += 1
+        if sync:
+            self._must = self._seq
+            self._caller.last = self._seq
+        return self._seq
+
+    def _write(self, line: bytes) -> None:
+        self._events_handle.write(line)
+        if not self._group:  # in group commit the next commit or sync writes it out
+            self._events_handle.flush()
 
     def group_commit(self) -> RunStore:
         """From now on a ``sync=True`` event is made durable by the next ``commit()`` (or
@@ -221,7 +240,7 @@ class RunStore:
             data = path.read_bytes()
             keep, count = 0, 0
             for line in data.splitlines(keepends=True):
-                if not line.endswith(b"\n") or not _parses(line):
+                if _parsed(line) is None:
                     break
                 keep, count = keep + len(line), count + 1
             if keep != len(data):
@@ -230,13 +249,7 @@ class RunStore:
                     os.fsync(handle.fileno())
             self._seq = self._synced = count
         # A buffer big enough for a turn's events: they reach the file as whole lines.
-        self._events_handle = open(path, "a", buffering=1 << 20)  # noqa: SIM115 - held for the run's life
-
-    def append(self, event: E, sync: bool = True) -> E:
-        """Append a typed event (see ``append_event``); returns it stamped with its
-        ``seq`` and ``at``."""
-        raw = self.append_event(event.kind, sync=sync, **event.data())
-        return event.stamped(raw["seq"], raw["at"])
+        self._events_handle = open(path, "ab", buffering=1 << 20)  # noqa: SIM115 - held for the run's life
 
     def events(self) -> Iterator[Event]:
         """Every complete event in order, typed (``record.events``); a kind this version
@@ -252,9 +265,10 @@ class RunStore:
             return
         with handle:
             for line in handle:
-                if not line.endswith(b"\n") or not _parses(line):
+                event = _parsed(line)
+                if event is None:
                     return
-                yield json.loads(line)
+                yield event
 
     def close(self) -> None:
         """Make every event durable, then close the log."""

@@ -7,10 +7,11 @@ changes, so the loop's cost per step follows what changed, not the graph's size.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from orchestrator.system.fastjson import dumps_text
 
 
 class TaskState(StrEnum):
@@ -93,7 +94,7 @@ class TaskNode:
         if text is None:
             data = {name: getattr(self, name) for name in _NODE_FIELDS}
             data["state"] = str(self.state)
-            text = json.dumps(data, separators=(",", ":"), default=str)
+            text = dumps_text(data)
             self.__dict__["_json"] = text
         return text
 

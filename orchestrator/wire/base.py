@@ -5,9 +5,10 @@ other side rebuilds it. Pipes carry the JSON bytes, never pickles.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
+
+from orchestrator.system.fastjson import loads, tagged
 
 _REGISTRY: dict[str, type[Message]] = {}
 _NAMES: dict[type, tuple[str, ...]] = {}  # a message class's field names, looked up once
@@ -25,10 +26,12 @@ class Message:
     """Base of every wire message; subclasses register themselves by class name."""
 
     type_name: ClassVar[str] = "Message"
+    _head: ClassVar[bytes] = b'"type":"Message"'
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.type_name = cls.__name__
+        cls._head = f'"type":"{cls.__name__}"'.encode()
         _REGISTRY[cls.__name__] = cls
 
     def to_dict(self) -> dict[str, Any]:
@@ -37,7 +40,8 @@ class Message:
         return {"type": self.type_name, **{n: getattr(self, n) for n in _names(type(self))}}
 
     def to_bytes(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        """``to_dict`` as compact JSON, encoded straight from the fields."""
+        return tagged(self._head, self, self.to_dict)
 
 
 def from_dict(data: dict[str, Any]) -> Message:
@@ -47,4 +51,4 @@ def from_dict(data: dict[str, Any]) -> Message:
 
 
 def from_bytes(raw: bytes) -> Message:
-    return from_dict(json.loads(raw))
+    return from_dict(loads(raw))
