@@ -1,14 +1,16 @@
 """Group commit of the event log: one fsync per loop step, and no effect (a message to a
 worker or the merger, a spawn, a kill) before the events that caused it are durable.
 
-The store counts its fsyncs and tells whether the calling thread's events are on disk;
-the pool commits the store before every effect and refuses (``UnrecordedEffect``) when
-the store still holds one of them unsynced. A real run shows both at work.
+The store counts its fsyncs, makes them on a thread of its own (``record.syncer``) and
+tells whether the calling thread's events are on disk; the pool holds each message until
+its causes are, and refuses (``UnrecordedEffect``) a spawn or kill when a commit left
+one of them unsynced. A real run shows both at work.
 """
 
 from __future__ import annotations
 
 import json
+import select
 import signal
 import sys
 import threading
@@ -23,6 +25,7 @@ from orchestrator.engine.pool import UnrecordedEffect, WorkerPool
 from orchestrator.engine.preflight import build_plan
 from orchestrator.record import events as ev
 from orchestrator.record.store import RunStore
+from orchestrator.record.syncer import Syncer
 from orchestrator.wire.messages import Progress
 from tests import workers_for_tests as targets
 from tests.conftest import finish_turn, write_mission, write_turn
@@ -79,6 +82,9 @@ class ForgetfulStore(RunStore):
     def commit(self) -> None:
         pass
 
+    def commit_soon(self) -> None:
+        pass
+
 
 def test_a_message_waits_for_the_commit_of_its_cause(tmp_path: Path) -> None:
     store = RunStore.create(tmp_path, "run-1").group_commit()
@@ -97,7 +103,24 @@ def test_a_message_waits_for_the_commit_of_its_cause(tmp_path: Path) -> None:
         pool.shutdown_all(grace=2)
 
 
-@pytest.mark.parametrize("effect", ["send", "spawn", "kill"])
+def test_a_message_is_held_until_its_cause_is_on_disk(tmp_path: Path) -> None:
+    store = ForgetfulStore.create(tmp_path, "run-1").group_commit()
+    pool = WorkerPool("spawn", record=store)
+    try:
+        pool.spawn("w1", targets.echo)
+        wait_ready(pool, "w1")
+        store.append_event("task_assigned", task="t1")
+        pool.send("w1", Progress("w1", "t1", "go"))
+        assert pool.poll(0) == [] and pool.waiting == 1  # no commit: it stays
+        RunStore.commit(store)
+        echoed = collect(pool, lambda ev: len(ev) >= 1)
+        assert echoed[0].message.task_id == "t1" and pool.waiting == 0  # type: ignore[union-attr]
+    finally:
+        RunStore.commit(store)
+        pool.shutdown_all(grace=2)
+
+
+@pytest.mark.parametrize("effect", ["spawn", "kill"])
 def test_an_effect_before_its_cause_is_durable_is_refused(tmp_path: Path, effect: str) -> None:
     store = ForgetfulStore.create(tmp_path, "run-1").group_commit()
     assert isinstance(store, ForgetfulStore)
@@ -107,16 +130,52 @@ def test_an_effect_before_its_cause_is_durable_is_refused(tmp_path: Path, effect
         wait_ready(pool, "w1")
         store.append_event("task_assigned", task="t1")
         with pytest.raises(UnrecordedEffect):
-            if effect == "send":
-                pool.send("w1", Progress("w1", "t1", "go"))
-                pool.poll(0)
-            elif effect == "spawn":
+            if effect == "spawn":
                 pool.spawn("w2", targets.echo)
             else:
                 pool.kill("w1")
     finally:
         RunStore.commit(store)
         pool.shutdown_all(grace=2)
+
+
+# ---- the syncer thread -----------------------------------------------------------------
+
+
+def test_the_syncer_makes_the_highest_asked_seq_durable_and_wakes_the_loop() -> None:
+    gate, calls = threading.Event(), []
+
+    def fsync(seq: int) -> None:
+        gate.wait()  # the disk is slow until the test says otherwise
+        calls.append(seq)
+
+    syncer = Syncer(fsync)
+    try:
+        syncer.ask(3)
+        syncer.ask(7)  # while the first may still be at the disk
+        assert syncer.done == 0
+        gate.set()
+        syncer.wait(7)
+        assert syncer.done == 7 and calls[-1] == 7 and len(calls) <= 2
+        assert select.select([syncer.wakeup_fd], [], [], None)[0]  # the loop hears of it
+        syncer.take_wakeups()
+        assert not select.select([syncer.wakeup_fd], [], [], 0)[0]
+    finally:
+        syncer.stop()
+
+
+def test_a_failed_fsync_is_raised_to_whoever_asks_next() -> None:
+    def fsync(seq: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    syncer = Syncer(fsync)
+    try:
+        with pytest.raises(OSError, match="could not make the event log durable"):
+            syncer.wait(1)
+        with pytest.raises(OSError, match="No space left"):
+            syncer.ask(2)
+    finally:
+        syncer.stop()
 
 
 # ---- a real run ------------------------------------------------------------------------
@@ -146,17 +205,13 @@ def test_a_real_run_commits_in_groups_and_every_effect_follows_its_cause(
     plan = build_plan(mission, home, repo_arg=str(project))
     store = RunStore.create(home)
     run = Coordinator(plan, store)
-    steps, most = 0, 0  # turns of the loop; the most fsyncs one of them made
+    steps = 0  # turns of the loop
     turn = run._turn
 
     def counted() -> bool:
-        nonlocal steps, most
+        nonlocal steps
         steps += 1
-        before = store.fsyncs
-        try:
-            return turn()
-        finally:
-            most = max(most, store.fsyncs - before)
+        return turn()
 
     run._turn = counted  # type: ignore[method-assign]
 
@@ -168,9 +223,9 @@ def test_a_real_run_commits_in_groups_and_every_effect_follows_its_cause(
     # Every TaskJob and MergeBatch (and spawn, shutdown) passed the barrier ...
     batches = {e.batch for e in events if isinstance(e, ev.MergeStarted)}  # one send each
     assert run.pool.effects >= kinds.count("task_assigned") + len(batches)
-    # ... and the events went in groups: one fsync per turn of the loop at most, made
-    # before it waits, however many events the turn recorded.
-    assert most == 1 and store.fsyncs <= steps + 3 and store.fsyncs < len(events)
+    # ... and the events went in groups: one fsync per turn of the loop at most (each
+    # turn asks once, before it waits), however many events the turn recorded.
+    assert store.fsyncs <= steps + 3 and store.fsyncs < len(events)
     state = json.loads((store.dir / "state.json").read_text())
     assert {t["id"]: t["state"] for t in state["tasks"]} == {t["id"]: "merged" for t in tasks}
 

@@ -31,9 +31,10 @@ Data flow (one coordinator, N workers, one merger; every arrow a pipe)::
 The decisions live in ``engine.steps`` and do no I/O; this shell owns the processes,
 the run store and the clock. It never blocks on slow work: model calls and commands run
 in workers, gates in the merger. It waits on worker pipes and process sentinels (a crash
-is noticed at once), and records what happened before acting on it: the pool commits
-the event log before every send, spawn or kill (group commit: one fsync per turn of
-the loop, made before it waits).
+is noticed at once), and records what happened before acting on it: the pool holds
+every send, spawn or kill until the events before it are durable (group commit: one
+fsync per turn of the loop, started before it waits and made on a thread of its own,
+so the next turn's work overlaps the disk's).
 """
 
 from __future__ import annotations
@@ -243,9 +244,9 @@ class Coordinator:
         self._step(Tick(halted=self.metering.halted(), silent=silent, silence=silence))
         if steps.finished(self.state):
             return False
-        # Before waiting, one fsync makes the turn's events durable, then its messages go.
-        self.pool.flush()
-        self.store.sync()
+        # Before waiting, the turn's events go to the disk (one fsync, on the store's
+        # syncer thread); the pool sends their messages when it ends, while we read on.
+        self.store.sync_soon()
         self._log.flush()
         self._session_log.flush()
         for event in self.pool.poll(TICK):

@@ -70,9 +70,20 @@ class PoolEvent:
 class Record(Protocol):
     """The durable record the pool's effects wait for (the run store in group commit)."""
 
-    def commit(self) -> None: ...
+    def commit(self) -> None: ...  # every event an effect may wait for durable, now
 
-    def durable(self) -> bool: ...
+    def commit_soon(self) -> None: ...  # the same, started in the background
+
+    def durable(self) -> bool: ...  # the calling thread's events are on disk
+
+    def due(self) -> int: ...  # the seq an effect the calling thread makes now waits for
+
+    def synced(self) -> int: ...  # every event up to this seq is on disk
+
+    @property
+    def wakeup_fd(self) -> int | None: ...  # readable once a background commit ends
+
+    def take_wakeups(self) -> None: ...
 
 
 class UnrecordedEffect(RuntimeError):
@@ -115,26 +126,48 @@ class WorkerPool:
             forkserver.ensure_running()
         self.workers: dict[str, WorkerHandle] = {}
         self._record = record
-        self._outbox: list[tuple[str, Message]] = []
+        # Messages waiting for their causes to be durable: (worker, message, the seq of
+        # the last event the sender had appended that an effect must wait for).
+        self._outbox: list[tuple[str, Message, int]] = []
         self.effects = 0  # effects that passed the barrier
 
     def _barrier(self) -> None:
-        """Where every effect passes: queued messages go first (effects keep their
-        order), after the record is committed."""
+        """Where a spawn, kill or stop passes: the record is committed (waiting for the
+        disk) and the queued messages go first, so effects keep their order."""
         if self._record is None:
             return
         self._record.commit()
         if not self._record.durable():
             raise UnrecordedEffect("an effect came before the events that caused it were durable")
         self.effects += 1
-        outbox, self._outbox = self._outbox, []
-        for worker_id, message in outbox:
+        self._release()
+
+    def _release(self) -> None:
+        """Send the queued messages whose causes are on disk, in the order they were
+        queued (the first still waiting holds back the ones behind it)."""
+        if not self._outbox:
+            return
+        synced, sent = self._record.synced(), 0  # type: ignore[union-attr]
+        for worker_id, message, cause in self._outbox:
+            if cause > synced:
+                break
             self._send_now(worker_id, message)
+            sent += 1
+        del self._outbox[:sent]
+        self.effects += sent
 
     def flush(self) -> None:
-        """Deliver the queued messages (after the barrier's commit)."""
+        """Send what may go; have the record commit, in the background, what the rest
+        waits for (``poll`` sends it once the commit ends)."""
         if self._outbox:
-            self._barrier()
+            self._release()
+        if self._outbox:
+            self._record.commit_soon()  # type: ignore[union-attr]
+
+    @property
+    def waiting(self) -> int:
+        """Messages queued until their causes are durable."""
+        return len(self._outbox)
 
     def spawn(
         self,
@@ -189,7 +222,7 @@ class WorkerPool:
         """Send one message; False when the worker's pipe is gone (it died). With a
         record, queued for the next ``flush`` (True when the worker is known)."""
         if self._record is not None:
-            self._outbox.append((worker_id, message))
+            self._outbox.append((worker_id, message, self._record.due()))
             return worker_id in self.workers
         return self._send_now(worker_id, message)
 
@@ -206,9 +239,16 @@ class WorkerPool:
 
         One ``select.poll`` over every pipe and sentinel serves the whole call: the
         messages are read a round at a time (one from each ready pipe, then ask again
-        without waiting), where a readiness check per message cost a selector each."""
+        without waiting), where a readiness check per message cost a selector each.
+        While messages wait for their causes' commit, the record's wake-up pipe is
+        watched too: when it ends, they go at once (and the call returns)."""
+        if self._record is not None and self._outbox:
+            self._record.take_wakeups()  # old news: what they said, ``flush`` now sees
         self.flush()
         poller, by_fd = select.poll(), {}
+        wakeup = self._record.wakeup_fd if self._record is not None and self._outbox else None
+        if wakeup is not None:
+            poller.register(wakeup, select.POLLIN)
         for handle in self.workers.values():
             # A dead worker's sentinel stays ready forever: once its death is reported
             # (pipe closed), waiting on it again would make every poll return at once.
@@ -225,6 +265,12 @@ class WorkerPool:
         dying: dict[str, WorkerHandle] = {}
         while ready:
             for fd, _ in ready:
+                if fd == wakeup:
+                    self._record.take_wakeups()  # type: ignore[union-attr]
+                    self._release()
+                    if not self._outbox:
+                        poller.unregister(fd)
+                    continue
                 handle, is_sentinel = by_fd[fd]
                 if is_sentinel:
                     dying[handle.id] = handle
@@ -273,7 +319,8 @@ class WorkerPool:
         out = []
         for handle in self.workers.values():
             limit = max_silence if handle.ready else boot_grace
-            if handle.process.is_alive() and now - handle.last_seen > limit:
+            # The clock first: a liveness check is a system call, per worker per turn.
+            if now - handle.last_seen > limit and handle.process.is_alive():
                 out.append(handle.id)
         return out
 

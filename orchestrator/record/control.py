@@ -8,6 +8,7 @@ and a request made while the coordinator restarts is still there when it comes b
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -61,7 +62,12 @@ def take_requests(store: RunStore) -> list[ControlRequest]:
     that is not a request comes back as one with an empty action, so it is answered with
     an error (``ControlRequest.problem``) rather than silently dropped."""
     out = []
-    for path in sorted(store.control_dir.glob("*.json")):
+    try:  # every turn of the loop: one listing, where a glob cost ten times as much
+        with os.scandir(store.control_dir) as found:
+            names = sorted(e.name for e in found if e.name.endswith(".json") and e.is_file())
+    except FileNotFoundError:
+        return []
+    for path in (store.control_dir / name for name in names):
         try:
             data = json.loads(path.read_text())
             if not isinstance(data, dict):

@@ -50,12 +50,12 @@ class Event:
     def but(self: E, **changes: Any) -> E:
         """A copy with ``changes``: ``dataclasses.replace`` without running ``__init__``
         again, which cost the loop's path (several copies per task) the most."""
-        unknown = changes.keys() - self.__dict__.keys()
-        if unknown:
-            raise TypeError(f"{type(self).__name__} has no field {sorted(unknown)}")
+        fields = self.__dict__
+        if not changes.keys() <= fields.keys():
+            unknown = sorted(changes.keys() - fields.keys())
+            raise TypeError(f"{type(self).__name__} has no field {unknown}")
         copy = object.__new__(type(self))
-        copy.__dict__.update(self.__dict__)
-        copy.__dict__.update(changes)
+        copy.__dict__.update(fields, **changes)
         return copy
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from orchestrator.errors import RunNotFound
 from orchestrator.record.eventbase import VERSION, E, Event, decode
+from orchestrator.record.syncer import Syncer
 from orchestrator.system.fastjson import dumps, loads
 
 
@@ -94,6 +95,7 @@ class RunStore:
         self._synced = 0  # the last seq known to be on disk
         self._must = 0  # the last seq appended with sync=True: due before the next effect
         self._group = False
+        self._syncer: Syncer | None = None  # group commit: the thread that fsyncs
         self._caller = threading.local()  # per thread: the last sync=True seq it appended
         self.fsyncs = 0
         # Appends may come from two threads of the coordinator (the permit thread records
@@ -185,31 +187,69 @@ class RunStore:
     def group_commit(self) -> RunStore:
         """From now on a ``sync=True`` event is made durable by the next ``commit()`` (or
         ``sync()``), together with every other event before it: one fsync per loop turn
-        instead of one per event. Whoever acts on events must call ``commit()`` first;
-        the coordinator's pool does, before every effect. Returns the store."""
+        instead of one per event. Whoever acts on events must wait for that first; the
+        coordinator's pool holds every effect until ``synced()`` covers its causes. The
+        fsync runs on a thread (``record.syncer``): ``commit_soon`` and ``sync_soon``
+        start one and return. Returns the store."""
         self._group = True
+        if self._syncer is None:
+            self._syncer = Syncer(self._fsync_now)
         return self
 
     def commit(self) -> None:
         """Make every ``sync=True`` event durable, with one fsync; none when none is due
         (``sync=False`` events alone wait for ``sync()``)."""
-        with self._lock:
-            seq, due = self._seq, self._must > self._synced
-            self._write_out()
-        if due:
+        seq = self._due_seq(every=False)
+        if seq:
             self._fsync(seq)
+
+    def commit_soon(self) -> None:
+        """``commit`` without waiting for the disk (in group commit; else ``commit``)."""
+        seq = self._due_seq(every=False)
+        if seq:
+            self._fsync(seq, wait=False)
+
+    def sync(self) -> None:
+        """Make every event durable, ``sync=False`` ones too."""
+        seq = self._due_seq(every=True)
+        if seq:
+            self._fsync(seq)
+
+    def sync_soon(self) -> None:
+        """``sync`` without waiting for the disk (in group commit; else ``sync``)."""
+        seq = self._due_seq(every=True)
+        if seq:
+            self._fsync(seq, wait=False)
 
     def durable(self) -> bool:
         """Whether every ``sync=True`` event the calling thread appended is on disk: what
         must hold before the thread acts on them."""
-        return getattr(self._caller, "last", 0) <= self._synced
+        return self.due() <= self._synced
 
-    def sync(self) -> None:
-        """Make events appended with ``sync=False`` durable."""
+    def due(self) -> int:
+        """The seq the calling thread's next effect waits for: its last ``sync=True``."""
+        return getattr(self._caller, "last", 0)
+
+    def synced(self) -> int:
+        """Every event up to this seq is on disk."""
+        return self._synced
+
+    @property
+    def wakeup_fd(self) -> int | None:
+        """Readable when a background fsync has finished (group commit only): wait on it
+        beside the workers' pipes, then call ``take_wakeups``."""
+        return self._syncer.wakeup_fd if self._syncer is not None else None
+
+    def take_wakeups(self) -> None:
+        if self._syncer is not None:
+            self._syncer.take_wakeups()
+
+    def _due_seq(self, every: bool) -> int:
+        """Write out the buffered lines; the seq an fsync must reach now, or 0 for none."""
         with self._lock:  # a seq counts as written only once its line is
-            seq = self._seq
             self._write_out()
-        self._fsync(seq)
+            last = self._seq if every else self._must
+            return self._seq if last > self._synced else 0
 
     def write_out(self) -> None:
         """Let other processes read every event appended so far (not yet durable): what
@@ -224,11 +264,23 @@ class RunStore:
         if self._events_handle is not None:
             self._events_handle.flush()
 
-    def _fsync(self, seq: int) -> None:
+    def _fsync(self, seq: int, wait: bool = True) -> None:
+        if seq <= self._synced:
+            return
+        if self._syncer is None:
+            self._fsync_now(seq)
+        elif wait:
+            self._syncer.wait(seq)
+        else:
+            self._syncer.ask(seq)
+
+    def _fsync_now(self, seq: int) -> None:
+        """One fsync (on the syncer's thread in group commit): every line written out
+        before the call is on disk after it, up to ``seq`` at least."""
         handle = self._events_handle
         if handle is None or seq <= self._synced:
             return
-        os.fsync(handle.fileno())  # everything written before this call is on disk after
+        os.fsync(handle.fileno())
         self.fsyncs += 1
         self._synced = max(self._synced, seq)
 
@@ -273,6 +325,10 @@ class RunStore:
     def close(self) -> None:
         """Make every event durable, then close the log."""
         self.sync()
+        if self._syncer is not None:
+            self._syncer.stop()
+            self._syncer = None
+            self._group = False
         with self._lock:
             if self._events_handle is not None:
                 self._events_handle.close()

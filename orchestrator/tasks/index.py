@@ -73,9 +73,11 @@ class GraphIndex:
         return len(self._by_state.get(state, ()))
 
     def in_state(self, *states: Any) -> Iterator[Node]:
-        """Tasks in ``states``, in no particular order (sort by ``index`` for mission order)."""
+        """Tasks in ``states``, in no particular order (sort by ``index`` for mission
+        order). Read as it goes, not copied first (the loop asks every turn whether a
+        pending task fits a worker, with thousands pending): change no task meanwhile."""
         for state in states:
-            yield from list(self._by_state.get(state, {}).values())
+            yield from self._by_state.get(state, {}).values()
 
     def waiting_on(self, task_id: str) -> int:
         return self._waiting[task_id]

@@ -6,7 +6,6 @@ changes, so the loop's cost per step follows what changed, not the graph's size.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -88,15 +87,11 @@ class TaskNode:
             graph._index.moved(self, old, value)
 
     def to_json(self) -> str:
-        """The node as compact JSON, cached until the node changes (the snapshot's cost
-        then grows with what changed, not with the graph)."""
+        """The node's fields as compact JSON, cached until the node changes (the
+        snapshot's cost then grows with what changed, not with the graph). Written
+        straight from the fields: orjson leaves out the ``_`` attributes (the cache and
+        the graph)."""
         text = self.__dict__.get("_json")
         if text is None:
-            data = {name: getattr(self, name) for name in _NODE_FIELDS}
-            data["state"] = str(self.state)
-            text = dumps_text(data)
-            self.__dict__["_json"] = text
+            text = self.__dict__["_json"] = dumps_text(self)
         return text
-
-
-_NODE_FIELDS = tuple(f.name for f in dataclasses.fields(TaskNode))

@@ -98,7 +98,8 @@ class TaskGraph:
         return found  # type: ignore[return-value]
 
     def any_in(self, *states: TaskState) -> Iterator[TaskNode]:
-        """The tasks in ``states`` in no set order: for ``any()`` and sums."""
+        """The tasks in ``states`` in no set order: for ``any()`` and sums that change
+        no task while they iterate."""
         return self._index.in_state(*states)  # type: ignore[return-value]
 
     def dependents(self, task_id: str) -> set[str]:
