@@ -1,4 +1,4 @@
-"""The JSON of the hot paths (``system.fastjson``): events and messages are written from
+"""The JSON of the hot paths (``wire.fastjson``): events and messages are written from
 their fields by orjson, and what orjson cannot write or read still goes through."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from orchestrator.record import events as ev
 from orchestrator.record.store import RunStore
-from orchestrator.system.fastjson import dumps, loads, tagged
+from orchestrator.wire.fastjson import dumps, loads, tagged
 from orchestrator.wire.messages import Heartbeat, MergeBatch, Shutdown, TaskJob, from_bytes
 
 

@@ -23,6 +23,7 @@ import pytest
 from orchestrator.engine.coordinator import Coordinator
 from orchestrator.engine.pool import UnrecordedEffect, WorkerPool
 from orchestrator.engine.preflight import build_plan
+from orchestrator.errors import InfraError
 from orchestrator.record import events as ev
 from orchestrator.record.store import RunStore
 from orchestrator.record.syncer import Syncer
@@ -170,9 +171,9 @@ def test_a_failed_fsync_is_raised_to_whoever_asks_next() -> None:
 
     syncer = Syncer(fsync)
     try:
-        with pytest.raises(OSError, match="could not make the event log durable"):
+        with pytest.raises(InfraError, match="could not make the event log durable"):
             syncer.wait(1)
-        with pytest.raises(OSError, match="No space left"):
+        with pytest.raises(InfraError, match="No space left"):
             syncer.ask(2)
     finally:
         syncer.stop()

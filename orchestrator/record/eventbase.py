@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
-from orchestrator.system.fastjson import dumps, tagged
+from orchestrator.wire.fastjson import dumps, tagged
 
 VERSION = 1
 KINDS: dict[str, type[Event]] = {}

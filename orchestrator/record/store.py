@@ -23,7 +23,7 @@ from typing import Any
 from orchestrator.errors import RunNotFound
 from orchestrator.record.eventbase import VERSION, E, Event, decode
 from orchestrator.record.syncer import Syncer
-from orchestrator.system.fastjson import dumps, loads
+from orchestrator.wire.fastjson import dumps, loads
 
 
 def workspace() -> Path:

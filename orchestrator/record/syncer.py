@@ -16,6 +16,8 @@ import os
 import threading
 from collections.abc import Callable
 
+from orchestrator.errors import InfraError
+
 
 class Syncer:
     """Calls ``fsync(seq)`` on its thread for the highest ``seq`` asked, one at a time."""
@@ -71,7 +73,10 @@ class Syncer:
 
     def _raise_failure(self) -> None:
         if self._error is not None:
-            raise OSError(f"could not make the event log durable: {self._error}") from (self._error)
+            raise InfraError(
+                f"could not make the event log durable: {self._error} "
+                "(free space or fix the disk, then `pd resume`)"
+            ) from self._error
 
     def _run(self) -> None:
         while True:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from orchestrator.system.fastjson import dumps_text
+from orchestrator.wire.fastjson import dumps_text
 
 
 class TaskState(StrEnum):

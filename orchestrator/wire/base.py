@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from orchestrator.system.fastjson import loads, tagged
+from orchestrator.wire.fastjson import loads, tagged
 
 _REGISTRY: dict[str, type[Message]] = {}
 _NAMES: dict[type, tuple[str, ...]] = {}  # a message class's field names, looked up once
