@@ -434,6 +434,11 @@ class GraphMachine(RuleBasedStateMachine):
         assert self.graph.counts() == {str(s): sum(n.state is s for n in nodes) for s in TaskState}
         assert self.graph.done() == all(n.state not in ACTIVE for n in nodes)
         ready = self.graph.ready()
+        scanned_ready = [
+            n.id for n in nodes if n.state is TaskState.PENDING and not self.graph.waits(n)
+        ]
+        assert sorted(n.id for n in ready) == sorted(scanned_ready)
+        assert [n.id for n in nodes if self.graph.is_ready(n.id)] == scanned_ready
         wanted = Counter((n.role or None, frozenset(n.capabilities)) for n in ready)
         assert dict(self.graph.ready_needs()) == dict(wanted)
         scratch = [{**dataclasses.asdict(n), "state": str(n.state)} for n in nodes]

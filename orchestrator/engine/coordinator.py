@@ -363,6 +363,8 @@ class Coordinator:
                     self._record(event, sync)
                 case Send(worker=worker, message=message):
                     self.pool.send(worker, message)
+                case NoteSession(line=line):
+                    self._session_log.write(line)
                 case Show(event=event):
                     self.on_event(event.stamped(0, time.time()))
                 case Respawn(worker=worker):
@@ -374,8 +376,6 @@ class Coordinator:
                 case Answer(request=request, problem=problem):
                     self.store.write_out()  # whoever reads the answer may read the events
                     control.answer(self.store, request, problem)
-                case NoteSession(line=line):
-                    self._session_log.write(line)
 
     def _respawn(self, worker: str) -> None:
         """A fresh process (a worker's with a permit pipe of its own)."""

@@ -56,6 +56,7 @@ class GraphIndex:
         self._waiting: dict[str, int] = {}  # dependencies not landed yet
         self._keys: list[tuple[int, int, int]] = []  # ready, in order
         self._ready: list[Node] = []  # the same tasks, same order
+        self._ready_ids: set[str] = set()  # the same tasks, to ask about one
         self.needs: Counter[Need] = Counter()  # ready tasks per requirement
         self._ready_at: dict[str, float] = {}
         for node in nodes.values():
@@ -68,6 +69,9 @@ class GraphIndex:
 
     def ready(self) -> list[Node]:
         return list(self._ready)
+
+    def is_ready(self, task_id: str) -> bool:
+        return task_id in self._ready_ids
 
     def count(self, state: Any) -> int:
         return len(self._by_state.get(state, ()))
@@ -115,11 +119,13 @@ class GraphIndex:
         if should and not present:
             self._keys.insert(at, key)
             self._ready.insert(at, node)
+            self._ready_ids.add(node.id)
             self.needs[need_of(node)] += 1
             self._ready_at.setdefault(node.id, self._clock())
         elif present and not should:
             del self._keys[at]
             del self._ready[at]
+            self._ready_ids.discard(node.id)
             need = need_of(node)
             self.needs[need] -= 1
             if not self.needs[need]:

@@ -79,6 +79,10 @@ class TaskGraph:
         them): longest remaining chain first, then the task's priority, then age."""
         return self._index.ready()  # type: ignore[return-value]
 
+    def is_ready(self, task_id: str) -> bool:
+        """Whether the task is among ``ready()``, without building the list."""
+        return self._index.is_ready(task_id)
+
     def ready_needs(self) -> Mapping[Need, int]:
         """How many ready tasks want each (role, capabilities): for ``scheduling.match``."""
         return self._index.needs

@@ -61,8 +61,7 @@ def apply(graph: TaskGraph, event: ev.Event) -> Change:
 
 
 def _ready(graph: TaskGraph, ids: list[str]) -> list[str]:
-    nodes = (graph.get(t) for t in ids)
-    return [n.id for n in nodes if n.state is TaskState.PENDING and not graph.waits(n)]
+    return [t for t in ids if graph.is_ready(t)]
 
 
 def _blocked(graph: TaskGraph, ids: list[str]) -> list[str]:
