@@ -1,12 +1,13 @@
-"""The pool's pipe reader (``engine.frames``) against frames a real ``Connection`` wrote:
-several per read, one split over many reads, a long one, and the end of the pipe."""
+"""The pool's pipe reader and writer (``engine.frames``) against a real ``Connection``
+on the other end: several frames per read, one split over many reads, the end of the
+pipe, and frames the child reads with ``recv_bytes``."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import threading
 
-from orchestrator.engine.frames import CHUNK, FrameReader
+from orchestrator.engine.frames import CHUNK, FrameReader, write_frame
 
 
 def read_all(reader: FrameReader, count: int) -> list[bytes]:
@@ -45,3 +46,16 @@ def test_the_end_of_the_pipe_reads_as_none_after_the_last_frame() -> None:
     reader = FrameReader(parent.fileno())
     assert reader.read() == [b"last words"]
     assert reader.read() is None
+
+
+def test_written_frames_are_what_recv_bytes_reads_on_the_other_end() -> None:
+    parent, child = mp.Pipe(duplex=True)
+    big = bytes(range(256)) * (4 * CHUNK // 256)  # more than the pipe holds at once
+    sent = [b"", b"small", big, b"after"]
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.extend(child.recv_bytes() for _ in sent))
+    reader.start()
+    for body in sent:
+        write_frame(parent.fileno(), body)
+    reader.join()
+    assert received == sent

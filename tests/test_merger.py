@@ -16,7 +16,7 @@ import pytest
 
 from orchestrator.engine.merger import Merger, MergerConfig, merger_main
 from orchestrator.system import gitutil
-from orchestrator.system.procs import run_shell
+from orchestrator.system.procs import kill_all_running, run_shell
 from orchestrator.wire.messages import (
     MergeBatch,
     MergeRequest,
@@ -303,6 +303,23 @@ def test_sigterm_kills_the_running_gate(repo: Path, tmp_path: Path) -> None:
     # for it (a sleeper that outlived the merger would run on and fail this).
     deadline = time.monotonic() + 120  # only ends a test that would hang
     while not _gone(sleeper):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_sigterm_also_kills_a_gate_whose_start_is_not_registered_yet(tmp_path: Path) -> None:
+    """On a loaded machine a SIGTERM can arrive after a gate's shell is running but before
+    ``run_shell``'s Popen has returned to register it (seen: its background child ran on
+    for minutes). What the handler then finds: a child of ours leading its own group."""
+    pidfile = tmp_path / "gate.pid"
+    gate = subprocess.Popen(
+        ["bash", "-c", f"sleep 300 & echo $! > {pidfile}; wait"], start_new_session=True
+    )
+    sleeper = _wait_for_pid(pidfile)
+    kill_all_running()
+    assert gate.poll() is not None  # the shell is dead when the handler returns ...
+    deadline = time.monotonic() + 120  # only ends a test that would hang
+    while not _gone(sleeper):  # ... and its background child with it
         assert time.monotonic() < deadline
         time.sleep(0.02)
 

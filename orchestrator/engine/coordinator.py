@@ -95,6 +95,9 @@ from orchestrator.team.skills import load_registry
 from orchestrator.wire.messages import BatchResult, Ready, RunLanded, UsageReport
 
 TICK = 0.2
+# How often the loop lists control/ for `pd abort` and `pd handoff` requests: a person
+# does not notice 20 ms, and a listing every turn cost the loop more than a task's event.
+CONTROL_INTERVAL = 0.02
 # How long a thread may hold the GIL while another wants it (CPython's default: 5 ms).
 # The permit thread answers within this even while the main loop runs Python code.
 SWITCH_INTERVAL = 0.00005
@@ -168,6 +171,7 @@ class Coordinator:
         self._state_dirty = True
         self._state_written = 0.0
         self._signals = 0
+        self._controls_read = 0.0
         self._log = LineFile(store.log_path("coordinator"))
         self._session_log = LineFile(store.session_log_path)
 
@@ -252,8 +256,10 @@ class Coordinator:
         for event in self.pool.poll(TICK):
             self._step(self._input_of(event))
         self._present_recorded()
-        for request in control.take_requests(self.store):
-            self._step(Control(request))
+        if (now := time.monotonic()) - self._controls_read >= CONTROL_INTERVAL:
+            self._controls_read = now
+            for request in control.take_requests(self.store):
+                self._step(Control(request))
         self._write_state()
         return True
 

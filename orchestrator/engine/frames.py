@@ -1,11 +1,13 @@
-"""The parent's end of a worker pipe, read a chunk at a time.
+"""The parent's end of a worker pipe: read a chunk at a time, written a frame at a time.
 
 ``Connection.recv_bytes`` makes two system calls per message (the length, then the
 body) and a round of Python checks around each; the coordinator reads every worker's
 messages, several per task. ``FrameReader`` reads whatever the pipe holds in one call
 and cuts it into the frames ``Connection.send_bytes`` wrote (a 4-byte big-endian
 length, or -1 and an 8-byte length for a frame of 2 GiB or more, then the body).
-A frame the pipe holds only part of waits in the buffer for the rest.
+A frame the pipe holds only part of waits in the buffer for the rest. ``write_frame``
+writes the same frames with one ``os.write`` where ``Connection.send_bytes`` adds a
+round of checks and copies; the child reads them with ``recv_bytes`` as ever.
 """
 
 from __future__ import annotations
@@ -53,3 +55,14 @@ class FrameReader:
             at = start + size
         del buffer[:at]
         return frames
+
+
+def write_frame(fd: int, payload: bytes) -> None:
+    """Write one frame as ``Connection.send_bytes`` would (blocking while the pipe is
+    full); ``OSError`` when the other end is gone."""
+    size = len(payload)
+    long = size >= 0x7FFFFFFF  # 2 GiB and more: -1, then the length in 8 bytes
+    header = _LENGTH.pack(-1) + _LONG_LENGTH.pack(size) if long else _LENGTH.pack(size)
+    view = memoryview(header + payload)
+    while view:
+        view = view[os.write(fd, view) :]

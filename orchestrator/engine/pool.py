@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import psutil
 
-from orchestrator.engine.frames import FrameReader
+from orchestrator.engine.frames import FrameReader, write_frame
 from orchestrator.wire.messages import Message, Shutdown, from_bytes
 
 
@@ -228,7 +228,7 @@ class WorkerPool:
 
     def _send_now(self, worker_id: str, message: Message) -> bool:
         try:
-            self.workers[worker_id].conn.send_bytes(message.to_bytes())
+            write_frame(self.workers[worker_id].conn.fileno(), message.to_bytes())
             return True
         except (OSError, KeyError, ValueError):
             return False

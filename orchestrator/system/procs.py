@@ -168,8 +168,18 @@ def kill_group(
 
 
 def kill_all_running(grace: float = 0.5) -> None:
-    """Kill every process group run_shell has running; safe to call from a signal handler."""
-    for pgid, proc in list(_RUNNING.items()):
+    """Kill every process group run_shell has running; safe to call from a signal handler.
+
+    Also every child of ours that leads a group of its own: a command whose Popen has
+    not returned yet is running but not registered (on a loaded machine a SIGTERM landed
+    there, and the gate's background child outlived the merger)."""
+    groups: dict[int, subprocess.Popen[bytes] | None] = dict(_RUNNING)
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process().children():
+            with contextlib.suppress(OSError):
+                if os.getpgid(child.pid) == child.pid:
+                    groups.setdefault(child.pid, None)
+    for pgid, proc in groups.items():
         kill_group(pgid, grace, leader=proc)
         _RUNNING.pop(pgid, None)
 
