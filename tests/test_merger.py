@@ -16,7 +16,7 @@ import pytest
 
 from orchestrator.engine.merger import Merger, MergerConfig, merger_main
 from orchestrator.system import gitutil
-from orchestrator.system.procs import kill_all_running, run_shell
+from orchestrator.system.procs import die_with, kill_all_running, run_shell
 from orchestrator.wire.messages import (
     MergeBatch,
     MergeRequest,
@@ -322,6 +322,20 @@ def test_sigterm_also_kills_a_gate_whose_start_is_not_registered_yet(tmp_path: P
     while not _gone(sleeper):  # ... and its background child with it
         assert time.monotonic() < deadline
         time.sleep(0.02)
+
+
+def test_a_command_whose_parent_died_before_it_could_watch_it_does_not_run(
+    tmp_path: Path,
+) -> None:
+    """PR_SET_PDEATHSIG is set in the child after the fork; a parent gone by then sends no
+    signal. The child sees it has another parent and dies instead of running orphaned
+    (seen: a sandboxed command that looped for minutes after its worker had exited)."""
+    ran = tmp_path / "ran"
+    not_ours = os.getppid()  # the child's parent is us: a pid that is not, as after a death
+    child = subprocess.Popen(["touch", str(ran)], preexec_fn=die_with(not_ours))
+    assert child.wait() == -signal.SIGKILL and not ran.exists()
+    ours = subprocess.Popen(["touch", str(ran)], preexec_fn=die_with(os.getpid()))
+    assert ours.wait() == 0 and ran.exists()  # with its parent alive it runs
 
 
 def test_killed_parent_takes_its_command_along(tmp_path: Path) -> None:

@@ -53,12 +53,21 @@ def _load_prctl() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
 _PRCTL = _load_prctl()
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: SIGKILL this child when the thread that started it dies, and give it
-    back the default SIGINT (workers ignore it, and an ignored signal survives exec)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def die_with(parent: int) -> Callable[[], None]:
+    """preexec_fn for a child of process ``parent`` (``os.getpid()`` before the fork):
+    SIGKILL the child when the thread that started it dies, and give it back the default
+    SIGINT (workers ignore it, and an ignored signal survives exec). A parent that died
+    before the child asked for that (a SIGTERM on a loaded machine, between fork and
+    prctl) sends no signal: the child then kills itself instead of running orphaned."""
+
+    def preexec() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
 
 
 @dataclass
@@ -220,7 +229,7 @@ def run_shell(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with(os.getpid()),
         )
     except BaseException:
         if sink is not None:

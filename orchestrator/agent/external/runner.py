@@ -91,7 +91,7 @@ def run_command_agent(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=procs._die_with_parent,
+            preexec_fn=procs.die_with(os.getpid()),
         )
     except OSError as exc:
         reason = f"{adapter.name}: could not start {argv[0]!r}: {exc}"
