@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"nothing waiting {lat['empty'] * 1e3:.1f} ms)"
             )
         if args.only in (None, "throughput"):
-            tput = bench_throughput(tmp, 300 if args.quick else 1000, args.workers, pairs)
+            tput = bench_throughput(tmp, 1000 if args.quick else 4000, args.workers, pairs)
             summary.append(
                 f"no-op throughput vs executor      {tput['ratio']:6.3f}x  (goal >= 0.5x)"
             )
