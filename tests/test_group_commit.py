@@ -15,6 +15,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +89,22 @@ class ForgetfulStore(RunStore):
         pass
 
 
-def test_a_message_waits_for_the_commit_of_its_cause(tmp_path: Path) -> None:
-    store = RunStore.create(tmp_path, "run-1").group_commit()
+@contextmanager
+def echo_pool(store: RunStore) -> Iterator[WorkerPool]:
+    """A pool with ``store`` as its record and one echoing worker, w1, up."""
     pool = WorkerPool("spawn", record=store)
     try:
         pool.spawn("w1", targets.echo)
         wait_ready(pool, "w1")
+        yield pool
+    finally:
+        RunStore.commit(store)  # a forgetful store's events too, so the shutdown passes
+        pool.shutdown_all(grace=2)
+
+
+def test_a_message_waits_for_the_commit_of_its_cause(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, "run-1").group_commit()
+    with echo_pool(store) as pool:
         for n in range(3):
             store.append_event("task_assigned", task=f"t{n}")
             pool.send("w1", Progress("w1", f"t{n}", "go"))
@@ -100,44 +112,30 @@ def test_a_message_waits_for_the_commit_of_its_cause(tmp_path: Path) -> None:
         echoed = collect(pool, lambda ev: len(ev) >= 3)
         assert [e.message.task_id for e in echoed] == ["t0", "t1", "t2"]  # type: ignore[union-attr]
         assert store.fsyncs == 1 and store.durable()  # one fsync for the three
-    finally:
-        pool.shutdown_all(grace=2)
 
 
 def test_a_message_is_held_until_its_cause_is_on_disk(tmp_path: Path) -> None:
     store = ForgetfulStore.create(tmp_path, "run-1").group_commit()
-    pool = WorkerPool("spawn", record=store)
-    try:
-        pool.spawn("w1", targets.echo)
-        wait_ready(pool, "w1")
+    with echo_pool(store) as pool:
         store.append_event("task_assigned", task="t1")
         pool.send("w1", Progress("w1", "t1", "go"))
         assert pool.poll(0) == [] and pool.waiting == 1  # no commit: it stays
         RunStore.commit(store)
         echoed = collect(pool, lambda ev: len(ev) >= 1)
         assert echoed[0].message.task_id == "t1" and pool.waiting == 0  # type: ignore[union-attr]
-    finally:
-        RunStore.commit(store)
-        pool.shutdown_all(grace=2)
 
 
 @pytest.mark.parametrize("effect", ["spawn", "kill"])
 def test_an_effect_before_its_cause_is_durable_is_refused(tmp_path: Path, effect: str) -> None:
     store = ForgetfulStore.create(tmp_path, "run-1").group_commit()
     assert isinstance(store, ForgetfulStore)
-    pool = WorkerPool("spawn", record=store)
-    try:
-        pool.spawn("w1", targets.echo)
-        wait_ready(pool, "w1")
+    with echo_pool(store) as pool:
         store.append_event("task_assigned", task="t1")
         with pytest.raises(UnrecordedEffect):
             if effect == "spawn":
                 pool.spawn("w2", targets.echo)
             else:
                 pool.kill("w1")
-    finally:
-        RunStore.commit(store)
-        pool.shutdown_all(grace=2)
 
 
 # ---- the syncer thread -----------------------------------------------------------------

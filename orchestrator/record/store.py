@@ -199,27 +199,19 @@ class RunStore:
     def commit(self) -> None:
         """Make every ``sync=True`` event durable, with one fsync; none when none is due
         (``sync=False`` events alone wait for ``sync()``)."""
-        seq = self._due_seq(every=False)
-        if seq:
-            self._fsync(seq)
+        self._commit(every=False, wait=True)
 
     def commit_soon(self) -> None:
         """``commit`` without waiting for the disk (in group commit; else ``commit``)."""
-        seq = self._due_seq(every=False)
-        if seq:
-            self._fsync(seq, wait=False)
+        self._commit(every=False, wait=False)
 
     def sync(self) -> None:
         """Make every event durable, ``sync=False`` ones too."""
-        seq = self._due_seq(every=True)
-        if seq:
-            self._fsync(seq)
+        self._commit(every=True, wait=True)
 
     def sync_soon(self) -> None:
         """``sync`` without waiting for the disk (in group commit; else ``sync``)."""
-        seq = self._due_seq(every=True)
-        if seq:
-            self._fsync(seq, wait=False)
+        self._commit(every=True, wait=False)
 
     def durable(self) -> bool:
         """Whether every ``sync=True`` event the calling thread appended is on disk: what
@@ -244,12 +236,14 @@ class RunStore:
         if self._syncer is not None:
             self._syncer.take_wakeups()
 
-    def _due_seq(self, every: bool) -> int:
-        """Write out the buffered lines; the seq an fsync must reach now, or 0 for none."""
+    def _commit(self, every: bool, wait: bool) -> None:
+        """Write out the buffered lines, then fsync them if an event is due: any
+        (``every``) or a ``sync=True`` one."""
         with self._lock:  # a seq counts as written only once its line is
             self._write_out()
-            last = self._seq if every else self._must
-            return self._seq if last > self._synced else 0
+            seq, last = self._seq, self._seq if every else self._must
+        if last > self._synced:
+            self._fsync(seq, wait)
 
     def write_out(self) -> None:
         """Let other processes read every event appended so far (not yet durable): what

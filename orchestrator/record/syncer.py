@@ -38,21 +38,22 @@ class Syncer:
     def ask(self, seq: int) -> None:
         """Make every event up to ``seq`` durable soon; raises what a past fsync raised."""
         with self._cond:
-            self._raise_failure()
-            if seq > self._wanted:
-                self._wanted = seq
-                self._cond.notify_all()
+            self._want(seq)
 
     def wait(self, seq: int) -> None:
         """``ask``, then return once it is done."""
         with self._cond:
-            self._raise_failure()
-            if seq > self._wanted:
-                self._wanted = seq
-                self._cond.notify_all()
+            self._want(seq)
             while self.done < seq and self._error is None:
                 self._cond.wait()
             self._raise_failure()
+
+    def _want(self, seq: int) -> None:
+        """(Under the condition's lock.)"""
+        self._raise_failure()
+        if seq > self._wanted:
+            self._wanted = seq
+            self._cond.notify_all()
 
     def take_wakeups(self) -> None:
         """Empty the wake-up pipe (the loop calls this when ``wakeup_fd`` was ready)."""

@@ -80,14 +80,10 @@ class TaskNode:
         graph's index. (Lists changed in place, like ``feedback``, change along with some
         field set in the same graph method, so the cache is dropped then too.)"""
         fields = self.__dict__
-        if name != "state":
-            fields[name] = value
-            fields["_json"] = None
-            return
-        old = fields.get(name)
+        old = fields.get(name) if name == "state" else None
         fields[name] = value
         fields["_json"] = None
-        if (graph := fields.get("_graph")) is not None:
+        if name == "state" and (graph := fields.get("_graph")) is not None:
             graph._index.moved(self, old, value)
 
     def to_json(self) -> str:
