@@ -26,6 +26,7 @@ from orchestrator.gate import (
     RunKind,
 )
 from orchestrator.gate.batching import batch_size, entropy_bound, failure_rate, split_size
+from orchestrator.gate.runs import Trees
 
 
 def queue_of(ids: str, **kwargs: object) -> MergeQueue:
@@ -217,6 +218,23 @@ def test_higher_priority_goes_first_then_arrival_order() -> None:
         order += runs[0].ids
         queue.finished(runs[0].run_id, True)
     assert order == ["high", "high2", "mid", "low"]
+
+
+def test_a_tree_is_named_by_its_candidates_in_order_however_it_was_stacked() -> None:
+    trees = Trees()
+    ab = trees.extend(Trees.EMPTY, ("a", "b"))
+    assert trees.extend(trees.extend(Trees.EMPTY, ("a",)), ("b",)) == ab
+    assert trees.extend(Trees.EMPTY, ("b", "a")) != ab
+    assert trees.extend(ab, ("c",)) not in (ab, Trees.EMPTY)
+
+
+def test_a_long_queue_keeps_what_its_runs_added_not_every_tree_whole() -> None:
+    """Each run's tree was a tuple of every candidate landed before it: a long queue's
+    memory (and its time hashing them) grew with the square of what it had landed."""
+    queue = queue_of([f"c{i}" for i in range(3000)], max_batch=16)  # type: ignore[arg-type]
+    landed = drain(queue, broken=set())
+    assert sum(len(d.ids) for d in landed if isinstance(d, Land)) == 3000 and queue.idle
+    assert len(queue._stack.trees._next) == 3000  # one step per candidate run, in all
 
 
 def test_the_driver_misusing_the_queue_is_told_so() -> None:

@@ -107,7 +107,7 @@ class MergeQueue:
         self._stack = Stack()
         self._reported = 0  # results reported so far: the queue's clock
         self._cleared_since: int | None = None  # _reported when cleared ones began waiting
-        self._tried: dict[tuple[str, ...], tuple[bool, frozenset[str]]] = {}
+        self._tried: dict[int, tuple[bool, frozenset[str]]] = {}  # by tree (runs.Trees)
 
     # -- the driver's calls ---------------------------------------------------------
 

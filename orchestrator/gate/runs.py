@@ -23,13 +23,32 @@ class RunState(Enum):
     CANCELLED = "cancelled"
 
 
+class Trees:
+    """Each tree (the candidates merged into it, in order, since the start) as a number:
+    a trie of (tree, next candidate) -> tree. A run's tree then costs its own candidates,
+    not the whole history (a tuple of every landed candidate per run was quadratic in
+    time and memory over a long queue), and two runs with the same candidates in the
+    same order get the same number, however they were stacked."""
+
+    EMPTY = 0
+
+    def __init__(self) -> None:
+        self._next: dict[tuple[int, str], int] = {}
+
+    def extend(self, tree: int, ids: tuple[str, ...]) -> int:
+        for cid in ids:
+            step = (tree, cid)
+            tree = self._next.get(step) or self._next.setdefault(step, len(self._next) + 1)
+        return tree
+
+
 @dataclass
 class Run:
     """A started run and what it needs to decide landing and flakiness."""
 
     gate: GateRun
     start_target: int | None  # the run that had landed last when this one started
-    tree: tuple[str, ...]  # every candidate in its tree, in merge order, since the start
+    tree: int  # its tree: every candidate in it, in merge order, since the start (Trees)
     state: RunState = RunState.ACTIVE
     result: tuple[bool, frozenset[str]] | None = None  # reported, waiting for its base
     passed: bool | None = None  # once DONE
@@ -44,12 +63,13 @@ class Stack:
         # is asked on every plan, and a scan of every run ever made was quadratic.
         self._maybe_active: dict[int, Run] = {}
         self.last_landed: int | None = None
-        self.landed_tree: tuple[str, ...] = ()
+        self.trees = Trees()
+        self.landed_tree = Trees.EMPTY
         self._next_id = 1
 
     def start(self, ids: tuple[str, ...], base: int | None, gate: GateRun) -> Run:
         below = self.landed_tree if base is None else self.runs[base].tree
-        run = Run(gate, self.last_landed, below + ids)
+        run = Run(gate, self.last_landed, self.trees.extend(below, ids))
         self.runs[gate.run_id] = self._maybe_active[gate.run_id] = run
         return run
 
