@@ -147,8 +147,8 @@ def test_a_merge_that_landed_untold_is_recorded_on_resume(
     release = tmp_path / "shared" / "release-gate"
     home, proc = start(tmp_path, project, wait_file(release), a_after_b=last)
     submitted = next(e for e in events(home) if e["kind"] == "task_submitted" and e["task"] == "a")
-    merge_started = [e["commit"] for e in events(home) if e["kind"] == "merge_started"]
-    assert submitted["commit"] in merge_started  # the intent is in the record first
+    started = [e["commits"] for e in events(home) if e["kind"] == "batch_started"]
+    assert any(c.get("a") == submitted["commit"] for c in started)  # the intent is first
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     run_git(project, "merge", "-q", "--no-ff", "-m", "the merger's move", submitted["commit"])

@@ -19,6 +19,7 @@ from orchestrator.record.eventtext import FORMATS, format_event
 from orchestrator.record.report import build_report
 from orchestrator.record.store import RunStore
 from orchestrator.tasks.taskgraph import TaskGraph, TaskState
+from orchestrator.tasks.transitions import replay
 
 ROOT = Path(orchestrator.__file__).parent
 SAMPLES = {str: "s", int: 3, float: 1.5, bool: True}
@@ -88,6 +89,28 @@ def test_a_log_from_a_newer_pd_is_read_not_crashed_on(tmp_path: Path) -> None:
     # A newer log's unknown line stays in the file for the newer pd that wrote it.
     store.append(ev.RunStalled(reason="r"))
     assert [e["kind"] for e in store.raw_events()][1] == "task_teleported"
+
+
+def test_a_log_from_an_older_pd_still_replays(tmp_path: Path) -> None:
+    """Logs before ``batch_started`` have one ``merge_started`` per task: still read,
+    still shown, and a resume of such a run replays them like any other."""
+    store = RunStore.create(tmp_path, "run-1")
+    lines = [
+        {"kind": "task_assigned", "v": 1, "seq": 1, "at": 1, "task": "a", "worker": "w1"}
+        | {"branch": "b", "base": "h0", "attempt": 1},
+        {"kind": "task_submitted", "v": 1, "seq": 2, "at": 2, "task": "a", "worker": "w1"}
+        | {"attempt": 1, "commit": "c", "files": [], "summary": "", "branch": "b"}
+        | {"state": "merging"},
+        {"kind": "merge_started", "v": 1, "seq": 3, "at": 3, "task": "a", "commit": "c"}
+        | {"batch": 1},
+    ]
+    store.events_path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    *_, started = RunStore(store.dir).events()
+    assert isinstance(started, ev.MergeStarted) and started.batch == 1
+    assert format_event(started) == "merge ⇢ a"
+    graph = TaskGraph([{"id": "a", "title": "a"}])
+    replay(graph, store.events())
+    assert graph.get("a").state is TaskState.MERGING and graph.get("a").commit == "c"
 
 
 # Words that are event kinds and also, elsewhere, plain keys of other records (a model

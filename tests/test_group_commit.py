@@ -220,7 +220,7 @@ def test_a_real_run_commits_in_groups_and_every_effect_follows_its_cause(
     kinds = [e.kind for e in events]
     assert kinds.count("task_merged") == 6
     # Every TaskJob and MergeBatch (and spawn, shutdown) passed the barrier ...
-    batches = {e.batch for e in events if isinstance(e, ev.MergeStarted)}  # one send each
+    batches = {e.batch for e in events if isinstance(e, ev.BatchStarted)}  # one send each
     assert run.pool.effects >= kinds.count("task_assigned") + len(batches)
     # ... and the events went in groups: one fsync per turn of the loop at most (each
     # turn asks once, before it waits), however many events the turn recorded.

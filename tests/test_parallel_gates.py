@@ -108,7 +108,7 @@ def test_a_failure_below_cancels_the_batch_stacked_on_it_which_is_tested_again()
 
     effects = run.done(*jobs["c"], commit="cc")
     assert batches(effects) == {4: (["c"], 3)}  # stacked on run 3's tree
-    started = [e for e in run.log if isinstance(e, ev.MergeStarted) and e.task == "c"]
+    started = [e for e in run.log if isinstance(e, ev.BatchStarted) and "c" in e.commits]
     assert [(e.batch, e.on) for e in started] == [(4, 3)]
 
     effects = gated(run, 3, False)  # a and b together fail: what is on it means nothing
@@ -241,9 +241,9 @@ def test_two_gates_at_once_a_failure_ahead_sends_the_stacked_batch_to_the_real_h
     merged = [e["task"] for e in log if e["kind"] == "task_merged"]
     assert merged == ["b", "c"]  # each once
     assert [e["task"] for e in log if e["kind"] == "task_failed"] == ["a"]
-    started = [e for e in log if e["kind"] == "merge_started"]
-    a_runs = [e["batch"] for e in started if e["task"] == "a"]
-    c_on = [e["on"] for e in started if e["task"] == "c"]
+    started = [e for e in log if e["kind"] == "batch_started"]
+    a_runs = [e["batch"] for e in started if "a" in e["commits"]]
+    c_on = [e["on"] for e in started if "c" in e["commits"]]
     assert c_on == [a_runs[1], 0]  # stacked on a's second run, then on the real head
     assert not (shared / "release-a-b-c").exists()  # the stacked gate never finished
     trees = first_parent_trees(project, start)

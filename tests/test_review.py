@@ -394,7 +394,7 @@ def test_rebuild_keeps_reviews_in_review_approved_and_sent_back(git_repo: Path) 
         ev.ReviewStarted(task="open", worker="w2", round=1, commit=v["open"]),
         *submitted("approved", 1, v["approved"], "reviewing"),
         *verdict("approved", 1, v["approved"], True),
-        ev.MergeStarted(task="approved", commit=v["approved"]),
+        ev.BatchStarted(commits={"approved": v["approved"]}, batch=1),
         *submitted("back", 1, v["back"], "reviewing"),
         *verdict("back", 1, v["back"], False),
         *submitted("exhausted", 1, "e1", "reviewing"),

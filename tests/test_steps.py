@@ -280,6 +280,23 @@ def test_aborting_a_task_tells_its_worker_and_drops_its_merge() -> None:
     assert MERGER not in run.jobs(effects)
 
 
+def test_a_task_aborted_while_its_batch_is_gated_leaves_once_the_batch_fails() -> None:
+    tasks = [{"id": t, "title": t.upper()} for t in "abc"]
+    run = Run(tasks, workers=[("w1", "backend-dev"), ("w2", "backend-dev"), ("w3", "backend-dev")])
+    run.boot()
+    jobs = run.jobs(run.tick())
+    assert batch(run.done("w3", jobs["w3"], commit="cc")) == ["c"]
+    run.done("w1", jobs["w1"], commit="ca")
+    run.done("w2", jobs["w2"], commit="cb")  # a and b wait for c's batch
+    assert batch(run.merged("c", "h1")) == ["a", "b"]
+
+    run.feed(Control(ControlRequest("abort", task="a")))  # the merger has it: it stays
+    assert "a" in run.state.merges.key_of
+    effects = run.gated(False)  # the batch failed: a leaves, b alone is tried again
+    assert "a" not in run.state.merges.key_of and batch(effects) == ["b"]
+    assert run.state.graph.get("a").state is TaskState.ABORTED
+
+
 def test_aborting_the_run_stops_new_work_and_ends_it_as_aborted() -> None:
     run = Run([{"id": "a", "title": "A"}, {"id": "b", "title": "B", "deps": ["a"]}])
     run.boot()

@@ -105,6 +105,10 @@ class MergeQueue:
         waits for the one below it is the gate queue's; the merger keeps its tree.)"""
         return [*self.running.values(), *self.landing.values()]
 
+    def held(self) -> set[str]:
+        """The tasks of every batch the merger has."""
+        return {task for run in self.at_merger() for task in run.tasks()}
+
     def holds(self, task_id: str) -> bool:
         return any(task_id in run.tasks() for run in self.at_merger())
 

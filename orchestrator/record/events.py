@@ -299,11 +299,25 @@ class ReviewRoundsExhausted(Event):
 # ---- merging ----------------------------------------------------------------------
 
 
+@kind("batch_started")
+class BatchStarted(Event):
+    """A batch went to the merger: ``commits``, each task's commit, in the batch's order
+    (its tasks land, or not, together); ``batch``: the merge queue's run; ``on``: the
+    batch whose tree it is tested on (parallel gates), 0 for the target head."""
+
+    commits: dict[str, str]
+    batch: int
+    on: int = 0
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.commits)
+
+
 @kind("merge_started")
 class MergeStarted(Event):
-    """The task went to the merger; ``batch``: the merge queue's run it went in (the
-    tasks of one batch land, or not, together); ``on``: the batch whose tree it is
-    tested on (parallel gates), 0 for the target head."""
+    """One task of a batch went to the merger: what logs before ``batch_started``
+    recorded, one event per task (read, never written)."""
 
     task: str
     commit: str

@@ -36,6 +36,9 @@ FORMATS: dict[type[ev.Event], Callable[[Any], str | None]] = {
     ev.TaskSubmitted: lambda e: (
         f"{e.worker} ✓ {e.task} done: {len(e.files)} files at {_short(e.commit)}"
     ),
+    ev.BatchStarted: lambda e: (
+        f"merge ⇢ batch {e.batch}: {', '.join(e.commits)}" + (f" (on batch {e.on})" if e.on else "")
+    ),
     ev.MergeStarted: lambda e: f"merge ⇢ {e.task}" + (f" (on batch {e.on})" if e.on else ""),
     ev.MergeRestarted: lambda e: f"merge queue restarted: {e.reason}",
     ev.TaskMerged: lambda e: f"merge ✓ {e.task} → {_short(e.head)} ({e.seconds}s)",

@@ -63,11 +63,8 @@ def next_merge(run: RunState, out: Effects) -> None:
     for batch in merges.take():
         # Durable before the merger hears of it: a move the merger makes and cannot
         # report (the coordinator died meanwhile) is then still in the record.
-        for item in batch.items:
-            started = ev.MergeStarted(
-                task=item["task_id"], commit=item["commit"], batch=batch.run_id, on=batch.base_run
-            )
-            out.emit(started)
+        commits = {item["task_id"]: item["commit"] for item in batch.items}
+        out.emit(ev.BatchStarted(commits=commits, batch=batch.run_id, on=batch.base_run))
         out.send(MERGER, batch)
 
 
@@ -97,6 +94,7 @@ def batch_result(run: RunState, out: Effects, result: BatchResult) -> None:
     flight = merges.running.get(result.run_id)
     if flight is None:
         return  # a batch given up when the merger died, or cancelled
+    held = merges.held()
     if merges.parked and result.run_id != merges.parked_run:
         merges.unpark()  # the batch-mate they conflicted with has landed or left
     tasks = flight.tasks()
@@ -118,7 +116,7 @@ def batch_result(run: RunState, out: Effects, result: BatchResult) -> None:
         for task in tasks:
             if task in merges.key_of:
                 merged(run, out, task, result.head, result.seconds)
-    sweep(run)
+    sweep(run, held)
 
 
 def run_landed(run: RunState, out: Effects, answer: RunLanded) -> None:
@@ -126,6 +124,7 @@ def run_landed(run: RunState, out: Effects, answer: RunLanded) -> None:
     (someone else moved the target since that tree was built: every tree stacked on
     the old head is void, and the queue starts again on the new one)."""
     merges = run.merges
+    held = merges.held()
     landing = merges.landed(answer.run_id)
     if landing is None:
         return  # lost with a merger that died
@@ -137,13 +136,18 @@ def run_landed(run: RunState, out: Effects, answer: RunLanded) -> None:
     elif landing.generation == merges.generation:  # (not restarted since it was asked)
         out.emit(ev.MergeRestarted(reason=answer.reason, tasks=sorted(merges.key_of)))
         merges.restart()
-    sweep(run)
+    sweep(run, held)
 
 
-def sweep(run: RunState) -> None:
-    """Tasks aborted while their batch was at the merger leave once it did not land."""
+def sweep(run: RunState, held: set[str]) -> None:
+    """Tasks aborted while their batch was at the merger leave once it did not land.
+    Only tasks the merger ``held`` before its answer can have been kept for that (every
+    task in the queue once the run is aborting, which aborts them all): scanning the
+    whole queue after every batch cost the loop time in proportion to its backlog."""
     merges = run.merges
-    for task in [t for t in merges.key_of if run.graph.get(t).state is not TaskState.MERGING]:
+    for task in list(merges.key_of) if run.aborting else held:
+        if task not in merges.key_of or run.graph.get(task).state is TaskState.MERGING:
+            continue
         if not merges.holds(task):
             merges.leave(task)
 
