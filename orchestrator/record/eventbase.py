@@ -44,8 +44,13 @@ class Event:
         return tagged(head, self, self.to_json) + b"\n"
 
     def stamped(self: E, seq: int, at: float) -> E:
-        """A copy with the store's stamps."""
-        return self.but(seq=seq, at=at)
+        """A copy with the store's stamps (``but`` for the two fields every appended
+        event gets, without its checks)."""
+        copy = object.__new__(type(self))
+        fields = copy.__dict__
+        fields.update(self.__dict__)
+        fields["seq"], fields["at"] = seq, at
+        return copy
 
     def but(self: E, **changes: Any) -> E:
         """A copy with ``changes``: ``dataclasses.replace`` without running ``__init__``

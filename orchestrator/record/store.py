@@ -163,7 +163,7 @@ class RunStore:
         ``seq`` and ``at``."""
         with self._lock:
             seq = self._next_seq(sync)
-            stamped = event.but(seq=seq, at=round(time.time(), 4))
+            stamped = event.stamped(seq, round(time.time(), 4))
             self._write(stamped.line())
         if sync and not self._group:
             self._fsync(seq)
