@@ -37,6 +37,7 @@ from _common import new_repo, run_git, say
 
 from orchestrator.engine import coordinator as coordinator_module
 from orchestrator.engine.child import child_setup
+from orchestrator.system import oshints
 from orchestrator.wire.messages import (
     BatchResult,
     Heartbeat,
@@ -237,7 +238,9 @@ def noop_worker(
     keys: dict[str, str] | None = None,
     side: Connection | None = None,
 ) -> None:
-    """A worker that starts and finishes every TaskJob at once (no agent, no git)."""
+    """A worker that starts and finishes every TaskJob at once (no agent, no git),
+    scheduled as a real worker is (``oshints.as_worker``: nicer than the coordinator)."""
+    oshints.as_worker(worker_id)
 
     def answer(message: Any) -> list[Any]:
         if not isinstance(message, TaskJob):
