@@ -1,4 +1,9 @@
-"""``pd logs``: worker, merger and coordinator logs, merged in time order."""
+"""``pd logs``: worker, merger and coordinator logs, merged in time order.
+
+The coordinator's lines are the run's events (``events.jsonl``) as text
+(``eventtext.log_line``): the run records each event once. A run an older pd wrote has a
+``logs/coordinator.log`` of its own instead, read like the others.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,10 @@ import typer
 
 from orchestrator.errors import BadInput
 from orchestrator.record.control import coordinator_alive
+from orchestrator.record.eventtext import log_line
 from orchestrator.record.store import RunStore
+
+COORDINATOR = "coordinator"
 
 
 def logs(
@@ -29,12 +37,19 @@ def logs(
     if task is not None:
         _check_task(store, task)
     files = _files(store, worker)
-    shown = _select(_read(files), task)
+    shown = _select(_read(store, files), task)
     for line in shown[-lines:] if lines > 0 else shown:
         typer.echo(line)
     if follow:
-        _follow(store, worker, task, {path: path.stat().st_size for path in _files(store, worker)})
+        _follow(store, worker, task, {path: _end(path) for path in _files(store, worker)})
     return 0
+
+
+def _end(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _check_task(store: RunStore, task: str) -> None:
@@ -72,31 +87,43 @@ def _task_ids(store: RunStore) -> list[str] | None:
 
 
 def _files(store: RunStore, worker: str | None) -> list[Path]:
+    """The logs to read: each process's, the event log standing for the coordinator's."""
     folder = store.dir / "logs"
+    logs = {p.stem: p for p in folder.glob("*.log") if not p.name.startswith("gate-")}
+    logs.setdefault(COORDINATOR, store.events_path)
     if worker is None:
-        return sorted(p for p in folder.glob("*.log") if not p.name.startswith("gate-"))
-    path = folder / f"{worker}.log"
-    if not path.exists() and worker != "merger":
-        known = ", ".join(
-            sorted(p.stem for p in folder.glob("*.log") if not p.name.startswith("gate-"))
-        )
+        return [logs[name] for name in sorted(logs)]
+    if worker not in logs and worker != "merger":
         raise BadInput(
             "--worker",
             f"no log for worker '{worker}' in run {store.run_id}",
-            f"use one of: {known}",
+            f"use one of: {', '.join(sorted(logs))}",
         )
-    return [path]
+    return [logs.get(worker, folder / f"{worker}.log")]
 
 
-def _read(files: list[Path]) -> list[str]:
+def _read(store: RunStore, files: list[Path]) -> list[str]:
     """All lines of all files, in time order (each line starts with HH:MM:SS)."""
     out: list[tuple[str, int, str]] = []
     for index, path in enumerate(files):
-        try:
-            out += [(line[:8], index, line) for line in path.read_text().splitlines()]
-        except FileNotFoundError:
-            continue
+        lines, _ = _lines_after(store, path, 0)
+        out += [(line[:8], index, line) for line in lines]
     return [line for _, _, line in sorted(out, key=lambda item: (item[0], item[1]))]
+
+
+def _lines_after(store: RunStore, path: Path, offset: int) -> tuple[list[str], int]:
+    """The complete lines of one log from byte ``offset`` on, and the offset after them."""
+    if path == store.events_path:
+        events, offset = store.events_after(offset)
+        return [line for line in map(log_line, events) if line is not None], offset
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            chunk = handle.read()
+    except FileNotFoundError:
+        return [], offset
+    complete = chunk[: chunk.rfind(b"\n") + 1]
+    return complete.decode(errors="replace").splitlines(), offset + len(complete)
 
 
 def _select(all_lines: list[str], task: str | None) -> list[str]:
@@ -109,16 +136,8 @@ def _follow(
     idle_rounds = 0
     while True:
         for path in _files(store, worker):
-            start = offsets.get(path, 0)
-            try:
-                with open(path) as handle:
-                    handle.seek(start)
-                    chunk = handle.read()
-            except FileNotFoundError:
-                continue
-            complete = chunk[: chunk.rfind("\n") + 1]
-            offsets[path] = start + len(complete.encode())
-            for line in _select(complete.splitlines(), task):
+            lines, offsets[path] = _lines_after(store, path, offsets.get(path, 0))
+            for line in _select(lines, task):
                 typer.echo(line)
         idle_rounds = 0 if coordinator_alive(store) else idle_rounds + 1
         if idle_rounds > 2:

@@ -80,7 +80,6 @@ from orchestrator.planning.taskplan import planner_skills
 from orchestrator.providers import preload_modules
 from orchestrator.record import control
 from orchestrator.record import events as ev
-from orchestrator.record.eventtext import format_event, stamp
 from orchestrator.record.linefile import LineFile
 from orchestrator.record.store import RunStore
 from orchestrator.system import oshints
@@ -172,7 +171,6 @@ class Coordinator:
         self._state_written = 0.0
         self._signals = 0
         self._controls_read = 0.0
-        self._log = LineFile(store.log_path("coordinator"))
         self._session_log = LineFile(store.session_log_path)
 
     # ---- lifecycle ---------------------------------------------------------------
@@ -206,7 +204,6 @@ class Coordinator:
             raise
         finally:
             self.store.close()
-            self._log.close()
             self._session_log.close()
             target.release()
             lock.release()
@@ -251,7 +248,6 @@ class Coordinator:
         # Before waiting, the turn's events go to the disk (one fsync, on the store's
         # syncer thread); the pool sends their messages when it ends, while we read on.
         self.store.sync_soon()
-        self._log.flush()
         self._session_log.flush()
         for event in self.pool.poll(TICK):
             self._step(self._input_of(event))
@@ -365,10 +361,10 @@ class Coordinator:
         send, spawn and kill)."""
         for effect in effects:
             match effect:
-                case Emit(event=event, sync=sync):
-                    self._record(event, sync)
-                case Send(worker=worker, message=message):
-                    self.pool.send(worker, message)
+                case Emit():
+                    self._record(effect.event, effect.sync)
+                case Send():
+                    self.pool.send(effect.worker, effect.message)
                 case NoteSession(line=line):
                     self._session_log.write(line)
                 case Show(event=event):
@@ -411,12 +407,9 @@ class Coordinator:
                 return
 
     def _present(self, event: ev.Event) -> None:
+        """Tell the listener (the CLI's live output); ``pd logs`` renders the
+        coordinator's lines from the event log itself (``eventtext.log_line``)."""
         self._state_dirty = True
-        line = format_event(event)
-        if line is not None:
-            self._log.write(
-                f"{stamp(event.at)} [coordinator] [{getattr(event, 'task', None) or '-'}] {line}"
-            )
         self.on_event(event)
 
     def _write_state(self, force: bool = False, **final: Any) -> None:

@@ -145,3 +145,13 @@ def stamp(at: float) -> str:
     if _last_stamp[0] != second:
         _last_stamp = (second, time.strftime("%H:%M:%S", time.localtime(second)))
     return _last_stamp[1]
+
+
+def log_line(event: ev.Event) -> str | None:
+    """The event as the coordinator's line in ``pd logs`` (``HH:MM:SS [coordinator]
+    [task] text``), or None for the silent kinds. Rendered from the event log when read:
+    the run writes each event once, not once more as text."""
+    line = format_event(event)
+    if line is None:
+        return None
+    return f"{stamp(event.at)} [coordinator] [{getattr(event, 'task', None) or '-'}] {line}"

@@ -1,0 +1,78 @@
+"""``pd logs``: the coordinator's lines are rendered from the event log (the run writes
+each event once), merged in time order with the processes' own logs; a run an older pd
+wrote, with a ``coordinator.log`` of its own, reads as it did."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import pd
+from filelock import FileLock
+
+from orchestrator.record import events as ev
+from orchestrator.record.eventtext import stamp
+from orchestrator.record.store import RunStore
+
+
+def a_run(home: Path) -> RunStore:
+    store = RunStore.create(home, "run-1")
+    store.append(ev.TaskAssigned(task="a", worker="w1", branch="pd/a", base="h0", attempt=1))
+    store.append(ev.TaskStarted(task="a", worker="w1", attempt=1), sync=False)  # silent
+    store.append(ev.TaskMerged(task="a", attempt=1, head="f00d" * 10))
+    store.close()
+    return store
+
+
+def test_the_coordinator_lines_come_from_the_event_log_in_time_order(tmp_path: Path) -> None:
+    store = a_run(tmp_path)
+    at = [e.at for e in store.events()]
+    store.log_path("w1").write_text(f"{stamp(at[0] - 1)} [w1] [a] a second before\n")
+    env = {"PD_HOME": str(tmp_path)}
+
+    out = pd("logs", cwd=tmp_path, env=env, check=True).stdout.splitlines()
+    assert [line[9:] for line in out] == [
+        "[w1] [a] a second before",
+        "[coordinator] [a] w1 ▶ a (attempt 1)",
+        "[coordinator] [a] merge ✓ a → f00df00df0 (0.0s)",
+    ]
+    assert not store.log_path("coordinator").exists()  # the run wrote no second copy
+    alone = pd("logs", "--worker", "coordinator", cwd=tmp_path, env=env, check=True).stdout
+    assert alone.splitlines() == out[1:]
+
+
+def test_a_run_an_older_pd_wrote_shows_its_coordinator_log_once(tmp_path: Path) -> None:
+    store = a_run(tmp_path)
+    store.log_path("coordinator").write_text("12:00:00 [coordinator] [a] as it was written\n")
+
+    out = pd("logs", cwd=tmp_path, env={"PD_HOME": str(tmp_path)}, check=True).stdout
+    assert out.splitlines() == ["12:00:00 [coordinator] [a] as it was written"]
+
+
+def test_follow_prints_events_recorded_after_it_started(tmp_path: Path) -> None:
+    """``--follow`` reads on from where it began; held open by a live coordinator (this
+    process holds the run's lock), it ends once the lock is let go."""
+    store = a_run(tmp_path)
+    lock = FileLock(store.lock_path)
+    lock.acquire()
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "logs", "--follow", "-n", "0"],
+        cwd=tmp_path,
+        env={**os.environ, "PD_HOME": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follow.stdout is not None
+        first = follow.stdout.readline()  # everything so far, then what comes
+        assert "w1 ▶ a" in first
+        live = RunStore(store.dir)
+        live.append(ev.TaskAssigned(task="b", worker="w2", branch="pd/b", base="h0", attempt=1))
+        live.close()
+        while "w2 ▶ b" not in (line := follow.stdout.readline()):
+            assert line, "follow ended before the new event"
+    finally:
+        lock.release()
+    assert follow.wait(timeout=60) == 0  # a hang guard: it ends on its own
