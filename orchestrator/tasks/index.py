@@ -113,6 +113,8 @@ class GraphIndex:
     def _refresh(self, node: Node) -> None:
         """Put ``node`` in or out of the ready order; stamp it when it comes in."""
         should = node.state == self._pending and self._waiting[node.id] == 0
+        if should == (node.id in self._ready_ids):
+            return  # in or out already (most moves: running to merging, and so on)
         key = order_key(node)
         at = bisect.bisect_left(self._keys, key)
         present = at < len(self._keys) and self._keys[at] == key
