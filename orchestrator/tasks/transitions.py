@@ -50,14 +50,14 @@ def apply(graph: TaskGraph, event: ev.Event) -> Change:
     task = getattr(event, "task", None)
     if task is None or task not in graph:
         return Change(event)
-    if not isinstance(event, REACHING):  # only the task itself can change: the short way
+    around = [task, *graph.dependents(task)] if isinstance(event, REACHING) else [task]
+    if len(around) == 1:  # only the task itself can change: the short way
         node = graph.get(task)
         ready_before, blocked_before = graph.is_ready(task), node.state is TaskState.BLOCKED
         done = _transition(graph, event)
         ready = graph.is_ready(task) and not ready_before
         blocked = node.state is TaskState.BLOCKED and not blocked_before
         return Change(done, ready=[task] if ready else [], blocked=[task] if blocked else [])
-    around = [task, *graph.dependents(task)]
     ready_before, blocked_before = _ready(graph, around), _blocked(graph, around)
     done = _transition(graph, event)
     return Change(

@@ -46,9 +46,18 @@ class Message:
 
 def from_dict(data: dict[str, Any]) -> Message:
     """Rebuild a message from its dict form; unknown keys are dropped (newer peer)."""
-    cls = _REGISTRY[data["type"]]
-    return cls(**{n: data[n] for n in _names(cls) if n in data})
+    return _rebuild(dict(data))
 
 
 def from_bytes(raw: bytes) -> Message:
-    return from_dict(loads(raw))
+    return _rebuild(loads(raw))
+
+
+def _rebuild(data: dict[str, Any]) -> Message:
+    """``from_dict`` of a dict it may take apart: the fields go to the class as they
+    are, filtered only when a newer peer sent one this version does not know."""
+    cls = _REGISTRY[data.pop("type")]
+    try:
+        return cls(**data)
+    except TypeError:
+        return cls(**{n: data[n] for n in _names(cls) if n in data})
