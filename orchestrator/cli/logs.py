@@ -36,20 +36,13 @@ def logs(
     store = RunStore.open(run)
     if task is not None:
         _check_task(store, task)
-    files = _files(store, worker)
-    shown = _select(_read(store, files), task)
+    read, offsets = _read(store, _files(store, worker))
+    shown = _select(read, task)
     for line in shown[-lines:] if lines > 0 else shown:
         typer.echo(line)
-    if follow:
-        _follow(store, worker, task, {path: _end(path) for path in _files(store, worker)})
+    if follow:  # on from where each file was read: a line written meanwhile is not lost
+        _follow(store, worker, task, offsets)
     return 0
-
-
-def _end(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 def _check_task(store: RunStore, task: str) -> None:
@@ -102,13 +95,15 @@ def _files(store: RunStore, worker: str | None) -> list[Path]:
     return [logs.get(worker, folder / f"{worker}.log")]
 
 
-def _read(store: RunStore, files: list[Path]) -> list[str]:
-    """All lines of all files, in time order (each line starts with HH:MM:SS)."""
+def _read(store: RunStore, files: list[Path]) -> tuple[list[str], dict[Path, int]]:
+    """All lines of all files, in time order (each line starts with HH:MM:SS), and how
+    far each file was read."""
     out: list[tuple[str, int, str]] = []
+    offsets: dict[Path, int] = {}
     for index, path in enumerate(files):
-        lines, _ = _lines_after(store, path, 0)
+        lines, offsets[path] = _lines_after(store, path, 0)
         out += [(line[:8], index, line) for line in lines]
-    return [line for _, _, line in sorted(out, key=lambda item: (item[0], item[1]))]
+    return [line for _, _, line in sorted(out, key=lambda item: (item[0], item[1]))], offsets
 
 
 def _lines_after(store: RunStore, path: Path, offset: int) -> tuple[list[str], int]:

@@ -1,4 +1,4 @@
-"""A text file the coordinator's loop appends lines to: its log, the session's notes.
+"""A text file the coordinator's loop appends lines to (the session's notes).
 
 Opened on the first line and kept open (an open per line cost the loop time), written
 out once per turn of the loop (``flush``), not once per line.
