@@ -9,7 +9,9 @@ one of them unsynced. A real run shows both at work.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import select
 import signal
 import sys
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
 from orchestrator.engine.coordinator import Coordinator
 from orchestrator.engine.pool import UnrecordedEffect, WorkerPool
@@ -29,6 +32,7 @@ from orchestrator.errors import InfraError
 from orchestrator.record import events as ev
 from orchestrator.record.store import RunStore
 from orchestrator.record.syncer import Syncer
+from orchestrator.system.targetlock import live_run
 from orchestrator.wire.messages import Progress
 from tests import workers_for_tests as targets
 from tests.conftest import finish_turn, write_mission, write_turn
@@ -271,3 +275,76 @@ def test_state_json_is_never_partial_and_ends_with_every_tasks_latest_state(
     assert {t["id"]: t["state"] for t in final["tasks"]} == latest
     assert final["counts"]["failed"] == 1 and final["status"] == "failed"
     assert seen and all(isinstance(s.get("tasks"), list) for s in seen)
+
+
+# ---- a disk that fails -----------------------------------------------------------------
+
+
+@contextmanager
+def failing_event_log(after: int = 0) -> Iterator[list[int]]:
+    """fsync of any ``events.jsonl`` succeeds ``after`` times, then fails as a full disk
+    does; other files' fsyncs go through. Yields the count of failed calls."""
+    real, failed, passed = os.fsync, [0], [0]
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("events.jsonl"):
+            if passed[0] >= after:
+                failed[0] += 1
+                raise OSError(errno.ENOSPC, "No space left on device")
+            passed[0] += 1
+        real(fd)
+
+    os.fsync = fsync  # type: ignore[assignment]
+    try:
+        yield failed
+    finally:
+        os.fsync = real
+
+
+def test_closing_a_store_whose_disk_failed_lets_go_of_its_thread_and_file(
+    tmp_path: Path,
+) -> None:
+    before = set(threading.enumerate())
+    store = RunStore.create(tmp_path).group_commit()
+    with failing_event_log():
+        store.append(ev.RunStalled(reason="one"))
+        with pytest.raises(InfraError, match="No space left"):
+            store.commit()
+        with pytest.raises(InfraError, match="could not make the event log durable"):
+            store.close()  # the events are not durable: the caller must hear it ...
+    # ... and the fsync thread and the file are gone all the same
+    assert set(threading.enumerate()) <= before
+    assert store._events_handle is None
+    store.close()  # once is enough
+
+
+def test_without_group_commit_a_failed_fsync_is_an_infra_error(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path)
+    with failing_event_log(), pytest.raises(InfraError, match="free space or fix the disk"):
+        store.append(ev.RunStalled(reason="one"))
+    store.close()
+
+
+@pytest.mark.parametrize("after", [0, 3], ids=["at-start", "with-workers-up"])
+def test_a_run_whose_disk_fails_stops_and_lets_go_of_everything(
+    tmp_path: Path, project: Path, after: int
+) -> None:
+    tasks = [{"id": f"t{n}", "title": f"task {n}"} for n in range(4)]
+    cassette = {t["id"]: [[write_turn(f"{t['id']}.txt", "x\n"), finish_turn()]] for t in tasks}
+    home = tmp_path / "pd-home"
+    mission = write_mission(home, tasks, cassette, team=[{"role": "backend-dev", "count": 2}])
+    plan = build_plan(mission, home, repo_arg=str(project))
+    store = RunStore.create(home)
+    before = set(threading.enumerate())
+    run = Coordinator(plan, store)
+    spawned: list[Any] = []  # every child the run started
+    spawn = run.pool.spawn
+    run.pool.spawn = lambda *a, **k: spawned.append(spawn(*a, **k)) or spawned[-1]  # type: ignore[method-assign]
+    with failing_event_log(after) as failed, pytest.raises(InfraError, match="No space left"):
+        run_here(run)
+    assert failed[0] >= 1 and len(spawned) == (3 if after else 0)
+    # Every child is gone, and the branch and the run are free for `pd resume`.
+    assert not [h.id for h in spawned if h.process.is_alive()]
+    assert live_run(plan.repo, plan.target_branch) is None
+    FileLock(store.lock_path).acquire(timeout=0)
+    assert set(threading.enumerate()) <= before

@@ -22,6 +22,7 @@ ALLOWED: dict[tuple[str, str], str] = {
         "a second SIGINT/SIGTERM stops the loop at once; the CLI answers it with exit 130"
     ),
     ("engine/pool.py", "ValueError"): "spawning a worker id twice: a coordinator bug",
+    ("engine/pool.py", "failure"): "the PdError its barrier caught, after every worker stopped",
     ("engine/pool.py", "UnrecordedEffect"): (
         "an effect before its cause is durable: the coordinator bug the barrier exists to catch"
     ),

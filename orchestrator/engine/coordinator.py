@@ -39,6 +39,7 @@ so the next turn's work overlaps the disk's).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -202,11 +203,12 @@ class Coordinator:
         except BaseException:
             self._teardown()
             raise
-        finally:
-            self.store.close()
-            self._session_log.close()
-            target.release()
-            lock.release()
+        finally:  # each runs even when one before it raises (a failed disk fails close)
+            with contextlib.ExitStack() as release:
+                release.callback(lock.release)
+                release.callback(target.release)
+                release.callback(self._session_log.close)
+                self.store.close()
 
     def _start(self) -> None:
         exclude_from_status(self.plan.repo, [self.plan.worktree_root, self.plan.workspace / ".pd"])
@@ -294,14 +296,16 @@ class Coordinator:
         """Stop every process and remove every worktree; safe to call twice. ``grace``:
         how long workers get to end their attempt before SIGTERM (which kills their
         commands too); short on an abort, which throws the attempts away anyway."""
-        self.pool.shutdown_all(grace=grace)
-        self.permits.stop()
-        self._present_recorded()
-        for slot in self.state.slots.values():
-            if slot.state != SlotState.RETIRED:
-                slot.state, slot.task = SlotState.STOPPED, None
-        WorktreeManager(self.plan.repo, self.root).remove_all()
-        drop_spent_branches(self.plan.repo, self.store.run_id, self.state.head)
+        try:
+            self.pool.shutdown_all(grace=grace)  # stops every process even on a failed disk
+        finally:
+            self.permits.stop()
+            self._present_recorded()
+            for slot in self.state.slots.values():
+                if slot.state != SlotState.RETIRED:
+                    slot.state, slot.task = SlotState.STOPPED, None
+            WorktreeManager(self.plan.repo, self.root).remove_all()
+            drop_spent_branches(self.plan.repo, self.store.run_id, self.state.head)
 
     def _stop_merger(self) -> None:
         """Abort: stop the running gates before they can move the target branch. A

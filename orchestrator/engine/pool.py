@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import psutil
 
 from orchestrator.engine.frames import FrameReader, write_frame
+from orchestrator.errors import PdError
 from orchestrator.wire.messages import Message, Shutdown, from_bytes
 
 
@@ -362,8 +363,15 @@ class WorkerPool:
         return sum(1 for h in self.workers.values() if h.process.is_alive())
 
     def shutdown_all(self, grace: float = 2.0) -> None:
-        """Ask every worker to stop, wait with one shared deadline, then terminate, then kill."""
-        self._barrier()
+        """Ask every worker to stop, wait with one shared deadline, then terminate, then kill.
+        When the record cannot be made durable (a failed disk) the messages waiting for it
+        are dropped, every process is stopped all the same, and then the failure is raised."""
+        failure: PdError | None = None
+        try:
+            self._barrier()
+        except PdError as error:
+            failure = error
+            self._outbox.clear()  # their causes never reached the disk: they must not go
         for worker_id in list(self.workers):
             self._send_now(worker_id, Shutdown())
         deadline = time.monotonic() + grace
@@ -380,6 +388,8 @@ class WorkerPool:
                 handle.process.join(1)
             handle.conn.close()
         self.workers.clear()
+        if failure is not None:
+            raise failure
 
 
 def create_time_of(pid: int | None) -> float | None:

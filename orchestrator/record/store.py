@@ -22,7 +22,7 @@ from typing import Any
 
 from orchestrator.errors import RunNotFound
 from orchestrator.record.eventbase import VERSION, E, Event, decode
-from orchestrator.record.syncer import Syncer
+from orchestrator.record.syncer import Syncer, not_durable
 from orchestrator.wire.fastjson import dumps, loads
 
 
@@ -280,7 +280,12 @@ class RunStore:
         handle = self._events_handle
         if handle is None or seq <= self._synced:
             return
-        os.fsync(handle.fileno())
+        try:
+            os.fsync(handle.fileno())
+        except OSError as error:
+            if self._syncer is not None:
+                raise  # the syncer keeps it, and raises it to whoever asks next
+            raise not_durable(error) from error
         self.fsyncs += 1
         self._synced = max(self._synced, seq)
 
@@ -341,16 +346,19 @@ class RunStore:
                 yield event
 
     def close(self) -> None:
-        """Make every event durable, then close the log."""
-        self.sync()
-        if self._syncer is not None:
-            self._syncer.stop()
-            self._syncer = None
-            self._group = False
-        with self._lock:
-            if self._events_handle is not None:
-                self._events_handle.close()
-                self._events_handle = None
+        """Make every event durable, then close the log. A failed disk is raised, after the
+        fsync thread and the file are let go all the same (a second close does nothing)."""
+        try:
+            self.sync()
+        finally:
+            if self._syncer is not None:
+                self._syncer.stop()
+                self._syncer = None
+                self._group = False
+            with self._lock:
+                handle, self._events_handle = self._events_handle, None
+                if handle is not None:
+                    handle.close()
 
     # ---- snapshot and files ------------------------------------------------------
 

@@ -19,6 +19,14 @@ from collections.abc import Callable
 from orchestrator.errors import InfraError
 
 
+def not_durable(error: BaseException) -> InfraError:
+    """What pd raises when an fsync of the event log failed (a full or failing disk)."""
+    return InfraError(
+        f"could not make the event log durable: {error} "
+        "(free space or fix the disk, then `pd resume`)"
+    )
+
+
 class Syncer:
     """Calls ``fsync(seq)`` on its thread for the highest ``seq`` asked, one at a time."""
 
@@ -74,10 +82,7 @@ class Syncer:
 
     def _raise_failure(self) -> None:
         if self._error is not None:
-            raise InfraError(
-                f"could not make the event log durable: {self._error} "
-                "(free space or fix the disk, then `pd resume`)"
-            ) from self._error
+            raise not_durable(self._error) from self._error
 
     def _run(self) -> None:
         while True:
