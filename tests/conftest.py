@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import psutil
@@ -105,11 +105,12 @@ _ROOT: str | None = None
 
 
 @pytest.fixture(autouse=True)
-def _no_process_outlives_its_test() -> Iterator[None]:
+def _no_process_outlives_its_test(tmp_path: Path) -> Iterator[None]:
     """A test that fails while a ``pd`` it started waits (on a gate held on a file, say)
     would leave that process, and its workers, running for ever: kill what the test
     started and left. multiprocessing's own helpers (the forkserver) are kept: later
-    tests in this process reuse them."""
+    tests in this process reuse them. Then ``sweep`` kills the orphans no parent links
+    to us any more (a gate's ``sleep &`` reparented to init, a sandboxed command)."""
     me = psutil.Process()
     before = {p.pid for p in me.children()}
     yield
@@ -120,6 +121,24 @@ def _no_process_outlives_its_test() -> Iterator[None]:
                 child.kill()
             proc.kill()
     psutil.wait_procs(left, timeout=10)
+    sweep(tmp_path, keep={p.pid for p in me.children()})
+
+
+def sweep(folder: Path, keep: Collection[int] = ()) -> list[int]:
+    """Kill every process working in ``folder`` or naming it on its command line (a
+    test's own tmp path: nothing there outlives the test), but ``keep``; their pids."""
+    inside = f"{folder}/"
+    killed: list[psutil.Process] = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        if proc.pid in keep or proc.pid == os.getpid():
+            continue
+        paths = [f"{proc.info['cwd']}/", *(f"{arg}/" for arg in proc.info["cmdline"] or ())]
+        if any(inside in path for path in paths):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+                killed.append(proc)
+    psutil.wait_procs(killed, timeout=10)
+    return [proc.pid for proc in killed]
 
 
 def _multiprocessing(proc: psutil.Process) -> bool:
