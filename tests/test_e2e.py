@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -150,6 +151,15 @@ def test_run_merges_every_task_in_dependency_order(project: Path, tmp_path: Path
     assert report["status"] == "finished" and report["counts"]["merged"] == 4
     logs = pd("logs", "--task", "t2", cwd=home, env={"PD_HOME": str(home)}, check=True).stdout
     assert "[t2]" in logs and "[t1]" not in logs
+    # Every process's lines and the run's events, in the order they happened: the
+    # merger's line for a landing comes before the coordinator's line for it.
+    shown = pd("logs", "-n", "0", cwd=home, env={"PD_HOME": str(home)}, check=True).stdout
+    lines = shown.splitlines()
+    assert [line[:8] for line in lines] == sorted(line[:8] for line in lines)
+    landed = next(
+        i for i, line in enumerate(lines) if re.search(r"\[merger\].*\bt1\b.*merged", line)
+    )
+    assert landed < next(i for i, line in enumerate(lines) if "merge ✓ t1" in line)
 
 
 def test_gate_rejection_returns_feedback_and_retry_merges(project: Path, tmp_path: Path) -> None:

@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from conftest import pd
 from filelock import FileLock
 
 from orchestrator.record import events as ev
+from orchestrator.record import processlog
 from orchestrator.record.eventtext import stamp
 from orchestrator.record.store import RunStore
 
@@ -79,3 +81,29 @@ def test_follow_prints_events_recorded_after_it_started(tmp_path: Path) -> None:
         lock.release()
     rest, _ = follow.communicate(timeout=60)  # a hang guard: it ends on its own
     assert follow.returncode == 0 and "w2 ▶ b (attempt 1)" in rest
+
+
+def local(day: int, hour: int, minute: int, second: int) -> float:
+    return time.mktime((2026, 12, day, hour, minute, second, 0, 0, -1))
+
+
+def test_a_log_line_is_timed_across_midnight_in_every_format_pd_wrote() -> None:
+    start = local(2, 23, 58, 0)
+    lines = [
+        "23:59:58 [w1] [a] an older pd: the time of day alone",
+        "00:00:01 [w1] [a] after midnight",
+        f"{processlog.stamp(local(3, 0, 0, 2) + 0.25)} [w1] [a] this pd, to the millisecond",
+        "2026-12-03 00:00:03 error merging a:",  # the merger of an older pd
+        "Traceback (most recent call last):",  # goes with the line above
+        "00:00:04 [w1] [a] still the 3rd",
+    ]
+    timed = processlog.timed(lines, start)
+    assert [at - start for at, _ in timed] == [118, 121, 122.25, 123, 123, 124]
+    assert [line for _, line in timed] == [
+        "23:59:58 [w1] [a] an older pd: the time of day alone",
+        "00:00:01 [w1] [a] after midnight",
+        "00:00:02 [w1] [a] this pd, to the millisecond",
+        "00:00:03 error merging a:",
+        "Traceback (most recent call last):",
+        "00:00:04 [w1] [a] still the 3rd",
+    ]

@@ -1,4 +1,5 @@
-"""``pd logs``: worker, merger and coordinator logs, merged in time order.
+"""``pd logs``: worker, merger and coordinator logs, merged in the order they were written
+(each line's time: ``record.processlog``).
 
 The coordinator's lines are the run's events (``events.jsonl``) as text
 (``eventtext.log_line``): the run records each event once. A run an older pd wrote has a
@@ -8,12 +9,14 @@ The coordinator's lines are the run's events (``events.jsonl``) as text
 from __future__ import annotations
 
 import time
+from operator import itemgetter
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from orchestrator.errors import BadInput
+from orchestrator.record import processlog
 from orchestrator.record.control import coordinator_alive
 from orchestrator.record.eventtext import log_line
 from orchestrator.record.store import RunStore
@@ -96,21 +99,37 @@ def _files(store: RunStore, worker: str | None) -> list[Path]:
 
 
 def _read(store: RunStore, files: list[Path]) -> tuple[list[str], dict[Path, int]]:
-    """All lines of all files, in time order (each line starts with HH:MM:SS), and how
-    far each file was read."""
-    out: list[tuple[str, int, str]] = []
+    """All lines of all files, in the order they were written, and how far each file was
+    read."""
+    start = _started(store)
+    timed: list[tuple[float, str]] = []
     offsets: dict[Path, int] = {}
-    for index, path in enumerate(files):
-        lines, offsets[path] = _lines_after(store, path, 0)
-        out += [(line[:8], index, line) for line in lines]
-    return [line for _, _, line in sorted(out, key=lambda item: (item[0], item[1]))], offsets
+    for path in files:
+        lines, offsets[path] = _lines_after(store, path, 0, start)
+        timed += lines
+    return _in_order(timed), offsets
 
 
-def _lines_after(store: RunStore, path: Path, offset: int) -> tuple[list[str], int]:
-    """The complete lines of one log from byte ``offset`` on, and the offset after them."""
+def _in_order(timed: list[tuple[float, str]]) -> list[str]:
+    """Lines of several logs by when they were written; a stable sort, so the lines of
+    one instant keep their file's order, and a line's continuation stays with it."""
+    return [line for _, line in sorted(timed, key=itemgetter(0))]
+
+
+def _started(store: RunStore) -> float:
+    """When the run began (its first event), which dates a log line of the time alone."""
+    first = next(store.raw_events(), None)
+    return float(first["at"]) if first else store.events_path.parent.stat().st_mtime
+
+
+def _lines_after(
+    store: RunStore, path: Path, offset: int, start: float
+) -> tuple[list[tuple[float, str]], int]:
+    """The complete lines of one log from byte ``offset`` on, each with when it was
+    written (``start``: no later than the first), and the offset after them."""
     if path == store.events_path:
         events, offset = store.events_after(offset)
-        return [line for line in map(log_line, events) if line is not None], offset
+        return [(e.at, line) for e in events if (line := log_line(e)) is not None], offset
     try:
         with open(path, "rb") as handle:
             handle.seek(offset)
@@ -118,7 +137,8 @@ def _lines_after(store: RunStore, path: Path, offset: int) -> tuple[list[str], i
     except FileNotFoundError:
         return [], offset
     complete = chunk[: chunk.rfind(b"\n") + 1]
-    return complete.decode(errors="replace").splitlines(), offset + len(complete)
+    lines = complete.decode(errors="replace").splitlines()
+    return processlog.timed(lines, start), offset + len(complete)
 
 
 def _select(all_lines: list[str], task: str | None) -> list[str]:
@@ -128,12 +148,14 @@ def _select(all_lines: list[str], task: str | None) -> list[str]:
 def _follow(
     store: RunStore, worker: str | None, task: str | None, offsets: dict[Path, int]
 ) -> None:
-    idle_rounds = 0
+    start, idle_rounds = _started(store), 0
     while True:
+        timed: list[tuple[float, str]] = []
         for path in _files(store, worker):
-            lines, offsets[path] = _lines_after(store, path, offsets.get(path, 0))
-            for line in _select(lines, task):
-                typer.echo(line)
+            lines, offsets[path] = _lines_after(store, path, offsets.get(path, 0), start)
+            timed += lines
+        for line in _select(_in_order(timed), task):
+            typer.echo(line)
         idle_rounds = 0 if coordinator_alive(store) else idle_rounds + 1
         if idle_rounds > 2:
             return

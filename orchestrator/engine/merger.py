@@ -25,6 +25,7 @@ from orchestrator.errors import BadInput, GitError
 from orchestrator.gate import firsttests
 from orchestrator.gate.target import sync_checkout
 from orchestrator.gate.trees import Branch, build, merged_tree
+from orchestrator.record import processlog
 from orchestrator.system import gitutil, oshints
 from orchestrator.system.procs import run_shell
 from orchestrator.system.sandbox import Policy, Sandbox
@@ -301,9 +302,7 @@ class Merger:
             gitutil.git_full(self.repo, "update-ref", ref, req.commit)
 
     def log(self, text: str) -> None:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.log_dir / "merger.log", "a") as log:
-            log.write(f"{stamp} {text}\n")
+        processlog.write(self.log_dir / "merger.log", "merger", None, text)
 
 
 def _names(items: list[MergeRequest]) -> str:

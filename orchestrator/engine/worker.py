@@ -11,7 +11,6 @@ import os
 import queue
 import signal
 import threading
-import time
 import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -25,6 +24,7 @@ from orchestrator.engine.jobs import JobRunner, starts_on, transcript_name
 from orchestrator.engine.workerconfig import WorkerConfig
 from orchestrator.errors import InfraError, PdError
 from orchestrator.limits.client import PermitClient
+from orchestrator.record import processlog
 from orchestrator.record.store import RunStore
 from orchestrator.system import oshints, procs
 from orchestrator.system.sandbox import Policy
@@ -154,9 +154,7 @@ class Worker:
     # ---- work --------------------------------------------------------------------
 
     def log(self, task_id: str, text: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
-        with open(self.log_file, "a") as handle:
-            handle.write(f"{stamp} [{self.id}] [{task_id}] {text}\n")
+        processlog.write(self.log_file, self.id, task_id, text)
 
     def serve(self) -> None:
         while True:
