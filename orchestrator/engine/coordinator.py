@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import signal
 import sys
 import threading
@@ -56,11 +55,12 @@ from orchestrator.engine import steps
 from orchestrator.engine.apikeys import key_names, take_keys
 from orchestrator.engine.child import child_setup
 from orchestrator.engine.configs import merger_config, worker_config
+from orchestrator.engine.journal import Journal
 from orchestrator.engine.merger import merger_main
 from orchestrator.engine.pool import PoolEvent, WorkerPool, create_time_of
 from orchestrator.engine.preflight import RunPlan, plan_payload
 from orchestrator.engine.runstate import MERGER, RunRules, RunState, SlotState
-from orchestrator.engine.snapshot import snapshot_text, state_interval
+from orchestrator.engine.snapshot import snapshot_text
 from orchestrator.engine.steps.effects import (
     Answer,
     Effect,
@@ -130,7 +130,12 @@ class Coordinator:
     ) -> None:
         self.plan = plan
         self.store = store
-        self.on_event = on_event or (lambda event: None)
+        self.journal = Journal(
+            store,
+            on_event,
+            lambda **final: snapshot_text(self, **final),
+            lambda: len(self.state.graph),
+        )
         path = store.session_log_path  # a resumed run goes on with the lines it had
         rules = RunRules(
             run_id=store.run_id,
@@ -161,15 +166,12 @@ class Coordinator:
             plan.provider.name,
             plan.provider.prices,
             store.events(),
-            self._record_soon,
+            self.journal.record_soon,
         )
         self.permits = PermitLoop(self.metering)
-        self._recorded: queue.SimpleQueue[ev.Event] = queue.SimpleQueue()
         self.root = plan.worktree_root / store.run_id
         self.started_at = time.time()
         self.create_time = create_time_of(os.getpid())
-        self._state_dirty = True
-        self._state_written = 0.0
         self._signals = 0
         self._controls_read = 0.0
         self._session_log = LineFile(store.session_log_path)
@@ -220,7 +222,7 @@ class Coordinator:
             workers=dict(self.plan.workers),
             pid=os.getpid(),
         )
-        self._record(started)
+        self.journal.record(started)
         if self.state.planning_open:  # what the producer's job carries besides its attempt
             role = self.plan.roles[self.state.planning.role]  # type: ignore[union-attr]
             skills = planner_skills(role, load_registry(self.plan.workspace))
@@ -236,7 +238,7 @@ class Coordinator:
                 side_channel=True,
             )
             self.permits.attach(slot.id, slot.role, handle.side)  # type: ignore[arg-type]
-            self._record(ev.WorkerSpawned(worker=slot.id, role=slot.role))
+            self.journal.record(ev.WorkerSpawned(worker=slot.id, role=slot.role))
         self._carry_out(steps.start(self.state))
 
     def _turn(self) -> bool:
@@ -253,12 +255,12 @@ class Coordinator:
         self._session_log.flush()
         for event in self.pool.poll(TICK):
             self._step(self._input_of(event))
-        self._present_recorded()
+        self.journal.tell_recorded()
         if (now := time.monotonic()) - self._controls_read >= CONTROL_INTERVAL:
             self._controls_read = now
             for request in control.take_requests(self.store):
                 self._step(Control(request))
-        self._write_state()
+        self.journal.write_state()
         return True
 
     def _input_of(self, event: PoolEvent) -> Input:
@@ -282,14 +284,14 @@ class Coordinator:
         self._carry_out(steps.wind_down(self.state))
         self._teardown(grace=0.1 if self.state.aborting else 0.8)
         if self.plan.record and (cassette := recorder.assemble(self.store.dir)):
-            self._record(ev.CassetteRecorded(path=str(cassette)))
+            self.journal.record(ev.CassetteRecorded(path=str(cassette)))
         self.plan.graph = self.state.graph  # a planned goal's graph, for whoever reads on
         code, status = steps.outcome(self.state)
         counts = self.state.graph.counts()
-        self._record(
+        self.journal.record(
             ev.RunFinished(status=status, exit_code=code, head=self.state.head, counts=counts)
         )
-        self._write_state(force=True, status=status, exit_code=code)
+        self.journal.write_state(force=True, status=status, exit_code=code)
         return code
 
     def _teardown(self, grace: float = 0.8) -> None:
@@ -300,7 +302,7 @@ class Coordinator:
             self.pool.shutdown_all(grace=grace)  # stops every process even on a failed disk
         finally:
             self.permits.stop()
-            self._present_recorded()
+            self.journal.tell_recorded()
             for slot in self.state.slots.values():
                 if slot.state != SlotState.RETIRED:
                     slot.state, slot.task = SlotState.STOPPED, None
@@ -366,13 +368,13 @@ class Coordinator:
         for effect in effects:
             match effect:
                 case Emit():
-                    self._record(effect.event, effect.sync)
+                    self.journal.record(effect.event, effect.sync)
                 case Send():
                     self.pool.send(effect.worker, effect.message)
                 case NoteSession(line=line):
                     self._session_log.write(line)
                 case Show(event=event):
-                    self.on_event(event.stamped(0, time.time()))
+                    self.journal.show(event)
                 case Respawn(worker=worker):
                     self._respawn(worker)
                 case Kill(worker=worker):
@@ -389,39 +391,6 @@ class Coordinator:
         if worker == MERGER:
             return
         self.permits.attach(worker, self.state.slots[worker].role, handle.side)  # type: ignore[arg-type]
-        self._record(ev.WorkerRespawned(worker=worker, pid=handle.pid, restarts=handle.restarts))
-
-    # ---- the record --------------------------------------------------------------
-
-    def _record(self, event: ev.Event, sync: bool = True) -> None:
-        """Record first, then tell: the event log is the truth others rebuild from.
-        ``sync=False`` (informational) is made durable once per loop step instead."""
-        self._present(self.store.append(event, sync=sync))
-
-    def _record_soon(self, event: ev.Event) -> None:
-        """``_record`` for the permit thread: recorded at once (the store is thread-safe),
-        durable by the end of the step, told by the main loop."""
-        self._recorded.put(self.store.append(event, sync=False))
-
-    def _present_recorded(self) -> None:
-        while True:
-            try:
-                self._present(self._recorded.get_nowait())
-            except queue.Empty:
-                return
-
-    def _present(self, event: ev.Event) -> None:
-        """Tell the listener (the CLI's live output); ``pd logs`` renders the
-        coordinator's lines from the event log itself (``eventtext.log_line``)."""
-        self._state_dirty = True
-        self.on_event(event)
-
-    def _write_state(self, force: bool = False, **final: Any) -> None:
-        now = time.monotonic()
-        waited = now - self._state_written
-        interval = state_interval(len(self.state.graph))
-        if not force and (not self._state_dirty or waited < interval):
-            return
-        self.store.write_out()  # the events are never behind the snapshot
-        self.store.write_state_text(snapshot_text(self, **final))
-        self._state_dirty, self._state_written = False, now
+        self.journal.record(
+            ev.WorkerRespawned(worker=worker, pid=handle.pid, restarts=handle.restarts)
+        )
