@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import resource
 import select
 import signal
 import sys
@@ -348,3 +349,40 @@ def test_a_run_whose_disk_fails_stops_and_lets_go_of_everything(
     assert live_run(plan.repo, plan.target_branch) is None
     FileLock(store.lock_path).acquire(timeout=0)
     assert set(threading.enumerate()) <= before
+
+
+@contextmanager
+def file_size_limit(size: int) -> Iterator[None]:
+    """The OS refuses writes past ``size`` bytes in any file (EFBIG), as a full disk
+    refuses them: a real failure of ``write()``, for this process alone."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the default would kill the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+
+
+def test_a_write_the_disk_refuses_is_an_infra_error_and_the_log_reads_to_its_last_line(
+    tmp_path: Path,
+) -> None:
+    store = RunStore.create(tmp_path).group_commit()
+    store.append(ev.RunStalled(reason="x" * 100))
+    store.commit()
+    line = store.events_path.stat().st_size  # the one event's line
+    room = line + line + line // 2  # one more such line fits, not two
+    with file_size_limit(room):
+        store.append(ev.RunStalled(reason="y" * 100))
+        store.append(ev.RunStalled(reason="z" * 100))
+        with pytest.raises(InfraError, match="free space or fix the disk"):
+            store.commit()
+        with pytest.raises(InfraError, match="could not make the event log durable"):
+            store.close()
+    assert store.events_path.stat().st_size == room  # the third line was torn
+    assert [e.reason[0] for e in RunStore(store.dir).events()] == ["x", "y"]
+    again = RunStore(store.dir)  # appending again cuts the torn line first
+    again.append(ev.RunStalled(reason="after"))
+    again.close()
+    assert [e.reason[0] for e in RunStore(store.dir).events()] == ["x", "y", "a"]

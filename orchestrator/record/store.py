@@ -17,6 +17,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,16 @@ from orchestrator.errors import RunNotFound
 from orchestrator.record.eventbase import VERSION, E, Event, decode
 from orchestrator.record.syncer import Syncer, not_durable
 from orchestrator.wire.fastjson import dumps, loads
+
+
+@contextmanager
+def _disk() -> Iterator[None]:
+    """A write or fsync of the event log that the disk refused (full, failing) is pd's
+    ``InfraError``, saying what to do."""
+    try:
+        yield
+    except OSError as error:
+        raise not_durable(error) from error
 
 
 def workspace() -> Path:
@@ -186,9 +197,10 @@ class RunStore:
         return self._seq
 
     def _write(self, line: bytes) -> None:
-        self._events_handle.write(line)
-        if not self._group:  # in group commit the next commit or sync writes it out
-            self._events_handle.flush()
+        with _disk():
+            self._events_handle.write(line)
+            if not self._group:  # in group commit the next commit or sync writes it out
+                self._events_handle.flush()
 
     def group_commit(self) -> RunStore:
         """From now on a ``sync=True`` event is made durable by the next ``commit()`` (or
@@ -262,7 +274,8 @@ class RunStore:
         see them from now on. In group commit appends leave this to the commit, so a
         turn of the loop writes its events in one system call, not one per event."""
         if self._events_handle is not None:
-            self._events_handle.flush()
+            with _disk():
+                self._events_handle.flush()
 
     def _fsync(self, seq: int, wait: bool = True) -> None:
         if seq <= self._synced:
@@ -280,12 +293,11 @@ class RunStore:
         handle = self._events_handle
         if handle is None or seq <= self._synced:
             return
-        try:
-            os.fsync(handle.fileno())
-        except OSError as error:
-            if self._syncer is not None:
-                raise  # the syncer keeps it, and raises it to whoever asks next
-            raise not_durable(error) from error
+        if self._syncer is not None:
+            os.fsync(handle.fileno())  # a failure is the syncer's to keep and raise
+        else:
+            with _disk():
+                os.fsync(handle.fileno())
         self.fsyncs += 1
         self._synced = max(self._synced, seq)
 
@@ -358,7 +370,8 @@ class RunStore:
             with self._lock:
                 handle, self._events_handle = self._events_handle, None
                 if handle is not None:
-                    handle.close()
+                    with _disk():  # the file is closed even when its last write fails
+                        handle.close()
 
     # ---- snapshot and files ------------------------------------------------------
 
