@@ -351,6 +351,29 @@ def test_a_run_whose_disk_fails_stops_and_lets_go_of_everything(
     assert set(threading.enumerate()) <= before
 
 
+def test_a_system_error_in_the_loop_stops_the_run_with_what_to_do(
+    tmp_path: Path, project: Path
+) -> None:
+    """Any OS error the loop meets (here the snapshot cannot replace ``state.json``: a
+    directory is in its way) ends the run as one line saying what to do, not a
+    traceback, with every process stopped and the branch and run free."""
+    tasks = [{"id": "t1", "title": "task 1"}]
+    cassette = {"t1": [[write_turn("t1.txt", "x\n"), finish_turn()]]}
+    home = tmp_path / "pd-home"
+    mission = write_mission(home, tasks, cassette)
+    plan = build_plan(mission, home, repo_arg=str(project))
+    store = RunStore.create(home)
+    (store.dir / "state.json" / "in-the-way").mkdir(parents=True)
+    before = set(threading.enumerate())
+    run = Coordinator(plan, store)
+    with pytest.raises(InfraError, match=r"state\.json.*then `pd resume`"):
+        run_here(run)
+    assert not run.pool.workers  # every process stopped
+    assert live_run(plan.repo, plan.target_branch) is None
+    FileLock(store.lock_path).acquire(timeout=0)
+    assert set(threading.enumerate()) <= before
+
+
 @contextmanager
 def file_size_limit(size: int) -> Iterator[None]:
     """The OS refuses writes past ``size`` bytes in any file (EFBIG), as a full disk

@@ -74,7 +74,7 @@ from orchestrator.engine.steps.effects import (
 )
 from orchestrator.engine.steps.inputs import Control, Died, Input, Received, Tick
 from orchestrator.engine.worker import worker_main
-from orchestrator.errors import BadInput
+from orchestrator.errors import BadInput, InfraError
 from orchestrator.limits.meter import Metering
 from orchestrator.limits.permit_thread import PermitLoop
 from orchestrator.planning.taskplan import planner_skills
@@ -202,8 +202,13 @@ class Coordinator:
             while self._turn():
                 pass
             return self._finish()
-        except BaseException:
+        except BaseException as error:
             self._teardown()
+            if isinstance(error, OSError):  # the disk, a file, a limit: the user's to fix
+                raise InfraError(
+                    f"the run stopped on a system error: {error} "
+                    "(fix it, free disk space say, then `pd resume`)"
+                ) from error
             raise
         finally:  # each runs even when one before it raises (a failed disk fails close)
             with contextlib.ExitStack() as release:
