@@ -293,7 +293,7 @@ def test_coordinator_crash_then_resume_keeps_merged_work(project: Path, tmp_path
     release.touch()
     crashed = json.loads(pd("status", "--json", cwd=home, env=env).stdout)
     assert crashed["status"] == "crashed" and "pd resume" in crashed["hint"]
-    result = pd("resume", run_dir(home).name, cwd=home, env=env)
+    result = pd("resume", cwd=home, env=env)  # RUN: the newest, as the README says
     assert result.returncode == 0, result.stdout + result.stderr
     assigned = [e["task"] for e in events(home) if e["kind"] == "task_assigned"]
     assert assigned.count("t1") == 1  # merged work is never redone

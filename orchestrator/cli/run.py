@@ -185,7 +185,10 @@ def _dollars(text: str | None) -> Decimal | None:
 
 
 def resume(
-    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run to go on with.")],
+    run_id: Annotated[
+        str | None,
+        typer.Argument(metavar="RUN", help="The run to go on with (default: the newest run)."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> int:
     """Go on with a run whose coordinator stopped: merged work is kept, the rest reruns."""
