@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli.output import console
+from orchestrator.cli.output import RUN, console
 from orchestrator.errors import BadInput
 from orchestrator.record.control import (
     ControlRequest,
@@ -18,11 +18,12 @@ from orchestrator.record.store import RunStore
 
 
 def handoff(
-    run: Annotated[str | None, typer.Argument(help="Run id (default: the newest run).")] = None,
+    run: RUN = None,
     worker: Annotated[str, typer.Option(help="The worker to hand off, e.g. w2.")] = "",
 ) -> int:
-    """The worker commits its work in progress to the task branch and stops; a fresh
-    process takes the task on from that commit and the worker's handoff note."""
+    """Have a worker commit its work in progress; a fresh process goes on from there."""
+    # The commit goes to the task branch; the fresh process starts from it and the
+    # worker's handoff note.
     if not worker:
         raise BadInput("pd handoff", "no worker given", "name one with --worker, e.g. --worker w1")
     store = RunStore.open(run)

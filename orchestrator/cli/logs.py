@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from orchestrator.cli.output import RUN
 from orchestrator.errors import BadInput
 from orchestrator.record import processlog
 from orchestrator.record.control import coordinator_alive
@@ -25,7 +26,7 @@ COORDINATOR = "coordinator"
 
 
 def logs(
-    run: Annotated[str | None, typer.Argument(help="Run id (default: the newest run).")] = None,
+    run: RUN = None,
     worker: Annotated[str | None, typer.Option(help="Only this worker (w1, merger …).")] = None,
     task: Annotated[str | None, typer.Option(help="Only lines about this task.")] = None,
     follow: Annotated[

@@ -10,7 +10,7 @@ import typer
 
 from orchestrator import __version__
 from orchestrator.cli import abort, catalog, gate, handoff, logs, plan, report, run, skills, status
-from orchestrator.cli.output import console, fail_line, say
+from orchestrator.cli.output import RUN, console, fail_line, say
 from orchestrator.errors import PdError
 from orchestrator.record.store import workspace
 
@@ -30,9 +30,7 @@ app.command()(logs.logs)
 
 @app.command(name="abort")
 def abort_command(
-    run_id: Annotated[
-        str | None, typer.Argument(metavar="RUN", help="Run id (default: the newest run).")
-    ] = None,
+    run_id: RUN = None,
     task: Annotated[str | None, typer.Option(help="Abort only this task.")] = None,
     worker: Annotated[str | None, typer.Option(help="Stop only this worker.")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the coordinator.")] = abort.WAIT,

@@ -13,6 +13,8 @@ from rich.text import Text
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 JSON = Annotated[bool, typer.Option("--json", help="Print JSON.")]  # every table has it
+# Every command about one run takes it so; ``RunStore.open(None)`` is the newest run.
+RUN = Annotated[str | None, typer.Argument(metavar="RUN", help="Run id (default: the newest run).")]
 
 
 def print_json(data: Any) -> None:

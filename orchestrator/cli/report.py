@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.cli.output import console, print_json
+from orchestrator.cli.output import RUN, console, print_json
 from orchestrator.record.report import build_report, rejection_line
 from orchestrator.record.store import RunStore
 
@@ -22,7 +22,7 @@ STATE_STYLE = {
 
 
 def report(
-    run: Annotated[str | None, typer.Argument(help="Run id (default: the newest run).")] = None,
+    run: RUN = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> int:
     """Show what a run did: every task's outcome, rejections, crashes, timings."""

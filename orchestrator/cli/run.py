@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator.cli.output import console
+from orchestrator.cli.output import RUN, console
 from orchestrator.errors import BadInput
 from orchestrator.record.control import coordinator_alive, kill_recorded
 from orchestrator.record.store import RunStore, new_run_id, workspace
@@ -185,10 +185,7 @@ def _dollars(text: str | None) -> Decimal | None:
 
 
 def resume(
-    run_id: Annotated[
-        str | None,
-        typer.Argument(metavar="RUN", help="The run to go on with (default: the newest run)."),
-    ] = None,
+    run_id: RUN = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> int:
     """Go on with a run whose coordinator stopped: merged work is kept, the rest reruns."""

@@ -10,14 +10,14 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from orchestrator.cli.output import console, print_json
+from orchestrator.cli.output import RUN, console, print_json
 from orchestrator.record.control import coordinator_alive
 from orchestrator.record.report import merge_rejections, rejection_line
 from orchestrator.record.store import RunStore
 
 
 def status(
-    run: Annotated[str | None, typer.Argument(help="Run id (default: the newest run).")] = None,
+    run: RUN = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     watch: Annotated[bool, typer.Option(help="Refresh every second until the run ends.")] = False,
 ) -> int:
