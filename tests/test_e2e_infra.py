@@ -14,8 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.engine.coordinator import Coordinator
+from orchestrator.engine.preflight import build_plan
+from orchestrator.record import events as ev
+from orchestrator.record.store import RunStore
 from tests.conftest import finish_turn, pd, write_mission, write_turn
 from tests.test_e2e import events, run_dir
+from tests.test_group_commit import run_here
 
 pytestmark = pytest.mark.slow
 
@@ -94,3 +99,25 @@ def test_a_merger_failure_of_its_own_is_retried_not_charged(project: Path, tmp_p
     assert [(e["task"], e["state"], e.get("merger")) for e in broken] == [("t1", "merging", True)]
     assert not [e for e in log if e["kind"] in ("attempt_failed", "task_rejected")]
     assert [e["attempt"] for e in log if e["kind"] == "task_merged"] == [1]
+
+
+def test_a_file_of_pds_own_the_worker_cannot_write_is_not_charged_to_the_agent(
+    project: Path, tmp_path: Path
+) -> None:
+    """The attempt's transcript cannot be opened (a directory is in its way, as a full
+    disk or a bad permission would stop it): pd's failure, retried without charging the
+    agent. One attempt allowed: the task can only merge if the broken one is not counted."""
+    cassette = {"t1": [[write_turn("t1.txt", "x\n"), finish_turn()]] * 2}
+    home = tmp_path / "pd-home"
+    mission = write_mission(home, [{"id": "t1", "title": "task 1"}], cassette, max_attempts=1)
+    plan = build_plan(mission, home, repo_arg=str(project))
+    store = RunStore.create(home)
+    (store.transcript_path("t1", 1) / "in-the-way").mkdir(parents=True)
+
+    assert run_here(Coordinator(plan, store)) == 0
+    recorded = list(store.events())
+    broke = [e for e in recorded if isinstance(e, ev.AttemptInfraFailed)]
+    assert [(e.task, e.attempt) for e in broke] == [("t1", 1)]
+    assert "1.jsonl" in broke[0].reason
+    assert not [e for e in recorded if isinstance(e, ev.AttemptFailed)]  # never charged
+    assert [e.attempt for e in recorded if isinstance(e, ev.TaskMerged)] == [2]

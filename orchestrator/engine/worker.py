@@ -7,6 +7,7 @@ heartbeat thread proves the process is alive however long a call takes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -154,7 +155,9 @@ class Worker:
     # ---- work --------------------------------------------------------------------
 
     def log(self, task_id: str, text: str) -> None:
-        processlog.write(self.log_file, self.id, task_id, text)
+        """A line of this worker's log; one the disk refuses is lost, the attempt goes on."""
+        with contextlib.suppress(OSError):
+            processlog.write(self.log_file, self.id, task_id, text)
 
     def serve(self) -> None:
         while True:
@@ -169,11 +172,12 @@ class Worker:
         self.abort_task, self.handoff_task, self.current = None, None, job.task_id
         self.channel.send(TaskStarted(worker_id=self.id, task_id=job.task_id, attempt=job.attempt))
         self.log(job.task_id, f"attempt {job.attempt} starts on {starts_on(job)}")
-        transcript = self.store.transcript_path(job.task_id, transcript_name(job))
         try:
+            transcript = self.store.transcript_path(job.task_id, transcript_name(job))
             with open(transcript, "a") as record_file:
                 return self.jobs.run(job, record_file)
-        except InfraError as exc:
+        except (InfraError, OSError) as exc:  # the tools answer the model their own OSErrors:
+            # one that reaches here is pd's (its transcript, note or worktree files)
             self.log(job.task_id, f"attempt {job.attempt} hit an infrastructure error: {exc}")
             return TaskFailed(
                 worker_id=self.id,
