@@ -107,3 +107,12 @@ def test_a_log_line_is_timed_across_midnight_in_every_format_pd_wrote() -> None:
         "Traceback (most recent call last):",
         "00:00:04 [w1] [a] still the 3rd",
     ]
+
+
+def test_a_log_line_the_disk_refuses_is_lost_without_stopping_the_writer(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "w1.log").mkdir()  # in the way of the log, as a full disk would be
+    processlog.write(tmp_path / "w1.log", "w1", "a", "lost")
+    processlog.write(tmp_path / "w2.log", "w2", "a", "kept")
+    assert (tmp_path / "w2.log").read_text().endswith(" [w2] [a] kept\n")

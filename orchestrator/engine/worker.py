@@ -7,7 +7,6 @@ heartbeat thread proves the process is alive however long a call takes.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import signal
@@ -155,9 +154,7 @@ class Worker:
     # ---- work --------------------------------------------------------------------
 
     def log(self, task_id: str, text: str) -> None:
-        """A line of this worker's log; one the disk refuses is lost, the attempt goes on."""
-        with contextlib.suppress(OSError):
-            processlog.write(self.log_file, self.id, task_id, text)
+        processlog.write(self.log_file, self.id, task_id, text)
 
     def serve(self) -> None:
         while True:

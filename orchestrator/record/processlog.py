@@ -11,6 +11,7 @@ goes with the line before it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Iterable
@@ -22,8 +23,9 @@ _CLOCK = re.compile(r"(\d\d):(\d\d):(\d\d) ")
 
 
 def write(path: Path, who: str, task: str | None, text: str) -> None:
-    """Append one line (``text`` may span several) to a process's log."""
-    with open(path, "a") as handle:
+    """Append one line (``text`` may span several) to a process's log. A line the disk
+    refuses is lost: a log never stops the process it records (its error handlers log)."""
+    with contextlib.suppress(OSError), open(path, "a") as handle:
         handle.write(f"{stamp(time.time())} [{who}] [{task or '-'}] {text}\n")
 
 
