@@ -12,9 +12,9 @@ from __future__ import annotations
 import errno
 import json
 import os
-import resource
 import select
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -374,38 +374,50 @@ def test_a_system_error_in_the_loop_stops_the_run_with_what_to_do(
     assert set(threading.enumerate()) <= before
 
 
-@contextmanager
-def file_size_limit(size: int) -> Iterator[None]:
-    """The OS refuses writes past ``size`` bytes in any file (EFBIG), as a full disk
-    refuses them: a real failure of ``write()``, for this process alone."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the default would kill the process
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+REFUSED_WRITE = """
+import resource, signal, sys
+from pathlib import Path
+from orchestrator.errors import InfraError
+from orchestrator.record import events as ev
+from orchestrator.record.store import RunStore
+
+store = RunStore.create(Path(sys.argv[1])).group_commit()
+store.append(ev.RunStalled(reason="x" * 100))
+store.commit()
+line = store.events_path.stat().st_size  # the one event's line
+room = line + line + line // 2  # one more such line fits, not two
+# From here the OS refuses writes past ``room`` bytes (EFBIG), as a full disk refuses
+# them: a real failure of write(), in this process alone.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the default would kill the process
+resource.setrlimit(resource.RLIMIT_FSIZE, (room, resource.RLIM_INFINITY))
+store.append(ev.RunStalled(reason="y" * 100))
+store.append(ev.RunStalled(reason="z" * 100))
+for step in (store.commit, store.close):
     try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        step()
+    except InfraError as error:
+        print(error)
+print(room)
+"""
 
 
 def test_a_write_the_disk_refuses_is_an_infra_error_and_the_log_reads_to_its_last_line(
     tmp_path: Path,
 ) -> None:
-    store = RunStore.create(tmp_path).group_commit()
-    store.append(ev.RunStalled(reason="x" * 100))
-    store.commit()
-    line = store.events_path.stat().st_size  # the one event's line
-    room = line + line + line // 2  # one more such line fits, not two
-    with file_size_limit(room):
-        store.append(ev.RunStalled(reason="y" * 100))
-        store.append(ev.RunStalled(reason="z" * 100))
-        with pytest.raises(InfraError, match="free space or fix the disk"):
-            store.commit()
-        with pytest.raises(InfraError, match="could not make the event log durable"):
-            store.close()
-    assert store.events_path.stat().st_size == room  # the third line was torn
-    assert [e.reason[0] for e in RunStore(store.dir).events()] == ["x", "y"]
+    child = subprocess.run(
+        [sys.executable, "-c", REFUSED_WRITE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    *errors, room = child.stdout.splitlines()
+    assert len(errors) == 2  # the commit and the close, each pd's one line
+    assert all("could not make the event log durable" in e for e in errors)
+    assert all("free space or fix the disk" in e for e in errors)
+    store = RunStore.open(None, tmp_path)
+    assert store.events_path.stat().st_size == int(room)  # the third line was torn
+    assert [e.reason[0] for e in store.events()] == ["x", "y"]  # type: ignore[attr-defined]
     again = RunStore(store.dir)  # appending again cuts the torn line first
     again.append(ev.RunStalled(reason="after"))
     again.close()
-    assert [e.reason[0] for e in RunStore(store.dir).events()] == ["x", "y", "a"]
+    assert [e.reason[0] for e in store.events()] == ["x", "y", "a"]  # type: ignore[attr-defined]
