@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from filelock import FileLock
 
+from orchestrator.cli.status import current
 from orchestrator.engine.coordinator import Coordinator
 from orchestrator.engine.pool import UnrecordedEffect, WorkerPool
 from orchestrator.engine.preflight import build_plan
@@ -344,6 +345,10 @@ def test_a_run_whose_disk_fails_stops_and_lets_go_of_everything(
     with failing_event_log(after) as failed, pytest.raises(InfraError, match="No space left"):
         run_here(run)
     assert failed[0] >= 1 and len(spawned) == (3 if after else 0)
+    # `pd status` says what broke and what to do (the snapshot is not fsync'd: it was
+    # written), not "crashed".
+    shown = current(store)
+    assert shown["status"] == "broken" and "then `pd resume`" in shown["hint"]
     # Every child is gone, and the branch and the run are free for `pd resume`.
     assert not [h.id for h in spawned if h.process.is_alive()]
     assert live_run(plan.repo, plan.target_branch) is None

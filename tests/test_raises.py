@@ -21,6 +21,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("engine/coordinator.py", "KeyboardInterrupt"): (
         "a second SIGINT/SIGTERM stops the loop at once; the CLI answers it with exit 130"
     ),
+    ("engine/coordinator.py", "broken"): "the InfraError system_error builds just above",
     ("engine/pool.py", "ValueError"): "spawning a worker id twice: a coordinator bug",
     ("engine/pool.py", "failure"): "the PdError its barrier caught, after every worker stopped",
     ("engine/pool.py", "UnrecordedEffect"): (

@@ -74,7 +74,7 @@ from orchestrator.engine.steps.effects import (
 )
 from orchestrator.engine.steps.inputs import Control, Died, Input, Received, Tick
 from orchestrator.engine.worker import worker_main
-from orchestrator.errors import BadInput, InfraError
+from orchestrator.errors import BadInput, InfraError, PdError
 from orchestrator.limits.meter import Metering
 from orchestrator.limits.permit_thread import PermitLoop
 from orchestrator.planning.taskplan import planner_skills
@@ -111,6 +111,14 @@ CHILD_MODULES = (
 # How long an aborted merger may take to stop: killing a gate is quick, and a ref move
 # it had begun finishes (update-ref plus the checkout sync) before it leaves.
 MERGER_STOP_WAIT = 30.0
+
+
+def system_error(error: OSError) -> InfraError:
+    """An OS error the loop met (the disk, a file, a limit): the user's to fix."""
+    return InfraError(
+        f"the run stopped on a system error: {error} "
+        "(fix it, free disk space say, then `pd resume`)"
+    )
 
 
 def _merger_entry(conn: Any, worker_id: str, config: dict[str, Any]) -> None:
@@ -203,13 +211,16 @@ class Coordinator:
                 pass
             return self._finish()
         except BaseException as error:
-            self._teardown()
-            if isinstance(error, OSError):  # the disk, a file, a limit: the user's to fix
-                raise InfraError(
-                    f"the run stopped on a system error: {error} "
-                    "(fix it, free disk space say, then `pd resume`)"
-                ) from error
-            raise
+            with contextlib.suppress(PdError):  # a failed disk: stopped all the same
+                self._teardown()
+            if not isinstance(error, OSError | InfraError):
+                raise
+            broken = error if isinstance(error, InfraError) else system_error(error)
+            with contextlib.suppress(OSError, PdError):  # `pd status` says why, if it can
+                self.journal.write_state(force=True, status="broken", hint=str(broken))
+            if broken is error:
+                raise
+            raise broken from error
         finally:  # each runs even when one before it raises (a failed disk fails close)
             with contextlib.ExitStack() as release:
                 release.callback(lock.release)

@@ -31,9 +31,13 @@ def state_interval(tasks: int) -> float:
     return STATE_INTERVAL * max(1.0, tasks / STATE_TASKS)
 
 
-def snapshot_text(run: Coordinator, status: str = "running", exit_code: int | None = None) -> str:
-    """``run_snapshot`` as JSON text, with the tasks spliced in from their cached JSON."""
-    head = json.dumps(run_snapshot(run, status, exit_code, tasks=False), default=str)
+def snapshot_text(
+    run: Coordinator, status: str = "running", exit_code: int | None = None, hint: str = ""
+) -> str:
+    """``run_snapshot`` as JSON text, with the tasks spliced in from their cached JSON;
+    ``hint``: what to do about a run that broke."""
+    snapshot = run_snapshot(run, status, exit_code, tasks=False)
+    head = json.dumps({**snapshot, "hint": hint} if hint else snapshot, default=str)
     return f'{head[:-1]}, "tasks": {run.state.graph.snapshot_json()}}}'
 
 
