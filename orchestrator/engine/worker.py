@@ -173,8 +173,9 @@ class Worker:
             transcript = self.store.transcript_path(job.task_id, transcript_name(job))
             with open(transcript, "a") as record_file:
                 return self.jobs.run(job, record_file)
-        except (InfraError, OSError) as exc:  # the tools answer the model their own OSErrors:
-            # one that reaches here is pd's (its transcript, note or worktree files)
+        # The tools answer the model their own OSErrors: one that reaches here is pd's
+        # (its transcript, note or worktree files), as an InfraError is.
+        except (InfraError, OSError) as exc:
             self.log(job.task_id, f"attempt {job.attempt} hit an infrastructure error: {exc}")
             return TaskFailed(
                 worker_id=self.id,

@@ -20,7 +20,8 @@ from orchestrator.errors import InfraError
 
 
 def not_durable(error: BaseException) -> InfraError:
-    """What pd raises when an fsync of the event log failed (a full or failing disk)."""
+    """What pd raises when the event log could not be written or fsync'd (a full or
+    failing disk)."""
     return InfraError(
         f"could not make the event log durable: {error} "
         "(free space or fix the disk, then `pd resume`)"
