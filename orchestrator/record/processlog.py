@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-DAY = 86400.0
 _FULL = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{3}))? ")
 _CLOCK = re.compile(r"(\d\d):(\d\d):(\d\d) ")
 
