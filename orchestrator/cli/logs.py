@@ -40,12 +40,13 @@ def logs(
     store = RunStore.open(run)
     if task is not None:
         _check_task(store, task)
-    read, offsets = _read(store, _files(store, worker))
-    shown = _select(read, task)
+    start = _started(store)
+    offsets: dict[Path, int] = {}
+    shown = _select(_read(store, _files(store, worker), offsets, start), task)
     for line in shown[-lines:] if lines > 0 else shown:
         typer.echo(line)
     if follow:  # on from where each file was read: a line written meanwhile is not lost
-        _follow(store, worker, task, offsets)
+        _follow(store, worker, task, offsets, start)
     return 0
 
 
@@ -99,21 +100,14 @@ def _files(store: RunStore, worker: str | None) -> list[Path]:
     return [logs.get(worker, folder / f"{worker}.log")]
 
 
-def _read(store: RunStore, files: list[Path]) -> tuple[list[str], dict[Path, int]]:
-    """All lines of all files, in the order they were written, and how far each file was
-    read."""
-    start = _started(store)
+def _read(store: RunStore, files: list[Path], offsets: dict[Path, int], start: float) -> list[str]:
+    """The complete lines written to ``files`` since ``offsets`` (moved on past them), in
+    the order they were written: a stable sort, so the lines of one instant keep their
+    file's order, and a line's continuation stays with it."""
     timed: list[tuple[float, str]] = []
-    offsets: dict[Path, int] = {}
     for path in files:
-        lines, offsets[path] = _lines_after(store, path, 0, start)
+        lines, offsets[path] = _lines_after(store, path, offsets.get(path, 0), start)
         timed += lines
-    return _in_order(timed), offsets
-
-
-def _in_order(timed: list[tuple[float, str]]) -> list[str]:
-    """Lines of several logs by when they were written; a stable sort, so the lines of
-    one instant keep their file's order, and a line's continuation stays with it."""
     return [line for _, line in sorted(timed, key=itemgetter(0))]
 
 
@@ -147,15 +141,11 @@ def _select(all_lines: list[str], task: str | None) -> list[str]:
 
 
 def _follow(
-    store: RunStore, worker: str | None, task: str | None, offsets: dict[Path, int]
+    store: RunStore, worker: str | None, task: str | None, offsets: dict[Path, int], start: float
 ) -> None:
-    start, idle_rounds = _started(store), 0
+    idle_rounds = 0
     while True:
-        timed: list[tuple[float, str]] = []
-        for path in _files(store, worker):
-            lines, offsets[path] = _lines_after(store, path, offsets.get(path, 0), start)
-            timed += lines
-        for line in _select(_in_order(timed), task):
+        for line in _select(_read(store, _files(store, worker), offsets, start), task):
             typer.echo(line)
         idle_rounds = 0 if coordinator_alive(store) else idle_rounds + 1
         if idle_rounds > 2:
