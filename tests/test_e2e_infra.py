@@ -15,12 +15,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.engine.coordinator import Coordinator
-from orchestrator.engine.preflight import build_plan
 from orchestrator.record import events as ev
-from orchestrator.record.store import RunStore
 from tests.conftest import finish_turn, pd, write_mission, write_turn
 from tests.test_e2e import events, run_dir
-from tests.test_group_commit import run_here
+from tests.test_group_commit import planned_run, run_here
 
 pytestmark = pytest.mark.slow
 
@@ -108,10 +106,8 @@ def test_a_file_of_pds_own_the_worker_cannot_write_is_not_charged_to_the_agent(
     disk or a bad permission would stop it): pd's failure, retried without charging the
     agent. One attempt allowed: the task can only merge if the broken one is not counted."""
     cassette = {"t1": [[write_turn("t1.txt", "x\n"), finish_turn()]] * 2}
-    home = tmp_path / "pd-home"
-    mission = write_mission(home, [{"id": "t1", "title": "task 1"}], cassette, max_attempts=1)
-    plan = build_plan(mission, home, repo_arg=str(project))
-    store = RunStore.create(home)
+    tasks = [{"id": "t1", "title": "task 1"}]
+    plan, store = planned_run(tmp_path, project, tasks, cassette, max_attempts=1)
     (store.transcript_path("t1", 1) / "in-the-way").mkdir(parents=True)
 
     assert run_here(Coordinator(plan, store)) == 0

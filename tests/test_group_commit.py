@@ -29,7 +29,7 @@ from filelock import FileLock
 from orchestrator.cli.status import current
 from orchestrator.engine.coordinator import Coordinator
 from orchestrator.engine.pool import UnrecordedEffect, WorkerPool
-from orchestrator.engine.preflight import build_plan
+from orchestrator.engine.preflight import RunPlan, build_plan
 from orchestrator.errors import InfraError
 from orchestrator.record import events as ev
 from orchestrator.record.store import RunStore
@@ -186,6 +186,23 @@ def test_a_failed_fsync_is_raised_to_whoever_asks_next() -> None:
 # ---- a real run ------------------------------------------------------------------------
 
 
+def planned_run(
+    tmp_path: Path, project: Path, tasks: list[dict], cassette: dict, **fields: Any
+) -> tuple[RunPlan, RunStore]:
+    """A mission of ``tasks`` on ``project``, planned, and its run store: not started."""
+    home = tmp_path / "pd-home"
+    mission = write_mission(home, tasks, cassette, **fields)
+    return build_plan(mission, home, repo_arg=str(project)), RunStore.create(home)
+
+
+def assert_let_go(plan: RunPlan, store: RunStore, threads: set[threading.Thread]) -> None:
+    """The branch and the run are free for `pd resume`, and no thread of the run is left
+    beside ``threads`` (those alive before it)."""
+    assert live_run(plan.repo, plan.target_branch) is None
+    FileLock(store.lock_path).acquire(timeout=0)
+    assert set(threading.enumerate()) <= threads
+
+
 def run_here(run: Coordinator) -> int:
     """Run a coordinator in the test process, then undo what it sets process-wide."""
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -205,10 +222,9 @@ def test_a_real_run_commits_in_groups_and_every_effect_follows_its_cause(
     cassette = {
         t["id"]: [[write_turn(f"{t['id']}.txt", "x\n"), finish_turn(t["id"])]] for t in tasks
     }
-    home = tmp_path / "pd-home"
-    mission = write_mission(home, tasks, cassette, team=[{"role": "backend-dev", "count": 3}])
-    plan = build_plan(mission, home, repo_arg=str(project))
-    store = RunStore.create(home)
+    plan, store = planned_run(
+        tmp_path, project, tasks, cassette, team=[{"role": "backend-dev", "count": 3}]
+    )
     run = Coordinator(plan, store)
     steps = 0  # turns of the loop
     turn = run._turn
@@ -251,10 +267,7 @@ def test_state_json_is_never_partial_and_ends_with_every_tasks_latest_state(
     tasks = [{"id": f"t{n}", "title": f"task {n}"} for n in range(8)]
     cassette = {t["id"]: [[write_turn(f"{t['id']}.txt", "x\n"), finish_turn()]] for t in tasks}
     cassette["t3"] = [[write_turn("t3.txt", "BROKEN\n"), finish_turn()]]  # the gate fails it
-    home = tmp_path / "pd-home"
-    mission = write_mission(home, tasks, cassette, max_attempts=1)
-    plan = build_plan(mission, home, repo_arg=str(project))
-    store = RunStore.create(home)
+    plan, store = planned_run(tmp_path, project, tasks, cassette, max_attempts=1)
     stop, seen = threading.Event(), []
     reader = threading.Thread(target=_read_states, args=(store.dir / "state.json", stop, seen))
     reader.start()
@@ -333,15 +346,19 @@ def test_a_run_whose_disk_fails_stops_and_lets_go_of_everything(
 ) -> None:
     tasks = [{"id": f"t{n}", "title": f"task {n}"} for n in range(4)]
     cassette = {t["id"]: [[write_turn(f"{t['id']}.txt", "x\n"), finish_turn()]] for t in tasks}
-    home = tmp_path / "pd-home"
-    mission = write_mission(home, tasks, cassette, team=[{"role": "backend-dev", "count": 2}])
-    plan = build_plan(mission, home, repo_arg=str(project))
-    store = RunStore.create(home)
+    plan, store = planned_run(
+        tmp_path, project, tasks, cassette, team=[{"role": "backend-dev", "count": 2}]
+    )
     before = set(threading.enumerate())
     run = Coordinator(plan, store)
     spawned: list[Any] = []  # every child the run started
     spawn = run.pool.spawn
-    run.pool.spawn = lambda *a, **k: spawned.append(spawn(*a, **k)) or spawned[-1]  # type: ignore[method-assign]
+
+    def noted(*args: Any, **kwargs: Any) -> Any:
+        spawned.append(spawn(*args, **kwargs))
+        return spawned[-1]
+
+    run.pool.spawn = noted  # type: ignore[method-assign]
     with failing_event_log(after) as failed, pytest.raises(InfraError, match="No space left"):
         run_here(run)
     assert failed[0] >= 1 and len(spawned) == (3 if after else 0)
@@ -351,9 +368,7 @@ def test_a_run_whose_disk_fails_stops_and_lets_go_of_everything(
     assert shown["status"] == "broken" and "then `pd resume`" in shown["hint"]
     # Every child is gone, and the branch and the run are free for `pd resume`.
     assert not [h.id for h in spawned if h.process.is_alive()]
-    assert live_run(plan.repo, plan.target_branch) is None
-    FileLock(store.lock_path).acquire(timeout=0)
-    assert set(threading.enumerate()) <= before
+    assert_let_go(plan, store, before)
 
 
 def test_a_system_error_in_the_loop_stops_the_run_with_what_to_do(
@@ -364,19 +379,14 @@ def test_a_system_error_in_the_loop_stops_the_run_with_what_to_do(
     traceback, with every process stopped and the branch and run free."""
     tasks = [{"id": "t1", "title": "task 1"}]
     cassette = {"t1": [[write_turn("t1.txt", "x\n"), finish_turn()]]}
-    home = tmp_path / "pd-home"
-    mission = write_mission(home, tasks, cassette)
-    plan = build_plan(mission, home, repo_arg=str(project))
-    store = RunStore.create(home)
+    plan, store = planned_run(tmp_path, project, tasks, cassette)
     (store.dir / "state.json" / "in-the-way").mkdir(parents=True)
     before = set(threading.enumerate())
     run = Coordinator(plan, store)
     with pytest.raises(InfraError, match=r"state\.json.*then `pd resume`"):
         run_here(run)
     assert not run.pool.workers  # every process stopped
-    assert live_run(plan.repo, plan.target_branch) is None
-    FileLock(store.lock_path).acquire(timeout=0)
-    assert set(threading.enumerate()) <= before
+    assert_let_go(plan, store, before)
 
 
 REFUSED_WRITE = """
